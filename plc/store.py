@@ -1,0 +1,244 @@
+"""Checkpoints and metric files: the one place that knows their formats.
+
+Checkpoint (`cN.pt`): a dict of tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)` and a stranger's file cannot run code:
+    {"format": "plc-checkpoint", "version": 1, "config": {...}, "model": state_dict, "meta": {...}}
+Metrics: long-format Parquet, one file per command run,
+    <dir>/<kind>-<run_id>-t<task_index>-<lang>[-<suffix>].parquet
+with the columns of COMMON_COLUMNS on every row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plc import __version__
+from plc.errors import PlcError
+
+if TYPE_CHECKING:
+    import polars as pl
+    import torch
+
+    from plc.model import GPT, GPTConfig
+
+CHECKPOINT_FORMAT = "plc-checkpoint"
+CHECKPOINT_VERSION = 1
+CYCLE = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
+PROBE_LANG = "vi"
+COMMON_COLUMNS = ["kind", "run_id", "size", "n_params", "task_index", "cycle", "lang"]
+METRIC_KINDS = ("train", "probe", "diagnose")
+
+
+def cycle_of(task_index: int, cycle_len: int = len(CYCLE)) -> int:
+    """Cycle number of the checkpoint after `task_index` tasks: tasks 1–8 are cycle 1, 0 is cycle 0."""
+    return 0 if task_index <= 0 else (task_index - 1) // cycle_len + 1
+
+
+# ---------------------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block completes.
+
+    A crash or kill inside the block leaves the final name untouched (no half-written file).
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise PlcError(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_output(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse early (before hours of work) to overwrite an existing output without --force."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise PlcError(f"{path} exists; pass --force to overwrite it")
+    return path
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class Checkpoint:
+    config: GPTConfig
+    model: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_index(self) -> int:
+        return int(self.meta.get("task_index", 0))
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id", "run"))
+
+    @property
+    def size(self) -> str:
+        return str(self.meta.get("size", ""))
+
+    @property
+    def last_lang(self) -> str:
+        """Language of the last task trained ('' for a fresh init)."""
+        history = self.meta.get("history") or []
+        return history[-1]["lang"] if history else ""
+
+    def build_model(self, device: str | torch.device = "cpu") -> GPT:
+        from plc.model import GPT
+
+        model = GPT(self.config)
+        model.load_state_dict(self.model)
+        return model.to(device)
+
+    def row_context(self) -> dict[str, Any]:
+        """The columns every metric row about this checkpoint carries."""
+        return {
+            "run_id": self.run_id,
+            "size": self.size,
+            "n_params": int(self.meta.get("n_params", self.config.n_params)),
+            "task_index": self.task_index,
+            "cycle": cycle_of(self.task_index),
+            "lang": self.last_lang,
+        }
+
+
+def new_meta(
+    config: GPTConfig, *, run_id: str, seed: int, size: str, tokenizer: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "seed": seed,
+        "size": size,
+        "n_params": config.n_params,
+        "task_index": 0,
+        "tokens_seen": 0,
+        "tokenizer": tokenizer,
+        "history": [],
+        "plc_version": __version__,
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = False) -> Path:
+    import torch
+
+    state = {k: v.detach().cpu() for k, v in ckpt.model.items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": ckpt.config.to_dict(),
+        "model": state,
+        "meta": ckpt.meta,
+    }
+    with atomic_path(path, force) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    import pickle
+
+    import torch
+
+    from plc.model import GPTConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise PlcError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise PlcError(f"{path} is not a safe plc checkpoint (refused to unpickle: {first})") from e
+    except Exception as e:  # truncated zip, text file, …
+        raise PlcError(f"{path} is not a plc checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise PlcError(f"{path} is not a plc checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise PlcError(f"{path} has checkpoint version {payload.get('version')}; this plc reads 1")
+    return Checkpoint(GPTConfig.from_dict(payload["config"]), payload["model"], payload["meta"])
+
+
+def check_tokenizer(ckpt: Checkpoint, store_tokenizer: dict[str, Any], what: str) -> None:
+    """Refuse data made with another tokenizer than the checkpoint's (checked wherever both meet)."""
+    mine = ckpt.meta.get("tokenizer")
+    theirs = store_tokenizer or {}
+    if mine and mine.get("fingerprint") != theirs.get("fingerprint"):
+        raise PlcError(
+            f"{what} was tokenized with {theirs.get('name')!r} but the checkpoint expects "
+            f"{mine.get('name')!r} (vocabulary fingerprints differ)"
+        )
+    if int(theirs.get("vocab_size", 0)) > ckpt.config.vocab_size:
+        raise PlcError(
+            f"{what} has vocabulary {theirs.get('vocab_size')} > the model's {ckpt.config.vocab_size}"
+        )
+
+
+# --------------------------------------------------------------------------------------- metrics
+
+
+def metric_path(
+    directory: str | os.PathLike,
+    kind: str,
+    run_id: str,
+    task_index: int,
+    lang: str,
+    suffix: str | None = None,
+) -> Path:
+    name = f"{kind}-{run_id}-t{task_index}-{lang or 'init'}"
+    if suffix:
+        name += f"-{suffix}"
+    return Path(directory) / f"{name}.parquet"
+
+
+def write_metrics(
+    path: str | os.PathLike, rows: Iterable[dict[str, Any]] | pl.DataFrame, force: bool = False
+) -> Path:
+    """Write one metric file atomically; every row must carry the common columns."""
+    import polars as pl
+
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
+    missing = [c for c in COMMON_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"metric rows lack columns {missing}")
+    with atomic_path(path, force) as tmp:
+        df.write_parquet(tmp)
+    return Path(path)
+
+
+def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) -> pl.DataFrame:
+    """Rows of `kind` from any mix of metric files (other kinds are skipped)."""
+    import polars as pl
+
+    frames = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise PlcError(f"no metric file at {p}")
+        try:
+            df = pl.read_parquet(p)
+        except Exception as e:
+            raise PlcError(f"{p} is not a Parquet metric file ({type(e).__name__})") from e
+        if "kind" not in df.columns:
+            raise PlcError(f"{p} is not a plc metric file (no 'kind' column)")
+        if kind is not None:
+            df = df.filter(pl.col("kind") == kind)
+        if df.height:
+            frames.append(df)
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed")
