@@ -9,112 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from plc.errors import PlcError
-
-HEAD_DIM = 64
-
-# Table I (layers, d_model, heads) plus CPU presets that keep head dim 64 and d/L near 80.
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "nano": (1, 64, 1),
-    "micro": (2, 128, 2),
-    "mini": (3, 256, 4),
-    "5M": (4, 320, 5),
-    "12M": (5, 448, 7),
-    "27M": (7, 576, 9),
-    "39M": (8, 640, 10),
-    "53M": (9, 704, 11),
-    "83M": (10, 832, 13),
-    "106M": (11, 896, 14),
-    "314M": (16, 1280, 20),
-}
-PAPER_SIZES = ["5M", "12M", "27M", "39M", "53M", "83M", "106M", "314M"]
-
-# App. A: η = η_5M · (d_5M / d)^α with α = ln(1/3) / ln(1/4).
-LR_5M, D_5M, LR_ALPHA = 3e-3, 320, math.log(1 / 3) / math.log(1 / 4)
-
-
-def paper_lr(d_model: int) -> float:
-    """The paper's learning rate for a hidden size (Table II)."""
-    return LR_5M * (D_5M / d_model) ** LR_ALPHA
-
-
-def padded_vocab(vocab_size: int) -> int:
-    """Embedding rows for a tokenizer vocabulary: rounded up to a multiple of 64 (151,669 → 151,680)."""
-    return -(-vocab_size // 64) * 64
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    n_layer: int
-    d_model: int
-    n_head: int
-    vocab_size: int  # embedding rows (already padded)
-    context: int  # maximum sequence length = rows of the position table
-
-    def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head", "vocab_size", "context"):
-            if getattr(self, name) <= 0:
-                raise PlcError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise PlcError(f"d_model {self.d_model} is not divisible by {self.n_head} heads")
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        return cls(**{k: int(d[k]) for k in ("n_layer", "d_model", "n_head", "vocab_size", "context")})
-
-    @property
-    def n_params(self) -> int:
-        """Non-embedding parameters ("Eff. Params" of Table I): everything but token and position tables."""
-        C = self.d_model
-        per_block = 12 * C * C + 13 * C  # qkv 3C²+3C, proj C²+C, fc 4C²+4C, fc-proj 4C²+C, 2 LN 4C
-        return self.n_layer * per_block + 2 * C  # + final LayerNorm
-
-    @property
-    def n_params_total(self) -> int:
-        return self.n_params + (self.vocab_size + self.context) * self.d_model
-
-
-def make_config(
-    size: str | None = None,
-    *,
-    layers: int | None = None,
-    d_model: int | None = None,
-    heads: int | None = None,
-    vocab_size: int,
-    context: int,
-) -> GPTConfig:
-    """A config from a preset name or an explicit shape (heads default to d_model / 64)."""
-    if size is not None:
-        if size not in PRESETS:
-            raise PlcError(f"unknown size {size!r}; choose one of {', '.join(PRESETS)}")
-        layers, d_model, heads = PRESETS[size]
-    if layers is None or d_model is None:
-        raise PlcError("give a --size or both --layers and --d-model")
-    if layers <= 0 or d_model <= 0 or (heads is not None and heads <= 0):
-        raise PlcError("layers, d_model and heads must be positive")
-    if heads is None:
-        if d_model % HEAD_DIM:
-            raise PlcError(f"d_model {d_model} is not a multiple of {HEAD_DIM}: pass --heads")
-        heads = d_model // HEAD_DIM
-    return GPTConfig(layers, d_model, heads, vocab_size, context)
-
-
-def size_name(config: GPTConfig) -> str:
-    """The preset name of a shape, or a descriptive one such as 'L6-d384'."""
-    for name, shape in PRESETS.items():
-        if shape == (config.n_layer, config.d_model, config.n_head):
-            return name
-    return f"L{config.n_layer}-d{config.d_model}"
-
+from plc.sizes import (  # noqa: F401  (re-exported: plc.model is the model's public face)
+    HEAD_DIM,
+    PAPER_SIZES,
+    PRESETS,
+    GPTConfig,
+    make_config,
+    padded_vocab,
+    paper_lr,
+    size_name,
+)
 
 # Called with (layer index, attention probabilities (B, H, T, T)) by diagnose; None = fast SDPA.
 AttnHook = Callable[[int, torch.Tensor], None]
@@ -220,7 +130,9 @@ class GPT(nn.Module):
             block.attn.probs_hook = hook
 
 
-def lm_loss(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+def lm_loss(
+    h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int = 2048
+) -> torch.Tensor:
     """Mean cross-entropy of logits h @ wᵀ, computed a chunk of rows at a time."""
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
         return _ChunkedLinearCE.apply(h, w, targets, chunk)

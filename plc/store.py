@@ -211,7 +211,11 @@ def write_metrics(
     """Write one metric file atomically; every row must carry the common columns."""
     import polars as pl
 
-    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
+    df = (
+        rows
+        if isinstance(rows, pl.DataFrame)
+        else pl.DataFrame(list(rows), infer_schema_length=None)
+    )
     missing = [c for c in COMMON_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"metric rows lack columns {missing}")

@@ -52,7 +52,9 @@ class BatchSampler:
             raise PlcError("seq_len and batch size must be positive")
         for s in stores:
             if s.train.shape[0] < seq_len + 2:
-                raise PlcError(f"{s.path} has {s.train.shape[0]} train tokens, too few for seq_len {seq_len}")
+                raise PlcError(
+                    f"{s.path} has {s.train.shape[0]} train tokens, too few for seq_len {seq_len}"
+                )
         self.stores, self.seq_len, self.batch_size = list(stores), seq_len, batch_size
         self.seed, self.task_index = seed, task_index
         w = np.ones(len(stores)) if weights is None else np.asarray(weights, dtype=float)

@@ -76,9 +76,13 @@ def open_lang(data_dir: str | os.PathLike, lang: str) -> TokenStore:
     """The store of one language in a data folder, with a clear error if it is not there."""
     path = store_path(data_dir, lang)
     if not path.exists():
-        have = sorted(p.stem for p in Path(data_dir).glob("*.zarr")) if Path(data_dir).is_dir() else []
+        have = (
+            sorted(p.stem for p in Path(data_dir).glob("*.zarr")) if Path(data_dir).is_dir() else []
+        )
         hint = f" (it has: {', '.join(have)})" if have else ""
-        raise PlcError(f"language {lang!r} is not in {data_dir}{hint}; run `plc shard --lang {lang}`")
+        raise PlcError(
+            f"language {lang!r} is not in {data_dir}{hint}; run `plc shard --lang {lang}`"
+        )
     return open_store(path)
 
 

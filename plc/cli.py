@@ -1,0 +1,233 @@
+"""The `plc` command line: thin typer commands over the library.
+
+Each command parses flags, calls one library function and renders its result (rich on a terminal,
+one JSON object with --json). Heavy imports (torch, polars, zarr) happen inside the commands so
+that `plc --help` and the light commands start in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plc import __version__
+from plc.errors import PlcError
+
+app = typer.Typer(
+    name="plc",
+    help="Measure loss of plasticity in GPT-style language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+# Piped output keeps whole table rows (rich would wrap at 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+JsonOpt = typer.Option(False, "--json", help="Write one JSON object to stdout.")
+ForceOpt = typer.Option(False, "--force", help="Overwrite existing outputs.")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda.")
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on stdout, for pipelines."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"plc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Measure loss of plasticity in GPT-style language models.
+
+    Commands read and write checkpoints, Zarr token stores and Parquet metric files, so shell
+    scripts or `make -j` chain the protocol. Add --debug anywhere for tracebacks.
+    """
+
+
+def main() -> None:
+    """Entry point: bad input becomes one red line on stderr and exit status 2."""
+    import click
+
+    argv = sys.argv[1:]
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = app(args=argv, prog_name="plc", standalone_mode=False)
+    except PlcError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@app.command()
+def sizes(
+    vocab_size: int = typer.Option(
+        151_680, "--vocab-size", help="Embedding rows (Qwen3: 151,680)."
+    ),
+    context: int = typer.Option(2048, "--context", help="Positions in the position table."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The size presets (Table I) with parameter counts and the paper's learning rate (Table II)."""
+    from plc.sizes import size_table
+
+    rows = size_table(vocab_size, context)
+    if as_json:
+        emit_json({"vocab_size": vocab_size, "context": context, "sizes": rows})
+        return
+    table = Table(title=f"plc size presets (vocab {vocab_size:,}, context {context:,})")
+    for col in (
+        "size",
+        "layers",
+        "d_model",
+        "heads",
+        "d/L",
+        "non-emb params",
+        "total params",
+        "lr",
+    ):
+        table.add_column(col, justify="left" if col == "size" else "right")
+    for r in rows:
+        table.add_row(
+            r["size"],
+            str(r["layers"]),
+            str(r["d_model"]),
+            str(r["heads"]),
+            f"{r['d_over_l']:.1f}",
+            f"{r['n_params']:,}",
+            f"{r['n_params_total']:,}",
+            f"{r['lr']:.2e}",
+        )
+    console.print(table)
+
+
+@app.command()
+def init(
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c0.pt)."),
+    size: str = typer.Option(None, "--size", help="Preset: nano, micro, mini, 5M … 314M."),
+    layers: int = typer.Option(None, "--layers", help="Custom shape: number of layers."),
+    d_model: int = typer.Option(None, "--d-model", help="Custom shape: hidden size."),
+    heads: int = typer.Option(None, "--heads", help="Attention heads (default d_model / 64)."),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="byte, qwen3 or hf:NAME (sets vocab)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary, if no --tokenizer."),
+    context: int = typer.Option(2048, "--context", help="Maximum sequence length."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
+    run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a freshly initialised checkpoint (task index 0)."""
+    from plc.init import init_checkpoint
+
+    res = init_checkpoint(
+        out,
+        size=size,
+        layers=layers,
+        d_model=d_model,
+        heads=heads,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        context=context,
+        seed=seed,
+        run_id=run_id,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    console.print(
+        f"wrote [bold]{res.path}[/bold]: {res.size}, {res.n_params:,} non-embedding parameters "
+        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}"
+    )
+
+
+@app.command()
+def inspect(
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Config, parameter counts, task index and task history of a checkpoint."""
+    from plc.init import describe_checkpoint
+
+    info = describe_checkpoint(ckpt)
+    if as_json:
+        emit_json(info)
+        return
+    table = Table(title=str(ckpt), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for k, v in info.items():
+        if k != "history":
+            table.add_row(
+                k,
+                f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v),
+            )
+    console.print(table)
+    if info["history"]:
+        hist = Table(title="tasks trained")
+        for col in ("#", "lang", "tokens", "steps", "lr"):
+            hist.add_column(col, justify="right")
+        for i, h in enumerate(info["history"], 1):
+            hist.add_row(
+                str(i),
+                str(h.get("lang")),
+                f"{h.get('tokens', 0):,}",
+                str(h.get("steps")),
+                f"{h.get('lr', 0):.2e}",
+            )
+        console.print(hist)
+
+
+@app.command()
+def export(
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    out: Path = typer.Argument(..., help="Output folder."),
+    fmt: str = typer.Option("hf", "--format", help="hf: a transformers GPT2LMHeadModel folder."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export a checkpoint for other tools (Hugging Face GPT-2 format)."""
+    from plc.export import export_hf
+
+    if fmt != "hf":
+        raise PlcError(f"unknown export format {fmt!r}; the only one is hf")
+    path = export_hf(ckpt, out, force=force)
+    if as_json:
+        emit_json({"path": str(path), "format": fmt})
+        return
+    console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
+
+
+if __name__ == "__main__":
+    main()

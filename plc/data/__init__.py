@@ -1,0 +1,1 @@
+"""Text sources, tokenizers, the Zarr token store and batch sampling."""

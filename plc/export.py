@@ -1,0 +1,59 @@
+"""Export to Hugging Face `GPT2LMHeadModel`: the paper's architecture is GPT-2's with exact GeLU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from plc.errors import PlcError
+
+
+def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
+    """Write a folder that `GPT2LMHeadModel.from_pretrained(out)` loads offline."""
+    import torch
+
+    from plc.store import load_checkpoint
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise PlcError(f"{out} exists; pass --force to overwrite it")
+    ckpt = load_checkpoint(ckpt_path)
+    c = ckpt.config
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.context,
+        "n_embd": c.d_model,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": 4 * c.d_model,
+        "activation_function": "gelu",  # exact erf GeLU, as plc's nn.GELU()
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+        "scale_attn_weights": True,
+        "bos_token_id": None,
+        "eos_token_id": (ckpt.meta.get("tokenizer") or {}).get("eos_id"),
+        "plc": {"run_id": ckpt.run_id, "size": ckpt.size, "task_index": ckpt.task_index},
+    }
+    # HF's Conv1D stores (in, out) where nn.Linear stores (out, in).
+    state = {}
+    for k, v in ckpt.model.items():
+        if k.endswith(".weight") and any(s in k for s in ("c_attn", "c_proj", "c_fc")):
+            v = v.t()
+        state[k] = v.contiguous()
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(state, tmp / "pytorch_model.bin")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

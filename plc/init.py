@@ -1,0 +1,105 @@
+"""Fresh checkpoints (`plc init`) and their description (`plc inspect`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plc.errors import PlcError
+from plc.sizes import make_config, padded_vocab, size_name
+
+
+@dataclass
+class InitResult:
+    path: str
+    size: str
+    run_id: str
+    n_params: int
+    n_params_total: int
+    vocab_size: int
+    context: int
+    seed: int
+
+
+def init_checkpoint(
+    out: str | os.PathLike,
+    *,
+    size: str | None = None,
+    layers: int | None = None,
+    d_model: int | None = None,
+    heads: int | None = None,
+    tokenizer: str | None = None,
+    vocab_size: int | None = None,
+    context: int = 2048,
+    seed: int = 0,
+    run_id: str | None = None,
+    force: bool = False,
+) -> InitResult:
+    """Write a randomly initialised checkpoint (task index 0), reproducible from `seed`."""
+    from plc.store import Checkpoint, check_output, new_meta, save_checkpoint
+
+    check_output(out, force)
+    identity = None
+    if tokenizer is not None:
+        from plc.data.tokenizers import get_tokenizer
+
+        identity = get_tokenizer(tokenizer).identity()
+        if vocab_size is not None and vocab_size < identity["vocab_size"]:
+            raise PlcError(f"--vocab-size {vocab_size} is smaller than {tokenizer}'s vocabulary")
+        vocab_size = vocab_size or padded_vocab(identity["vocab_size"])
+    if vocab_size is None:
+        raise PlcError("give --tokenizer (byte, qwen3, hf:NAME) or --vocab-size")
+    if context <= 0:
+        raise PlcError(f"--context must be positive, got {context}")
+    config = make_config(
+        size, layers=layers, d_model=d_model, heads=heads, vocab_size=vocab_size, context=context
+    )
+    model = build_model(config, seed)
+    name = size or size_name(config)
+    run_id = run_id or f"{name}-s{seed}"
+    meta = new_meta(config, run_id=run_id, seed=seed, size=name, tokenizer=identity)
+    save_checkpoint(out, Checkpoint(config, model.state_dict(), meta), force=force)
+    return InitResult(
+        str(out), name, run_id, config.n_params, config.n_params_total, vocab_size, context, seed
+    )
+
+
+def build_model(config, seed: int):
+    """A GPT initialised from `seed` alone (independent of any global RNG state)."""
+    import torch
+
+    from plc.model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT(config)
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    from plc.sizes import paper_lr
+    from plc.store import cycle_of, load_checkpoint
+
+    ckpt = load_checkpoint(Path(path))
+    c, m = ckpt.config, ckpt.meta
+    tok = m.get("tokenizer") or {}
+    return {
+        "path": str(path),
+        "run_id": ckpt.run_id,
+        "size": ckpt.size,
+        "layers": c.n_layer,
+        "d_model": c.d_model,
+        "heads": c.n_head,
+        "vocab_size": c.vocab_size,
+        "context": c.context,
+        "n_params": c.n_params,
+        "n_params_total": c.n_params_total,
+        "paper_lr": paper_lr(c.d_model),
+        "seed": m.get("seed"),
+        "tokenizer": tok.get("name", "(none)"),
+        "task_index": ckpt.task_index,
+        "cycle": cycle_of(ckpt.task_index),
+        "tokens_seen": int(m.get("tokens_seen", 0)),
+        "history": list(m.get("history", [])),
+    }
