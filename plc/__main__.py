@@ -1,0 +1,3 @@
+from plc.cli import main
+
+main()

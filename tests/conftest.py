@@ -1,0 +1,40 @@
+"""Shared test helpers: run the real `plc` command line in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_plc(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 300, env=None):
+    """Run `python -m plc ARGS` and return the CompletedProcess (text, captured)."""
+    full_env = {**os.environ, "PLC_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "plc", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def assert_bad_input(proc, *fragments: str) -> None:
+    """Bad input: exit 2, one line on stderr naming the problem, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+@pytest.fixture
+def plc_run():
+    return run_plc
