@@ -1,0 +1,156 @@
+"""The model of §IV-B: Table I parameter counts, Table II learning rates, exact loss and attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from plc.model import GPT, PAPER_SIZES, make_config, padded_vocab, paper_lr
+
+# Table I: (layers, d, heads, Eff. Params, Total Params) with vocab 151,680 and context 2,048.
+TABLE_I = {
+    "5M": (4, 320, 5, 4_932_480, 54_125_440),
+    "12M": (5, 448, 7, 12_072_256, 80_942_400),
+    "27M": (7, 576, 9, 27_922_752, 116_470_080),
+    "39M": (8, 640, 10, 39_389_440, 137_775_360),
+    "53M": (9, 704, 11, 53_610_304, 161_834_816),
+    "83M": (10, 832, 13, 83_176_704, 211_078_400),
+    "106M": (11, 896, 14, 106_101_632, 243_841_920),
+    "314M": (16, 1280, 20, 314_841_600, 511_613_440),
+}
+# Table II: interpolated η × 10³, printed to two decimals.
+TABLE_II = {
+    "5M": 3.00,
+    "12M": 2.30,
+    "27M": 1.88,
+    "39M": 1.73,
+    "53M": 1.61,
+    "83M": 1.41,
+    "106M": 1.33,
+    "314M": 1.00,
+}
+
+
+@pytest.mark.parametrize("size", PAPER_SIZES)
+def test_table_i_counts(size):
+    layers, d, heads, eff, total = TABLE_I[size]
+    c = make_config(size, vocab_size=151_680, context=2048)
+    assert (c.n_layer, c.d_model, c.n_head) == (layers, d, heads)
+    assert c.n_params == eff
+    assert c.n_params_total == total
+
+
+def test_counts_match_the_built_module():
+    c = make_config("5M", vocab_size=151_680, context=2048)
+    with torch.device("meta"):
+        m = GPT(c)
+    total = sum(p.numel() for p in m.parameters())  # tied head counted once
+    emb = m.transformer.wte.weight.numel() + m.transformer.wpe.weight.numel()
+    assert total == 54_125_440 and total - emb == 4_932_480
+
+
+@pytest.mark.parametrize("size", PAPER_SIZES)
+def test_table_ii_learning_rates(size):
+    d = TABLE_I[size][1]
+    assert round(paper_lr(d) * 1e3, 2) == TABLE_II[size]
+
+
+def test_qwen3_vocab_is_padded_like_the_paper():
+    assert padded_vocab(151_669) == 151_680
+    assert padded_vocab(257) == 320
+
+
+def test_heads_default_to_head_dim_64_and_bad_shapes_are_refused():
+    from plc.errors import PlcError
+
+    assert make_config(layers=2, d_model=192, vocab_size=320, context=32).n_head == 3
+    with pytest.raises(PlcError, match="multiple of 64"):
+        make_config(layers=2, d_model=100, vocab_size=320, context=32)
+    assert make_config(layers=2, d_model=100, heads=4, vocab_size=320, context=32).n_head == 4
+    with pytest.raises(PlcError, match="positive"):
+        make_config(layers=0, d_model=128, vocab_size=320, context=32)
+    with pytest.raises(PlcError, match="divisible"):
+        make_config(layers=1, d_model=100, heads=3, vocab_size=320, context=32)
+    with pytest.raises(PlcError, match="unknown size"):
+        make_config("7M", vocab_size=320, context=32)
+
+
+def _tiny(seed=0, vocab=320, context=32):
+    torch.manual_seed(seed)
+    return GPT(make_config(layers=2, d_model=128, vocab_size=vocab, context=context))
+
+
+def test_chunked_loss_and_gradients_equal_plain_cross_entropy():
+    m = _tiny()
+    x = torch.randint(0, 320, (3, 32))
+    y = torch.randint(0, 320, (3, 32))
+    from plc.model import lm_loss
+
+    h = m.hidden(x).flatten(0, 1)
+    # A chunk smaller than the rows exercises the chunk loop.
+    loss = lm_loss(h, m.transformer.wte.weight, y.flatten(), chunk=40)
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    ref = F.cross_entropy(m(x).flatten(0, 1), y.flatten())
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(fused[n], p.grad, atol=1e-6, rtol=1e-5, msg=n)
+    with torch.no_grad():
+        assert m(x, y).item() == pytest.approx(ref.item(), abs=1e-6)
+
+
+def test_explicit_attention_hook_matches_sdpa_and_is_causal():
+    m = _tiny().eval()
+    x = torch.randint(0, 320, (2, 32))
+    with torch.no_grad():
+        ref = m(x)
+        seen = []
+        m.set_probs_hook(lambda layer, p: seen.append((layer, p)))
+        out = m(x)
+        m.set_probs_hook(None)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert [layer for layer, _ in seen] == [0, 1]
+    p = seen[0][1]
+    assert p.shape == (2, 2, 32, 32)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 2, 32))
+    assert torch.all(p.triu(diagonal=1) == 0)
+
+
+def test_architecture_is_pre_norm_tied_exact_gelu():
+    m = _tiny()
+    assert (
+        m.transformer.wte.weight.data_ptr() == m.state_dict()["transformer.wte.weight"].data_ptr()
+    )
+    blk = m.transformer.h[0]
+    assert isinstance(blk.mlp.act, torch.nn.GELU) and blk.mlp.act.approximate == "none"
+    assert blk.mlp.c_fc.out_features == 4 * 128 and blk.attn.c_attn.bias is not None
+    assert isinstance(blk.ln_1, torch.nn.LayerNorm) and isinstance(
+        m.transformer.ln_f, torch.nn.LayerNorm
+    )
+
+
+def test_longer_than_context_is_refused():
+    from plc.errors import PlcError
+
+    with pytest.raises(PlcError, match="context"):
+        _tiny(context=16)(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_hf_export_logits_match(tmp_path):
+    from plc.init import init_checkpoint
+
+    init_checkpoint(tmp_path / "c0.pt", size="micro", vocab_size=320, context=64, seed=3)
+    from plc.export import export_hf
+    from plc.store import load_checkpoint
+
+    export_hf(tmp_path / "c0.pt", tmp_path / "hf")
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ours = load_checkpoint(tmp_path / "c0.pt").build_model().eval()
+    x = torch.randint(0, 320, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, ours(x), atol=1e-5, rtol=0)
