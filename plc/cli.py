@@ -229,5 +229,133 @@ def export(
     console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
 
 
+# ------------------------------------------------------------------------------ measurements
+
+
+@app.command("eval")
+def eval_cmd(
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    data: Path = typer.Option(..., "--data", help="Folder of token stores (<lang>.zarr)."),
+    lang: str = typer.Option("vi", "--lang", help="Language whose val split to evaluate on."),
+    preset: str = typer.Option("paper", "--preset", help="Defaults for --seqs (paper: 1,280)."),
+    seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (default: preset)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Mean validation loss (nats/token) on the fixed evaluation windows of one language."""
+    from plc.evaluate import evaluate
+    from plc.presets import get_preset
+
+    p = get_preset(preset)
+    res = evaluate(
+        ckpt,
+        data,
+        lang,
+        seqs=p.probe_eval_seqs if seqs is None else seqs,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        device=device,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    console.print(
+        f"{ckpt} on {lang}: validation loss [bold]{res.loss:.4f}[/bold] nats/token over "
+        f"{res.seqs:,} × {res.seq_len:,} tokens ({res.tokens_per_s:,.0f} tokens/s)"
+    )
+
+
+@app.command()
+def diagnose(
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    data: Path = typer.Option(..., "--data", help="Folder of token stores (<lang>.zarr)."),
+    metrics: Path = typer.Option(..., "--metrics", help="Folder for the metric files."),
+    preset: str = typer.Option("paper", "--preset", help="Defaults for the sequence counts."),
+    params: bool = typer.Option(True, "--params/--no-params", help="Mean |θ| (non-embedding)."),
+    dormant: bool = typer.Option(True, "--dormant/--no-dormant", help="Dormant MLP units."),
+    entropy: bool = typer.Option(True, "--entropy/--no-entropy", help="Attention entropy."),
+    ranks: bool = typer.Option(
+        True, "--ranks/--no-ranks", help="Effective/stable rank and norm of MLP features."
+    ),
+    dormant_lang: str = typer.Option("vi", "--dormant-lang", help="Data for dormant units."),
+    dormant_seqs: int = typer.Option(None, "--dormant-seqs", help="Windows (paper: 256)."),
+    eps: float = typer.Option(0.01, "--eps", help="Dormancy threshold on the normalised score."),
+    entropy_lang: str = typer.Option("ru", "--entropy-lang", help="Data for attention entropy."),
+    entropy_seqs: int = typer.Option(None, "--entropy-seqs", help="Windows (paper: 512)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
+    query_from: int = typer.Option(
+        None, "--query-from", help="First query position, 1-based (default: seq len / 8)."
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
+    device: str = DeviceOpt,
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Correlates of plasticity loss: mean |θ|, dormant units, lazy/collapsed heads, feature ranks."""
+    from rich.progress import Progress
+
+    from plc.diagnose import diagnose as run_diagnose
+    from plc.presets import get_preset
+
+    p = get_preset(preset)
+    with Progress(console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("diagnose", total=None)
+        res = run_diagnose(
+            ckpt,
+            data,
+            metrics,
+            params=params,
+            dormant=dormant,
+            entropy=entropy,
+            ranks=ranks,
+            dormant_lang=dormant_lang,
+            dormant_seqs=p.dormant_seqs if dormant_seqs is None else dormant_seqs,
+            eps=eps,
+            entropy_lang=entropy_lang,
+            entropy_seqs=p.entropy_seqs if entropy_seqs is None else entropy_seqs,
+            seq_len=seq_len,
+            query_from=query_from,
+            query_fraction=p.entropy_query_start,
+            batch_size=batch_size,
+            device=device,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        emit_json(res)
+        return
+    # Per-layer rows unless only --params was measured.
+    layers = res.dormant_pct_per_layer or res.entropy or res.effective_rank or []
+    if layers:
+        table = Table(title=f"{ckpt} (task {res.task_index})")
+        for col in ("layer", "dormant %", "entropy min/mean/max", "eff rank", "stable rank", "|h|"):
+            table.add_column(col, justify="right")
+        for i in range(len(layers)):
+            ent = res.entropy[i] if res.entropy else None
+            table.add_row(
+                str(i),
+                f"{res.dormant_pct_per_layer[i]:.1f}" if res.dormant_pct_per_layer else "",
+                f"{min(ent):.3f} / {sum(ent) / len(ent):.3f} / {max(ent):.3f}" if ent else "",
+                f"{res.effective_rank[i]:.1f}" if res.effective_rank else "",
+                f"{res.stable_rank[i]:.2f}" if res.stable_rank else "",
+                f"{res.feature_norm[i]:.3f}" if res.feature_norm else "",
+            )
+        console.print(table)
+    parts = []
+    if res.param_abs_mean is not None:
+        parts.append(f"mean |θ| {res.param_abs_mean:.5f}")
+    if res.dormant_pct is not None:
+        parts.append(f"dormant {res.dormant_pct:.2f} % (ε {res.eps:g}, {res.dormant_lang})")
+    if res.h_max is not None:
+        parts.append(
+            f"lazy {res.lazy_pct:.1f} %, collapsed {res.collapsed_pct:.1f} % of heads "
+            f"(H_max {res.h_max:.4f}, queries {res.query_from}…{res.seq_len}, {res.entropy_lang})"
+        )
+    console.print("; ".join(parts))
+    console.print(f"wrote [bold]{res.metrics_path}[/bold] in {res.seconds:.1f} s")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,423 @@
+"""Correlates of plasticity loss inside the network (§V-B, Appendix C): `plc diagnose`.
+
+- `param_abs_mean`: mean |θ| over every non-embedding parameter, pooled (not per layer first).
+- dormant MLP units (eq. 3–4): h̄ = mean |post-GeLU activation| of each unit over the first
+  `dormant_seqs` evaluation windows, s = h̄ / (its layer's mean h̄); dormant if s ≤ ε.
+- attention entropy (eq. 5): per head, −Σ p ln p averaged over the first `entropy_seqs` windows and
+  query positions q_from…L (1-based, inclusive; a query at position q sees q keys); H_max is the
+  mean of ln q over the same positions; lazy above 0.9·H_max, collapsed below 0.1·H_max.
+- beyond the paper: effective rank (exp of the entropy of the normalised singular values, Roy &
+  Vetterli 2007), stable rank (Σσ² / σ_max²) and mean L2 norm of each layer's post-GeLU features
+  over the dormant windows.
+
+Each data set is read in one pass; all parts of that pass hook into the same forward. Memory stays
+bounded at long contexts: an attention layer's probabilities are reduced to per-head entropy sums
+inside the hook and freed before the next layer, and batches with that hook are sized so that one
+layer's B×H×T×T tensor stays under ATTN_BATCH_BYTES.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plc.errors import PlcError
+
+if TYPE_CHECKING:
+    import torch
+
+    from plc.model import GPT
+
+ATTN_BATCH_BYTES = 1 << 27  # one layer's fp32 attention probabilities per batch (128 MiB)
+QUERY_ROW_CHUNK = 256  # query rows reduced at a time inside the hook (bounds the p·ln p temporary)
+LAZY_FRACTION, COLLAPSED_FRACTION = 0.9, 0.1
+
+Progress = Callable[[int, int], None]
+
+
+def h_max(q_from: int, q_to: int) -> float:
+    """Mean of ln q for q = q_from…q_to: the largest possible mean entropy over those queries (eq. 5)."""
+    if not 1 <= q_from <= q_to:
+        raise PlcError(f"query positions must satisfy 1 ≤ from ≤ to, got {q_from}…{q_to}")
+    return (math.lgamma(q_to + 1) - math.lgamma(q_from)) / (q_to - q_from + 1)
+
+
+def param_abs_mean(model: GPT) -> float:
+    """Mean |θ| over all parameters except the token and position tables (the tied head included)."""
+    total, count = 0.0, 0
+    embeddings = {id(model.transformer.wte.weight), id(model.transformer.wpe.weight)}
+    for p in model.parameters():
+        if id(p) not in embeddings:
+            total += p.detach().double().abs().sum().item()
+            count += p.numel()
+    return total / count
+
+
+def dormant_scores(mean_abs: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: each unit's mean |activation| over its layer's mean (rows = layers); 0 for a dead layer."""
+    import torch
+
+    layer_mean = mean_abs.mean(dim=-1, keepdim=True)
+    return torch.where(layer_mean > 0, mean_abs / layer_mean, torch.zeros_like(mean_abs))
+
+
+def rank_metrics(gram: torch.Tensor) -> tuple[float, float]:
+    """Effective and stable rank of a feature matrix F from its Gram matrix FᵀF."""
+    import torch
+
+    lam = torch.linalg.eigvalsh(gram.double())
+    if lam.max() <= 0:
+        return 0.0, 0.0
+    # Eigenvalues within rounding of zero (as in matrix_rank) are null directions, not features.
+    lam = torch.where(lam > lam.max() * lam.numel() * torch.finfo(lam.dtype).eps, lam, 0.0)
+    sigma = lam.sqrt()
+    p = sigma / sigma.sum()
+    effective = math.exp(-float(torch.special.xlogy(p, p).sum()))
+    return effective, float(lam.sum() / lam.max())
+
+
+class _MLPStats:
+    """Forward hooks on every `mlp.act`: per-unit Σ|h|, the Gram matrix Σ hᵀh and Σ‖h‖ per layer."""
+
+    def __init__(self, model: GPT, ranks: bool):
+        import torch
+
+        n_layer, n_units = model.config.n_layer, 4 * model.config.d_model
+        dev = next(model.parameters()).device
+        self.active, self.tokens, self.ranks = False, 0, ranks
+        self.abs_sum = torch.zeros(n_layer, n_units, dtype=torch.float64, device=dev)
+        self.norm_sum = torch.zeros(n_layer, dtype=torch.float64, device=dev)
+        self.gram = (
+            torch.zeros(n_layer, n_units, n_units, dtype=torch.float64, device=dev)
+            if ranks
+            else None
+        )
+        self.handles = [
+            block.mlp.act.register_forward_hook(self._hook(i))
+            for i, block in enumerate(model.transformer.h)
+        ]
+
+    def _hook(self, layer: int):
+        def hook(module, inputs, out: torch.Tensor) -> None:
+            if not self.active:
+                return
+            h = out.float().flatten(0, 1)  # (tokens, units)
+            if layer == 0:
+                self.tokens += h.shape[0]
+            self.abs_sum[layer] += h.abs().sum(dim=0).double()
+            self.norm_sum[layer] += h.norm(dim=1).sum().double()
+            if self.gram is not None:
+                # fp64: the ranks take square roots of the eigenvalues, which would lift fp32
+                # rounding (1e-7·λ_max) into singular values of 3e-4·σ_max on every null direction.
+                hd = h.double()
+                self.gram[layer] += hd.t() @ hd
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class _EntropyStats:
+    """The attention-probabilities hook: per-head sums of −Σ p ln p over queries q_from…T."""
+
+    def __init__(self, model: GPT, q_from: int):
+        import torch
+
+        c = model.config
+        dev = next(model.parameters()).device
+        self.q_from, self.rows = q_from, 0
+        self.sums = torch.zeros(c.n_layer, c.n_head, dtype=torch.float64, device=dev)
+
+    def __call__(self, layer: int, probs: torch.Tensor) -> None:
+        import torch
+
+        B, H, T, _ = probs.shape
+        if layer == 0:
+            self.rows += B * (T - self.q_from + 1)
+        for s in range(self.q_from - 1, T, QUERY_ROW_CHUNK):
+            p = probs[:, :, s : s + QUERY_ROW_CHUNK].float()
+            ent = -torch.special.xlogy(p, p).sum(dim=-1)  # (B, H, rows)
+            self.sums[layer] += ent.sum(dim=(0, 2)).double()
+
+    def mean(self) -> torch.Tensor:
+        return self.sums / self.rows
+
+
+@dataclass
+class DiagnoseResult:
+    checkpoint: str
+    metrics_path: str
+    units_path: str | None
+    run_id: str
+    size: str
+    task_index: int
+    seq_len: int
+    seconds: float
+    param_abs_mean: float | None = None
+    dormant_lang: str | None = None
+    dormant_seqs: int | None = None
+    eps: float | None = None
+    dormant_pct: float | None = None
+    dormant_pct_per_layer: list[float] | None = None
+    entropy_lang: str | None = None
+    entropy_seqs: int | None = None
+    query_from: int | None = None
+    h_max: float | None = None
+    entropy: list[list[float]] | None = None  # [layer][head], nats
+    lazy_pct: float | None = None
+    collapsed_pct: float | None = None
+    effective_rank: list[float] | None = None
+    stable_rank: list[float] | None = None
+    feature_norm: list[float] | None = None
+
+
+def _spans(n: int, mlp_n: int, ent_n: int, attn_batch: int, plain_batch: int):
+    """Batches [s, e) over n windows; none straddles the end of a part, and while the attention
+    hook is on (s < ent_n) a batch holds at most attn_batch windows."""
+    s = 0
+    while s < n:
+        size = attn_batch if s < ent_n else plain_batch
+        e = min([s + size, n] + [b for b in (mlp_n, ent_n) if b > s])
+        yield s, e
+        s = e
+
+
+def diagnose(
+    ckpt_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    metrics_dir: str | os.PathLike,
+    *,
+    params: bool = True,
+    dormant: bool = True,
+    entropy: bool = True,
+    ranks: bool = True,
+    dormant_lang: str = "vi",
+    dormant_seqs: int = 256,
+    eps: float = 0.01,
+    entropy_lang: str = "ru",
+    entropy_seqs: int = 512,
+    seq_len: int | None = None,
+    query_from: int | None = None,
+    query_fraction: float = 1 / 8,
+    batch_size: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> DiagnoseResult:
+    """`plc diagnose`: the correlates of one checkpoint, written as one long-format metric file.
+
+    Per-unit dormancy scores (and mean |activation|) go to a Zarr group beside the Parquet file.
+    Entropy queries run from `query_from` (1-based; default `query_fraction` of the sequence
+    length, the paper's 256 of 2,048) to the sequence length.
+    """
+    import torch
+
+    from plc.evaluate import default_batch, load_eval_windows
+    from plc.runtime import setup
+    from plc.store import check_output, load_checkpoint, metric_path, write_metrics
+
+    if not (params or dormant or entropy or ranks):
+        raise PlcError("nothing to measure: every part is switched off")
+    mlp_part = dormant or ranks
+    if mlp_part and dormant_seqs <= 0:
+        raise PlcError(f"--dormant-seqs must be positive, got {dormant_seqs}")
+    if entropy and entropy_seqs <= 0:
+        raise PlcError(f"--entropy-seqs must be positive, got {entropy_seqs}")
+    if dormant and not 0 <= eps < 1:
+        raise PlcError(f"--eps must be in [0, 1), got {eps}")
+    if batch_size is not None and batch_size <= 0:
+        raise PlcError(f"--batch-size must be positive, got {batch_size}")
+
+    ckpt = load_checkpoint(ckpt_path)
+    L = ckpt.config.context if seq_len is None else seq_len
+    if L <= 0:
+        raise PlcError(f"--seq-len must be positive, got {L}")
+    if L > ckpt.config.context:
+        raise PlcError(
+            f"query window up to position {L} is longer than the checkpoint's context "
+            f"{ckpt.config.context}"
+        )
+    q_from = max(1, round(query_fraction * L)) if query_from is None else query_from
+    if entropy and not 1 <= q_from <= L:
+        raise PlcError(f"--query-from must be between 1 and the sequence length {L}, got {q_from}")
+
+    ctx = ckpt.row_context()
+    out = check_output(
+        metric_path(metrics_dir, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"]), force
+    )
+    units_out = check_output(out.with_name(out.stem + "-units.zarr"), force) if dormant else None
+
+    # Load (and check) every data set before any work, so bad input fails in a second.
+    needs: dict[str, int] = {}
+    if mlp_part:
+        needs[dormant_lang] = dormant_seqs
+    if entropy:
+        needs[entropy_lang] = max(needs.get(entropy_lang, 0), entropy_seqs)
+    windows = {lang: load_eval_windows(ckpt, data_dir, lang, n, L)[1] for lang, n in needs.items()}
+
+    runtime = setup(device, threads)
+    # Measurements, not training: full fp32 (no autocast, no TF32) so CPU and GPU agree and the
+    # Gram matrices keep the small singular values the ranks depend on.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = ckpt.build_model(runtime.device).eval()
+    res = DiagnoseResult(
+        str(ckpt_path), str(out), None, ctx["run_id"], ctx["size"], ctx["task_index"], L, 0.0
+    )
+    t0 = time.perf_counter()
+    if params:
+        res.param_abs_mean = param_abs_mean(model)
+
+    mlp = _MLPStats(model, ranks) if mlp_part else None
+    ent = _EntropyStats(model, q_from) if entropy else None
+    c = ckpt.config
+    attn_batch = max(1, ATTN_BATCH_BYTES // (4 * c.n_head * L * L))
+    plain_batch = batch_size or default_batch(L)
+    attn_batch = min(attn_batch, plain_batch)
+    total = sum(w.shape[0] for w in windows.values())
+    done = 0
+    try:
+        with torch.no_grad():
+            for lang, win in windows.items():
+                mlp_n = dormant_seqs if mlp_part and lang == dormant_lang else 0
+                ent_n = entropy_seqs if entropy and lang == entropy_lang else 0
+                for s, e in _spans(win.shape[0], mlp_n, ent_n, attn_batch, plain_batch):
+                    if mlp is not None:
+                        mlp.active = s < mlp_n
+                    model.set_probs_hook(ent if s < ent_n else None)
+                    model.hidden(torch.from_numpy(win[s:e, :L]).to(runtime.device))
+                    done += e - s
+                    if progress:
+                        progress(done, total)
+    finally:
+        model.set_probs_hook(None)
+        if mlp is not None:
+            mlp.remove()
+
+    if mlp is not None:
+        res.dormant_lang, res.dormant_seqs = dormant_lang, dormant_seqs
+        mean_abs = (mlp.abs_sum / mlp.tokens).cpu()
+        if dormant:
+            scores = dormant_scores(mean_abs)
+            is_dormant = scores <= eps
+            res.eps = eps
+            res.dormant_pct_per_layer = (100.0 * is_dormant.double().mean(dim=1)).tolist()
+            res.dormant_pct = 100.0 * float(is_dormant.double().mean())
+            res.units_path = str(_write_units(units_out, mean_abs, scores, ctx, res, force))
+        if ranks:
+            pairs = [rank_metrics(g) for g in mlp.gram.cpu()]
+            res.effective_rank = [p[0] for p in pairs]
+            res.stable_rank = [p[1] for p in pairs]
+            res.feature_norm = (mlp.norm_sum / mlp.tokens).cpu().tolist()
+    if ent is not None:
+        res.entropy_lang, res.entropy_seqs, res.query_from = entropy_lang, entropy_seqs, q_from
+        mean_ent = ent.mean().cpu()
+        res.h_max = h_max(q_from, L)
+        res.entropy = mean_ent.tolist()
+        res.lazy_pct = 100.0 * float((mean_ent > LAZY_FRACTION * res.h_max).double().mean())
+        res.collapsed_pct = 100.0 * float(
+            (mean_ent < COLLAPSED_FRACTION * res.h_max).double().mean()
+        )
+    res.seconds = time.perf_counter() - t0
+    write_metrics(out, _frame(_rows(res), ctx), force=force)
+    return res
+
+
+def _rows(res: DiagnoseResult) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(metric: str, value: float, layer: int | None = None, head: int | None = None) -> None:
+        rows.append({"metric": metric, "layer": layer, "head": head, "value": float(value)})
+
+    if res.param_abs_mean is not None:
+        add("param_abs_mean", res.param_abs_mean)
+    if res.dormant_pct is not None:
+        for i, v in enumerate(res.dormant_pct_per_layer):
+            add("dormant_pct", v, i)
+        add("dormant_pct", res.dormant_pct)
+    if res.entropy is not None:
+        for i, heads in enumerate(res.entropy):
+            for h, v in enumerate(heads):
+                add("entropy", v, i, h)
+        add("h_max", res.h_max)
+        add("lazy_pct", res.lazy_pct)
+        add("collapsed_pct", res.collapsed_pct)
+    if res.effective_rank is not None:
+        for metric, values in (
+            ("effective_rank", res.effective_rank),
+            ("stable_rank", res.stable_rank),
+            ("feature_norm", res.feature_norm),
+        ):
+            for i, v in enumerate(values):
+                add(metric, v, i)
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]], ctx: dict[str, Any]):
+    import polars as pl
+
+    n = len(rows)
+    return pl.DataFrame(
+        {
+            "kind": ["diagnose"] * n,
+            **{k: [v] * n for k, v in ctx.items()},
+            "metric": [r["metric"] for r in rows],
+            "layer": [r["layer"] for r in rows],
+            "head": [r["head"] for r in rows],
+            "value": [r["value"] for r in rows],
+        },
+        schema={
+            "kind": pl.String,
+            "run_id": pl.String,
+            "size": pl.String,
+            "n_params": pl.Int64,
+            "task_index": pl.Int64,
+            "cycle": pl.Int64,
+            "lang": pl.String,
+            "metric": pl.String,
+            "layer": pl.Int64,
+            "head": pl.Int64,
+            "value": pl.Float64,
+        },
+    )
+
+
+def _write_units(
+    path: Path,
+    mean_abs: torch.Tensor,
+    scores: torch.Tensor,
+    ctx: dict[str, Any],
+    res: DiagnoseResult,
+    force: bool,
+) -> Path:
+    """Per-unit arrays (layer × unit) as a Zarr group, renamed into place only when complete."""
+    import zarr
+
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(tmp, mode="w")
+    group.create_array("mean_abs_activation", data=mean_abs.numpy())
+    group.create_array("dormant_score", data=scores.float().numpy())
+    group.attrs.update(
+        {
+            "kind": "diagnose-units",
+            **ctx,
+            "dormant_lang": res.dormant_lang,
+            "dormant_seqs": res.dormant_seqs,
+            "seq_len": res.seq_len,
+            "eps": res.eps,
+        }
+    )
+    if path.exists() and force:
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,122 @@
+"""Validation loss on the fixed evaluation windows (`plc eval`), also the probe's yardstick.
+
+Window i is val[i·(L+1) : (i+1)·(L+1)] (plc.data.sampling.eval_windows); the loss is the mean
+cross-entropy in nats over every target position of every window, all weighted equally.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from plc.errors import PlcError
+
+if TYPE_CHECKING:
+    from plc.data.tokenstore import TokenStore
+    from plc.model import GPT
+    from plc.runtime import Runtime
+    from plc.store import Checkpoint
+
+# Tokens per forward pass when no batch size is given: 16 windows of 2,048 keeps the no-grad
+# activations of the largest preset well under a GPU's memory and CPU batches cache-friendly.
+EVAL_BATCH_TOKENS = 1 << 15
+
+
+def default_batch(seq_len: int) -> int:
+    return max(1, EVAL_BATCH_TOKENS // seq_len)
+
+
+def load_eval_windows(
+    ckpt: Checkpoint, data_dir: str | os.PathLike, lang: str, seqs: int, seq_len: int | None
+) -> tuple[TokenStore, np.ndarray]:
+    """The store of `lang` and its first `seqs` evaluation windows, checked against the checkpoint."""
+    from plc.data.sampling import eval_windows
+    from plc.data.tokenstore import open_lang
+    from plc.store import check_tokenizer
+
+    seq_len = ckpt.config.context if seq_len is None else seq_len
+    if seq_len > ckpt.config.context:
+        raise PlcError(
+            f"--seq-len {seq_len} is longer than the checkpoint's context {ckpt.config.context}"
+        )
+    store = open_lang(data_dir, lang)
+    check_tokenizer(ckpt, store.tokenizer, str(store.path))
+    return store, eval_windows(store, seqs, seq_len)
+
+
+def validation_loss(
+    model: GPT, windows: np.ndarray, runtime: Runtime, batch_size: int | None = None
+) -> float:
+    """Mean next-token loss of `model` over evaluation windows (n, L+1), without gradients.
+
+    Under torchrun each rank evaluates every world_size-th window and the sums are all-reduced, so
+    every rank returns the same number.
+    """
+    import torch
+
+    n, length = windows.shape
+    batch_size = batch_size or default_batch(length - 1)
+    rows = windows[runtime.rank :: runtime.world_size]
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    try:
+        with torch.no_grad(), runtime.autocast():
+            for s in range(0, rows.shape[0], batch_size):
+                batch = torch.from_numpy(rows[s : s + batch_size]).to(runtime.device)
+                loss = model(batch[:, :-1], batch[:, 1:])
+                total += loss.double() * batch.shape[0]
+    finally:
+        model.train(was_training)
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+    return float(total) / n
+
+
+@dataclass
+class EvalResult:
+    checkpoint: str
+    lang: str
+    seqs: int
+    seq_len: int
+    tokens: int
+    loss: float
+    seconds: float
+    tokens_per_s: float
+
+
+def evaluate(
+    ckpt_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    lang: str,
+    *,
+    seqs: int,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+) -> EvalResult:
+    """`plc eval`: the validation loss of a checkpoint on the first `seqs` windows of `lang`."""
+    from plc.runtime import setup
+    from plc.store import load_checkpoint
+
+    if batch_size is not None and batch_size <= 0:
+        raise PlcError(f"--batch-size must be positive, got {batch_size}")
+    ckpt = load_checkpoint(ckpt_path)
+    _, windows = load_eval_windows(ckpt, data_dir, lang, seqs, seq_len)
+    runtime = setup(device, threads)
+    model = ckpt.build_model(runtime.device)
+    t0 = time.perf_counter()
+    loss = validation_loss(model, windows, runtime, batch_size)  # float() waits for the device
+    seconds = time.perf_counter() - t0
+    L = windows.shape[1] - 1
+    tokens = windows.shape[0] * L
+    return EvalResult(
+        str(ckpt_path), lang, windows.shape[0], L, tokens, loss, seconds, tokens / seconds
+    )
