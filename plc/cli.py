@@ -268,6 +268,116 @@ def eval_cmd(
 
 
 @app.command()
+def probe(
+    ckpt: Path = typer.Argument(..., help="The checkpoint to probe (only read, never modified)."),
+    data: Path = typer.Option(Path("data"), "--data", help="Folder of token stores."),
+    lang: str = typer.Option("vi", "--lang", help="Probe language (data/<lang>.zarr)."),
+    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files."),
+    preset: str = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny."),
+    tokens: int = typer.Option(None, "--tokens", help="Probe tokens (rounded to batches)."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens)."),
+    batch_tokens: int = typer.Option(None, "--batch-tokens", help="Global batch in tokens."),
+    micro_batch: int = typer.Option(None, "--micro-batch", help="Sequences per forward per rank."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Training and evaluation window length."),
+    lr: str = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number."),
+    warmup: float = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05)."),
+    grad_clip: float = typer.Option(None, "--grad-clip", help="Max gradient norm (default none)."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's)."),
+    eval_every: int = typer.Option(None, "--eval-every", help="Steps between evals (paper 95)."),
+    eval_seqs: int = typer.Option(None, "--eval-seqs", help="Fixed val windows (paper 1,280)."),
+    from_scratch: bool = typer.Option(
+        False, "--from-scratch", help="Probe a fresh init of the same config and seed (App. B)."
+    ),
+    keep: Path = typer.Option(None, "--keep", help="Save the trained copy as this checkpoint."),
+    save_every: int = typer.Option(None, "--save-every", help="Steps between resumable saves."),
+    device: str = DeviceOpt,
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Plasticity probe: train a copy on the probe language, record validation loss and its AUC."""
+    import os
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from plc.probe import probe as run_probe
+    from plc.train import TrainingDiverged
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("val loss {task.fields[val]:.4f}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json,
+    )
+    bar = None
+    last_val = float("nan")
+
+    def on_eval(step: int, loss: float) -> None:
+        nonlocal last_val
+        last_val = loss
+        if bar is not None:
+            progress.update(bar, val=loss)
+
+    def on_step(row: dict, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # started at the first step, so early errors print alone
+            progress.start()
+            label = f"probe {ckpt.name}{' from scratch' if from_scratch else ''} on {lang}"
+            bar = progress.add_task(label, total=total, completed=row["step"], val=last_val)
+        progress.update(bar, completed=row["step"] + 1)
+
+    try:
+        res = run_probe(
+            ckpt,
+            data=data,
+            lang=lang,
+            metrics=metrics,
+            preset=preset,
+            tokens=tokens,
+            steps=steps,
+            batch_tokens=batch_tokens,
+            micro_batch=micro_batch,
+            seq_len=seq_len,
+            lr=lr,
+            warmup=warmup,
+            grad_clip=grad_clip,
+            seed=seed,
+            eval_every=eval_every,
+            eval_seqs=eval_seqs,
+            from_scratch=from_scratch,
+            keep=keep,
+            save_every=save_every,
+            device=device,
+            compile=compile,
+            force=force,
+            on_step=on_step,
+            on_eval=on_eval,
+        )
+    except TrainingDiverged as e:
+        progress.stop()
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        progress.stop()
+    if os.environ.get("RANK", "0") != "0":
+        return
+    if as_json:
+        emit_json(res)
+        return
+    resumed = f", resumed at step {res.resumed_from}" if res.resumed_from else ""
+    kept = f"; kept the trained copy as {res.kept}" if res.kept else ""
+    console.print(
+        f"probe of {ckpt}{' (from scratch)' if res.from_scratch else ''} on {res.probe_lang}: "
+        f"AUC [bold]{res.auc:.4f}[/bold], val loss {res.curve[0]['val_loss']:.4f} → "
+        f"{res.final_val_loss:.4f} over {res.steps:,} steps ({len(res.curve)} evals{resumed})"
+    )
+    console.print(f"wrote [bold]{res.metrics_path}[/bold]{kept}")
+
+
+@app.command()
 def diagnose(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     data: Path = typer.Option(..., "--data", help="Folder of token stores (<lang>.zarr)."),

@@ -1,0 +1,314 @@
+"""The plasticity probe (§IV-A, §V-A, App. B): `plc probe`.
+
+A copy of the checkpoint is trained on the probe language by the one training loop
+(plc.train.train_loop: fresh AdamW, warm-up restarted, the train-task schedule) while its validation
+loss on the fixed evaluation windows is measured every `eval_every` steps, at step 0 and after the
+last step. The AUC summarises that curve; the input checkpoint is only read, the trained copy is
+dropped unless `keep` names a file for it. `from_scratch` probes a fresh initialisation of the
+same config and seed instead: the "probe language alone" baseline of Appendix B.
+
+Every probe of a run trains on the same batches (the sampler stream of task index 0, which no
+continual task uses), so AUC differences between checkpoints are not sampling noise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plc.errors import PlcError
+
+PROBE_STREAM = 0  # BatchSampler task index of every probe's training batches
+
+
+def auc(steps: Sequence[float], losses: Sequence[float]) -> float:
+    """Trapezoidal area under loss vs probe step, divided by the steps spanned.
+
+    Rescaling the step axis to [0, 1] keeps the AUC in nats (the scale of Table III) and comparable
+    between probes of different lengths; ratios such as AUC_k / AUC_1 (eq. 1) are unchanged.
+    """
+    if len(steps) != len(losses) or len(steps) < 2:
+        raise ValueError("an AUC needs at least two (step, loss) points")
+    area = sum(
+        (steps[i + 1] - steps[i]) * (losses[i] + losses[i + 1]) / 2 for i in range(len(steps) - 1)
+    )
+    return area / (steps[-1] - steps[0])
+
+
+@dataclass
+class ProbeResult:
+    metrics_path: str
+    run_id: str
+    task_index: int  # of the probed model (0 for --from-scratch)
+    probe_lang: str
+    from_scratch: bool
+    steps: int
+    eval_every: int
+    eval_seqs: int
+    seq_len: int
+    batch_tokens: int
+    lr: float
+    warmup_steps: int
+    auc: float
+    final_val_loss: float
+    tokens_per_s: float  # median training throughput
+    seconds: float
+    resumed_from: int
+    kept: str | None
+    curve: list[dict[str, float]] = field(default_factory=list)  # {"step", "val_loss"}
+
+
+def probe(
+    ckpt: str | os.PathLike,
+    *,
+    data: str | os.PathLike = "data",
+    lang: str = "vi",
+    metrics: str | os.PathLike = "metrics",
+    preset: str = "paper",
+    tokens: int | None = None,
+    steps: int | None = None,
+    batch_tokens: int | None = None,
+    micro_batch: int | None = None,
+    seq_len: int | None = None,
+    lr: str | float = "auto",
+    warmup: float | None = None,
+    grad_clip: float | None = None,
+    seed: int | None = None,
+    eval_every: int | None = None,
+    eval_seqs: int | None = None,
+    from_scratch: bool = False,
+    keep: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    device: str = "auto",
+    compile: bool = False,
+    threads: int | None = None,
+    force: bool = False,
+    on_step: Callable[[dict, int], None] | None = None,
+    on_eval: Callable[[int, float], None] | None = None,
+) -> ProbeResult:
+    """Probe checkpoint `ckpt` on `lang` and write the curve and its AUC (one `probe` metric file).
+
+    Budgets come from `preset` and are overridden by explicit arguments, as in train-task:
+    `steps` or `tokens`, `batch_tokens`, `seq_len` (also the evaluation windows' length),
+    `micro_batch`, `warmup` (fraction of the steps), `lr` ("auto": the paper's rule);
+    `eval_every` and `eval_seqs` default to the preset's probe cadence and evaluation set.
+    With `save_every`, resumable state is kept beside the metric file and a rerun continues it.
+    """
+    from plc.presets import get_preset, steps_for
+    from plc.presets import warmup_steps as warmup_for
+    from plc.sizes import paper_lr
+    from plc.store import Checkpoint, check_output, load_checkpoint, metric_path
+
+    p = get_preset(preset)
+    seq_len = p.seq_len if seq_len is None else seq_len
+    batch_tokens = p.batch_tokens if batch_tokens is None else batch_tokens
+    eval_every = p.probe_eval_every if eval_every is None else eval_every
+    eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
+    for name, v in (
+        ("--eval-every", eval_every),
+        ("--eval-seqs", eval_seqs),
+        ("--seq-len", seq_len),
+        ("--batch-tokens", batch_tokens),
+        ("--tokens", tokens),
+        ("--steps", steps),
+        ("--micro-batch", micro_batch),
+        ("--save-every", save_every),
+    ):
+        if v is not None and v <= 0:
+            raise PlcError(f"{name} must be positive, got {v}")
+    if tokens is not None and steps is not None:
+        raise PlcError("give --tokens or --steps, not both")
+    if batch_tokens % seq_len:
+        raise PlcError(f"--batch-tokens {batch_tokens} is not a multiple of --seq-len {seq_len}")
+    if steps is None:
+        steps = steps_for(p.task_tokens if tokens is None else tokens, batch_tokens)
+    warmup = p.warmup if warmup is None else warmup
+    if not 0 <= warmup < 1:
+        raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
+    if grad_clip is not None and grad_clip <= 0:
+        raise PlcError(f"--grad-clip must be positive, got {grad_clip}")
+    micro_batch = p.micro_batch if micro_batch is None else micro_batch
+
+    src = Path(ckpt)
+    base = load_checkpoint(src)
+    if seq_len > base.config.context:
+        raise PlcError(
+            f"--seq-len {seq_len} is longer than the checkpoint's context {base.config.context}"
+        )
+    lr_value = paper_lr(base.config.d_model) if lr == "auto" else _parse_lr(lr)
+    seed = int(base.meta.get("seed", 0)) if seed is None else seed
+    if from_scratch:
+        # The baseline: the same shape and seed, never trained (task 0 of the same run).
+        meta = {**base.meta, "task_index": 0, "tokens_seen": 0, "history": []}
+        probed = Checkpoint(base.config, {}, meta)
+    else:
+        probed = base
+    ctx = probed.row_context()
+
+    out = metric_path(
+        metrics,
+        "probe",
+        ctx["run_id"],
+        ctx["task_index"],
+        ctx["lang"],
+        f"{lang}-scratch" if from_scratch else lang,
+    )
+    state_path = out.with_name(out.name + ".resume")
+    resuming = state_path.exists()
+    if not resuming:
+        check_output(out, force)
+    if keep is not None:
+        keep = Path(keep)
+        if keep.resolve() == src.resolve():
+            raise PlcError(f"--keep {keep} is the input checkpoint, which a probe never modifies")
+        if not resuming:
+            check_output(keep, force)
+
+    from plc.data.sampling import BatchSampler
+    from plc.evaluate import load_eval_windows
+
+    store, windows = load_eval_windows(base, data, lang, eval_seqs, seq_len)
+    sampler = BatchSampler([store], seq_len, batch_tokens // seq_len, seed, PROBE_STREAM)
+    n_warmup = warmup_for(warmup, steps)
+    task = {
+        "lang": lang,
+        "tokens": steps * batch_tokens,
+        "steps": steps,
+        "lr": lr_value,
+        "batch_tokens": batch_tokens,
+        "seq_len": seq_len,
+        "seed": seed,
+        "warmup_steps": n_warmup,
+        "micro_batch": micro_batch,
+        "grad_clip": grad_clip,
+        "probe": True,
+        "from_scratch": from_scratch,
+    }
+    signature = {
+        "input": {k: base.meta.get(k) for k in ("run_id", "task_index", "tokens_seen", "size")},
+        "eval_every": eval_every,
+        "eval_seqs": eval_seqs,
+        **task,
+    }
+
+    from plc.evaluate import validation_loss
+    from plc.runtime import setup
+    from plc.train import train_loop
+
+    runtime = setup(device, threads)
+    if from_scratch:
+        from plc.init import build_model
+
+        model = build_model(base.config, int(base.meta.get("seed", 0))).to(runtime.device)
+    else:
+        model = base.build_model(runtime.device)
+
+    def eval_fn(done: int) -> float:
+        loss = validation_loss(model, windows, runtime)
+        if on_eval is not None and runtime.is_main:
+            on_eval(done, loss)
+        return loss
+
+    res = train_loop(
+        model,
+        sampler,
+        steps,
+        lr_value,
+        warmup_steps=n_warmup,
+        micro_batch=micro_batch,
+        grad_clip=grad_clip,
+        runtime=runtime,
+        compile=compile,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        on_step=on_step,
+        state_path=state_path,
+        signature=signature,
+        save_every=save_every,
+    )
+    curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
+    area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
+    if runtime.is_main:
+        from plc.store import save_checkpoint, write_metrics
+
+        if keep is not None:
+            kept = dict(probed.meta)
+            kept.update(
+                task_index=probed.task_index + 1,
+                tokens_seen=int(kept.get("tokens_seen", 0)) + steps * batch_tokens,
+                history=[*kept.get("history", []), task],
+            )
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(keep, Checkpoint(base.config, state, kept), force=True)
+        rows = [
+            {
+                "kind": "probe",
+                **ctx,
+                "probe_lang": lang,
+                "step": c["step"],
+                "val_loss": c["val_loss"],
+                "auc": area,
+                "tokens_seen": int(probed.meta.get("tokens_seen", 0)),
+                "from_scratch": from_scratch,
+            }
+            for c in curve
+        ]
+        write_metrics(out, _frame(rows), force=True)
+        state_path.unlink(missing_ok=True)
+    return ProbeResult(
+        metrics_path=str(out),
+        run_id=ctx["run_id"],
+        task_index=ctx["task_index"],
+        probe_lang=lang,
+        from_scratch=from_scratch,
+        steps=steps,
+        eval_every=eval_every,
+        eval_seqs=windows.shape[0],
+        seq_len=seq_len,
+        batch_tokens=batch_tokens,
+        lr=lr_value,
+        warmup_steps=n_warmup,
+        auc=area,
+        final_val_loss=curve[-1]["val_loss"],
+        tokens_per_s=res.tokens_per_s,
+        seconds=res.seconds,
+        resumed_from=res.resumed_from,
+        kept=str(keep) if keep is not None else None,
+        curve=curve,
+    )
+
+
+def _parse_lr(lr: str | float) -> float:
+    try:
+        value = float(lr)
+    except ValueError as e:
+        raise PlcError(f"--lr must be 'auto' or a number, got {lr!r}") from e
+    if not (value > 0 and math.isfinite(value)):
+        raise PlcError(f"--lr must be positive, got {lr}")
+    return value
+
+
+def _frame(rows: list[dict[str, Any]]):
+    """The rows of a `probe` metric file with the column types of FORMATS.md."""
+    import polars as pl
+
+    schema = {
+        "kind": pl.String,
+        "run_id": pl.String,
+        "size": pl.String,
+        "n_params": pl.Int64,
+        "task_index": pl.Int64,
+        "cycle": pl.Int64,
+        "lang": pl.String,
+        "probe_lang": pl.String,
+        "step": pl.Int64,
+        "val_loss": pl.Float64,
+        "auc": pl.Float64,
+        "tokens_seen": pl.Int64,
+        "from_scratch": pl.Boolean,
+    }
+    return pl.DataFrame(rows, schema=schema)
