@@ -229,6 +229,106 @@ def export(
     console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
 
 
+# ---------------------------------------------------------------------------------- training
+
+
+@app.command("train-task")
+def train_task_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Input checkpoint (e.g. c47.pt; `plc init` first)."),
+    lang: str = typer.Option(None, "--lang", help="Language of the task (data/<lang>.zarr)."),
+    mix: str = typer.Option(None, "--mix", help="Stationary problem: e.g. en,zh,fr,ja,es,de,pt,ru."),
+    mix_weights: str = typer.Option(None, "--mix-weights", help="Mixture weights (default equal)."),
+    data: Path = typer.Option(Path("data"), "--data", help="Folder of token stores."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
+    preset: str = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny."),
+    tokens: int = typer.Option(None, "--tokens", help="Tokens of the task (rounded to batches)."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens)."),
+    batch_tokens: int = typer.Option(None, "--batch-tokens", help="Global batch in tokens."),
+    micro_batch: int = typer.Option(None, "--micro-batch", help="Sequences per forward per rank."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (≤ context)."),
+    lr: str = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number."),
+    warmup: float = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05)."),
+    grad_clip: float = typer.Option(None, "--grad-clip", help="Max gradient norm (default none)."),
+    seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's)."),
+    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files."),
+    save_every: int = typer.Option(None, "--save-every", help="Steps between resumable saves."),
+    device: str = DeviceOpt,
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a checkpoint on one task instance and write the next checkpoint (§IV-A/B)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from plc.train import TrainingDiverged, train_task
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json,
+    )
+    bar = None
+
+    def on_step(row: dict, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # started at the first step, so early errors print alone
+            progress.start()
+            bar = progress.add_task(
+                f"{ckpt.name} {lang or 'mix'}", total=total, completed=row["step"], loss=0, rate=0
+            )
+        progress.update(bar, completed=row["step"] + 1, loss=row["loss"], rate=row["tokens_per_s"])
+
+    try:
+        res = train_task(
+            ckpt,
+            lang,
+            mix=mix,
+            mix_weights=mix_weights,
+            data=data,
+            out=out,
+            preset=preset,
+            tokens=tokens,
+            steps=steps,
+            batch_tokens=batch_tokens,
+            micro_batch=micro_batch,
+            seq_len=seq_len,
+            lr=lr,
+            warmup=warmup,
+            grad_clip=grad_clip,
+            seed=seed,
+            metrics=metrics,
+            save_every=save_every,
+            device=device,
+            compile=compile,
+            force=force,
+            on_step=on_step,
+        )
+    except TrainingDiverged as e:
+        progress.stop()
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        progress.stop()
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    if as_json:
+        emit_json(res)
+        return
+    resumed = f", resumed at step {res.resumed_from}" if res.resumed_from else ""
+    console.print(
+        f"wrote [bold]{res.out}[/bold]: task {res.task_index} ({res.lang}), {res.steps:,} steps, "
+        f"{res.tokens:,} tokens, lr {res.lr:.3g}, final loss {res.final_loss:.4f}, "
+        f"{res.tokens_per_s:,.0f} tokens/s{resumed}"
+    )
+
+
 # ------------------------------------------------------------------------------ measurements
 
 

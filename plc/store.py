@@ -144,8 +144,10 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = Fal
         "model": state,
         "meta": ckpt.meta,
     }
-    with atomic_path(path, force) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object the zip's inner folder is "archive", not the random temporary name,
+    # so equal checkpoints are equal bytes (a resumed run's output can be compared with cmp).
+    with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return Path(path)
 
 

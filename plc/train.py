@@ -272,8 +272,8 @@ def _save_state(path: Path, model, optimizer, step, rows, evals, signature) -> N
         "rows": rows,
         "evals": evals,
     }
-    with atomic_path(path, force=True) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path, force=True) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _load_state(path: Path, signature: dict[str, Any]) -> dict[str, Any]:
