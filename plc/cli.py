@@ -567,5 +567,166 @@ def diagnose(
     console.print(f"wrote [bold]{res.metrics_path}[/bold] in {res.seconds:.1f} s")
 
 
+# ---------------------------------------------------------------------------------- analysis
+
+ProbeAfterHelp = (
+    "Keep only probes taken after these languages (App. B: zh,de,ru); all keeps every one."
+)
+NormalizeHelp = (
+    "first: eq. 1, % change vs the first probe; alone: AUC / AUC of the from-scratch probe."
+)
+
+
+@app.command("fit-onset")
+def fit_onset_cmd(
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Metric files (their probe rows are used) or onset tables (CSV/Parquet: n_params, onset[, size]).",
+    ),
+    model: str = typer.Option("all", "--model", help="linear, linlog, exp, loglog or all."),
+    normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
+    probe_after: str = typer.Option("zh,de,ru", "--probe-after", help=ProbeAfterHelp),
+    window: int = typer.Option(
+        3, "--window", help="Centred moving-average window (odd; 1 = none)."
+    ),
+    predict: str = typer.Option(
+        None, "--predict", help="Extrapolate the onset to these sizes, e.g. 1e9,7B."
+    ),
+    task_tokens: str = typer.Option(
+        None,
+        "--task-tokens",
+        help="Tokens per task for predictions (default: from the probes, else 5B).",
+    ),
+    out: Path = typer.Option(None, "--out", help="Write the per-run onset table here (Parquet)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Onset of plasticity loss per run and its scaling law: the four fits of Table V."""
+    from plc.onset import fit_onset, format_count, parse_models, parse_numbers, parse_probe_after
+
+    res = fit_onset(
+        inputs,
+        models=parse_models(model),
+        normalize=normalize,
+        probe_after=parse_probe_after(probe_after),
+        window=window,
+        predict=parse_numbers(predict, "--predict"),
+        task_tokens=(parse_numbers(task_tokens, "--task-tokens") or [None])[0],
+        out=out,
+        force=force,
+    )
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    runs = Table(title="Onset of plasticity loss per run")
+    with_ids = any(r.run_id for r in res.runs)  # an onset table may have no run ids
+    for col in ("run", "size", "n_params", "probes", "onset (task)", "onset (tokens)"):
+        if col != "run" or with_ids:
+            runs.add_column(col, justify="left" if col in ("run", "size") else "right")
+    for r in res.runs:
+        runs.add_row(
+            *([r.run_id or ""] if with_ids else []),
+            r.size,
+            f"{r.n_params:,}",
+            "" if r.n_probes is None else str(r.n_probes),
+            f"{r.onset:g}",
+            "" if r.onset_tokens is None else format_count(r.onset_tokens),
+        )
+    console.print(runs)
+    fits = Table(title=f"Fits of the onset T (tasks) to model size P ({len(res.runs)} points)")
+    for col in (
+        "model",
+        "formula",
+        "coef",
+        "value",
+        "STE",
+        "R²",
+        "RMSE in-sample",
+        "RMSE leave-one-out",
+    ):
+        fits.add_column(col, justify="left" if col in ("model", "formula", "coef") else "right")
+    for f in res.fits:
+        fits.add_row(
+            f.model,
+            f.formula,
+            "a",
+            f"{f.a:.6g}",
+            f"{f.a_se:.5g}",
+            f"{f.r2:.4f}",
+            f"{f.rmse:.3f}",
+            f"{f.loo_rmse:.3f}",
+        )
+        fits.add_row("", "", "b", f"{f.b:.6g}", f"{f.b_se:.5g}", "", "", "", end_section=True)
+    console.print(fits)
+    for f in res.fits:
+        console.print(
+            f"{f.model} law: [bold]{f.law}[/bold]" + (" (eq. 2)" if f.model == "loglog" else "")
+        )
+    if res.predictions:
+        pred = Table(
+            title=f"Predicted onset ({format_count(res.task_tokens)} tokens per task: {res.task_tokens_source})"
+        )
+        for col in ("model", "n_params", "onset (tasks)", "onset (tokens)"):
+            pred.add_column(col, justify="left" if col == "model" else "right")
+        for pr in res.predictions:
+            pred.add_row(
+                pr.model,
+                format_count(pr.n_params),
+                f"{pr.onset_tasks:,.1f}" if pr.onset_tasks < 1e6 else f"{pr.onset_tasks:.3g}",
+                format_count(pr.onset_tokens),
+            )
+        console.print(pred)
+    if res.out:
+        console.print(f"wrote [bold]{res.out}[/bold]")
+
+
+@app.command("plot")
+def plot_cmd(
+    kind: str = typer.Argument(
+        ...,
+        help="auc (Fig. 2/4), probing (Fig. 9), onset (Fig. 3/10), correlates (Fig. 5/7/11), dormant-layers (Fig. 6) or entropy (Fig. 7).",
+    ),
+    inputs: list[str] = typer.Argument(
+        ..., help="Metric files (plot onset also reads onset tables)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Figure to write: .png, .svg or .pdf."),
+    x: str = typer.Option("cycle", "--x", help="auc: x axis in cycle (Fig. 2) or tokens (Fig. 4)."),
+    model: str = typer.Option(
+        "loglog", "--model", help="onset: fitted curve(s); all draws Fig. 10."
+    ),
+    normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
+    probe_after: str = typer.Option(
+        None, "--probe-after", help=ProbeAfterHelp + " Default: all for auc, zh,de,ru otherwise."
+    ),
+    window: int = typer.Option(3, "--window", help="Centred moving-average window for the onset."),
+    layer: int = typer.Option(
+        None, "--layer", help="entropy: the layer (0-based; default the first)."
+    ),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Draw one of the paper's figures from metric files."""
+    from plc.onset import parse_models, parse_probe_after
+    from plc.plot import plot
+
+    res = plot(
+        kind,
+        inputs,
+        out,
+        x=x,
+        normalize=normalize,
+        probe_after="default" if probe_after is None else parse_probe_after(probe_after),
+        window=window,
+        models=parse_models(model),
+        layer=layer,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    for note in res.notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
+
 if __name__ == "__main__":
     main()
