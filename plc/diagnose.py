@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 ATTN_BATCH_BYTES = 1 << 27  # one layer's fp32 attention probabilities per batch (128 MiB)
 QUERY_ROW_CHUNK = 256  # query rows reduced at a time inside the hook (bounds the p·ln p temporary)
+TOKEN_CHUNK = 4096  # MLP activation rows reduced at a time inside the hook
 LAZY_FRACTION, COLLAPSED_FRACTION = 0.9, 0.1
 
 Progress = Callable[[int, int], None]
@@ -107,16 +108,19 @@ class _MLPStats:
         def hook(module, inputs, out: torch.Tensor) -> None:
             if not self.active:
                 return
-            h = out.float().flatten(0, 1)  # (tokens, units)
+            h = out.flatten(0, 1)  # (tokens, units)
             if layer == 0:
                 self.tokens += h.shape[0]
-            self.abs_sum[layer] += h.abs().sum(dim=0).double()
-            self.norm_sum[layer] += h.norm(dim=1).sum().double()
-            if self.gram is not None:
-                # fp64: the ranks take square roots of the eigenvalues, which would lift fp32
-                # rounding (1e-7·λ_max) into singular values of 3e-4·σ_max on every null direction.
-                hd = h.double()
-                self.gram[layer] += hd.t() @ hd
+            # A slice of tokens at a time: the temporaries (|h|, the fp64 copy) stay small.
+            for s in range(0, h.shape[0], TOKEN_CHUNK):
+                hc = h[s : s + TOKEN_CHUNK].float()
+                self.abs_sum[layer] += hc.abs().sum(dim=0).double()
+                self.norm_sum[layer] += hc.norm(dim=1).sum().double()
+                if self.gram is not None:
+                    # fp64: the ranks take square roots of the eigenvalues, which would lift fp32
+                    # rounding (1e-7·λ_max) into singular values of 3e-4·σ_max on null directions.
+                    hd = hc.double()
+                    self.gram[layer] += hd.t() @ hd
 
         return hook
 
