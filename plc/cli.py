@@ -88,6 +88,133 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+# -------------------------------------------------------------------------------------- data
+
+data_app = typer.Typer(help="Token stores: look inside them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@app.command("shard")
+def shard_cmd(
+    lang: str = typer.Option(
+        ..., "--lang", help="Language code (en, zh, fr, ja, es, de, pt, ru, vi)."
+    ),
+    source: str = typer.Option(
+        "embedded",
+        "--source",
+        help="embedded, a .txt/.jsonl/.parquet file or folder (.gz/.zst too), or hf:DATASET[:CONFIG].",
+    ),
+    tokenizer: str = typer.Option("byte", "--tokenizer", help="byte, qwen3 or hf:NAME_OR_PATH."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Store to write (default data/<lang>.zarr)."
+    ),
+    train_tokens: int = typer.Option(None, "--train-tokens", help="Train budget (default: all)."),
+    val_tokens: int = typer.Option(
+        None, "--val-tokens", help="Val budget (default ~10 % of docs)."
+    ),
+    workers: int = typer.Option(1, "--workers", help="Tokenizer processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split by document."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tokenize a text source into the Zarr token store of one language (train + val)."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from plc.data.shard import shard
+
+    progress = Progress(
+        TextColumn(f"[bold]shard {lang}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} tokens"),
+        TextColumn("{task.fields[docs]:,} docs"),
+        TextColumn("{task.fields[rate]:,.0f} tok/s"),
+        TextColumn("{task.fields[mbps]:.1f} MB/s"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json or not err_console.is_terminal,  # a log gets the summary line only
+    )
+    bar = progress.add_task("shard", total=None, docs=0, rate=0.0, mbps=0.0)
+    start = time.perf_counter()
+
+    def report(p) -> None:
+        progress.start()  # on the first batch: bad input fails before any bar is drawn
+        dt = max(time.perf_counter() - start, 1e-9)
+        progress.update(
+            bar,
+            completed=p.tokens,
+            total=p.total_tokens,
+            docs=p.docs,
+            rate=p.tokens / dt,
+            mbps=p.text_bytes / dt / 1e6,
+        )
+
+    try:
+        res = shard(
+            lang,
+            out,
+            source=source,
+            tokenizer=tokenizer,
+            train_tokens=train_tokens,
+            val_tokens=val_tokens,
+            workers=workers,
+            seed=seed,
+            force=force,
+            progress=report,
+        )
+    finally:
+        progress.stop()
+    if as_json:
+        emit_json(res)
+        return
+    console.print(
+        f"wrote [bold]{res.path}[/bold] ({res.tokenizer}, {res.source}): "
+        f"train {res.train_tokens:,} tokens / {res.train_docs:,} docs, "
+        f"val {res.val_tokens:,} tokens / {res.val_docs:,} docs; "
+        f"{res.text_bytes / 1e6:.2f} MB of text in {res.seconds:.1f} s"
+    )
+
+
+@data_app.command("info")
+def data_info(
+    store: Path = typer.Argument(..., help="A token store (e.g. data/vi.zarr)."),
+    sample: int = typer.Option(64, "--sample", help="Train tokens to decode as a sample."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Attributes, token and document counts, and a decoded sample of a token store."""
+    from plc.data.tokenstore import describe_store
+
+    info = describe_store(store, sample)
+    if as_json:
+        emit_json(info)
+        return
+    tok = info.tokenizer
+    table = Table(title=str(store), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows = {
+        "lang": info.lang,
+        "source": info.source,
+        "tokenizer": f"{tok.get('name')} (vocab {tok.get('vocab_size', 0):,}, EOS {tok.get('eos_id')}, "
+        f"fingerprint {tok.get('fingerprint')})",
+        "train": f"{info.train_tokens:,} tokens, {info.train_docs:,} documents",
+        "val": f"{info.val_tokens:,} tokens, {info.val_docs:,} documents",
+        "split seed": str(info.attrs.get("seed", "")),
+        "plc version": info.plc_version,
+    }
+    for k, v in rows.items():
+        table.add_row(k, v)
+    console.print(table)
+    if info.sample_text is not None:
+        console.print(f"[bold]first {len(info.sample_ids)} train tokens:[/bold]")
+        console.print(info.sample_text, markup=False, highlight=False)
+    else:
+        console.print(
+            f"first train tokens: {info.sample_ids} ({info.sample_note})", highlight=False
+        )
+
+
 # ------------------------------------------------------------------------------------ models
 
 
