@@ -426,6 +426,11 @@ def fit_model(model: str, n_params: Sequence[float], onset: Sequence[float]) -> 
     held_out = np.empty_like(t)
     for i in range(t.size):
         keep = np.arange(t.size) != i
+        if np.unique(p[keep]).size < 2:
+            raise PlcError(
+                f"leaving out n_params={p[i]:,.0f} leaves a single model size to fit; "
+                "leave-one-out needs runs of at least three sizes or two of each"
+            )
         ai, bi, _, _ = _estimate(model, p[keep], t[keep], start)
         held_out[i] = _predict(model, ai, bi, p[i : i + 1])[0]
     return Fit(

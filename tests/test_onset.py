@@ -126,6 +126,8 @@ def test_fits_refuse_too_few_or_non_positive_points():
         fit_model("linlog", [0, *P[1:3]], T[:3])
     with pytest.raises(PlcError, match="same n_params"):
         fit_model("linear", [5e6] * 3, [1, 2, 3])
+    with pytest.raises(PlcError, match="leaves a single model size"):
+        fit_model("linear", [5e6, 5e6, 1e7], [1, 2, 3])
     assert fit_model("exp", P[:3], [6, -1, 16]).n_points == 3  # no log in the exponential
 
 
