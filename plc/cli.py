@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,18 @@ def emit_json(obj: Any) -> None:
     """One JSON object on stdout, for pipelines."""
     if dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and ±inf become null: strict JSON for the tools at the other end of the pipe."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _version(value: bool) -> None:
@@ -62,10 +74,25 @@ def _main(
     """
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of click, and of the copy of click that newer typer vendors."""
+    import importlib
+
+    usage, aborts = [], []
+    for mod in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        usage.append(m.ClickException)
+        if hasattr(m, "Abort"):
+            aborts.append(m.Abort)
+    return tuple(usage), tuple(aborts)
+
+
 def main() -> None:
     """Entry point: bad input becomes one red line on stderr and exit status 2."""
-    import click
-
+    usage_errors, aborts = _click_exceptions()
     argv = sys.argv[1:]
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -76,13 +103,10 @@ def main() -> None:
             raise
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.ClickException as e:
+    except usage_errors as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, *aborts):
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
@@ -361,9 +385,13 @@ def export(
 
 @app.command("train-task")
 def train_task_cmd(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Input checkpoint (e.g. c47.pt; `plc init` first)."),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="Input checkpoint (e.g. c47.pt; `plc init` first)."
+    ),
     lang: str = typer.Option(None, "--lang", help="Language of the task (data/<lang>.zarr)."),
-    mix: str = typer.Option(None, "--mix", help="Stationary problem: e.g. en,zh,fr,ja,es,de,pt,ru."),
+    mix: str = typer.Option(
+        None, "--mix", help="Stationary problem: e.g. en,zh,fr,ja,es,de,pt,ru."
+    ),
     mix_weights: str = typer.Option(None, "--mix-weights", help="Mixture weights (default equal)."),
     data: Path = typer.Option(Path("data"), "--data", help="Folder of token stores."),
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
@@ -854,6 +882,7 @@ def plot_cmd(
     for note in res.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
+
 
 if __name__ == "__main__":
     main()

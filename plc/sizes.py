@@ -130,3 +130,10 @@ def size_table(vocab_size: int = 151_680, context: int = 2048) -> list[dict]:
             }
         )
     return rows
+
+
+def train_flops_per_token(config: GPTConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6 per weight of every matmul, the tied LM
+    head included, plus causal attention's scores and weighted sum (PaLM's appendix B estimate)."""
+    matmul_weights = config.n_params + config.vocab_size * config.d_model
+    return 6 * matmul_weights + 6 * config.n_layer * config.d_model * seq_len

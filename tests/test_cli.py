@@ -154,6 +154,21 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path):
     assert_bad_input(run_plc("inspect", tmp_path / "cut.pt"), "not a plc checkpoint")
 
 
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    proc = run_plc("inspect", tmp_path / "c.pt", "--no-such-flag")
+    assert (
+        proc.returncode == 2 and "No such option" in proc.stderr and "Traceback" not in proc.stderr
+    )
+
+
+def test_json_output_is_strict_even_for_nan():
+    from plc.cli import _finite
+
+    assert json.dumps(_finite({"r2": float("nan"), "x": [1.0, float("inf")]}), allow_nan=False) == (
+        '{"r2": null, "x": [1.0, null]}'
+    )
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_plc("inspect", tmp_path / "missing.pt", "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
