@@ -24,7 +24,7 @@ from plc.data import tokenizers
 from plc.data.sampling import BatchSampler, eval_windows
 from plc.data.shard import doc_uniforms, shard
 from plc.data.sources import embedded_languages, open_source
-from plc.data.tokenizers import ByteTokenizer, get_tokenizer
+from plc.data.tokenizers import ByteTokenizer, get_tokenizer, qwen_vocab_file
 from plc.data.tokenstore import RawTokens, describe_store, open_store, write_store
 from plc.errors import PlcError
 from plc.sizes import padded_vocab
@@ -43,6 +43,9 @@ SENTENCES = {
     "vi": "Buổi chợ phiên ở đầu làng họp từ lúc gà gáy cho đến khi mặt trời lên cao.",
 }
 BYTE = ByteTokenizer().identity()
+needs_qwen = pytest.mark.skipif(
+    qwen_vocab_file() is None, reason="qwen3 vocabulary: pip install --no-deps dashscope"
+)
 
 
 def cli(monkeypatch, capsys, *args):
@@ -86,6 +89,7 @@ def test_byte_tokenizer_round_trips_every_language():
         assert tok.decode(np.append(ids, tok.eos_id)) == text
 
 
+@needs_qwen
 def test_qwen3_known_encodings_identity_and_padding():
     tok = get_tokenizer("qwen3")
     assert tok.encode("Hello world").tolist() == [9707, 1879]
@@ -103,6 +107,7 @@ def test_qwen3_known_encodings_identity_and_padding():
     assert tok.encode("café").tolist() == tok.encode(unicodedata.normalize("NFD", "café")).tolist()
 
 
+@needs_qwen
 @pytest.mark.parametrize("lang", LANGS)
 def test_qwen3_round_trips_all_nine_languages(lang):
     tok = get_tokenizer("qwen3")
@@ -161,6 +166,7 @@ def test_hf_tokenizer_from_a_local_folder(tmp_path):
         get_tokenizer(f"hf:{tmp_path / 'nope'}")
 
 
+@needs_qwen
 def test_init_with_qwen3_pads_the_vocabulary_and_checks_stores(tmp_path):
     from plc.store import check_tokenizer, load_checkpoint
 
@@ -322,6 +328,7 @@ def test_val_is_split_by_document_and_never_overlaps_train(tmp_path):
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
 
 
+@needs_qwen
 def test_workers_give_the_identical_store(tmp_path):
     src = write_sources(tmp_path / "src", make_docs(3000))["jsonl"]
     one = shard("en", tmp_path / "w1.zarr", source=str(src), tokenizer="qwen3", workers=1)
@@ -503,6 +510,7 @@ def test_large_splits_are_read_from_raw_chunks_like_in_memory(tmp_path, monkeypa
     assert describe_store(tmp_path / "big.zarr").train_tokens == n
 
 
+@needs_qwen
 def test_store_info_without_the_tokenizer_shows_ids(monkeypatch, tmp_path):
     res = shard("en", tmp_path / "q.zarr", tokenizer="qwen3")
     info = describe_store(res.path, 8)

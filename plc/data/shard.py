@@ -247,7 +247,11 @@ _worker_tokenizer = None
 
 
 def _init_worker(spec: str) -> None:
+    import signal
+
     global _worker_tokenizer
+    # Ctrl-C is the parent's to handle: it discards the partial store and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_tokenizer = get_tokenizer(spec)
 
 
