@@ -131,9 +131,17 @@ class GPT(nn.Module):
 
 
 def lm_loss(
-    h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int = 2048
+    h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
-    """Mean cross-entropy of logits h @ wᵀ, computed a chunk of rows at a time."""
+    """Mean cross-entropy of logits h @ wᵀ, computed a chunk of rows at a time.
+
+    The default chunk holds 2²⁵ fp32 logits on CPU (128 MB: 221 rows of the Qwen3 vocabulary, a
+    whole batch of a byte vocabulary) and 2²⁸ on GPU. Each chunk adds into the full (V, d) gradient
+    of w, 8·V·d bytes of memory traffic against 6·rows·V·d matmul FLOPs: the GPU, with ~7× more
+    FLOPs per byte than this CPU, needs its larger chunks to stay matmul-bound.
+    """
+    if chunk is None:
+        chunk = max(1, (1 << (28 if h.is_cuda else 25)) // w.size(0))
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
         return _ChunkedLinearCE.apply(h, w, targets, chunk)
     total = h.new_zeros((), dtype=torch.float32)

@@ -171,7 +171,17 @@ def train_loop(
 
     net: torch.nn.Module = model
     if runtime.distributed:
+        import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
+
+        # Every rank reads the state itself: they must all have found the same one.
+        steps_seen = torch.tensor([start, -start], dtype=torch.float64, device=runtime.device)
+        dist.all_reduce(steps_seen, op=dist.ReduceOp.MAX)
+        if steps_seen[0] != -steps_seen[1]:
+            raise PlcError(
+                f"ranks found different resumable state at {state_path}: put it on a file "
+                "system that every rank shares"
+            )
 
         net = DistributedDataParallel(
             model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None
@@ -211,8 +221,6 @@ def train_loop(
             loss_sum += loss.detach().float()
         loss_mean = loss_sum / n_micro
         if runtime.distributed:
-            import torch.distributed as dist
-
             dist.all_reduce(loss_mean, op=dist.ReduceOp.AVG)
         grads = [p.grad for p in params if p.grad is not None]
         if grad_clip is not None:
