@@ -109,6 +109,8 @@ def main() -> None:
     except (KeyboardInterrupt, *aborts):
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
+    if code == 130:  # typer returns, rather than raises, on Ctrl-C outside standalone mode
+        err_console.print("[red]interrupted[/red]")
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -738,7 +740,9 @@ def fit_onset_cmd(
         ...,
         help="Metric files (their probe rows are used) or onset tables (CSV/Parquet: n_params, onset[, size]).",
     ),
-    model: str = typer.Option("all", "--model", help="linear, linlog, exp, loglog or all."),
+    model: str = typer.Option(
+        "all", "--model", help="linear, linlog, exp, loglog, all, or none (onsets only)."
+    ),
     normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
     probe_after: str = typer.Option("zh,de,ru", "--probe-after", help=ProbeAfterHelp),
     window: int = typer.Option(
@@ -882,6 +886,155 @@ def plot_cmd(
     for note in res.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
+
+
+# -------------------------------------------------------------------------------- protocol
+
+
+@app.command()
+def plan(
+    problem: str = typer.Argument(..., help="continual or stationary."),
+    sizes: str = typer.Option(
+        None, "--sizes", help="Model sizes, e.g. micro,mini (default: the preset's)."
+    ),
+    cycles: int = typer.Option(None, "--cycles", help="Cycles of 8 tasks (default: the preset's)."),
+    preset: str = typer.Option("cpu", "--preset", help="paper, cpu or tiny."),
+    probe_after: str = typer.Option(
+        "ru", "--probe-after", help="Probe after these languages: ru, or zh,de,ru (App. B)."
+    ),
+    diagnose_every: int = typer.Option(
+        1, "--diagnose-every", help="Diagnose every K cycles (0 = never)."
+    ),
+    data: str = typer.Option("data", "--data", help="Folder of token stores."),
+    out_dir: str = typer.Option(
+        "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    tokenizer: str = typer.Option(
+        None, "--tokenizer", help="byte, qwen3 or hf:NAME (default: the preset's)."
+    ),
+    source: str = typer.Option(
+        "embedded", "--source", help="Text source for `plc shard` ({lang} is replaced)."
+    ),
+    launcher: str = typer.Option(
+        "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write the Makefile here (default stdout)."
+    ),
+    force: bool = ForceOpt,
+) -> None:
+    """Write the protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
+    from plc.plan import build_plan
+    from plc.presets import get_preset
+
+    p = get_preset(preset)
+    the_plan = build_plan(
+        problem,
+        sizes=sizes.split(",") if sizes else list(p.sizes),
+        cycles=p.cycles if cycles is None else cycles,
+        preset=preset,
+        probe_after=probe_after.split(","),
+        diagnose_every=diagnose_every,
+        data=data,
+        out_dir=out_dir,
+        seed=seed,
+        tokenizer=tokenizer or p.tokenizer,
+        source=source,
+        launcher=launcher,
+    )
+    text = the_plan.makefile()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from plc.store import atomic_path
+
+    with atomic_path(output, force) as tmp:
+        tmp.write_text(text)
+    err_console.print(
+        f"wrote [bold]{output}[/bold]: {len(the_plan.jobs)} jobs, {the_plan.n_tasks} tasks"
+    )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(
+        "demo", "--out", help="Folder for data, checkpoints, metrics, figures."
+    ),
+    sizes: str = typer.Option(None, "--sizes", help="Model sizes (default: nano,micro,mini)."),
+    cycles: int = typer.Option(None, "--cycles", help="Cycles of 8 tasks (default: 3)."),
+    preset: str = typer.Option("cpu", "--preset", help="Budget preset (cpu: minutes on a laptop)."),
+    workers: int = typer.Option(2, "--workers", help="Jobs at a time (one thread each)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run the continual protocol end to end on the embedded corpus and summarise it."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from plc.demo import demo as run_demo
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[tasks]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json,
+    )
+    state = {"bar": None, "trained": 0, "train_total": 0}
+
+    def on_start(n_jobs: int, work: float) -> None:
+        state["bar"] = progress.add_task("protocol", total=work, tasks="")
+
+    def on_done(done, work: float) -> None:
+        if done.job.stage == "train":
+            state["trained"] += 1
+        progress.update(state["bar"], advance=work, tasks=f"tasks {state['trained']}/{n_tasks}")
+
+    size_list = sizes.split(",") if sizes else None
+    from plc.presets import get_preset
+
+    p = get_preset(preset)
+    n_tasks = len(size_list or p.sizes) * (cycles or p.cycles) * 8
+    with progress:
+        res = run_demo(
+            out,
+            sizes=size_list,
+            cycles=cycles,
+            preset=preset,
+            seed=seed,
+            workers=workers,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    if as_json:
+        emit_json(res)
+        return
+    table = Table(title=f"Onset of plasticity loss ({res.preset} preset, {res.cycles} cycles)")
+    for col in ("size", "non-emb params", "probes", "onset (task)", "onset (tokens)"):
+        table.add_column(col, justify="left" if col == "size" else "right")
+    for r in res.onsets:
+        table.add_row(
+            str(r["size"]),
+            f"{r['n_params']:,}",
+            str(r.get("n_probes") or ""),
+            f"{r['onset']:g}",
+            f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
+        )
+    console.print(table)
+    console.print(f"log-log law: [bold]{res.law}[/bold]")
+    console.print(f"figures: {', '.join(res.figures)}")
+    console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
+    console.print(f"{res.ran} jobs ran, {res.skipped} were already done, in {res.seconds:.0f} s.")
+    console.print(f"[yellow]{res.caveat}[/yellow]")
 
 
 if __name__ == "__main__":

@@ -449,9 +449,11 @@ def fit_model(model: str, n_params: Sequence[float], onset: Sequence[float]) -> 
 
 
 def parse_models(text: str) -> list[str]:
-    """`all` → the four models; otherwise a comma-separated subset of MODELS."""
+    """`all` → the four models; `none` → onsets only; otherwise a comma-separated subset."""
     if text.strip().lower() == "all":
         return list(MODELS)
+    if text.strip().lower() == "none":
+        return []
     models = [m.strip().lower() for m in text.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
     if bad or not models:

@@ -1,0 +1,113 @@
+"""Run a plan's jobs in a small pool of worker processes, in dependency order.
+
+Each worker imports torch once and then runs many `plc` subcommands in-process: at toy scale the
+2–4 s start-up of a fresh `plc` process would cost more than the tasks themselves. A job whose
+file already exists is skipped, so an interrupted run continues where it stopped (like `make`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from plc.errors import PlcError
+from plc.plan import Job, Plan
+
+
+@dataclass
+class JobDone:
+    job: Job
+    seconds: float
+    skipped: bool
+
+
+def _init_worker() -> None:
+    os.environ["PLC_THREADS"] = "1"
+
+
+def _run_job(argv: list[str], log: str) -> float:
+    """Run one `plc` command in this worker, its output going to a log file."""
+    from plc.cli import app
+
+    t0 = time.perf_counter()
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            code = app(args=argv, prog_name="plc", standalone_mode=False)
+        except PlcError as e:
+            print(f"error: {e}")
+            raise PlcError(f"`plc {argv[0]}` failed: {e} (log: {log})") from None
+        except Exception as e:
+            import traceback
+
+            traceback.print_exc()
+            raise PlcError(
+                f"`plc {argv[0]}` crashed: {type(e).__name__}: {e} (log: {log})"
+            ) from None
+    if isinstance(code, int) and code != 0:
+        raise PlcError(f"`plc {argv[0]}` exited with status {code} (log: {log})")
+    return time.perf_counter() - t0
+
+
+def run_plan(
+    plan: Plan,
+    *,
+    workers: int = 2,
+    log_dir: str | os.PathLike,
+    on_done: Callable[[JobDone], None] | None = None,
+) -> list[JobDone]:
+    """Run every job whose target is missing; jobs start once the jobs making their inputs are done."""
+    producer = {job.target: job for job in plan.jobs}
+    done: set[str] = set()
+    results: list[JobDone] = []
+    pending = list(plan.jobs)
+
+    def finish(job: Job, seconds: float, skipped: bool) -> None:
+        done.add(job.target)
+        results.append(JobDone(job, seconds, skipped))
+        if on_done:
+            on_done(results[-1])
+
+    def ready(job: Job) -> bool:
+        return all(d in done or (d not in producer and Path(d).exists()) for d in job.deps)
+
+    running: dict[Future, Job] = {}
+    # fork is cheap and safe here: the parent has not imported torch, so no threads are copied.
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("fork"), initializer=_init_worker
+    ) as pool:
+        while pending or running:
+            for job in list(pending):
+                if not ready(job):
+                    continue
+                pending.remove(job)
+                if Path(job.target).exists():
+                    finish(job, 0.0, True)
+                    continue
+                log = str(Path(log_dir) / (Path(job.target).name + ".log"))
+                running[pool.submit(_run_job, job.command(), log)] = job
+            if not running:
+                if pending:
+                    missing = sorted({d for j in pending for d in j.deps if not Path(d).exists()})
+                    raise PlcError(
+                        f"cannot run {pending[0].target}: missing {', '.join(missing[:3])}"
+                    )
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                try:
+                    seconds = fut.result()
+                except PlcError:
+                    for other in running:
+                        other.cancel()
+                    raise
+                finish(job, seconds, False)
+    return results

@@ -1,0 +1,138 @@
+"""plc plan (Makefiles) and plc demo: the protocol as one graph of real plc commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import assert_bad_input, run_plc
+
+from plc.plan import build_plan
+from plc.store import CYCLE
+
+
+def test_continual_plan_has_the_protocol_shape():
+    plan = build_plan(
+        sizes=["nano", "micro"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
+    )
+    by_stage: dict[str, list] = {}
+    for job in plan.jobs:
+        by_stage.setdefault(job.stage, []).append(job)
+    assert len(by_stage["data"]) == 9  # eight cycle languages and the probe language
+    assert len(by_stage["train"]) == 2 * 2 * 8
+    langs = [j.argv[j.argv.index("--lang") + 1] for j in by_stage["train"][:16]]
+    assert langs == CYCLE * 2
+    # Each task trains the previous checkpoint: c(k-1) → c(k).
+    first = by_stage["train"][0]
+    assert first.deps[0].endswith("nano/c0.pt") and first.target.endswith("nano/c1.pt")
+    # Probes after zh, de, ru of both cycles, plus one from-scratch baseline, per size.
+    probes = [j for j in by_stage["probe"] if "micro" in j.target]
+    assert len(probes) == 1 + 3 * 2
+    assert sum("--from-scratch" in j.argv for j in probes) == 1
+    tasks = sorted(int(Path(j.deps[0]).stem[1:]) for j in probes if "--from-scratch" not in j.argv)
+    assert tasks == [2, 6, 8, 10, 14, 16]
+    assert [Path(j.deps[0]).stem for j in by_stage["diagnose"] if "micro" in j.target] == [
+        "c8",
+        "c16",
+    ]
+    # Analysis reads every probe and diagnose file.
+    fit = next(j for j in by_stage["analysis"] if j.argv[0] == "fit-onset")
+    assert len(fit.deps) == 2 * (7 + 2) and fit.command()[1 : 1 + len(fit.deps)] == fit.deps
+
+
+def test_stationary_plan_mixes_and_probes_every_task():
+    plan = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny", diagnose_every=0)
+    train = [j for j in plan.jobs if j.stage == "train"]
+    assert all(j.argv[j.argv.index("--mix") + 1] == ",".join(CYCLE) for j in train)
+    assert len([j for j in plan.jobs if j.stage == "probe"]) == 1 + 8
+    assert not [j for j in plan.jobs if j.stage == "diagnose"]
+
+
+def test_makefile_is_readable_and_uses_the_launcher():
+    plan = build_plan(
+        sizes=["nano"], cycles=1, preset="tiny", launcher="torchrun --nproc_per_node 8"
+    )
+    text = plan.makefile()
+    assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
+    assert "$(RUNS)/nano/c3.pt: $(RUNS)/nano/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
+    assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano/c2.pt" in text
+    assert "\t$(PLC) fit-onset $^ --model none" in text  # one size: onsets, no fits
+    assert "export PLC_THREADS ?= 1" in text
+
+
+def test_plan_bad_inputs(tmp_path):
+    assert_bad_input(run_plc("plan", "continual", "--sizes", "7M"), "unknown size")
+    assert_bad_input(run_plc("plan", "continual", "--cycles", "0"), "--cycles")
+    assert_bad_input(run_plc("plan", "continual", "--probe-after", "vi"), "not in the cycle")
+    assert_bad_input(run_plc("plan", "episodic"), "unknown problem")
+    assert_bad_input(run_plc("plan", "continual", "--preset", "huge"), "unknown preset")
+    (tmp_path / "Makefile").write_text("keep me")
+    assert_bad_input(run_plc("plan", "continual", "-o", tmp_path / "Makefile"), "exists")
+    assert (tmp_path / "Makefile").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_demo_runs_in_process_and_resumes(tmp_path):
+    from plc.demo import demo
+
+    res = demo(tmp_path / "d", sizes=["nano", "micro"], cycles=1, preset="tiny")
+    assert res.skipped == 0 and res.ran == res.jobs
+    assert [r["size"] for r in res.onsets] == ["nano", "micro"]
+    assert all(r["onset"] == 6 for r in res.onsets)  # one cycle of zh, de, ru probes: the middle
+    assert all(Path(f).stat().st_size > 1000 for f in res.figures)
+    assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
+    again = demo(tmp_path / "d", sizes=["nano", "micro"], cycles=1, preset="tiny")
+    assert again.ran == 0 and again.skipped == again.jobs
+
+
+def _make(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PLC": f"{sys.executable} -m plc"}
+    return subprocess.run(
+        ["make", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
+    proc = run_plc(
+        "plan",
+        "continual",
+        "--sizes",
+        "nano,micro",
+        "--cycles",
+        "2",
+        "--preset",
+        "tiny",
+        "-o",
+        tmp_path / "Makefile",
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = _make(["-j2"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    metrics = sorted(p.name for p in (tmp_path / "runs" / "metrics").glob("*.parquet"))
+    assert sum(n.startswith("train-") for n in metrics) == 2 * 16
+    assert sum(n.startswith("probe-") for n in metrics) == 2 * (1 + 2)
+    assert sum(n.startswith("diagnose-") and "units" not in n for n in metrics) == 2 * 2
+    train = pl.read_parquet(tmp_path / "runs" / "metrics" / "train-micro-s0-t16-ru.parquet")
+    assert set(train["task_index"]) == {16} and set(train["cycle"]) == {2}
+    assert (tmp_path / "runs" / "onset.parquet").exists()
+    assert (tmp_path / "runs" / "figures" / "probing.png").stat().st_size > 1000
+    # Idempotent: everything is up to date, and a rerun does nothing.
+    assert _make(["-q"], tmp_path).returncode == 0
+    assert "Nothing to be done" in _make([], tmp_path).stdout
+    # Recovery: a lost checkpoint is rebuilt, identical, with only what depends on it.
+    last = tmp_path / "runs" / "micro" / "c16.pt"
+    before = last.read_bytes()
+    last.unlink()
+    assert _make(["-q"], tmp_path).returncode != 0
+    proc = _make(["-j2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert last.read_bytes() == before
+    assert "nano/c" not in proc.stdout  # the other size was not touched
+    assert _make(["-q"], tmp_path).returncode == 0
