@@ -286,6 +286,47 @@ def sizes(
 
 
 @app.command()
+def presets(as_json: bool = JsonOpt) -> None:
+    """The protocol presets: tokens per task, batch, context, probe and diagnose budgets."""
+    from plc.presets import PRESETS
+
+    if as_json:
+        emit_json({name: p.to_dict() for name, p in PRESETS.items()})
+        return
+    table = Table(title="plc protocol presets")
+    cols = (
+        "preset",
+        "tokens/task",
+        "batch tokens",
+        "seq len",
+        "steps",
+        "warm-up",
+        "probe eval",
+        "tokenizer",
+        "sizes",
+        "cycles",
+    )
+    for col in cols:
+        table.add_column(
+            col, justify="left" if col in ("preset", "tokenizer", "sizes") else "right"
+        )
+    for p in PRESETS.values():
+        table.add_row(
+            p.name,
+            f"{p.task_tokens:,}",
+            f"{p.batch_tokens:,}",
+            str(p.seq_len),
+            f"{p.steps:,}",
+            str(p.warmup_steps),
+            f"{p.probe_eval_seqs}×{p.seq_len} / {p.probe_eval_every} steps",
+            p.tokenizer,
+            ",".join(p.sizes),
+            str(p.cycles),
+        )
+    console.print(table)
+
+
+@app.command()
 def init(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c0.pt)."),
     size: str = typer.Option(None, "--size", help="Preset: nano, micro, mini, 5M … 314M."),
@@ -294,7 +335,10 @@ def init(
     heads: int = typer.Option(None, "--heads", help="Attention heads (default d_model / 64)."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="byte, qwen3 or hf:NAME (sets vocab)."),
     vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary, if no --tokenizer."),
-    context: int = typer.Option(2048, "--context", help="Maximum sequence length."),
+    context: int = typer.Option(None, "--context", help="Maximum sequence length (default 2048)."),
+    preset: str = typer.Option(
+        None, "--preset", help="Take --context and --tokenizer from a protocol preset."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
     run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
     force: bool = ForceOpt,
@@ -303,6 +347,13 @@ def init(
     """Write a freshly initialised checkpoint (task index 0)."""
     from plc.init import init_checkpoint
 
+    if preset is not None:
+        from plc.presets import get_preset
+
+        p = get_preset(preset)
+        context = p.context if context is None else context
+        if tokenizer is None and vocab_size is None:
+            tokenizer = p.tokenizer
     res = init_checkpoint(
         out,
         size=size,
@@ -311,7 +362,7 @@ def init(
         heads=heads,
         tokenizer=tokenizer,
         vocab_size=vocab_size,
-        context=context,
+        context=2048 if context is None else context,
         seed=seed,
         run_id=run_id,
         force=force,
@@ -792,6 +843,10 @@ def fit_onset_cmd(
             "" if r.onset_tokens is None else format_count(r.onset_tokens),
         )
     console.print(runs)
+    if not res.fits:
+        if res.out:
+            console.print(f"wrote [bold]{res.out}[/bold]")
+        return
     fits = Table(title=f"Fits of the onset T (tasks) to model size P ({len(res.runs)} points)")
     for col in (
         "model",

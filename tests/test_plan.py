@@ -136,3 +136,33 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
     assert last.read_bytes() == before
     assert "nano/c" not in proc.stdout  # the other size was not touched
     assert _make(["-q"], tmp_path).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["plc-continual", "plc-stationary"])
+def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
+    env = {
+        **os.environ,
+        "DATA": str(tmp_path / "data"),
+        "PLC": f"{sys.executable} -m plc",
+        "PLC_THREADS": "1",
+    }
+    cycles = "1"
+    proc = subprocess.run(
+        [
+            str(Path(__file__).parents[1] / "bin" / script),
+            "nano",
+            cycles,
+            "tiny",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "c8.pt").exists()
+    probes = sorted((tmp_path / "run" / "metrics").glob("probe-*.parquet"))
+    assert len(probes) == (1 + 3 if script == "plc-continual" else 1 + 8)
+    assert "Onset of plasticity loss per run" in proc.stdout
