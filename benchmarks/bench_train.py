@@ -53,8 +53,8 @@ def flops_per_token(case: dict, train: bool) -> float:
     return (3 if train else 1) * (2 * dense + 2 * attention)
 
 
-def build(kind: str, case: dict):
-    from plc.train import make_optimizer
+def build(kind: str, case: dict, hf_adamw: str = "fused"):
+    from plc.train import BETAS, WEIGHT_DECAY, make_optimizer
 
     torch.manual_seed(0)
     if kind == "plc":
@@ -89,6 +89,12 @@ def build(kind: str, case: dict):
             # Labels = targets shifted right by one, so HF's internal shift scores the same tokens.
             return model(input_ids=x, labels=torch.cat([x[:, :1], y], dim=1)[:, :-1]).loss
 
+    if kind == "hf" and hf_adamw == "default":  # torch's default AdamW: a per-tensor loop on CPU
+        return (
+            model,
+            torch.optim.AdamW(model.parameters(), 1e-3, BETAS, weight_decay=WEIGHT_DECAY),
+            loss_fn,
+        )
     return model, make_optimizer(model, 1e-3), loss_fn
 
 
@@ -110,9 +116,9 @@ def eval_step(model, opt, loss_fn, x, y) -> None:
         loss_fn(x, y)
 
 
-def interleaved(case: dict, step_fn, reps: int) -> dict[str, float]:
+def interleaved(case: dict, step_fn, reps: int, hf_adamw: str) -> dict[str, float]:
     """Median tokens/s of plc and HF, alternating one step of each."""
-    impls = {k: build(k, case) for k in ("plc", "hf")}
+    impls = {k: build(k, case, hf_adamw) for k in ("plc", "hf")}
     times: dict[str, list[float]] = {k: [] for k in impls}
     for i in range(reps + 2):
         x, y = batch(case["vocab_size"], i)
@@ -198,6 +204,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--cases", default="a,b,c")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument(
+        "--hf-adamw",
+        choices=("fused", "default"),
+        default="fused",
+        help="HF's optimizer: plc's fused AdamW (compares the models) or torch's default.",
+    )
     ap.add_argument("--json", action="store_true", help="One JSON object instead of a table.")
     dev = ap.add_argument_group("device mode (GPU): train_loop tokens/s and MFU of preset sizes")
     dev.add_argument("--device", help="Run the device benchmark on this device (cuda, or cpu).")
@@ -221,7 +233,7 @@ def main() -> None:
         case = CASES[name]
         row = {"case": name, **case}
         for mode, fn in (("train", train_step), ("eval", eval_step)):
-            rate = interleaved(case, fn, args.reps)
+            rate = interleaved(case, fn, args.reps, args.hf_adamw)
             limit = peak / flops_per_token(case, mode == "train")
             row[mode] = {
                 "plc_tok_s": rate["plc"],
@@ -236,7 +248,10 @@ def main() -> None:
     if args.json:
         print(json.dumps({"threads": args.threads, "matmul_gflops": peak / 1e9, "cases": results}))
         return
-    print(f"threads {args.threads}, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, batch {BATCH}×{SEQ}")
+    print(
+        f"threads {args.threads}, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, batch {BATCH}×{SEQ}, "
+        f"HF with {args.hf_adamw} AdamW"
+    )
     print(
         f"{'case':<5}{'mode':<6}{'plc tok/s':>10}{'HF tok/s':>10}{'plc/HF':>8}"
         f"{'limit':>8}{'of limit':>9}{'RSS plc':>9}{'RSS HF':>8}"
