@@ -189,7 +189,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk: int):
         n = h.size(0)
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        grad_w = torch.empty(w.shape, dtype=torch.float32, device=w.device)
         picked = torch.empty(n, dtype=torch.float32, device=h.device)
         for s, tc, logprobs in _chunk_log_probs(h, w, targets, chunk):
             hc = h[s : s + chunk]
@@ -198,7 +198,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             g[torch.arange(hc.size(0), device=g.device), tc] -= 1.0
             g = g.to(hc.dtype)
             grad_h[s : s + chunk] = g @ w.to(hc.dtype)
-            grad_w.addmm_(g.t().float(), hc.float())
+            # The first chunk writes grad_w (no 4·V·d-byte zero fill), later ones add to it.
+            grad_w.addmm_(g.t().float(), hc.float(), beta=1 if s else 0)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.n, ctx.w_dtype = n, w.dtype
         return _mean_nll(picked)
