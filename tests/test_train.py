@@ -430,7 +430,6 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, data):
     assert rows["loss"].to_list() == straight["loss"].to_list()
 
 
-@pytest.mark.slow
 def test_ddp_gloo_two_processes_match_one(tmp_path, data):
     init_checkpoint(tmp_path / "c0.pt", size="nano", tokenizer="byte", context=32, seed=3)
     args = ("--steps", "4")
