@@ -35,6 +35,19 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 JsonOpt = typer.Option(False, "--json", help="Write one JSON object to stdout.")
 ForceOpt = typer.Option(False, "--force", help="Overwrite existing outputs.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda.")
+DataOpt = typer.Option(Path("data"), "--data", help="Folder of token stores (<lang>.zarr).")
+MetricsOpt = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files.")
+# The budget flags of train-task and probe: each overrides the --preset's value.
+PresetOpt = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny (`plc presets`).")
+StepsOpt = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens).")
+BatchTokensOpt = typer.Option(None, "--batch-tokens", help="Global batch in tokens.")
+MicroBatchOpt = typer.Option(None, "--micro-batch", help="Sequences per forward per rank.")
+LrOpt = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number.")
+WarmupOpt = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05).")
+GradClipOpt = typer.Option(None, "--grad-clip", help="Max gradient norm (default none).")
+SeedOpt = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's).")
+SaveEveryOpt = typer.Option(None, "--save-every", help="Steps between resumable saves.")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the model (CUDA).")
 
 
 def emit_json(obj: Any) -> None:
@@ -446,22 +459,22 @@ def train_task_cmd(
         None, "--mix", help="Stationary problem: e.g. en,zh,fr,ja,es,de,pt,ru."
     ),
     mix_weights: str = typer.Option(None, "--mix-weights", help="Mixture weights (default equal)."),
-    data: Path = typer.Option(Path("data"), "--data", help="Folder of token stores."),
+    data: Path = DataOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
-    preset: str = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny."),
+    preset: str = PresetOpt,
     tokens: int = typer.Option(None, "--tokens", help="Tokens of the task (rounded to batches)."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens)."),
-    batch_tokens: int = typer.Option(None, "--batch-tokens", help="Global batch in tokens."),
-    micro_batch: int = typer.Option(None, "--micro-batch", help="Sequences per forward per rank."),
+    steps: int = StepsOpt,
+    batch_tokens: int = BatchTokensOpt,
+    micro_batch: int = MicroBatchOpt,
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (≤ context)."),
-    lr: str = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number."),
-    warmup: float = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05)."),
-    grad_clip: float = typer.Option(None, "--grad-clip", help="Max gradient norm (default none)."),
-    seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's)."),
-    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files."),
-    save_every: int = typer.Option(None, "--save-every", help="Steps between resumable saves."),
+    lr: str = LrOpt,
+    warmup: float = WarmupOpt,
+    grad_clip: float = GradClipOpt,
+    seed: int = SeedOpt,
+    metrics: Path = MetricsOpt,
+    save_every: int = SaveEveryOpt,
     device: str = DeviceOpt,
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)."),
+    compile: bool = CompileOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -543,7 +556,7 @@ def train_task_cmd(
 @app.command("eval")
 def eval_cmd(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
-    data: Path = typer.Option(..., "--data", help="Folder of token stores (<lang>.zarr)."),
+    data: Path = DataOpt,
     lang: str = typer.Option("vi", "--lang", help="Language whose val split to evaluate on."),
     preset: str = typer.Option("paper", "--preset", help="Defaults for --seqs (paper: 1,280)."),
     seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (default: preset)."),
@@ -578,28 +591,28 @@ def eval_cmd(
 @app.command()
 def probe(
     ckpt: Path = typer.Argument(..., help="The checkpoint to probe (only read, never modified)."),
-    data: Path = typer.Option(Path("data"), "--data", help="Folder of token stores."),
+    data: Path = DataOpt,
     lang: str = typer.Option("vi", "--lang", help="Probe language (data/<lang>.zarr)."),
-    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files."),
-    preset: str = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny."),
+    metrics: Path = MetricsOpt,
+    preset: str = PresetOpt,
     tokens: int = typer.Option(None, "--tokens", help="Probe tokens (rounded to batches)."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens)."),
-    batch_tokens: int = typer.Option(None, "--batch-tokens", help="Global batch in tokens."),
-    micro_batch: int = typer.Option(None, "--micro-batch", help="Sequences per forward per rank."),
+    steps: int = StepsOpt,
+    batch_tokens: int = BatchTokensOpt,
+    micro_batch: int = MicroBatchOpt,
     seq_len: int = typer.Option(None, "--seq-len", help="Training and evaluation window length."),
-    lr: str = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number."),
-    warmup: float = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05)."),
-    grad_clip: float = typer.Option(None, "--grad-clip", help="Max gradient norm (default none)."),
-    seed: int = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's)."),
+    lr: str = LrOpt,
+    warmup: float = WarmupOpt,
+    grad_clip: float = GradClipOpt,
+    seed: int = SeedOpt,
     eval_every: int = typer.Option(None, "--eval-every", help="Steps between evals (paper 95)."),
     eval_seqs: int = typer.Option(None, "--eval-seqs", help="Fixed val windows (paper 1,280)."),
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Probe a fresh init of the same config and seed (App. B)."
     ),
     keep: Path = typer.Option(None, "--keep", help="Save the trained copy as this checkpoint."),
-    save_every: int = typer.Option(None, "--save-every", help="Steps between resumable saves."),
+    save_every: int = SaveEveryOpt,
     device: str = DeviceOpt,
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)."),
+    compile: bool = CompileOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -688,8 +701,8 @@ def probe(
 @app.command()
 def diagnose(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
-    data: Path = typer.Option(..., "--data", help="Folder of token stores (<lang>.zarr)."),
-    metrics: Path = typer.Option(..., "--metrics", help="Folder for the metric files."),
+    data: Path = DataOpt,
+    metrics: Path = MetricsOpt,
     preset: str = typer.Option("paper", "--preset", help="Defaults for the sequence counts."),
     params: bool = typer.Option(True, "--params/--no-params", help="Mean |θ| (non-embedding)."),
     dormant: bool = typer.Option(True, "--dormant/--no-dormant", help="Dormant MLP units."),

@@ -227,7 +227,7 @@ def diagnose(
 
     from plc.evaluate import default_batch, load_eval_windows
     from plc.runtime import setup
-    from plc.store import check_output, load_checkpoint, metric_path, write_metrics
+    from plc.store import check_output, load_checkpoint, metric_frame, metric_path, write_metrics
 
     if not (params or dormant or entropy or ranks):
         raise PlcError("nothing to measure: every part is switched off")
@@ -331,7 +331,8 @@ def diagnose(
             (mean_ent < COLLAPSED_FRACTION * res.h_max).double().mean()
         )
     res.seconds = time.perf_counter() - t0
-    write_metrics(out, _frame(_rows(res), ctx), force=force)
+    rows = [{"kind": "diagnose", **ctx, **r} for r in _rows(res)]
+    write_metrics(out, metric_frame("diagnose", rows), force=force)
     return res
 
 
@@ -363,35 +364,6 @@ def _rows(res: DiagnoseResult) -> list[dict[str, Any]]:
             for i, v in enumerate(values):
                 add(metric, v, i)
     return rows
-
-
-def _frame(rows: list[dict[str, Any]], ctx: dict[str, Any]):
-    import polars as pl
-
-    n = len(rows)
-    return pl.DataFrame(
-        {
-            "kind": ["diagnose"] * n,
-            **{k: [v] * n for k, v in ctx.items()},
-            "metric": [r["metric"] for r in rows],
-            "layer": [r["layer"] for r in rows],
-            "head": [r["head"] for r in rows],
-            "value": [r["value"] for r in rows],
-        },
-        schema={
-            "kind": pl.String,
-            "run_id": pl.String,
-            "size": pl.String,
-            "n_params": pl.Int64,
-            "task_index": pl.Int64,
-            "cycle": pl.Int64,
-            "lang": pl.String,
-            "metric": pl.String,
-            "layer": pl.Int64,
-            "head": pl.Int64,
-            "value": pl.Float64,
-        },
-    )
 
 
 def _write_units(

@@ -13,12 +13,10 @@ continual task uses), so AUC differences between checkpoints are not sampling no
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from plc.errors import PlcError
 
@@ -98,40 +96,28 @@ def probe(
     `eval_every` and `eval_seqs` default to the preset's probe cadence and evaluation set.
     With `save_every`, resumable state is kept beside the metric file and a rerun continues it.
     """
-    from plc.presets import get_preset, steps_for
-    from plc.presets import warmup_steps as warmup_for
-    from plc.sizes import paper_lr
+    from plc.presets import get_preset
     from plc.store import Checkpoint, check_output, load_checkpoint, metric_path
+    from plc.train import resolve_budget, resolve_lr
 
     p = get_preset(preset)
-    seq_len = p.seq_len if seq_len is None else seq_len
-    batch_tokens = p.batch_tokens if batch_tokens is None else batch_tokens
     eval_every = p.probe_eval_every if eval_every is None else eval_every
     eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
-    for name, v in (
-        ("--eval-every", eval_every),
-        ("--eval-seqs", eval_seqs),
-        ("--seq-len", seq_len),
-        ("--batch-tokens", batch_tokens),
-        ("--tokens", tokens),
-        ("--steps", steps),
-        ("--micro-batch", micro_batch),
-        ("--save-every", save_every),
-    ):
-        if v is not None and v <= 0:
+    for name, v in (("--eval-every", eval_every), ("--eval-seqs", eval_seqs)):
+        if v <= 0:
             raise PlcError(f"{name} must be positive, got {v}")
-    if tokens is not None and steps is not None:
-        raise PlcError("give --tokens or --steps, not both")
-    if batch_tokens % seq_len:
-        raise PlcError(f"--batch-tokens {batch_tokens} is not a multiple of --seq-len {seq_len}")
-    if steps is None:
-        steps = steps_for(p.task_tokens if tokens is None else tokens, batch_tokens)
-    warmup = p.warmup if warmup is None else warmup
-    if not 0 <= warmup < 1:
-        raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
-    if grad_clip is not None and grad_clip <= 0:
-        raise PlcError(f"--grad-clip must be positive, got {grad_clip}")
-    micro_batch = p.micro_batch if micro_batch is None else micro_batch
+    budget = resolve_budget(
+        preset,
+        tokens=tokens,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        micro_batch=micro_batch,
+        seq_len=seq_len,
+        warmup=warmup,
+        grad_clip=grad_clip,
+        save_every=save_every,
+    )
+    seq_len, batch_tokens, steps = budget.seq_len, budget.batch_tokens, budget.steps
 
     src = Path(ckpt)
     base = load_checkpoint(src)
@@ -139,7 +125,7 @@ def probe(
         raise PlcError(
             f"--seq-len {seq_len} is longer than the checkpoint's context {base.config.context}"
         )
-    lr_value = paper_lr(base.config.d_model) if lr == "auto" else _parse_lr(lr)
+    lr_value = resolve_lr(lr, base.config.d_model)
     seed = int(base.meta.get("seed", 0)) if seed is None else seed
     if from_scratch:
         # The baseline: the same shape and seed, never trained (task 0 of the same run).
@@ -173,7 +159,7 @@ def probe(
 
     store, windows = load_eval_windows(base, data, lang, eval_seqs, seq_len)
     sampler = BatchSampler([store], seq_len, batch_tokens // seq_len, seed, PROBE_STREAM)
-    n_warmup = warmup_for(warmup, steps)
+    n_warmup = budget.warmup_steps
     task = {
         "lang": lang,
         "tokens": steps * batch_tokens,
@@ -183,8 +169,8 @@ def probe(
         "seq_len": seq_len,
         "seed": seed,
         "warmup_steps": n_warmup,
-        "micro_batch": micro_batch,
-        "grad_clip": grad_clip,
+        "micro_batch": budget.micro_batch,
+        "grad_clip": budget.grad_clip,
         "probe": True,
         "from_scratch": from_scratch,
     }
@@ -219,8 +205,8 @@ def probe(
         steps,
         lr_value,
         warmup_steps=n_warmup,
-        micro_batch=micro_batch,
-        grad_clip=grad_clip,
+        micro_batch=budget.micro_batch,
+        grad_clip=budget.grad_clip,
         runtime=runtime,
         compile=compile,
         eval_fn=eval_fn,
@@ -233,7 +219,7 @@ def probe(
     curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
     area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
     if runtime.is_main:
-        from plc.store import save_checkpoint, write_metrics
+        from plc.store import metric_frame, save_checkpoint, write_metrics
 
         if keep is not None:
             kept = dict(probed.meta)
@@ -257,7 +243,7 @@ def probe(
             }
             for c in curve
         ]
-        write_metrics(out, _frame(rows), force=True)
+        write_metrics(out, metric_frame("probe", rows), force=True)
         state_path.unlink(missing_ok=True)
     return ProbeResult(
         metrics_path=str(out),
@@ -280,35 +266,3 @@ def probe(
         kept=str(keep) if keep is not None else None,
         curve=curve,
     )
-
-
-def _parse_lr(lr: str | float) -> float:
-    try:
-        value = float(lr)
-    except ValueError as e:
-        raise PlcError(f"--lr must be 'auto' or a number, got {lr!r}") from e
-    if not (value > 0 and math.isfinite(value)):
-        raise PlcError(f"--lr must be positive, got {lr}")
-    return value
-
-
-def _frame(rows: list[dict[str, Any]]):
-    """The rows of a `probe` metric file with the column types of FORMATS.md."""
-    import polars as pl
-
-    schema = {
-        "kind": pl.String,
-        "run_id": pl.String,
-        "size": pl.String,
-        "n_params": pl.Int64,
-        "task_index": pl.Int64,
-        "cycle": pl.Int64,
-        "lang": pl.String,
-        "probe_lang": pl.String,
-        "step": pl.Int64,
-        "val_loss": pl.Float64,
-        "auc": pl.Float64,
-        "tokens_seen": pl.Int64,
-        "from_scratch": pl.Boolean,
-    }
-    return pl.DataFrame(rows, schema=schema)

@@ -77,12 +77,12 @@ def run_plan(
         return all(d in done or (d not in producer and Path(d).exists()) for d in job.deps)
 
     running: dict[Future, Job] = {}
-    # fork is cheap and safe here: the parent has not imported torch, so no threads are copied.
+    # spawn, not fork: a parent that already runs torch's thread pools (a notebook, a test) would
+    # hand the workers locked mutexes. Each worker pays torch's import once.
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("fork"), initializer=_init_worker
-    ) as pool:
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
         while pending or running:
             for job in list(pending):
                 if not ready(job):

@@ -193,6 +193,51 @@ def check_tokenizer(ckpt: Checkpoint, store_tokenizer: dict[str, Any], what: str
 # --------------------------------------------------------------------------------------- metrics
 
 
+# Column types of each metric kind (FORMATS.md); the common columns lead every kind.
+_COMMON_TYPES = {
+    "kind": "String",
+    "run_id": "String",
+    "size": "String",
+    "n_params": "Int64",
+    "task_index": "Int64",
+    "cycle": "Int64",
+    "lang": "String",
+}
+_KIND_TYPES = {
+    "train": {
+        "step": "Int64",
+        "tokens": "Int64",
+        "loss": "Float64",
+        "lr": "Float64",
+        "grad_norm": "Float64",
+        "tokens_per_s": "Float64",
+    },
+    "probe": {
+        "probe_lang": "String",
+        "step": "Int64",
+        "val_loss": "Float64",
+        "auc": "Float64",
+        "tokens_seen": "Int64",
+        "from_scratch": "Boolean",
+    },
+    "diagnose": {"metric": "String", "layer": "Int64", "head": "Int64", "value": "Float64"},
+}
+
+
+def metric_schema(kind: str) -> dict[str, Any]:
+    """The polars schema of a metric file of `kind`."""
+    import polars as pl
+
+    return {c: getattr(pl, t) for c, t in {**_COMMON_TYPES, **_KIND_TYPES[kind]}.items()}
+
+
+def metric_frame(kind: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows of one metric file as a frame with the column types of FORMATS.md."""
+    import polars as pl
+
+    return pl.DataFrame(rows, schema=metric_schema(kind))
+
+
 def metric_path(
     directory: str | os.PathLike,
     kind: str,

@@ -364,6 +364,85 @@ def _parse_mix(mix: str | Sequence[str], weights: str | Sequence[float] | None):
     return langs, w
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The size of one task (or probe): every number that a preset sets and a flag can override."""
+
+    steps: int
+    batch_tokens: int  # global
+    seq_len: int
+    micro_batch: int | None  # sequences per forward/backward per rank; None = the rank's share
+    warmup_steps: int
+    grad_clip: float | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_tokens // self.seq_len
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.batch_tokens
+
+
+def resolve_budget(
+    preset: str,
+    *,
+    tokens: int | None = None,
+    steps: int | None = None,
+    batch_tokens: int | None = None,
+    micro_batch: int | None = None,
+    seq_len: int | None = None,
+    warmup: float | None = None,
+    grad_clip: float | None = None,
+    save_every: int | None = None,
+) -> Budget:
+    """The preset's budget with explicit values overriding it, checked (bad values: PlcError)."""
+    from plc.presets import get_preset, steps_for
+    from plc.presets import warmup_steps as warmup_for
+
+    p = get_preset(preset)
+    if tokens is not None and steps is not None:
+        raise PlcError("give --tokens or --steps, not both")
+    seq_len = p.seq_len if seq_len is None else seq_len
+    batch_tokens = p.batch_tokens if batch_tokens is None else batch_tokens
+    for name, v in (
+        ("--seq-len", seq_len),
+        ("--batch-tokens", batch_tokens),
+        ("--tokens", tokens),
+        ("--steps", steps),
+        ("--micro-batch", micro_batch),
+        ("--save-every", save_every),
+    ):
+        if v is not None and v <= 0:
+            raise PlcError(f"{name} must be positive, got {v}")
+    if batch_tokens % seq_len:
+        raise PlcError(f"--batch-tokens {batch_tokens} is not a multiple of --seq-len {seq_len}")
+    if steps is None:
+        steps = steps_for(p.task_tokens if tokens is None else tokens, batch_tokens)
+    warmup = p.warmup if warmup is None else warmup
+    if not 0 <= warmup < 1:
+        raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
+    if grad_clip is not None and grad_clip <= 0:
+        raise PlcError(f"--grad-clip must be positive, got {grad_clip}")
+    micro_batch = p.micro_batch if micro_batch is None else micro_batch
+    return Budget(steps, batch_tokens, seq_len, micro_batch, warmup_for(warmup, steps), grad_clip)
+
+
+def resolve_lr(lr: str | float, d_model: int) -> float:
+    """`auto` is the paper's rule from the hidden size (Table II); otherwise a positive number."""
+    from plc.sizes import paper_lr
+
+    if lr == "auto":
+        return paper_lr(d_model)
+    try:
+        value = float(lr)
+    except ValueError as e:
+        raise PlcError(f"--lr must be 'auto' or a number, got {lr!r}") from e
+    if not (value > 0 and math.isfinite(value)):
+        raise PlcError(f"--lr must be positive, got {lr}")
+    return value
+
+
 def train_task(
     ckpt: str | os.PathLike,
     lang: str | None = None,
@@ -397,9 +476,7 @@ def train_task(
     `micro_batch`, `warmup` (fraction of the steps). lr "auto" is the paper's rule from d_model.
     Batches are drawn from (seed, output task index), so every appearance of a language is fresh.
     """
-    from plc.presets import get_preset, steps_for
-    from plc.presets import warmup_steps as warmup_for
-    from plc.sizes import paper_lr
+    from plc.presets import get_preset
     from plc.store import check_output, check_tokenizer, load_checkpoint, metric_path
 
     p = get_preset(preset)
@@ -428,45 +505,25 @@ def train_task(
             raise PlcError("--mix-weights goes with --mix")
         langs, weights, label = [lang], None, lang
 
-    if tokens is not None and steps is not None:
-        raise PlcError("give --tokens or --steps, not both")
-    seq_len = seq_len if seq_len is not None else p.seq_len
-    batch_tokens = batch_tokens if batch_tokens is not None else p.batch_tokens
-    for name, v in (
-        ("--seq-len", seq_len),
-        ("--batch-tokens", batch_tokens),
-        ("--tokens", tokens),
-        ("--steps", steps),
-        ("--micro-batch", micro_batch),
-        ("--save-every", save_every),
-    ):
-        if v is not None and v <= 0:
-            raise PlcError(f"{name} must be positive, got {v}")
-    if batch_tokens % seq_len:
-        raise PlcError(f"--batch-tokens {batch_tokens} is not a multiple of --seq-len {seq_len}")
-    if steps is None:
-        steps = steps_for(tokens if tokens is not None else p.task_tokens, batch_tokens)
-    warmup = p.warmup if warmup is None else warmup
-    if not 0 <= warmup < 1:
-        raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
-    if grad_clip is not None and grad_clip <= 0:
-        raise PlcError(f"--grad-clip must be positive, got {grad_clip}")
-    micro_batch = micro_batch if micro_batch is not None else p.micro_batch
+    budget = resolve_budget(
+        preset,
+        tokens=tokens,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        micro_batch=micro_batch,
+        seq_len=seq_len,
+        warmup=warmup,
+        grad_clip=grad_clip,
+        save_every=save_every,
+    )
+    seq_len, batch_tokens, steps = budget.seq_len, budget.batch_tokens, budget.steps
 
     base = load_checkpoint(src)
     if seq_len > base.config.context:
         raise PlcError(
             f"--seq-len {seq_len} exceeds the checkpoint's context {base.config.context}"
         )
-    if lr == "auto":
-        lr_value = paper_lr(base.config.d_model)
-    else:
-        try:
-            lr_value = float(lr)
-        except ValueError as e:
-            raise PlcError(f"--lr must be 'auto' or a number, got {lr!r}") from e
-        if not (lr_value > 0 and math.isfinite(lr_value)):
-            raise PlcError(f"--lr must be positive, got {lr}")
+    lr_value = resolve_lr(lr, base.config.d_model)
 
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
@@ -476,9 +533,8 @@ def train_task(
         check_tokenizer(base, store.tokenizer, str(store.path))
     seed = int(base.meta.get("seed", 0)) if seed is None else seed
     task_index = base.task_index + 1
-    batch_size = batch_tokens // seq_len
-    sampler = BatchSampler(stores, seq_len, batch_size, seed, task_index, weights)
-    n_warmup = warmup_for(warmup, steps)
+    sampler = BatchSampler(stores, seq_len, budget.batch_size, seed, task_index, weights)
+    n_warmup = budget.warmup_steps
 
     meta = dict(base.meta)
     task = {
@@ -490,8 +546,8 @@ def train_task(
         "seq_len": seq_len,
         "seed": seed,
         "warmup_steps": n_warmup,
-        "micro_batch": micro_batch,
-        "grad_clip": grad_clip,
+        "micro_batch": budget.micro_batch,
+        "grad_clip": budget.grad_clip,
         "preset": preset,
     }
     if mix is not None:
@@ -530,9 +586,10 @@ def train_task(
 
     def write(res: LoopResult) -> None:
         if metrics_file is not None:
-            from plc.store import write_metrics
+            from plc.store import metric_frame, write_metrics
 
-            write_metrics(metrics_file, [{**context_cols, **r} for r in res.rows], force=True)
+            rows = [{**context_cols, **r} for r in res.rows]
+            write_metrics(metrics_file, metric_frame("train", rows), force=True)
 
     res = train_loop(
         model,
@@ -540,8 +597,8 @@ def train_task(
         steps,
         lr_value,
         warmup_steps=n_warmup,
-        micro_batch=micro_batch,
-        grad_clip=grad_clip,
+        micro_batch=budget.micro_batch,
+        grad_clip=budget.grad_clip,
         runtime=runtime,
         compile=compile,
         on_step=on_step,

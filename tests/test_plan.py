@@ -55,13 +55,17 @@ def test_stationary_plan_mixes_and_probes_every_task():
 
 def test_makefile_is_readable_and_uses_the_launcher():
     plan = build_plan(
-        sizes=["nano"], cycles=1, preset="tiny", launcher="torchrun --nproc_per_node 8"
+        sizes=["nano"], cycles=2, preset="tiny", launcher="torchrun --nproc_per_node 8"
     )
     text = plan.makefile()
     assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
     assert "$(RUNS)/nano/c3.pt: $(RUNS)/nano/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
     assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano/c2.pt" in text
-    assert "\t$(PLC) fit-onset $^ --model none" in text  # one size: onsets, no fits
+    # One size: its onset but no fits; two probes: no moving average.
+    assert "\t$(PLC) fit-onset $^ --model none --probe-after ru --window 1 " in text
+    assert "figures/onset.png" not in text and "figures/probing.png" in text
+    one_probe = build_plan(sizes=["nano"], cycles=1, preset="tiny").makefile()
+    assert "fit-onset" not in one_probe and "probing.png" not in one_probe
     assert "export PLC_THREADS ?= 1" in text
 
 

@@ -12,22 +12,10 @@ from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
 from plc.plot import KINDS, plot
-from plc.store import cycle_of, metric_path, write_metrics
+from plc.store import cycle_of, metric_path, metric_schema, write_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-DIAGNOSE_SCHEMA = {
-    "kind": pl.String,
-    "run_id": pl.String,
-    "size": pl.String,
-    "n_params": pl.Int64,
-    "task_index": pl.Int64,
-    "cycle": pl.Int64,
-    "lang": pl.String,
-    "metric": pl.String,
-    "layer": pl.Int64,
-    "head": pl.Int64,
-    "value": pl.Float64,
-}
+DIAGNOSE_SCHEMA = metric_schema("diagnose")
 
 
 def write_diagnose(

@@ -95,11 +95,10 @@ def test_text_truncated_and_foreign_files_are_refused(c0, tmp_path):
 KILL_DURING_SAVE = """
 import os, signal, sys, torch
 from plc.init import init_checkpoint
-real_save = torch.save
 def dying_save(obj, f, *a, **k):
-    with open(f, "wb") as fh:
-        fh.write(b"PK half a checkpoint")
-        fh.flush()
+    fh = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+    fh.write(b"PK half a checkpoint")
+    fh.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = dying_save
 init_checkpoint(sys.argv[1], size="nano", vocab_size=320, context=32, force=True)
