@@ -21,9 +21,11 @@ from plc.runner import JobDone, run_plan
 WEIGHTS = {"train": 1.0, "probe": 1.2, "diagnose": 0.6, "analysis": 0.5, "data": 0.3, "init": 0.3}
 
 CAVEAT = (
-    "At laptop scale the probe AUC moves by about ±2 % from cycle to cycle by chance: this run "
-    "shows the protocol's mechanics, not evidence of plasticity loss. The paper's onsets need "
-    "5B-token tasks and dozens of cycles (examples/paper)."
+    "At laptop scale the probe AUC moves by several percent from probe to probe, much of it from "
+    "which language was trained just before the probe (App. B) and the rest by chance (about "
+    "±2 % with tiny models over 60 cycles): this run shows the protocol's mechanics, not "
+    "evidence of plasticity loss. The paper's onsets need 5B-token tasks, models of millions of "
+    "parameters and dozens of cycles (examples/paper)."
 )
 
 

@@ -110,6 +110,13 @@ def plot(
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _whole_cycles(ax) -> None:
+    """Integer ticks: diagnostics are taken at the end of whole cycles."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _pyplot():
     import matplotlib
 
@@ -341,6 +348,7 @@ def _correlates(plt, diag: pl.DataFrame, onsets: dict[str, int]):
             mx, my = zip(*marks, strict=True)
             ax.plot(mx, my, "o", color="red", ms=8, zorder=5, label="onset of plasticity loss")
         ax.set_xlabel("Cycle")
+        _whole_cycles(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -379,6 +387,7 @@ def _dormant_layers(plt, diag: pl.DataFrame):
             )
         ax.set_title(label)
         ax.set_xlabel("Cycle")
+        _whole_cycles(ax)
         ax.set_ylabel("dormant MLP units (%)")
         ax.grid(alpha=0.3)
         ax.legend(
@@ -434,6 +443,7 @@ def _entropy(plt, diag: pl.DataFrame, layer: int | None):
             notes.append(f"run {run_id}: no h_max rows, lazy/collapsed thresholds not drawn")
         ax.set_title(f"{label}, layer {layer} (0-based)")
         ax.set_xlabel("Cycle")
+        _whole_cycles(ax)
         ax.set_ylabel("attention entropy (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(heads) > 6 else 1)
