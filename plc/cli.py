@@ -68,6 +68,12 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _stop(progress) -> None:
+    """Stop a progress display if it was started (a never-started one would print a blank line)."""
+    if progress.live.is_started:
+        progress.stop()
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"plc {__version__}")
@@ -203,7 +209,7 @@ def shard_cmd(
             progress=report,
         )
     finally:
-        progress.stop()
+        _stop(progress)
     if as_json:
         emit_json(res)
         return
@@ -530,11 +536,11 @@ def train_task_cmd(
             on_step=on_step,
         )
     except TrainingDiverged as e:
-        progress.stop()
+        _stop(progress)
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
-        progress.stop()
+        _stop(progress)
     import os
 
     if os.environ.get("RANK", "0") != "0":
@@ -678,11 +684,11 @@ def probe(
             on_eval=on_eval,
         )
     except TrainingDiverged as e:
-        progress.stop()
+        _stop(progress)
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
-        progress.stop()
+        _stop(progress)
     if os.environ.get("RANK", "0") != "0":
         return
     if as_json:
