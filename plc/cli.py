@@ -74,6 +74,52 @@ def _stop(progress) -> None:
         progress.stop()
 
 
+class _StepBar:
+    """A progress bar of training steps for train-task and probe.
+
+    Drawn at the first step, so bad input fails with its one line alone; a diverged loss ends the
+    command with its message and exit status 1 (no output was written).
+    """
+
+    def __init__(self, label: str, columns: list[str], as_json: bool, **fields: Any):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            *(TextColumn(c) for c in columns),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=as_json,
+        )
+        self.label, self.fields, self.task = label, fields, None
+
+    def step(self, done: int, total: int, **fields: Any) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(
+                self.label, total=total, completed=done - 1, **self.fields
+            )
+        self.update(completed=done, **fields)
+
+    def update(self, **fields: Any) -> None:
+        self.fields.update({k: v for k, v in fields.items() if k != "completed"})
+        if self.task is not None:
+            self.progress.update(self.task, **fields)
+
+    def __enter__(self) -> _StepBar:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        from plc.train import TrainingDiverged
+
+        _stop(self.progress)
+        if exc_type is not None and issubclass(exc_type, TrainingDiverged):
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"plc {__version__}")
@@ -485,32 +531,20 @@ def train_task_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a checkpoint on one task instance and write the next checkpoint (§IV-A/B)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from plc.train import train_task
 
-    from plc.train import TrainingDiverged, train_task
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:,.0f} tok/s"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=as_json,
+    bar = _StepBar(
+        f"{ckpt.name} {lang or 'mix'}",
+        ["loss {task.fields[loss]:.4f}", "{task.fields[rate]:,.0f} tok/s"],
+        as_json,
+        loss=0.0,
+        rate=0.0,
     )
-    bar = None
 
     def on_step(row: dict, total: int) -> None:
-        nonlocal bar
-        if bar is None:  # started at the first step, so early errors print alone
-            progress.start()
-            bar = progress.add_task(
-                f"{ckpt.name} {lang or 'mix'}", total=total, completed=row["step"], loss=0, rate=0
-            )
-        progress.update(bar, completed=row["step"] + 1, loss=row["loss"], rate=row["tokens_per_s"])
+        bar.step(row["step"] + 1, total, loss=row["loss"], rate=row["tokens_per_s"])
 
-    try:
+    with bar:
         res = train_task(
             ckpt,
             lang,
@@ -535,12 +569,6 @@ def train_task_cmd(
             force=force,
             on_step=on_step,
         )
-    except TrainingDiverged as e:
-        _stop(progress)
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        _stop(progress)
     import os
 
     if os.environ.get("RANK", "0") != "0":
@@ -625,38 +653,22 @@ def probe(
     """Plasticity probe: train a copy on the probe language, record validation loss and its AUC."""
     import os
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from plc.probe import probe as run_probe
-    from plc.train import TrainingDiverged
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("val loss {task.fields[val]:.4f}"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=as_json,
+    bar = _StepBar(
+        f"probe {ckpt.name}{' from scratch' if from_scratch else ''} on {lang}",
+        ["val loss {task.fields[val]:.4f}"],
+        as_json,
+        val=float("nan"),
     )
-    bar = None
-    last_val = float("nan")
-
-    def on_eval(step: int, loss: float) -> None:
-        nonlocal last_val
-        last_val = loss
-        if bar is not None:
-            progress.update(bar, val=loss)
 
     def on_step(row: dict, total: int) -> None:
-        nonlocal bar
-        if bar is None:  # started at the first step, so early errors print alone
-            progress.start()
-            label = f"probe {ckpt.name}{' from scratch' if from_scratch else ''} on {lang}"
-            bar = progress.add_task(label, total=total, completed=row["step"], val=last_val)
-        progress.update(bar, completed=row["step"] + 1)
+        bar.step(row["step"] + 1, total)
 
-    try:
+    def on_eval(step: int, loss: float) -> None:
+        bar.update(val=loss)
+
+    with bar:
         res = run_probe(
             ckpt,
             data=data,
@@ -683,12 +695,6 @@ def probe(
             on_step=on_step,
             on_eval=on_eval,
         )
-    except TrainingDiverged as e:
-        _stop(progress)
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        _stop(progress)
     if os.environ.get("RANK", "0") != "0":
         return
     if as_json:
