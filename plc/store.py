@@ -167,7 +167,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
         raise PlcError(f"{path} is not a safe plc checkpoint (refused to unpickle: {first})") from e
     except Exception as e:  # truncated zip, text file, …
-        raise PlcError(f"{path} is not a plc checkpoint ({type(e).__name__}: {e})") from e
+        import zipfile
+
+        detail = f"{type(e).__name__}: {e}" if zipfile.is_zipfile(path) else "not a PyTorch file"
+        raise PlcError(f"{path} is not a plc checkpoint ({detail})") from e
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PlcError(f"{path} is not a plc checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
