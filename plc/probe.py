@@ -121,10 +121,7 @@ def probe(
 
     src = Path(ckpt)
     base = load_checkpoint(src)
-    if seq_len > base.config.context:
-        raise PlcError(
-            f"--seq-len {seq_len} is longer than the checkpoint's context {base.config.context}"
-        )
+    budget.check_context(base.config.context)
     lr_value = resolve_lr(lr, base.config.d_model)
     seed = int(base.meta.get("seed", 0)) if seed is None else seed
     if from_scratch:
@@ -158,19 +155,13 @@ def probe(
     from plc.evaluate import load_eval_windows
 
     store, windows = load_eval_windows(base, data, lang, eval_seqs, seq_len)
-    sampler = BatchSampler([store], seq_len, batch_tokens // seq_len, seed, PROBE_STREAM)
+    sampler = BatchSampler([store], seq_len, budget.batch_size, seed, PROBE_STREAM)
     n_warmup = budget.warmup_steps
     task = {
         "lang": lang,
-        "tokens": steps * batch_tokens,
-        "steps": steps,
+        **budget.record(),
         "lr": lr_value,
-        "batch_tokens": batch_tokens,
-        "seq_len": seq_len,
         "seed": seed,
-        "warmup_steps": n_warmup,
-        "micro_batch": budget.micro_batch,
-        "grad_clip": budget.grad_clip,
         "probe": True,
         "from_scratch": from_scratch,
     }

@@ -383,6 +383,22 @@ class Budget:
     def tokens(self) -> int:
         return self.steps * self.batch_tokens
 
+    def check_context(self, context: int) -> None:
+        if self.seq_len > context:
+            raise PlcError(f"--seq-len {self.seq_len} exceeds the checkpoint's context {context}")
+
+    def record(self) -> dict[str, Any]:
+        """The budget as it goes into a checkpoint's task history and a resume signature."""
+        return {
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "batch_tokens": self.batch_tokens,
+            "seq_len": self.seq_len,
+            "warmup_steps": self.warmup_steps,
+            "micro_batch": self.micro_batch,
+            "grad_clip": self.grad_clip,
+        }
+
 
 def resolve_budget(
     preset: str,
@@ -519,10 +535,7 @@ def train_task(
     seq_len, batch_tokens, steps = budget.seq_len, budget.batch_tokens, budget.steps
 
     base = load_checkpoint(src)
-    if seq_len > base.config.context:
-        raise PlcError(
-            f"--seq-len {seq_len} exceeds the checkpoint's context {base.config.context}"
-        )
+    budget.check_context(base.config.context)
     lr_value = resolve_lr(lr, base.config.d_model)
 
     from plc.data.sampling import BatchSampler
@@ -539,15 +552,9 @@ def train_task(
     meta = dict(base.meta)
     task = {
         "lang": label,
-        "tokens": steps * batch_tokens,
-        "steps": steps,
+        **budget.record(),
         "lr": lr_value,
-        "batch_tokens": batch_tokens,
-        "seq_len": seq_len,
         "seed": seed,
-        "warmup_steps": n_warmup,
-        "micro_batch": budget.micro_batch,
-        "grad_clip": budget.grad_clip,
         "preset": preset,
     }
     if mix is not None:
