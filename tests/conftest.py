@@ -38,3 +38,23 @@ def assert_bad_input(proc, *fragments: str) -> None:
 @pytest.fixture
 def plc_run():
     return run_plc
+
+
+# A tokenizer identity no real tokenizer has: stores made with it must be refused.
+FOREIGN_TOKENIZER = {
+    "name": "other",
+    "vocab_size": 257,
+    "eos_id": 256,
+    "fingerprint": "feedfacefeedface",
+}
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: several tests share 2 cores, and it is faster here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,9 +22,7 @@ from plc.store import load_checkpoint, save_checkpoint
 CTX = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(root, langs=("vi", "ru"), val_tokens=4000, tokenizer=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_bad_input, run_plc
+from conftest import FOREIGN_TOKENIZER, assert_bad_input, run_plc
 
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
@@ -20,9 +20,7 @@ from plc.store import load_checkpoint
 CTX = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -88,12 +86,7 @@ def test_cli_json(setup):
 def test_cli_bad_input(setup, case):
     tmp, _ = setup
     if case == "tokenizer":
-        other = {
-            "name": "other",
-            "vocab_size": 257,
-            "eos_id": 256,
-            "fingerprint": "feedfacefeedface",
-        }
+        other = FOREIGN_TOKENIZER
         write_store(
             tmp / "data" / "ru.zarr", np.zeros(100), np.zeros(100), lang="ru", tokenizer=other
         )

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import assert_bad_input, run_plc
+from conftest import FOREIGN_TOKENIZER, assert_bad_input, run_plc
 
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
@@ -24,12 +24,7 @@ CTX = 32
 FAST = dict(preset="tiny", device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +193,7 @@ def test_cli_bad_input(tmp_path, data, trained, case):
         "keep": (["--keep", trained], ["--keep", "input checkpoint"]),
     }[case]
     if case == "tokenizer":
-        other = {
-            "name": "other",
-            "vocab_size": 257,
-            "eos_id": 256,
-            "fingerprint": "feedfacefeedface",
-        }
+        other = FOREIGN_TOKENIZER
         data = tmp_path / "data"
         write_store(data / "ru.zarr", np.zeros(500), np.zeros(500), lang="ru", tokenizer=other)
     before = _sha(trained)

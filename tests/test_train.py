@@ -37,12 +37,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "plc" / "data" / "corpus"
 BYTE = ByteTokenizer().identity()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _store(data: Path, lang: str, tokens: np.ndarray, tokenizer=BYTE) -> None:
