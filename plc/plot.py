@@ -110,6 +110,23 @@ def plot(
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _line_per(ax, plt, rows, column: str) -> int:
+    """One line per layer (or head): its mean value at each task, against cycles; how many lines."""
+    import polars as pl
+
+    keys = sorted(set(rows[column].to_list()))
+    for key, color in zip(keys, _colors(plt, len(keys)), strict=True):
+        k = (
+            rows.filter(pl.col(column) == key)
+            .group_by("task_index")
+            .agg(pl.col("value").mean())
+            .sort("task_index")
+        )
+        x = _cycles(k["task_index"].to_list())
+        ax.plot(x, k["value"], marker="o", ms=2.5, color=color, label=f"{column} {key}")
+    return len(keys)
+
+
 def _whole_cycles(ax) -> None:
     """Integer ticks: diagnostics are taken at the end of whole cycles."""
     from matplotlib.ticker import MaxNLocator
@@ -368,30 +385,14 @@ def _dormant_layers(plt, diag: pl.DataFrame):
         runs, _labels([(s, r) for r, s, _ in runs]), axes, strict=True
     ):
         r = rows.filter(pl.col("run_id") == run_id)
-        layers = sorted(set(r["layer"].to_list()))
-        colors = _colors(plt, len(layers))
-        for layer, color in zip(layers, colors, strict=True):
-            lr = (
-                r.filter(pl.col("layer") == layer)
-                .group_by("task_index")
-                .agg(pl.col("value").mean())
-                .sort("task_index")
-            )
-            ax.plot(
-                _cycles(lr["task_index"].to_list()),
-                lr["value"],
-                marker="o",
-                ms=2.5,
-                color=color,
-                label=f"layer {layer}",
-            )
+        n_layers = _line_per(ax, plt, r, "layer")
         ax.set_title(label)
         ax.set_xlabel("Cycle")
         _whole_cycles(ax)
         ax.set_ylabel("dormant MLP units (%)")
         ax.grid(alpha=0.3)
         ax.legend(
-            fontsize=7, ncol=2 if len(layers) > 8 else 1, title="layer (0-based)", title_fontsize=7
+            fontsize=7, ncol=2 if n_layers > 8 else 1, title="layer (0-based)", title_fontsize=7
         )
     return fig, [r[0] for r in runs]
 
@@ -417,22 +418,7 @@ def _entropy(plt, diag: pl.DataFrame, layer: int | None):
         runs, _labels([(s, r) for r, s, _ in runs]), axes, strict=True
     ):
         r = rows.filter(pl.col("run_id") == run_id)
-        heads = sorted(set(r["head"].to_list()))
-        for head, color in zip(heads, _colors(plt, len(heads)), strict=True):
-            hr = (
-                r.filter(pl.col("head") == head)
-                .group_by("task_index")
-                .agg(pl.col("value").mean())
-                .sort("task_index")
-            )
-            ax.plot(
-                _cycles(hr["task_index"].to_list()),
-                hr["value"],
-                marker="o",
-                ms=2.5,
-                color=color,
-                label=f"head {head}",
-            )
+        n_heads = _line_per(ax, plt, r, "head")
         h = h_max_rows.filter(pl.col("run_id") == run_id)["value"]
         if h.len():
             h_max = float(h.mean())
@@ -446,5 +432,5 @@ def _entropy(plt, diag: pl.DataFrame, layer: int | None):
         _whole_cycles(ax)
         ax.set_ylabel("attention entropy (nats)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(heads) > 6 else 1)
+        ax.legend(fontsize=7, ncol=2 if n_heads > 6 else 1)
     return fig, [r[0] for r in runs], notes
