@@ -109,22 +109,18 @@ def demo(
 
 def _summarise(res: DemoResult, onset_table: Path) -> None:
     """Onset per size and the log-log law, from the onset table the plan's fit-onset wrote."""
+    import polars as pl
+
     from plc.errors import PlcError
     from plc.onset import fit_onset
 
     if not onset_table.exists():  # one probe per run: no onset to find
         return
+    res.onsets = pl.read_parquet(onset_table).to_dicts()
     try:
         fitted = fit_onset([onset_table], models=["loglog"])
     except PlcError as e:  # e.g. fewer than 3 sizes: report the onsets without a law
-        import polars as pl
-
-        res.onsets = pl.read_parquet(onset_table).to_dicts()
         res.law = f"(no fit: {e})"
         return
-    table = fitted.to_dict()
-    import polars as pl
-
-    res.onsets = pl.read_parquet(onset_table).to_dicts()
-    res.fits = table.get("fits", [])
-    res.law = fitted.fits[0].law if fitted.fits else None
+    res.fits = fitted.to_dict()["fits"]
+    res.law = fitted.law
