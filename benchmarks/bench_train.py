@@ -54,7 +54,10 @@ def flops_per_token(case: dict, train: bool) -> float:
 
 
 def build(kind: str, case: dict, hf_adamw: str = "fused"):
-    from plc.train import BETAS, WEIGHT_DECAY, make_optimizer
+    from plc.options import TrainOptions
+    from plc.train import make_optimizer
+
+    opts = TrainOptions(lr=1e-3).resolve(preset="paper")  # the paper's AdamW settings
 
     torch.manual_seed(0)
     if kind == "plc":
@@ -92,10 +95,12 @@ def build(kind: str, case: dict, hf_adamw: str = "fused"):
     if kind == "hf" and hf_adamw == "default":  # torch's default AdamW: a per-tensor loop on CPU
         return (
             model,
-            torch.optim.AdamW(model.parameters(), 1e-3, BETAS, weight_decay=WEIGHT_DECAY),
+            torch.optim.AdamW(
+                model.parameters(), 1e-3, opts.betas, weight_decay=opts.weight_decay
+            ),
             loss_fn,
         )
-    return model, make_optimizer(model, 1e-3), loss_fn
+    return model, make_optimizer(model, opts), loss_fn
 
 
 def batch(vocab: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +166,7 @@ class RandomSampler:
 def device_bench(args) -> list[dict]:
     """tokens/s and MFU of train_loop (bf16 autocast on CUDA, fused AdamW) for preset sizes."""
     from plc.model import GPT
+    from plc.options import TrainOptions
     from plc.runtime import setup
     from plc.sizes import make_config
     from plc.train import train_loop
@@ -175,7 +181,15 @@ def device_bench(args) -> list[dict]:
             if runtime.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             t = time.perf_counter()
-            res = train_loop(model, sampler, args.steps, 1e-4, runtime=runtime, compile=compile)
+            opts = TrainOptions(
+                steps=args.steps,
+                lr=1e-4,
+                batch_tokens=sampler.batch_size * sampler.seq_len,
+                seq_len=sampler.seq_len,
+                warmup=0.0,
+                compile=compile,
+            ).resolve(preset="paper")
+            res = train_loop(model, sampler, opts, runtime=runtime)
             wall = time.perf_counter() - t
             rate = statistics.median(r["tokens_per_s"] for r in res.rows[3:])
             L, d, T = config.n_layer, config.d_model, args.seq_len

@@ -8,9 +8,12 @@ that `plc --help` and the light commands start in well under a second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
+from collections.abc import Callable
+from inspect import Parameter, signature
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +40,46 @@ ForceOpt = typer.Option(False, "--force", help="Overwrite existing outputs.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda.")
 DataOpt = typer.Option(Path("data"), "--data", help="Folder of token stores (<lang>.zarr).")
 MetricsOpt = typer.Option(Path("metrics"), "--metrics", help="Folder of metric files.")
-# The budget flags of train-task and probe: each overrides the --preset's value.
-PresetOpt = typer.Option("paper", "--preset", help="Budgets: paper, cpu or tiny (`plc presets`).")
-StepsOpt = typer.Option(None, "--steps", help="Optimizer steps (instead of --tokens).")
-BatchTokensOpt = typer.Option(None, "--batch-tokens", help="Global batch in tokens.")
-MicroBatchOpt = typer.Option(None, "--micro-batch", help="Sequences per forward per rank.")
-LrOpt = typer.Option("auto", "--lr", help="auto (paper rule from d_model) or a number.")
-WarmupOpt = typer.Option(None, "--warmup", help="Warm-up fraction of steps (paper 0.05).")
-GradClipOpt = typer.Option(None, "--grad-clip", help="Max gradient norm (default none).")
-SeedOpt = typer.Option(None, "--seed", help="Sampling seed (default: the checkpoint's).")
-SaveEveryOpt = typer.Option(None, "--save-every", help="Steps between resumable saves.")
-CompileOpt = typer.Option(False, "--compile", help="torch.compile the model (CUDA).")
+PresetOpt = typer.Option(
+    None, "--preset", help="Protocol preset for the defaults (default: the checkpoint's)."
+)
+
+
+def train_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command one option per TrainOptions field; it receives them as `options`.
+
+    Every command that trains (train-task, probe) declares its training flags through this, so a
+    new field of TrainOptions is a new flag of each of them, with the help written on the field.
+    """
+    from plc.options import TrainOptions
+
+    sig = signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+    added = []
+    for f in dataclasses.fields(TrainOptions):
+        default = "auto" if f.name == "lr" else f.default
+        kind = f.metadata["cli_type"]
+        option = typer.Option(
+            default, f.metadata["flag"], help=f.metadata["help"], rich_help_panel="Training"
+        )
+        added.append(
+            Parameter(
+                f.name,
+                Parameter.KEYWORD_ONLY,
+                default=option,
+                annotation=kind if default is not None else kind | None,
+            )
+        )
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(TrainOptions)}
+        return command(**kwargs, options=TrainOptions(**fields))
+
+    params = own + added
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 def emit_json(obj: Any) -> None:
@@ -153,6 +185,11 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
         if hasattr(m, "Abort"):
             aborts.append(m.Abort)
     return tuple(usage), tuple(aborts)
+
+
+def run_argv(argv: list[str]) -> int | None:
+    """Run one `plc` command line in this process (the demo's workers run their jobs so)."""
+    return app(args=argv, prog_name="plc", standalone_mode=False)
 
 
 def main() -> None:
@@ -402,7 +439,10 @@ def init(
     vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary, if no --tokenizer."),
     context: int = typer.Option(None, "--context", help="Maximum sequence length (default 2048)."),
     preset: str = typer.Option(
-        None, "--preset", help="Take --context and --tokenizer from a protocol preset."
+        None,
+        "--preset",
+        help="The run's protocol preset: sets --context and --tokenizer, and later commands on "
+        "this run default to it.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
     run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
@@ -412,13 +452,6 @@ def init(
     """Write a freshly initialised checkpoint (task index 0)."""
     from plc.init import init_checkpoint
 
-    if preset is not None:
-        from plc.presets import get_preset
-
-        p = get_preset(preset)
-        context = p.context if context is None else context
-        if tokenizer is None and vocab_size is None:
-            tokenizer = p.tokenizer
     res = init_checkpoint(
         out,
         size=size,
@@ -427,7 +460,8 @@ def init(
         heads=heads,
         tokenizer=tokenizer,
         vocab_size=vocab_size,
-        context=2048 if context is None else context,
+        context=context,
+        preset=preset,
         seed=seed,
         run_id=run_id,
         force=force,
@@ -502,6 +536,7 @@ def export(
 
 
 @app.command("train-task")
+@train_options
 def train_task_cmd(
     ckpt: Path = typer.Option(
         ..., "--ckpt", help="Input checkpoint (e.g. c47.pt; `plc init` first)."
@@ -513,25 +548,13 @@ def train_task_cmd(
     mix_weights: str = typer.Option(None, "--mix-weights", help="Mixture weights (default equal)."),
     data: Path = DataOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
-    preset: str = PresetOpt,
-    tokens: int = typer.Option(None, "--tokens", help="Tokens of the task (rounded to batches)."),
-    steps: int = StepsOpt,
-    batch_tokens: int = BatchTokensOpt,
-    micro_batch: int = MicroBatchOpt,
-    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (≤ context)."),
-    lr: str = LrOpt,
-    warmup: float = WarmupOpt,
-    grad_clip: float = GradClipOpt,
-    seed: int = SeedOpt,
     metrics: Path = MetricsOpt,
-    save_every: int = SaveEveryOpt,
-    device: str = DeviceOpt,
-    compile: bool = CompileOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
+    options: Any = None,
 ) -> None:
     """Train a checkpoint on one task instance and write the next checkpoint (§IV-A/B)."""
-    from plc.train import train_task
+    from plc.task import train_task
 
     bar = _StepBar(
         f"{ckpt.name} {lang or 'mix'}",
@@ -548,24 +571,12 @@ def train_task_cmd(
         res = train_task(
             ckpt,
             lang,
+            options=options,
             mix=mix,
             mix_weights=mix_weights,
             data=data,
             out=out,
-            preset=preset,
-            tokens=tokens,
-            steps=steps,
-            batch_tokens=batch_tokens,
-            micro_batch=micro_batch,
-            seq_len=seq_len,
-            lr=lr,
-            warmup=warmup,
-            grad_clip=grad_clip,
-            seed=seed,
             metrics=metrics,
-            save_every=save_every,
-            device=device,
-            compile=compile,
             force=force,
             on_step=on_step,
         )
@@ -592,8 +603,8 @@ def eval_cmd(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     data: Path = DataOpt,
     lang: str = typer.Option("vi", "--lang", help="Language whose val split to evaluate on."),
-    preset: str = typer.Option("paper", "--preset", help="Defaults for --seqs (paper: 1,280)."),
-    seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (default: preset)."),
+    preset: str = PresetOpt,
+    seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (paper: 1,280)."),
     seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
@@ -601,14 +612,13 @@ def eval_cmd(
 ) -> None:
     """Mean validation loss (nats/token) on the fixed evaluation windows of one language."""
     from plc.evaluate import evaluate
-    from plc.presets import get_preset
 
-    p = get_preset(preset)
     res = evaluate(
         ckpt,
-        data,
-        lang,
-        seqs=p.probe_eval_seqs if seqs is None else seqs,
+        data=data,
+        lang=lang,
+        preset=preset,
+        seqs=seqs,
         seq_len=seq_len,
         batch_size=batch_size,
         device=device,
@@ -623,32 +633,21 @@ def eval_cmd(
 
 
 @app.command()
+@train_options
 def probe(
     ckpt: Path = typer.Argument(..., help="The checkpoint to probe (only read, never modified)."),
     data: Path = DataOpt,
     lang: str = typer.Option("vi", "--lang", help="Probe language (data/<lang>.zarr)."),
     metrics: Path = MetricsOpt,
-    preset: str = PresetOpt,
-    tokens: int = typer.Option(None, "--tokens", help="Probe tokens (rounded to batches)."),
-    steps: int = StepsOpt,
-    batch_tokens: int = BatchTokensOpt,
-    micro_batch: int = MicroBatchOpt,
-    seq_len: int = typer.Option(None, "--seq-len", help="Training and evaluation window length."),
-    lr: str = LrOpt,
-    warmup: float = WarmupOpt,
-    grad_clip: float = GradClipOpt,
-    seed: int = SeedOpt,
     eval_every: int = typer.Option(None, "--eval-every", help="Steps between evals (paper 95)."),
     eval_seqs: int = typer.Option(None, "--eval-seqs", help="Fixed val windows (paper 1,280)."),
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Probe a fresh init of the same config and seed (App. B)."
     ),
     keep: Path = typer.Option(None, "--keep", help="Save the trained copy as this checkpoint."),
-    save_every: int = SaveEveryOpt,
-    device: str = DeviceOpt,
-    compile: bool = CompileOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
+    options: Any = None,
 ) -> None:
     """Plasticity probe: train a copy on the probe language, record validation loss and its AUC."""
     import os
@@ -671,26 +670,14 @@ def probe(
     with bar:
         res = run_probe(
             ckpt,
+            options=options,
             data=data,
             lang=lang,
             metrics=metrics,
-            preset=preset,
-            tokens=tokens,
-            steps=steps,
-            batch_tokens=batch_tokens,
-            micro_batch=micro_batch,
-            seq_len=seq_len,
-            lr=lr,
-            warmup=warmup,
-            grad_clip=grad_clip,
-            seed=seed,
             eval_every=eval_every,
             eval_seqs=eval_seqs,
             from_scratch=from_scratch,
             keep=keep,
-            save_every=save_every,
-            device=device,
-            compile=compile,
             force=force,
             on_step=on_step,
             on_eval=on_eval,
@@ -715,7 +702,7 @@ def diagnose(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     data: Path = DataOpt,
     metrics: Path = MetricsOpt,
-    preset: str = typer.Option("paper", "--preset", help="Defaults for the sequence counts."),
+    preset: str = PresetOpt,
     params: bool = typer.Option(True, "--params/--no-params", help="Mean |θ| (non-embedding)."),
     dormant: bool = typer.Option(True, "--dormant/--no-dormant", help="Dormant MLP units."),
     entropy: bool = typer.Option(True, "--entropy/--no-entropy", help="Attention entropy."),
@@ -740,27 +727,25 @@ def diagnose(
     from rich.progress import Progress
 
     from plc.diagnose import diagnose as run_diagnose
-    from plc.presets import get_preset
 
-    p = get_preset(preset)
     with Progress(console=err_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("diagnose", total=None)
         res = run_diagnose(
             ckpt,
-            data,
-            metrics,
+            data=data,
+            metrics=metrics,
+            preset=preset,
             params=params,
             dormant=dormant,
             entropy=entropy,
             ranks=ranks,
             dormant_lang=dormant_lang,
-            dormant_seqs=p.dormant_seqs if dormant_seqs is None else dormant_seqs,
+            dormant_seqs=dormant_seqs,
             eps=eps,
             entropy_lang=entropy_lang,
-            entropy_seqs=p.entropy_seqs if entropy_seqs is None else entropy_seqs,
+            entropy_seqs=entropy_seqs,
             seq_len=seq_len,
             query_from=query_from,
-            query_fraction=p.entropy_query_start,
             batch_size=batch_size,
             device=device,
             force=force,
@@ -1006,20 +991,18 @@ def plan(
 ) -> None:
     """Write the protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
     from plc.plan import build_plan
-    from plc.presets import get_preset
 
-    p = get_preset(preset)
     the_plan = build_plan(
         problem,
-        sizes=sizes.split(",") if sizes else list(p.sizes),
-        cycles=p.cycles if cycles is None else cycles,
+        sizes=sizes.split(",") if sizes else None,
+        cycles=cycles,
         preset=preset,
         probe_after=probe_after.split(","),
         diagnose_every=diagnose_every,
         data=data,
         out_dir=out_dir,
         seed=seed,
-        tokenizer=tokenizer or p.tokenizer,
+        tokenizer=tokenizer,
         source=source,
         launcher=launcher,
     )
@@ -1069,29 +1052,28 @@ def demo(
         console=err_console,
         disable=as_json,
     )
-    state = {"bar": None, "trained": 0, "train_total": 0}
+    state: dict[str, Any] = {"bar": None, "trained": 0, "tasks": 0}
 
-    def on_start(n_jobs: int, work: float) -> None:
+    def on_start(plan, work: float) -> None:
         state["bar"] = progress.add_task("protocol", total=work, tasks="")
+        state["tasks"] = plan.n_tasks
 
     def on_done(done, work: float) -> None:
         if done.job.stage == "train":
             state["trained"] += 1
-        progress.update(state["bar"], advance=work, tasks=f"tasks {state['trained']}/{n_tasks}")
+        progress.update(
+            state["bar"], advance=work, tasks=f"tasks {state['trained']}/{state['tasks']}"
+        )
 
-    size_list = sizes.split(",") if sizes else None
-    from plc.presets import get_preset
-
-    p = get_preset(preset)
-    n_tasks = len(size_list or p.sizes) * (cycles or p.cycles) * 8
     with progress:
         res = run_demo(
             out,
-            sizes=size_list,
+            sizes=sizes.split(",") if sizes else None,
             cycles=cycles,
             preset=preset,
             seed=seed,
             workers=workers,
+            execute=run_argv,
             on_start=on_start,
             on_done=on_done,
         )

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plc.plan import build_plan
-from plc.runner import JobDone, run_plan
+from plc.plan import Plan, build_plan
+from plc.protocol import PAPER_PROBE_AFTER
+from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
 WEIGHTS = {"train": 1.0, "probe": 1.2, "diagnose": 0.6, "analysis": 0.5, "data": 0.3, "init": 0.3}
@@ -50,27 +51,28 @@ class DemoResult:
 def demo(
     out: str | os.PathLike = "demo",
     *,
+    preset: str = "cpu",
     sizes: list[str] | None = None,
     cycles: int | None = None,
-    preset: str = "cpu",
     probe_after: list[str] | None = None,
     seed: int = 0,
     workers: int = 2,
-    on_start: Callable[[int, float], None] | None = None,
+    execute: Execute = run_subprocess,
+    on_start: Callable[[Plan, float], None] | None = None,
     on_done: Callable[[JobDone, float], None] | None = None,
 ) -> DemoResult:
-    """Plan and run the continual protocol; `on_start(jobs, total_work)` and `on_done(job, work)`
-    report progress (work in units of one training task)."""
-    from plc.presets import get_preset
+    """Plan and run the continual protocol (sizes and cycles default to the preset's).
 
-    p = get_preset(preset)
+    `execute` runs one job's `plc` command (a fresh process each by default; the command line
+    runs them inside its worker processes). `on_start(plan, total_work)` and
+    `on_done(job, work)` report progress (work in units of one training task)."""
     out = Path(out)
     plan = build_plan(
         "continual",
-        sizes=list(sizes or p.sizes),
-        cycles=p.cycles if cycles is None else cycles,
+        sizes=sizes,
+        cycles=cycles,
         preset=preset,
-        probe_after=probe_after or ["zh", "de", "ru"],
+        probe_after=list(probe_after or PAPER_PROBE_AFTER),
         diagnose_every=1,
         data=str(out / "data"),
         out_dir=str(out),
@@ -80,13 +82,14 @@ def demo(
     makefile = out / "Makefile"
     makefile.write_text(plan.makefile())
     if on_start:
-        on_start(len(plan.jobs), sum(WEIGHTS[j.stage] for j in plan.jobs))
+        on_start(plan, sum(WEIGHTS[j.stage] for j in plan.jobs))
 
     t0 = time.perf_counter()
     done = run_plan(
         plan,
         workers=workers,
         log_dir=out / "logs",
+        execute=execute,
         on_done=(lambda d: on_done(d, WEIGHTS[d.job.stage])) if on_done else None,
     )
     res = DemoResult(

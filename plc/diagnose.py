@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
+from plc.protocol import ENTROPY_LANG, PROBE_LANG
 
 if TYPE_CHECKING:
     import torch
@@ -196,21 +197,21 @@ def _spans(n: int, mlp_n: int, ent_n: int, attn_batch: int, plain_batch: int):
 
 def diagnose(
     ckpt_path: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    metrics_dir: str | os.PathLike,
     *,
+    data: str | os.PathLike = "data",
+    metrics: str | os.PathLike = "metrics",
+    preset: str | None = None,
     params: bool = True,
     dormant: bool = True,
     entropy: bool = True,
     ranks: bool = True,
-    dormant_lang: str = "vi",
-    dormant_seqs: int = 256,
+    dormant_lang: str = PROBE_LANG,
+    dormant_seqs: int | None = None,
     eps: float = 0.01,
-    entropy_lang: str = "ru",
-    entropy_seqs: int = 512,
+    entropy_lang: str = ENTROPY_LANG,
+    entropy_seqs: int | None = None,
     seq_len: int | None = None,
     query_from: int | None = None,
-    query_fraction: float = 1 / 8,
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
@@ -219,18 +220,24 @@ def diagnose(
 ) -> DiagnoseResult:
     """`plc diagnose`: the correlates of one checkpoint, written as one long-format metric file.
 
+    Sequence counts default to `preset`'s (else the checkpoint's preset's; paper: 256 and 512).
     Per-unit dormancy scores (and mean |activation|) go to a Zarr group beside the Parquet file.
-    Entropy queries run from `query_from` (1-based; default `query_fraction` of the sequence
+    Entropy queries run from `query_from` (1-based; default the preset's fraction of the sequence
     length, the paper's 256 of 2,048) to the sequence length.
     """
     import torch
 
     from plc.evaluate import default_batch, load_eval_windows
+    from plc.presets import get_preset
     from plc.runtime import setup
     from plc.store import check_output, load_checkpoint, metric_frame, metric_path, write_metrics
 
     if not (params or dormant or entropy or ranks):
         raise PlcError("nothing to measure: every part is switched off")
+    ckpt = load_checkpoint(ckpt_path)
+    p = get_preset(preset or ckpt.preset or "paper")
+    dormant_seqs = p.dormant_seqs if dormant_seqs is None else dormant_seqs
+    entropy_seqs = p.entropy_seqs if entropy_seqs is None else entropy_seqs
     mlp_part = dormant or ranks
     if mlp_part and dormant_seqs <= 0:
         raise PlcError(f"--dormant-seqs must be positive, got {dormant_seqs}")
@@ -241,7 +248,6 @@ def diagnose(
     if batch_size is not None and batch_size <= 0:
         raise PlcError(f"--batch-size must be positive, got {batch_size}")
 
-    ckpt = load_checkpoint(ckpt_path)
     L = ckpt.config.context if seq_len is None else seq_len
     if L <= 0:
         raise PlcError(f"--seq-len must be positive, got {L}")
@@ -250,28 +256,28 @@ def diagnose(
             f"query window up to position {L} is longer than the checkpoint's context "
             f"{ckpt.config.context}"
         )
-    q_from = max(1, round(query_fraction * L)) if query_from is None else query_from
+    q_from = max(1, round(p.entropy_query_start * L)) if query_from is None else query_from
     if entropy and not 1 <= q_from <= L:
         raise PlcError(f"--query-from must be between 1 and the sequence length {L}, got {q_from}")
 
     ctx = ckpt.row_context()
     out = check_output(
-        metric_path(metrics_dir, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"]), force
+        metric_path(metrics, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"]), force
     )
     units_out = check_output(out.with_name(out.stem + "-units.zarr"), force) if dormant else None
 
     # Load (and check) every data set before any work, so bad input fails in a second.
-    needs: dict[str, int] = {}
+    needs: dict[str, tuple[int, str]] = {}
     if mlp_part:
-        needs[dormant_lang] = dormant_seqs
-    if entropy:
-        needs[entropy_lang] = max(needs.get(entropy_lang, 0), entropy_seqs)
-    windows = {lang: load_eval_windows(ckpt, data_dir, lang, n, L)[1] for lang, n in needs.items()}
+        needs[dormant_lang] = (dormant_seqs, "--dormant-seqs")
+    if entropy and entropy_seqs > needs.get(entropy_lang, (0, ""))[0]:
+        needs[entropy_lang] = (entropy_seqs, "--entropy-seqs")
+    windows = {
+        lang: load_eval_windows(ckpt, data, lang, n, L, flag)[1]
+        for lang, (n, flag) in needs.items()
+    }
 
     runtime = setup(device, threads)
-    # Measurements, not training: full fp32 (no autocast, no TF32) so CPU and GPU agree and the
-    # Gram matrices keep the small singular values the ranks depend on.
-    torch.backends.cuda.matmul.allow_tf32 = False
     model = ckpt.build_model(runtime.device).eval()
     res = DiagnoseResult(
         str(ckpt_path), str(out), None, ctx["run_id"], ctx["size"], ctx["task_index"], L, 0.0
@@ -288,6 +294,11 @@ def diagnose(
     attn_batch = min(attn_batch, plain_batch)
     total = sum(w.shape[0] for w in windows.values())
     done = 0
+    # Measurements, not training: full fp32 (no autocast, no TF32) so CPU and GPU agree and the
+    # Gram matrices keep the small singular values the ranks depend on. Restored afterwards: a
+    # notebook may train next.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
         with torch.no_grad():
             for lang, win in windows.items():
@@ -302,6 +313,7 @@ def diagnose(
                     if progress:
                         progress(done, total)
     finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         model.set_probs_hook(None)
         if mlp is not None:
             mlp.remove()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from plc.errors import PlcError
+from plc.protocol import PROBE_LANG
 
 if TYPE_CHECKING:
     from plc.data.tokenstore import TokenStore
@@ -31,9 +32,15 @@ def default_batch(seq_len: int) -> int:
 
 
 def load_eval_windows(
-    ckpt: Checkpoint, data_dir: str | os.PathLike, lang: str, seqs: int, seq_len: int | None
+    ckpt: Checkpoint,
+    data: str | os.PathLike,
+    lang: str,
+    seqs: int,
+    seq_len: int | None,
+    flag: str = "--seqs",
 ) -> tuple[TokenStore, np.ndarray]:
-    """The store of `lang` and its first `seqs` evaluation windows, checked against the checkpoint."""
+    """The store of `lang` and its first `seqs` evaluation windows, checked against the checkpoint
+    (`flag` names the option that set `seqs`, for the error when the val split is too small)."""
     from plc.data.sampling import eval_windows
     from plc.data.tokenstore import open_lang
     from plc.store import check_tokenizer
@@ -43,9 +50,9 @@ def load_eval_windows(
         raise PlcError(
             f"--seq-len {seq_len} is longer than the checkpoint's context {ckpt.config.context}"
         )
-    store = open_lang(data_dir, lang)
+    store = open_lang(data, lang)
     check_tokenizer(ckpt, store.tokenizer, str(store.path))
-    return store, eval_windows(store, seqs, seq_len)
+    return store, eval_windows(store, seqs, seq_len, flag)
 
 
 def validation_loss(
@@ -93,23 +100,28 @@ class EvalResult:
 
 def evaluate(
     ckpt_path: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    lang: str,
     *,
-    seqs: int,
+    data: str | os.PathLike = "data",
+    lang: str = PROBE_LANG,
+    preset: str | None = None,
+    seqs: int | None = None,
     seq_len: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
 ) -> EvalResult:
-    """`plc eval`: the validation loss of a checkpoint on the first `seqs` windows of `lang`."""
+    """`plc eval`: the validation loss of a checkpoint on the first `seqs` windows of `lang`
+    (default: the probe's evaluation set of `preset`, else of the checkpoint's preset)."""
+    from plc.presets import get_preset
     from plc.runtime import setup
     from plc.store import load_checkpoint
 
     if batch_size is not None and batch_size <= 0:
         raise PlcError(f"--batch-size must be positive, got {batch_size}")
     ckpt = load_checkpoint(ckpt_path)
-    _, windows = load_eval_windows(ckpt, data_dir, lang, seqs, seq_len)
+    if seqs is None:
+        seqs = get_preset(preset or ckpt.preset or "paper").probe_eval_seqs
+    _, windows = load_eval_windows(ckpt, data, lang, seqs, seq_len)
     runtime = setup(device, threads)
     model = ckpt.build_model(runtime.device)
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ class InitResult:
     vocab_size: int
     context: int
     seed: int
+    preset: str | None = None
 
 
 def init_checkpoint(
@@ -32,15 +33,29 @@ def init_checkpoint(
     heads: int | None = None,
     tokenizer: str | None = None,
     vocab_size: int | None = None,
-    context: int = 2048,
+    context: int | None = None,
+    preset: str | None = None,
     seed: int = 0,
     run_id: str | None = None,
     force: bool = False,
 ) -> InitResult:
-    """Write a randomly initialised checkpoint (task index 0), reproducible from `seed`."""
+    """Write a randomly initialised checkpoint (task index 0), reproducible from `seed`.
+
+    With `preset`, the context and tokenizer default to the preset's and the checkpoint remembers
+    it, so train-task, probe, eval and diagnose of this run default to that preset too. Without,
+    the context defaults to the paper's 2,048.
+    """
     from plc.store import Checkpoint, check_output, new_meta, save_checkpoint
 
     check_output(out, force)
+    if preset is not None:
+        from plc.presets import get_preset
+
+        p = get_preset(preset)
+        context = p.context if context is None else context
+        if tokenizer is None and vocab_size is None:
+            tokenizer = p.tokenizer
+    context = 2048 if context is None else context
     identity = None
     if tokenizer is not None:
         from plc.data.tokenizers import get_tokenizer
@@ -59,10 +74,18 @@ def init_checkpoint(
     model = build_model(config, seed)
     name = size or size_name(config)
     run_id = run_id or f"{name}-s{seed}"
-    meta = new_meta(config, run_id=run_id, seed=seed, size=name, tokenizer=identity)
+    meta = new_meta(config, run_id=run_id, seed=seed, size=name, tokenizer=identity, preset=preset)
     save_checkpoint(out, Checkpoint(config, model.state_dict(), meta), force=force)
     return InitResult(
-        str(out), name, run_id, config.n_params, config.n_params_total, vocab_size, context, seed
+        str(out),
+        name,
+        run_id,
+        config.n_params,
+        config.n_params_total,
+        vocab_size,
+        context,
+        seed,
+        preset,
     )
 
 
@@ -78,8 +101,9 @@ def build_model(config, seed: int):
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    from plc.protocol import cycle_of
     from plc.sizes import paper_lr
-    from plc.store import cycle_of, load_checkpoint
+    from plc.store import load_checkpoint
 
     ckpt = load_checkpoint(Path(path))
     c, m = ckpt.config, ckpt.meta
@@ -97,6 +121,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "n_params_total": c.n_params_total,
         "paper_lr": paper_lr(c.d_model),
         "seed": m.get("seed"),
+        "preset": m.get("preset"),
         "tokenizer": tok.get("name", "(none)"),
         "task_index": ckpt.task_index,
         "cycle": cycle_of(ckpt.task_index),

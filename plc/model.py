@@ -18,7 +18,7 @@ from plc.errors import PlcError
 from plc.sizes import (  # noqa: F401  (re-exported: plc.model is the model's public face)
     HEAD_DIM,
     PAPER_SIZES,
-    PRESETS,
+    SHAPES,
     GPTConfig,
     make_config,
     padded_vocab,

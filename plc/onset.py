@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plc.errors import PlcError
+from plc.protocol import MIN_FIT_POINTS, PAPER_PROBE_AFTER
 
 if TYPE_CHECKING:
     import polars as pl
@@ -38,10 +39,8 @@ FORMULAS = {
     "exp": "T = a·e^(b·P)",
     "loglog": "ln T = a + b·ln P",
 }
-PAPER_PROBE_AFTER = ("zh", "de", "ru")  # App. B: languages whose transfer to vi is like ru's
 PAPER_TASK_TOKENS = 5_000_000_000  # §IV-A: each task instance is 5B tokens
 NORMALIZE = ("first", "alone")
-MIN_FIT_POINTS = 3  # two coefficients plus at least one degree of freedom for the standard errors
 
 
 # ------------------------------------------------------------------------------------- inputs

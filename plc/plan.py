@@ -10,13 +10,11 @@ import shlex
 from dataclasses import dataclass, field
 
 from plc.errors import PlcError
-from plc.sizes import PRESETS
-from plc.store import CYCLE, PROBE_LANG
+from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
+from plc.sizes import SHAPES
 
-PLOTS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entropy")
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
-INPUTS = "{inputs}"
-MIN_FIT_SIZES = 3  # in an argv: the job's input files (`$^` in the Makefile)
+INPUTS = "{inputs}"  # in an argv: the job's input files (`$^` in the Makefile)
 
 
 @dataclass
@@ -68,15 +66,15 @@ def metric_file(
 def build_plan(
     problem: str = "continual",
     *,
-    sizes: list[str],
-    cycles: int,
-    preset: str,
+    preset: str = "cpu",
+    sizes: list[str] | None = None,
+    cycles: int | None = None,
     probe_after: list[str] | None = None,
     diagnose_every: int = 1,
     data: str = "data",
     out_dir: str = "runs",
     seed: int = 0,
-    tokenizer: str = "byte",
+    tokenizer: str | None = None,
     source: str = "embedded",
     launcher: str = "",
 ) -> Plan:
@@ -84,8 +82,15 @@ def build_plan(
 
     Continual: one task per language of CYCLE, repeated `cycles` times; probes after the languages
     in `probe_after` (default: the last of the cycle). Stationary: every task draws from the mixture
-    of all eight languages and is probed. Diagnostics every `diagnose_every` cycles.
+    of all eight languages and is probed. Diagnostics every `diagnose_every` cycles. Sizes, cycles
+    and tokenizer default to the preset's.
     """
+    from plc.presets import get_preset
+
+    p = get_preset(preset)
+    sizes = list(p.sizes) if sizes is None else list(sizes)
+    cycles = p.cycles if cycles is None else cycles
+    tokenizer = p.tokenizer if tokenizer is None else tokenizer
     if problem not in ("continual", "stationary"):
         raise PlcError(f"unknown problem {problem!r}; choose continual or stationary")
     if cycles <= 0:
@@ -93,8 +98,8 @@ def build_plan(
     if diagnose_every < 0:
         raise PlcError("--diagnose-every must be ≥ 0 (0 = never)")
     for s in sizes:
-        if s not in PRESETS:
-            raise PlcError(f"unknown size {s!r}; choose from {', '.join(PRESETS)}")
+        if s not in SHAPES:
+            raise PlcError(f"unknown size {s!r}; choose from {', '.join(SHAPES)}")
     if not sizes:
         raise PlcError("give at least one size")
     probe_after = probe_after or [CYCLE[-1]]
@@ -102,9 +107,6 @@ def build_plan(
         if lang not in CYCLE:
             raise PlcError(f"--probe-after {lang!r} is not in the cycle {','.join(CYCLE)}")
 
-    from plc.presets import get_preset
-
-    context = get_preset(preset).context
     metrics, figures = f"{out_dir}/metrics", f"{out_dir}/figures"
     common = ["--preset", preset]
     jobs: list[Job] = []
@@ -149,10 +151,10 @@ def build_plan(
                     "init",
                     "--size",
                     size,
+                    "--preset",
+                    preset,
                     "--tokenizer",
                     tokenizer,
-                    "--context",
-                    str(context),
                     "--seed",
                     str(seed),
                     "--run-id",
@@ -258,7 +260,7 @@ def build_plan(
                             metrics,
                             "--force",
                         ],
-                        deps=[c(k), store(PROBE_LANG), store("ru")],
+                        deps=[c(k), store(PROBE_LANG), store(ENTROPY_LANG)],
                         stage="diagnose",
                     )
                 )
@@ -267,7 +269,7 @@ def build_plan(
     # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
     # An onset needs two probes per run, the centred moving average of App. B three.
     probes_per_run = cycles * (len(CYCLE) if problem == "stationary" else len(probe_after))
-    fits = "all" if len(sizes) >= MIN_FIT_SIZES else "none"
+    fits = "all" if len(sizes) >= MIN_FIT_POINTS else "none"
     onset_args = [
         *([] if problem == "stationary" else ["--probe-after", ",".join(probe_after)]),
         "--window",
@@ -283,7 +285,7 @@ def build_plan(
                 stage="analysis",
             )
         )
-    for kind in PLOTS:
+    for kind in PLOT_KINDS:
         if (
             kind in ("probing", "onset")
             and probes_per_run < 2

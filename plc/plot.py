@@ -27,7 +27,7 @@ from plc.onset import (
     read_probes,
     split_inputs,
 )
-from plc.store import CYCLE
+from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
     import polars as pl

@@ -19,11 +19,13 @@ from plc.sizes import PAPER_SIZES
 class Preset:
     name: str
     description: str
-    task_tokens: int  # tokens per task instance (and per probe)
+    task_tokens: int  # tokens per task instance
+    probe_tokens: int  # tokens per probe (§IV-A: as many as a task)
     batch_tokens: int  # global batch, in tokens
     seq_len: int  # training sequence length
     context: int  # model context for `plc init`
     warmup: float  # fraction of a task's steps with linear warm-up, restarted every task
+    weight_decay: float  # AdamW's, on matrices and embeddings (§IV-B: 0.1)
     micro_batch: int | None  # sequences per forward/backward per rank; None = the whole share
     probe_eval_every: int  # probe steps between validation evaluations
     probe_eval_seqs: int  # fixed validation sequences of the probe language
@@ -47,11 +49,25 @@ class Preset:
         return steps_for(self.task_tokens, self.batch_tokens)
 
     @property
+    def probe_steps(self) -> int:
+        return steps_for(self.probe_tokens, self.batch_tokens)
+
+    def probe_eval_every_for(self, steps: int) -> int:
+        """The probe cadence for a probe of `steps`: the preset's fraction of its own probe's steps
+        (paper: 95 of 9,537), so a shorter probe still gets a curve, not two points."""
+        return max(1, round(steps * self.probe_eval_every / self.probe_steps))
+
+    @property
     def warmup_steps(self) -> int:
         return warmup_steps(self.warmup, self.steps)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps": self.steps, "warmup_steps": self.warmup_steps}
+        return {
+            **asdict(self),
+            "steps": self.steps,
+            "probe_steps": self.probe_steps,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
 def steps_for(tokens: int, batch_tokens: int) -> int:
@@ -70,10 +86,12 @@ PRESETS: dict[str, Preset] = {
             name="paper",
             description="§IV-A/B: 5B tokens per task, 0.5M-token batches of 2,048-token sequences",
             task_tokens=5_000_000_000,
+            probe_tokens=5_000_000_000,
             batch_tokens=524_288,
             seq_len=2048,
             context=2048,
             warmup=0.05,
+            weight_decay=0.1,
             micro_batch=16,
             probe_eval_every=95,
             probe_eval_seqs=1280,
@@ -88,10 +106,12 @@ PRESETS: dict[str, Preset] = {
             name="cpu",
             description="laptop CPU: byte vocabulary, nano/micro/mini models, a task in seconds",
             task_tokens=32_768,
+            probe_tokens=32_768,
             batch_tokens=1024,
             seq_len=64,
             context=64,
             warmup=0.05,
+            weight_decay=0.1,
             micro_batch=None,
             probe_eval_every=4,
             probe_eval_seqs=30,  # the embedded vi corpus holds 31 validation windows of 65 bytes
@@ -106,10 +126,12 @@ PRESETS: dict[str, Preset] = {
             name="tiny",
             description="tests: the nano model, a task in well under a second of compute",
             task_tokens=2048,
+            probe_tokens=2048,
             batch_tokens=256,
             seq_len=32,
             context=32,
             warmup=0.05,
+            weight_decay=0.1,
             micro_batch=None,
             probe_eval_every=2,
             probe_eval_seqs=4,

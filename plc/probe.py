@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from plc.errors import PlcError
+from plc.options import TrainOptions
+from plc.protocol import PROBE_LANG
 
 PROBE_STREAM = 0  # BatchSampler task index of every probe's training batches
 
@@ -63,67 +66,44 @@ class ProbeResult:
 def probe(
     ckpt: str | os.PathLike,
     *,
+    options: TrainOptions | None = None,
     data: str | os.PathLike = "data",
-    lang: str = "vi",
+    lang: str = PROBE_LANG,
     metrics: str | os.PathLike = "metrics",
-    preset: str = "paper",
-    tokens: int | None = None,
-    steps: int | None = None,
-    batch_tokens: int | None = None,
-    micro_batch: int | None = None,
-    seq_len: int | None = None,
-    lr: str | float = "auto",
-    warmup: float | None = None,
-    grad_clip: float | None = None,
-    seed: int | None = None,
     eval_every: int | None = None,
     eval_seqs: int | None = None,
     from_scratch: bool = False,
     keep: str | os.PathLike | None = None,
-    save_every: int | None = None,
-    device: str = "auto",
-    compile: bool = False,
-    threads: int | None = None,
     force: bool = False,
     on_step: Callable[[dict, int], None] | None = None,
     on_eval: Callable[[int, float], None] | None = None,
+    **overrides: Any,
 ) -> ProbeResult:
     """Probe checkpoint `ckpt` on `lang` and write the curve and its AUC (one `probe` metric file).
 
-    Budgets come from `preset` and are overridden by explicit arguments, as in train-task:
-    `steps` or `tokens`, `batch_tokens`, `seq_len` (also the evaluation windows' length),
-    `micro_batch`, `warmup` (fraction of the steps), `lr` ("auto": the paper's rule);
-    `eval_every` and `eval_seqs` default to the preset's probe cadence and evaluation set.
+    `options` (or TrainOptions fields as keyword arguments) set the probe's training exactly as
+    for train-task, with the preset's probe budget; `seq_len` is also the evaluation windows'
+    length. `eval_every` and `eval_seqs` default to the preset's probe cadence and evaluation set;
+    the cadence keeps its fraction of the steps when the steps differ from the preset's.
     With `save_every`, resumable state is kept beside the metric file and a rerun continues it.
     """
+    from plc.data.sampling import BatchSampler
+    from plc.evaluate import load_eval_windows, validation_loss
     from plc.presets import get_preset
-    from plc.store import Checkpoint, check_output, load_checkpoint, metric_path
-    from plc.train import resolve_budget, resolve_lr
+    from plc.store import Checkpoint, check_output, metric_path
+    from plc.task import advance, load_and_resolve, resume_signature, start, state_path_for
+    from plc.train import train_loop
 
-    p = get_preset(preset)
-    eval_every = p.probe_eval_every if eval_every is None else eval_every
+    options = replace(options or TrainOptions(), **overrides)
+    src = Path(ckpt)
+    base, opts = load_and_resolve(src, options, probe=True)
+    p = get_preset(opts.preset)
+    if eval_every is None:
+        eval_every = p.probe_eval_every_for(opts.steps)
     eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
     for name, v in (("--eval-every", eval_every), ("--eval-seqs", eval_seqs)):
         if v <= 0:
             raise PlcError(f"{name} must be positive, got {v}")
-    budget = resolve_budget(
-        preset,
-        tokens=tokens,
-        steps=steps,
-        batch_tokens=batch_tokens,
-        micro_batch=micro_batch,
-        seq_len=seq_len,
-        warmup=warmup,
-        grad_clip=grad_clip,
-        save_every=save_every,
-    )
-    seq_len, batch_tokens, steps = budget.seq_len, budget.batch_tokens, budget.steps
-
-    src = Path(ckpt)
-    base = load_checkpoint(src)
-    budget.check_context(base.config.context)
-    lr_value = resolve_lr(lr, base.config.d_model)
-    seed = int(base.meta.get("seed", 0)) if seed is None else seed
     if from_scratch:
         # The baseline: the same shape and seed, never trained (task 0 of the same run).
         meta = {**base.meta, "task_index": 0, "tokens_seen": 0, "history": []}
@@ -140,7 +120,7 @@ def probe(
         ctx["lang"],
         f"{lang}-scratch" if from_scratch else lang,
     )
-    state_path = out.with_name(out.name + ".resume")
+    state_path = state_path_for(out)
     resuming = state_path.exists()
     if not resuming:
         check_output(out, force)
@@ -151,38 +131,19 @@ def probe(
         if not resuming:
             check_output(keep, force)
 
-    from plc.data.sampling import BatchSampler
-    from plc.evaluate import load_eval_windows
+    store, windows = load_eval_windows(base, data, lang, eval_seqs, opts.seq_len, "--eval-seqs")
+    sampler = BatchSampler([store], opts.seq_len, opts.batch_size, opts.seed, PROBE_STREAM)
+    task = {"lang": lang, "probe": True, "from_scratch": from_scratch}
+    signature = resume_signature(base, opts, eval_every=eval_every, eval_seqs=eval_seqs, **task)
 
-    store, windows = load_eval_windows(base, data, lang, eval_seqs, seq_len)
-    sampler = BatchSampler([store], seq_len, budget.batch_size, seed, PROBE_STREAM)
-    n_warmup = budget.warmup_steps
-    task = {
-        "lang": lang,
-        **budget.record(),
-        "lr": lr_value,
-        "seed": seed,
-        "probe": True,
-        "from_scratch": from_scratch,
-    }
-    signature = {
-        "input": {k: base.meta.get(k) for k in ("run_id", "task_index", "tokens_seen", "size")},
-        "eval_every": eval_every,
-        "eval_seqs": eval_seqs,
-        **task,
-    }
+    def build():
+        if from_scratch:
+            from plc.init import build_model
 
-    from plc.evaluate import validation_loss
-    from plc.runtime import setup
-    from plc.train import train_loop
+            return build_model(base.config, int(base.meta.get("seed", 0)))
+        return base.build_model()
 
-    runtime = setup(device, threads)
-    if from_scratch:
-        from plc.init import build_model
-
-        model = build_model(base.config, int(base.meta.get("seed", 0))).to(runtime.device)
-    else:
-        model = base.build_model(runtime.device)
+    runtime, model = start(opts, build)
 
     def eval_fn(done: int) -> float:
         loss = validation_loss(model, windows, runtime)
@@ -193,19 +154,13 @@ def probe(
     res = train_loop(
         model,
         sampler,
-        steps,
-        lr_value,
-        warmup_steps=n_warmup,
-        micro_batch=budget.micro_batch,
-        grad_clip=budget.grad_clip,
+        opts,
         runtime=runtime,
-        compile=compile,
         eval_fn=eval_fn,
         eval_every=eval_every,
         on_step=on_step,
         state_path=state_path,
         signature=signature,
-        save_every=save_every,
     )
     curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
     area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
@@ -213,14 +168,9 @@ def probe(
         from plc.store import metric_frame, save_checkpoint, write_metrics
 
         if keep is not None:
-            kept = dict(probed.meta)
-            kept.update(
-                task_index=probed.task_index + 1,
-                tokens_seen=int(kept.get("tokens_seen", 0)) + steps * batch_tokens,
-                history=[*kept.get("history", []), task],
-            )
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            save_checkpoint(keep, Checkpoint(base.config, state, kept), force=True)
+            kept = Checkpoint(base.config, state, advance(probed.meta, opts, task))
+            save_checkpoint(keep, kept, force=True)
         rows = [
             {
                 "kind": "probe",
@@ -242,13 +192,13 @@ def probe(
         task_index=ctx["task_index"],
         probe_lang=lang,
         from_scratch=from_scratch,
-        steps=steps,
+        steps=opts.steps,
         eval_every=eval_every,
         eval_seqs=windows.shape[0],
-        seq_len=seq_len,
-        batch_tokens=batch_tokens,
-        lr=lr_value,
-        warmup_steps=n_warmup,
+        seq_len=opts.seq_len,
+        batch_tokens=opts.batch_tokens,
+        lr=opts.lr,
+        warmup_steps=opts.warmup_steps,
         auc=area,
         final_val_loss=curve[-1]["val_loss"],
         tokens_per_s=res.tokens_per_s,

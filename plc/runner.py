@@ -1,14 +1,18 @@
 """Run a plan's jobs in a small pool of worker processes, in dependency order.
 
-Each worker imports torch once and then runs many `plc` subcommands in-process: at toy scale the
-2–4 s start-up of a fresh `plc` process would cost more than the tasks themselves. A job whose
-file already exists is skipped, so an interrupted run continues where it stopped (like `make`).
+What runs a job is the caller's choice: `run_subprocess` starts a fresh `plc` process per job;
+the command line passes its own in-process runner (plc.cli.run_argv), so that each worker imports
+torch once and then runs many subcommands: at toy scale the 2–4 s start-up of a fresh process
+would cost more than the tasks themselves. A job whose file already exists is skipped, so an
+interrupted run continues where it stopped (like `make`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -17,6 +21,10 @@ from pathlib import Path
 
 from plc.errors import PlcError
 from plc.plan import Job, Plan
+
+# Runs one `plc` command line (the arguments after `plc`) and returns its exit status. Must be a
+# top-level function: the worker processes are spawned and receive it pickled by name.
+Execute = Callable[[list[str]], int | None]
 
 
 @dataclass
@@ -30,15 +38,20 @@ def _init_worker() -> None:
     os.environ["PLC_THREADS"] = "1"
 
 
-def _run_job(argv: list[str], log: str) -> float:
-    """Run one `plc` command in this worker, its output going to a log file."""
-    from plc.cli import app
+def run_subprocess(argv: list[str]) -> int:
+    """Run `plc ARGV` as a fresh process of this Python, its output going where ours goes."""
+    return subprocess.run(
+        [sys.executable, "-m", "plc", *argv], stdout=sys.stdout, stderr=sys.stderr
+    ).returncode
 
+
+def _run_job(execute: Execute, argv: list[str], log: str) -> float:
+    """Run one `plc` command in this worker, its output going to a log file."""
     t0 = time.perf_counter()
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         try:
-            code = app(args=argv, prog_name="plc", standalone_mode=False)
+            code = execute(argv)
         except PlcError as e:
             print(f"error: {e}")
             raise PlcError(f"`plc {argv[0]}` failed: {e} (log: {log})") from None
@@ -59,6 +72,7 @@ def run_plan(
     *,
     workers: int = 2,
     log_dir: str | os.PathLike,
+    execute: Execute = run_subprocess,
     on_done: Callable[[JobDone], None] | None = None,
 ) -> list[JobDone]:
     """Run every job whose target is missing; jobs start once the jobs making their inputs are done."""
@@ -92,7 +106,7 @@ def run_plan(
                     finish(job, 0.0, True)
                     continue
                 log = str(Path(log_dir) / (Path(job.target).name + ".log"))
-                running[pool.submit(_run_job, job.command(), log)] = job
+                running[pool.submit(_run_job, execute, job.command(), log)] = job
             if not running:
                 if pending:
                     missing = sorted({d for j in pending for d in j.deps if not Path(d).exists()})

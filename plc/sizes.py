@@ -13,8 +13,8 @@ from plc.errors import PlcError
 
 HEAD_DIM = 64
 
-# Table I (layers, d_model, heads) plus CPU presets that keep head dim 64 and d/L near 80.
-PRESETS: dict[str, tuple[int, int, int]] = {
+# Model shapes: Table I (layers, d_model, heads) plus CPU presets that keep head dim 64 and d/L near 80.
+SHAPES: dict[str, tuple[int, int, int]] = {
     "nano": (1, 64, 1),
     "micro": (2, 128, 2),
     "mini": (3, 256, 4),
@@ -90,9 +90,9 @@ def make_config(
 ) -> GPTConfig:
     """A config from a preset name or an explicit shape (heads default to d_model / 64)."""
     if size is not None:
-        if size not in PRESETS:
-            raise PlcError(f"unknown size {size!r}; choose one of {', '.join(PRESETS)}")
-        layers, d_model, heads = PRESETS[size]
+        if size not in SHAPES:
+            raise PlcError(f"unknown size {size!r}; choose one of {', '.join(SHAPES)}")
+        layers, d_model, heads = SHAPES[size]
     if layers is None or d_model is None:
         raise PlcError("give a --size or both --layers and --d-model")
     if layers <= 0 or d_model <= 0 or (heads is not None and heads <= 0):
@@ -106,7 +106,7 @@ def make_config(
 
 def size_name(config: GPTConfig) -> str:
     """The preset name of a shape, or a descriptive one such as 'L6-d384'."""
-    for name, shape in PRESETS.items():
+    for name, shape in SHAPES.items():
         if shape == (config.n_layer, config.d_model, config.n_head):
             return name
     return f"L{config.n_layer}-d{config.d_model}"
@@ -115,7 +115,7 @@ def size_name(config: GPTConfig) -> str:
 def size_table(vocab_size: int = 151_680, context: int = 2048) -> list[dict]:
     """One row per preset: shape, d/L, non-embedding and total parameters, learning rate."""
     rows = []
-    for name in PRESETS:
+    for name in SHAPES:
         c = make_config(name, vocab_size=vocab_size, context=context)
         rows.append(
             {

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
+from plc.protocol import cycle_of
 
 if TYPE_CHECKING:
     import polars as pl
@@ -29,15 +30,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = "plc-checkpoint"
 CHECKPOINT_VERSION = 1
-CYCLE = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
-PROBE_LANG = "vi"
 COMMON_COLUMNS = ["kind", "run_id", "size", "n_params", "task_index", "cycle", "lang"]
-METRIC_KINDS = ("train", "probe", "diagnose")
-
-
-def cycle_of(task_index: int, cycle_len: int = len(CYCLE)) -> int:
-    """Cycle number of the checkpoint after `task_index` tasks: tasks 1–8 are cycle 1, 0 is cycle 0."""
-    return 0 if task_index <= 0 else (task_index - 1) // cycle_len + 1
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -93,6 +86,11 @@ class Checkpoint:
         return str(self.meta.get("size", ""))
 
     @property
+    def preset(self) -> str | None:
+        """The protocol preset the run was initialised with (`plc init --preset`), if any."""
+        return self.meta.get("preset")
+
+    @property
     def last_lang(self) -> str:
         """Language of the last task trained ('' for a fresh init)."""
         history = self.meta.get("history") or []
@@ -118,12 +116,19 @@ class Checkpoint:
 
 
 def new_meta(
-    config: GPTConfig, *, run_id: str, seed: int, size: str, tokenizer: dict[str, Any] | None
+    config: GPTConfig,
+    *,
+    run_id: str,
+    seed: int,
+    size: str,
+    tokenizer: dict[str, Any] | None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "seed": seed,
         "size": size,
+        "preset": preset,
         "n_params": config.n_params,
         "task_index": 0,
         "tokens_seen": 0,

@@ -35,11 +35,6 @@ def assert_bad_input(proc, *fragments: str) -> None:
         assert f in err, (f, err)
 
 
-@pytest.fixture
-def plc_run():
-    return run_plc
-
-
 # A tokenizer identity no real tokenizer has: stores made with it must be refused.
 FOREIGN_TOKENIZER = {
     "name": "other",

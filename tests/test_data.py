@@ -71,7 +71,7 @@ def make_docs(n: int = 40) -> list[str]:
 
 def split_docs(store, split: str) -> list[str]:
     """The documents of a byte-tokenized store split, decoded."""
-    ids = np.asarray(store.split(split)[:])
+    ids = np.asarray(getattr(store, split)[:])
     cuts = np.flatnonzero(ids == BYTE["eos_id"])
     parts = np.split(ids, cuts + 1)
     return [ByteTokenizer().decode(p[p != BYTE["eos_id"]]) for p in parts if p.size]

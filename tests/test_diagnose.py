@@ -124,7 +124,13 @@ def test_dormant_and_ranks_match_direct_hooks_on_a_model_with_dead_units(tmp_pat
     data = _data(tmp_path / "data")
     # 7 windows in batches of 3: the last batch is partial and the entropy pass (on ru) is separate.
     res = diagnose(
-        path, data, tmp_path / "m", dormant_seqs=7, entropy_seqs=5, batch_size=3, device="cpu"
+        path,
+        data=data,
+        metrics=tmp_path / "m",
+        dormant_seqs=7,
+        entropy_seqs=5,
+        batch_size=3,
+        device="cpu",
     )
 
     model = load_checkpoint(path).build_model()
@@ -181,8 +187,8 @@ def test_entropy_matches_explicit_softmax_with_a_uniform_and_a_collapsed_head(tm
     data = _data(tmp_path / "data")
     res = diagnose(
         path,
-        data,
-        tmp_path / "m",
+        data=data,
+        metrics=tmp_path / "m",
         dormant=False,
         ranks=False,
         params=False,
@@ -212,13 +218,21 @@ def test_one_pass_over_a_shared_language_gives_the_same_numbers(tmp_path):
     path = _ckpt(tmp_path / "c.pt")
     data = _data(tmp_path / "data", langs=("vi",))
     both = diagnose(
-        path, data, tmp_path / "a", dormant_seqs=5, entropy_lang="vi", entropy_seqs=9, device="cpu"
+        path,
+        data=data,
+        metrics=tmp_path / "a",
+        dormant_seqs=5,
+        entropy_lang="vi",
+        entropy_seqs=9,
+        device="cpu",
     )
-    alone_d = diagnose(path, data, tmp_path / "b", entropy=False, dormant_seqs=5, device="cpu")
+    alone_d = diagnose(
+        path, data=data, metrics=tmp_path / "b", entropy=False, dormant_seqs=5, device="cpu"
+    )
     alone_e = diagnose(
         path,
-        data,
-        tmp_path / "c",
+        data=data,
+        metrics=tmp_path / "c",
         dormant=False,
         ranks=False,
         entropy_lang="vi",

@@ -50,7 +50,7 @@ def test_loss_matches_a_direct_computation_with_a_ragged_last_batch(setup):
     tmp, val = setup
     model = load_checkpoint(tmp / "c.pt").build_model()
     expected = _direct(model, val, 7, CTX)
-    res = evaluate(tmp / "c.pt", tmp / "data", "vi", seqs=7, batch_size=3, device="cpu")
+    res = evaluate(tmp / "c.pt", data=tmp / "data", lang="vi", seqs=7, batch_size=3, device="cpu")
     assert (res.seqs, res.seq_len, res.tokens) == (
         7,
         CTX,
@@ -59,7 +59,7 @@ def test_loss_matches_a_direct_computation_with_a_ragged_last_batch(setup):
     assert res.loss == pytest.approx(expected, rel=1e-6)
     assert res.tokens_per_s > 0
     # Shorter windows are a different fixed set, cut from the start of val the same way.
-    short = evaluate(tmp / "c.pt", tmp / "data", "vi", seqs=5, seq_len=9, device="cpu")
+    short = evaluate(tmp / "c.pt", data=tmp / "data", lang="vi", seqs=5, seq_len=9, device="cpu")
     assert short.loss == pytest.approx(_direct(model, val, 5, 9), rel=1e-6)
 
 
@@ -92,7 +92,7 @@ def test_cli_bad_input(setup, case):
         )
     args, fragments = {
         "missing_lang": (["--lang", "xx"], ["'xx'", "(it has: vi)"]),
-        "few_val": (["--seqs", "100"], ["2,000 val tokens", "at most 60"]),
+        "few_val": (["--seqs", "100"], ["2,000 val tokens", "pass --seqs 60"]),
         "tokenizer": (["--lang", "ru", "--seqs", "1"], ["'other'", "'byte'"]),
         "seq_len": (["--seq-len", "33"], ["33", "context 32"]),
     }[case]

@@ -27,7 +27,8 @@ from plc.onset import (
     probe_series,
     read_probes,
 )
-from plc.store import CYCLE, cycle_of, metric_path, write_metrics
+from plc.protocol import CYCLE, cycle_of
+from plc.store import metric_path, write_metrics
 
 # Table IV: model, non-embedding parameters P, onset T (tasks).
 TABLE_IV = [

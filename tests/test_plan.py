@@ -13,7 +13,7 @@ import pytest
 from conftest import assert_bad_input, run_plc
 
 from plc.plan import build_plan
-from plc.store import CYCLE
+from plc.protocol import CYCLE
 
 
 def test_continual_plan_has_the_protocol_shape():
@@ -26,7 +26,7 @@ def test_continual_plan_has_the_protocol_shape():
     assert len(by_stage["data"]) == 9  # eight cycle languages and the probe language
     assert len(by_stage["train"]) == 2 * 2 * 8
     langs = [j.argv[j.argv.index("--lang") + 1] for j in by_stage["train"][:16]]
-    assert langs == CYCLE * 2
+    assert langs == [*CYCLE, *CYCLE]
     # Each task trains the previous checkpoint: c(k-1) → c(k).
     first = by_stage["train"][0]
     assert first.deps[0].endswith("nano/c0.pt") and first.target.endswith("nano/c1.pt")
@@ -82,15 +82,17 @@ def test_plan_bad_inputs(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_in_process_and_resumes(tmp_path):
+    from plc.cli import run_argv
     from plc.demo import demo
 
-    res = demo(tmp_path / "d", sizes=["nano", "micro"], cycles=1, preset="tiny")
+    kw = dict(sizes=["nano", "micro"], cycles=1, preset="tiny", execute=run_argv)
+    res = demo(tmp_path / "d", **kw)
     assert res.skipped == 0 and res.ran == res.jobs
     assert [r["size"] for r in res.onsets] == ["nano", "micro"]
     assert all(r["onset"] == 6 for r in res.onsets)  # one cycle of zh, de, ru probes: the middle
     assert all(Path(f).stat().st_size > 1000 for f in res.figures)
     assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
-    again = demo(tmp_path / "d", sizes=["nano", "micro"], cycles=1, preset="tiny")
+    again = demo(tmp_path / "d", **kw)
     assert again.ran == 0 and again.skipped == again.jobs
 
 
@@ -151,22 +153,19 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
         "PLC": f"{sys.executable} -m plc",
         "PLC_THREADS": "1",
     }
-    cycles = "1"
-    proc = subprocess.run(
-        [
-            str(Path(__file__).parents[1] / "bin" / script),
-            "nano",
-            cycles,
-            "tiny",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    argv = [str(Path(__file__).parents[1] / "bin" / script), "nano", "1", "tiny"]
+    argv.append(str(tmp_path / "run"))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "c8.pt").exists()
-    probes = sorted((tmp_path / "run" / "metrics").glob("probe-*.parquet"))
+    outputs = sorted((tmp_path / "run").rglob("*.p*"))  # checkpoints and metric files
+    probes = [p for p in outputs if p.name.startswith("probe-")]
     assert len(probes) == (1 + 3 if script == "plc-continual" else 1 + 8)
+    assert len([p for p in outputs if p.name.startswith("diagnose-")]) == 1
     assert "Onset of plasticity loss per run" in proc.stdout
+    # A rerun skips everything that exists (as the header promises): no file is written again.
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
+    assert sorted((tmp_path / "run").rglob("*.p*")) == outputs

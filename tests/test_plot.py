@@ -12,7 +12,8 @@ from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
 from plc.plot import KINDS, plot
-from plc.store import cycle_of, metric_path, metric_schema, write_metrics
+from plc.protocol import cycle_of
+from plc.store import metric_path, metric_schema, write_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIAGNOSE_SCHEMA = metric_schema("diagnose")

@@ -22,16 +22,11 @@ from plc.data.tokenstore import open_lang, write_store
 from plc.errors import PlcError
 from plc.init import init_checkpoint
 from plc.model import GPT, GPTConfig
+from plc.options import TrainOptions
 from plc.presets import PRESETS, get_preset
 from plc.store import load_checkpoint, save_checkpoint
-from plc.train import (
-    TrainingDiverged,
-    lr_at,
-    next_checkpoint_path,
-    state_path_for,
-    train_loop,
-    train_task,
-)
+from plc.task import next_checkpoint_path, state_path_for, train_task
+from plc.train import TrainingDiverged, lr_at, train_loop
 
 CORPUS = Path(__file__).resolve().parents[1] / "plc" / "data" / "corpus"
 BYTE = ByteTokenizer().identity()
@@ -222,14 +217,13 @@ def test_nan_stops_before_the_bad_update_and_keeps_resumable_state(tmp_path, dat
     sampler = BatchSampler([store], 32, 4, 0, 1)
     evals = []
     state = tmp_path / "s.resume"
+    opts = TrainOptions(steps=10, lr=1e-3, batch_tokens=128, seq_len=32, save_every=2).resolve()
     with pytest.raises(TrainingDiverged, match="diverged at step 5"):
         train_loop(
             model,
             sampler,
-            10,
-            1e-3,
+            opts,
             state_path=state,
-            save_every=2,
             signature={"a": 1},
             on_step=_corrupting(model, 4),
             eval_fn=lambda s: evals.append(s) or 1.0,
@@ -243,10 +237,8 @@ def test_nan_stops_before_the_bad_update_and_keeps_resumable_state(tmp_path, dat
     res = train_loop(
         fresh,
         sampler,
-        10,
-        1e-3,
+        opts,
         state_path=state,
-        save_every=2,
         signature={"a": 1},
         eval_fn=lambda s: float(s),
         eval_every=3,
@@ -254,7 +246,7 @@ def test_nan_stops_before_the_bad_update_and_keeps_resumable_state(tmp_path, dat
     assert res.resumed_from == 4 and len(res.rows) == 10
     assert [e["step"] for e in res.evals] == [0, 3, 6, 9, 10]
     with pytest.raises(PlcError, match="different command"):
-        train_loop(fresh, sampler, 10, 1e-3, state_path=state, signature={"a": 2})
+        train_loop(fresh, sampler, opts, state_path=state, signature={"a": 2})
 
 
 def test_nan_checkpoint_exits_1_without_output(tmp_path, data, c0):

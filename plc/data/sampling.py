@@ -24,8 +24,10 @@ def _windows(arr, starts: np.ndarray, length: int) -> np.ndarray:
     return np.stack([arr[s : s + length] for s in starts.tolist()])
 
 
-def eval_windows(store: TokenStore, n: int, seq_len: int) -> np.ndarray:
-    """The fixed evaluation set: window i is val[i·(L+1) : (i+1)·(L+1)], i = 0…n−1. Shape (n, L+1)."""
+def eval_windows(store: TokenStore, n: int, seq_len: int, flag: str = "--seqs") -> np.ndarray:
+    """The fixed evaluation set: window i is val[i·(L+1) : (i+1)·(L+1)], i = 0…n−1. Shape (n, L+1).
+
+    `flag` names the option that set `n`, so the error says what to pass instead."""
     if n <= 0 or seq_len <= 0:
         raise PlcError("the number of evaluation sequences and their length must be positive")
     need = n * (seq_len + 1)
@@ -33,7 +35,7 @@ def eval_windows(store: TokenStore, n: int, seq_len: int) -> np.ndarray:
     if have < need:
         raise PlcError(
             f"{store.path} has {have:,} val tokens, fewer than {n} sequences × {seq_len + 1} = "
-            f"{need:,}; ask for at most {have // (seq_len + 1)} sequences or shard more val tokens"
+            f"{need:,}; pass {flag} {have // (seq_len + 1)} (or fewer) or shard more val tokens"
         )
     return np.asarray(store.val[:need], dtype=np.int64).reshape(n, seq_len + 1)
 

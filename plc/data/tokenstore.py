@@ -45,11 +45,6 @@ class TokenStore:
     def tokenizer(self) -> dict[str, Any]:
         return dict(self.attrs.get("tokenizer", {}))
 
-    def split(self, name: str) -> Any:
-        if name not in ("train", "val"):
-            raise ValueError(name)
-        return getattr(self, name)
-
 
 def open_store(path: str | os.PathLike) -> TokenStore:
     import zarr

@@ -1,0 +1,210 @@
+"""The settings of one training run, from the flags to the loop: `TrainOptions`.
+
+One frozen object carries every setting that train-task, probe and the loop share. Each field
+declares its own command-line flag and help (`cli` metadata), so `plc.cli` builds the flags of
+every training command from this class alone: a new training setting is one field here and the
+code that uses it in plc.train.
+
+Fields left at None take the protocol preset's value when the options are resolved
+(`TrainOptions.resolve`), and the preset itself defaults to the one the checkpoint was
+initialised with. Validation of a field alone happens at construction, of combinations at
+resolution, so Python callers get the same one-line errors (PlcError) as the command line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from plc.errors import PlcError
+
+
+def _flag(default: Any, flag: str, help: str, cli_type: type | None = None) -> Any:
+    """A field with its command-line flag: `cli_type` is what the flag parses (default: the field's)."""
+    return field(default=default, metadata={"flag": flag, "help": help, "cli_type": cli_type})
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    preset: str | None = _flag(
+        None,
+        "--preset",
+        "Protocol preset: paper, cpu, control, tiny (default: the checkpoint's).",
+        str,
+    )
+    tokens: int | None = _flag(None, "--tokens", "Tokens of the task (rounded up to batches).", int)
+    steps: int | None = _flag(None, "--steps", "Optimizer steps (instead of --tokens).", int)
+    batch_tokens: int | None = _flag(None, "--batch-tokens", "Global batch in tokens.", int)
+    micro_batch: int | None = _flag(
+        None, "--micro-batch", "Sequences per forward per rank (default: fits the batch).", int
+    )
+    seq_len: int | None = _flag(None, "--seq-len", "Training sequence length (≤ context).", int)
+    lr: float | None = _flag(None, "--lr", "auto (the paper's rule from d_model) or a number.", str)
+    warmup: float | None = _flag(
+        None, "--warmup", "Warm-up fraction of the steps (paper 0.05).", float
+    )
+    grad_clip: float | None = _flag(None, "--grad-clip", "Max gradient norm (default none).", float)
+    weight_decay: float | None = _flag(
+        None, "--weight-decay", "AdamW weight decay on matrices and embeddings (paper 0.1).", float
+    )
+    beta1: float = _flag(0.9, "--beta1", "AdamW β1.", float)
+    beta2: float = _flag(0.95, "--beta2", "AdamW β2.", float)
+    adam_eps: float = _flag(1e-8, "--adam-eps", "AdamW ε.", float)
+    seed: int | None = _flag(None, "--seed", "Sampling seed (default: the checkpoint's).", int)
+    save_every: int | None = _flag(None, "--save-every", "Steps between resumable saves.", int)
+    device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str)
+    compile: bool = _flag(False, "--compile", "torch.compile the model (CUDA).", bool)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lr, str):
+            object.__setattr__(self, "lr", _parse_lr(self.lr))
+        elif self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise PlcError(f"--lr must be positive, got {self.lr}")
+        if self.tokens is not None and self.steps is not None:
+            raise PlcError("give --tokens or --steps, not both")
+        for name in ("tokens", "steps", "batch_tokens", "micro_batch", "seq_len", "save_every"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise PlcError(f"{flag_of(name)} must be positive, got {v}")
+        if self.warmup is not None and not 0 <= self.warmup < 1:
+            raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise PlcError(f"--grad-clip must be positive, got {self.grad_clip}")
+        if self.weight_decay is not None and not (
+            self.weight_decay >= 0 and math.isfinite(self.weight_decay)
+        ):
+            raise PlcError(f"--weight-decay must be ≥ 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise PlcError(f"{flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            raise PlcError(f"--adam-eps must be positive, got {self.adam_eps}")
+
+    # ------------------------------------------------------------------------ resolved values
+
+    @property
+    def resolved(self) -> bool:
+        """Every number the loop needs is set (see `resolve`)."""
+        return None not in (
+            self.preset,
+            self.steps,
+            self.batch_tokens,
+            self.seq_len,
+            self.lr,
+            self.warmup,
+            self.weight_decay,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per global batch."""
+        return self.batch_tokens // self.seq_len
+
+    @property
+    def total_tokens(self) -> int:
+        return self.steps * self.batch_tokens
+
+    @property
+    def warmup_steps(self) -> int:
+        from plc.presets import warmup_steps
+
+        return warmup_steps(self.warmup, self.steps)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    def resolve(
+        self,
+        *,
+        preset: str | None = None,
+        probe: bool = False,
+        d_model: int | None = None,
+        context: int | None = None,
+        world_size: int | None = None,
+    ) -> TrainOptions:
+        """Every None filled in from the preset (self.preset, else `preset`, else paper).
+
+        - steps from --tokens (or the preset's tokens per task, or per probe if `probe`), rounded
+          up to whole batches;
+        - lr None: the paper's rule from `d_model` (Table II);
+        - micro_batch None: the preset's, lowered to the largest divisor of the sequences each of
+          `world_size` ranks holds (a preset's 16 must not break `--batch-tokens 2048
+          --seq-len 256`); an explicit --micro-batch that does not divide is an error;
+        - checks: batch a multiple of the sequence length, batch split over ranks, sequence
+          length within `context`.
+        """
+        from plc.presets import get_preset, steps_for
+
+        p = get_preset(self.preset or preset or "paper")
+        seq_len = p.seq_len if self.seq_len is None else self.seq_len
+        batch_tokens = p.batch_tokens if self.batch_tokens is None else self.batch_tokens
+        if batch_tokens % seq_len:
+            raise PlcError(
+                f"--batch-tokens {batch_tokens} is not a multiple of --seq-len {seq_len}"
+            )
+        if context is not None and seq_len > context:
+            raise PlcError(f"--seq-len {seq_len} exceeds the checkpoint's context {context}")
+        world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+        if (batch_tokens // seq_len) % world:
+            raise PlcError(
+                f"a batch of {batch_tokens // seq_len} sequences does not split over {world} ranks"
+            )
+        share = batch_tokens // seq_len // world
+        micro = self.micro_batch
+        if micro is None and p.micro_batch is not None:
+            micro = max(d for d in range(1, min(p.micro_batch, share) + 1) if share % d == 0)
+        elif micro is not None and share % micro:
+            raise PlcError(
+                f"--micro-batch {micro} does not divide the {share} sequences per rank of a batch"
+            )
+        if self.steps is not None:
+            steps = self.steps
+        else:
+            default = p.probe_tokens if probe else p.task_tokens
+            steps = steps_for(default if self.tokens is None else self.tokens, batch_tokens)
+        lr = self.lr
+        if lr is None:
+            if d_model is None:
+                raise PlcError("--lr auto needs the model's d_model")
+            from plc.sizes import paper_lr
+
+            lr = paper_lr(d_model)
+        return replace(
+            self,
+            preset=p.name,
+            tokens=None,
+            steps=steps,
+            batch_tokens=batch_tokens,
+            micro_batch=micro,
+            seq_len=seq_len,
+            lr=lr,
+            warmup=p.warmup if self.warmup is None else self.warmup,
+            weight_decay=p.weight_decay if self.weight_decay is None else self.weight_decay,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The resolved settings as a checkpoint's task history and a resume signature hold them."""
+        skip = ("tokens", "device", "compile", "save_every")  # how, not what, is trained
+        rec = {k: v for k, v in asdict(self).items() if k not in skip}
+        rec.update(tokens=self.total_tokens, warmup_steps=self.warmup_steps)
+        return rec
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a TrainOptions field."""
+    return next(f.metadata["flag"] for f in fields(TrainOptions) if f.name == name)
+
+
+def _parse_lr(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise PlcError(f"--lr must be 'auto' or a number, got {text!r}") from e
+    if not (value > 0 and math.isfinite(value)):
+        raise PlcError(f"--lr must be positive, got {text}")
+    return value

@@ -1,0 +1,27 @@
+"""The protocol's constants, in one place (§IV-A, App. B, Table V).
+
+Torch-free and import-free so that every module, the CLI's help texts and the shell scripts'
+documentation can name them without cost.
+"""
+
+from __future__ import annotations
+
+# §IV-A: the continual-pretraining cycle, chosen so that consecutive languages differ, and the
+# held-out probe language (the only austroasiatic one).
+CYCLE = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru")
+PROBE_LANG = "vi"
+# App. B: extended probing after the languages whose transfer to vi is like ru's (Table III).
+PAPER_PROBE_AFTER = ("zh", "de", "ru")
+# §V-B: entropy is measured on ru, dormant units on the probe language.
+ENTROPY_LANG = "ru"
+
+# The figures `plc plot` draws (paper figure numbers in plc.plot).
+PLOT_KINDS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entropy")
+
+# A fit of Table V has two coefficients; a third point leaves a degree of freedom for the STEs.
+MIN_FIT_POINTS = 3
+
+
+def cycle_of(task_index: int, cycle_len: int = len(CYCLE)) -> int:
+    """Cycle number of the checkpoint after `task_index` tasks: tasks 1–8 are cycle 1, 0 is cycle 0."""
+    return 0 if task_index <= 0 else (task_index - 1) // cycle_len + 1
