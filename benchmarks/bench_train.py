@@ -95,9 +95,7 @@ def build(kind: str, case: dict, hf_adamw: str = "fused"):
     if kind == "hf" and hf_adamw == "default":  # torch's default AdamW: a per-tensor loop on CPU
         return (
             model,
-            torch.optim.AdamW(
-                model.parameters(), 1e-3, opts.betas, weight_decay=opts.weight_decay
-            ),
+            torch.optim.AdamW(model.parameters(), 1e-3, opts.betas, weight_decay=opts.weight_decay),
             loss_fn,
         )
     return model, make_optimizer(model, opts), loss_fn
