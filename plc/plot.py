@@ -1,23 +1,26 @@
-"""The paper's figures from metric files (matplotlib, Agg backend, PNG/SVG/PDF by suffix).
+"""The paper's figures from metric files (matplotlib's object-oriented API, PNG/SVG/PDF by suffix).
 
-Kinds: `auc` (Fig. 2, or Fig. 4 with x=tokens), `probing` (Fig. 9), `onset` (Fig. 3; Fig. 10 with
-all four fits), `correlates` (Fig. 5, 7 top, 11), `dormant-layers` (Fig. 6), `entropy` (Fig. 7
-bottom). Matplotlib and polars are imported inside the functions so `plc --help` stays fast.
+Kinds, the keys of `DRAW`: `auc` (Fig. 2, or Fig. 4 with x=tokens), `probing` (Fig. 9), `onset`
+(Fig. 3; Fig. 10 with all four fits), `correlates` (Fig. 5, 7 top, 11), `dormant-layers` (Fig. 6),
+`entropy` (Fig. 7 bottom). Each kind is one drawing function with the same signature: it fills a
+bare `Figure` from the input paths and the options and says which runs it drew and what it could
+not draw. `build_figure` returns the figure without saving it (tests read what is drawn); `plot`
+saves it. No pyplot: no global figure registry, no backend switch. Matplotlib and polars are
+imported inside the functions so `plc --help` stays fast.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from plc.errors import PlcError
 from plc.onset import (
-    PAPER_PROBE_AFTER,
     collect_onsets,
     expand_inputs,
     find_onset,
@@ -27,14 +30,13 @@ from plc.onset import (
     read_probes,
     split_inputs,
 )
-from plc.protocol import CYCLE
+from plc.protocol import CYCLE, PAPER_PROBE_AFTER
 
 if TYPE_CHECKING:
     import polars as pl
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-KINDS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entropy")
 FORMATS = (".png", ".svg", ".pdf")
 CORRELATES = (
     ("param_abs_mean", "average |θ|"),
@@ -43,7 +45,41 @@ CORRELATES = (
     ("collapsed_pct", "collapsed heads (%)"),
 )
 MODEL_STYLE = {"linear": ":", "linlog": "-.", "exp": (0, (5, 2)), "loglog": "-"}
+MODEL_COLOR = {
+    "linear": "tab:green",
+    "linlog": "tab:purple",
+    "exp": "tab:orange",
+    "loglog": "tab:red",
+}
 MODEL_NAME = {"linear": "linear", "linlog": "linear-log", "exp": "exponential", "loglog": "log-log"}
+ONSET_LABEL = "onset of plasticity loss"
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """What a drawing function may be asked; each kind reads the fields that concern it."""
+
+    x: str = "cycle"  # auc: cycle (Fig. 2) or tokens (Fig. 4)
+    normalize: str = "first"
+    probe_after: tuple[str, ...] | None = PAPER_PROBE_AFTER
+    window: int = 3
+    models: tuple[str, ...] = ("loglog",)
+    layer: int | None = None  # entropy: the layer drawn
+
+
+class Drawn(NamedTuple):
+    """What every drawing function returns: the runs it drew, and what it left out and why."""
+
+    runs: list[str]
+    notes: list[str]
+
+
+@dataclass
+class Drawing:
+    figure: Figure
+    kind: str
+    runs: list[str]
+    notes: list[str]
 
 
 @dataclass
@@ -52,6 +88,22 @@ class PlotResult:
     kind: str
     runs: list[str]
     notes: list[str] = field(default_factory=list)
+
+
+def build_figure(
+    kind: str,
+    inputs: Iterable[str | Path],
+    *,
+    x: str = "cycle",
+    normalize: str = "first",
+    probe_after: Sequence[str] | None | str = "default",
+    window: int = 3,
+    models: Sequence[str] = ("loglog",),
+    layer: int | None = None,
+) -> Drawing:
+    """Draw one figure of the paper from metric files (or an onset table), without saving it."""
+    options = _options(kind, x, normalize, probe_after, window, models, layer)
+    return _draw(kind, inputs, options)
 
 
 def plot(
@@ -67,104 +119,81 @@ def plot(
     layer: int | None = None,
     force: bool = False,
 ) -> PlotResult:
-    """`plc plot KIND`: draw one figure of the paper from metric files (or an onset table)."""
-    from plc.store import check_output
+    """`plc plot KIND`: draw one figure of the paper and write it to `out` (.png, .svg or .pdf)."""
+    from plc.store import atomic_path, check_output
 
-    if kind not in KINDS:
-        raise PlcError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
+    options = _options(kind, x, normalize, probe_after, window, models, layer)
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise PlcError(f"--out must end in {', '.join(FORMATS)} (got {out.name})")
+    check_output(out, force)
+    drawing = _draw(kind, inputs, options)
+    with atomic_path(out, force) as tmp:
+        drawing.figure.savefig(tmp, format=out.suffix.lower().lstrip("."), dpi=150)
+    return PlotResult(str(out), kind, drawing.runs, drawing.notes)
+
+
+def _options(kind, x, normalize, probe_after, window, models, layer) -> PlotOptions:
+    if kind not in DRAW:
+        raise PlcError(f"unknown plot kind {kind!r}; choose from {', '.join(DRAW)}")
     if x not in ("cycle", "tokens"):
         raise PlcError(f"--x must be cycle or tokens, not {x!r}")
-    check_output(out, force)
     if probe_after == "default":  # Fig. 2 plots every probe; App. B's onset uses zh, de, ru
         probe_after = None if kind == "auc" else PAPER_PROBE_AFTER
+    return PlotOptions(
+        x=x,
+        normalize=normalize,
+        probe_after=None if probe_after is None else tuple(probe_after),
+        window=window,
+        models=tuple(models),
+        layer=layer,
+    )
+
+
+def _draw(kind: str, inputs: Iterable[str | Path], options: PlotOptions) -> Drawing:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     paths = expand_inputs(inputs)
-    plt = _pyplot()
-    if kind == "onset":
-        fig, runs, notes = _onset(plt, paths, models, normalize, probe_after, window)
-    else:
-        metric_files, table = split_inputs(paths)
-        if table is not None:
-            raise PlcError(f"plot {kind} reads metric files; an onset table only feeds plot onset")
-        if kind == "auc":
-            fig, runs, notes = _auc(plt, read_probes(metric_files), x, probe_after)
-        elif kind == "probing":
-            fig, runs, notes = _probing(
-                plt, read_probes(metric_files), normalize, probe_after, window
-            )
-        else:
-            diag = _read_diagnose(metric_files)
-            if kind == "correlates":
-                onsets, notes = _onsets(metric_files, normalize, probe_after, window)
-                fig, runs = _correlates(plt, diag, onsets)
-            elif kind == "dormant-layers":
-                (fig, runs), notes = _dormant_layers(plt, diag), []
-            else:
-                fig, runs, notes = _entropy(plt, diag, layer)
-    _save(plt, fig, out, force)
-    return PlotResult(str(out), kind, runs, notes)
+    fig = Figure(layout="tight")
+    FigureCanvasAgg(fig)  # a canvas that can render, so the figure can be drawn as well as saved
+    runs, notes = DRAW[kind](fig, paths, options)
+    return Drawing(fig, kind, runs, notes)
 
 
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _line_per(ax, plt, rows, column: str) -> int:
-    """One line per layer (or head): its mean value at each task, against cycles; how many lines."""
-    import polars as pl
-
-    keys = sorted(set(rows[column].to_list()))
-    for key, color in zip(keys, _colors(plt, len(keys)), strict=True):
-        k = (
-            rows.filter(pl.col(column) == key)
-            .group_by("task_index")
-            .agg(pl.col("value").mean())
-            .sort("task_index")
-        )
-        x = _cycles(k["task_index"].to_list())
-        ax.plot(x, k["value"], marker="o", ms=2.5, color=color, label=f"{column} {key}")
-    return len(keys)
+def _metric_files(paths: Sequence[Path], kind: str) -> list[Path]:
+    metric_files, table = split_inputs(paths)
+    if table is not None:
+        raise PlcError(f"plot {kind} reads metric files; an onset table only feeds plot onset")
+    return metric_files
 
 
-def _whole_cycles(ax) -> None:
-    """Integer ticks: diagnostics are taken at the end of whole cycles."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def _axes(fig: Figure, width: float, height: float) -> Axes:
+    fig.set_size_inches(width, height)
+    return fig.subplots()
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig: Figure, out: Path, force: bool) -> None:
-    from plc.store import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(out, force) as tmp:
-        fig.savefig(tmp, format=out.suffix.lower().lstrip("."), dpi=150)
-    plt.close(fig)
-
-
-def _grid(plt, n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
-    ncols = min(n, 3)
+def _grid(
+    fig: Figure, n: int, width: float = 5.0, height: float = 3.6, ncols: int | None = None
+) -> list[Axes]:
+    """n panels, at most three a row (or `ncols`), each width × height inches."""
+    ncols = ncols or min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    flat = list(axes.flat)
+    fig.set_size_inches(width * ncols, height * nrows)
+    flat = list(fig.subplots(nrows, ncols, squeeze=False).flat)
     for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
+        ax.remove()
+    return flat[:n]
 
 
-def _colors(plt, n: int) -> list[Any]:
+def _colors(n: int) -> list[Any]:
     """One colour per model size, small to large along a sequential map (as Fig. 2)."""
-    cmap = plt.get_cmap("viridis")
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
     return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
 
 
@@ -176,6 +205,13 @@ def _labels(runs: Sequence[tuple[str, str]]) -> list[str]:
 
 def _cycles(task_index: Sequence[int]) -> np.ndarray:
     return np.asarray(task_index, dtype=float) / len(CYCLE)
+
+
+def _whole_cycles(ax: Axes) -> None:
+    """Integer ticks: diagnostics are taken at the end of whole cycles."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _count_axis(axis) -> None:
@@ -193,19 +229,80 @@ def _plain_log_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+def _line_per(ax: Axes, rows: pl.DataFrame, column: str) -> int:
+    """One line per layer (or head): its mean value at each task, against cycles; how many lines."""
+    import polars as pl
+
+    keys = sorted(set(rows[column].to_list()))
+    for key, color in zip(keys, _colors(len(keys)), strict=True):
+        k = (
+            rows.filter(pl.col(column) == key)
+            .group_by("task_index")
+            .agg(pl.col("value").mean())
+            .sort("task_index")
+        )
+        x = _cycles(k["task_index"].to_list())
+        ax.plot(x, k["value"], marker="o", ms=2.5, color=color, label=f"{column} {key}")
+    return len(keys)
+
+
+def _read_diagnose(paths: Sequence[Path], kind: str) -> pl.DataFrame:
+    from plc.store import read_metrics
+
+    metric_files = _metric_files(paths, kind)
+    df = read_metrics(metric_files, "diagnose")
+    if df.height == 0:
+        kinds = sorted(set(read_metrics(metric_files)["kind"].unique().to_list()))
+        raise PlcError(
+            "no diagnose rows in the input metric files (they hold "
+            + (", ".join(kinds) or "no rows")
+            + "); run plc diagnose first"
+        )
+    return df
+
+
+def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int], list[str]]:
+    """Onset task per run where probe metrics allow one; the others only get a note."""
+    import polars as pl
+
+    from plc.store import read_metrics
+
+    probes = read_metrics(_metric_files(paths, "correlates"), "probe")
+    onsets: dict[str, int] = {}
+    notes: list[str] = []
+    if probes.height == 0:
+        return onsets, ["no probe rows: no onset marked"]
+    for run_id in sorted(set(probes["run_id"].to_list())):
+        run = probes.filter(pl.col("run_id") == run_id)
+        try:
+            (s,) = probe_series(run, options.normalize, options.probe_after)
+            onsets[run_id] = find_onset(s, options.window).onset
+        except PlcError as e:
+            notes.append(f"no onset marked: {e}")
+    return onsets, notes
+
+
+def _runs(diag: pl.DataFrame) -> list[tuple[str, str]]:
+    """(run_id, label) of the runs in the rows, small to large."""
+    runs = diag.select("run_id", "size", "n_params").unique().sort("n_params", "run_id")
+    ids = runs["run_id"].to_list()
+    return list(zip(ids, _labels(list(zip(runs["size"].to_list(), ids, strict=True))), strict=True))
+
+
 # ------------------------------------------------------------------------------------ kinds
 
 
-def _auc(plt, probes: pl.DataFrame, x: str, probe_after):
+def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 2 / Fig. 4: % change of probe AUC relative to the first probe, one line per size."""
-    series = probe_series(probes, "first", probe_after)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    probes = read_probes(_metric_files(paths, "auc"))
+    series = probe_series(probes, "first", options.probe_after)
+    ax = _axes(fig, 7.5, 4.5)
     labels = _labels([(s.size, s.run_id) for s in series])
-    for s, label, color in zip(series, labels, _colors(plt, len(series)), strict=True):
-        xs = s.tokens_seen if x == "tokens" else _cycles(s.task_index)
+    for s, label, color in zip(series, labels, _colors(len(series)), strict=True):
+        xs = s.tokens_seen if options.x == "tokens" else _cycles(s.task_index)
         ax.plot(xs, s.value, marker="o", ms=3, lw=1.5, color=color, label=label)
     ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
-    if x == "tokens":
+    if options.x == "tokens":
         ax.set_xlabel("Training tokens")
         _count_axis(ax.xaxis)
     else:
@@ -214,19 +311,24 @@ def _auc(plt, probes: pl.DataFrame, x: str, probe_after):
     ax.set_title("Probe AUC over training")
     ax.legend(title="model size", fontsize=8, title_fontsize=9, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3)
-    return fig, [s.run_id for s in series], []
+    return Drawn([s.run_id for s in series], [])
 
 
-def _probing(plt, probes: pl.DataFrame, normalize: str, probe_after, window: int):
+def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 9: normalised AUC per probe, its moving average and the onset, one panel per run."""
-    series = [find_onset(s, window) for s in probe_series(probes, normalize, probe_after)]
-    fig, axes = _grid(plt, len(series))
-    for s, ax, label in zip(
-        series, axes, _labels([(s.size, s.run_id) for s in series]), strict=True
-    ):
+    probes = read_probes(_metric_files(paths, "probing"))
+    series = [
+        find_onset(s, options.window)
+        for s in probe_series(probes, options.normalize, options.probe_after)
+    ]
+    axes = _grid(fig, len(series))
+    labels = _labels([(s.size, s.run_id) for s in series])
+    for s, ax, label in zip(series, axes, labels, strict=True):
         ax.plot(s.task_index, s.value, color="tab:blue", marker="o", ms=3, lw=1, label="probe")
         smooth = np.array([np.nan if v is None else v for v in s.smoothed])
-        ax.plot(s.task_index, smooth, color="orange", lw=2, label=f"moving average ({window})")
+        ax.plot(
+            s.task_index, smooth, color="orange", lw=2, label=f"moving average ({options.window})"
+        )
         i = s.task_index.index(s.onset)
         ax.plot(
             s.onset, smooth[i], "o", color="red", ms=8, zorder=5, label=f"onset: task {s.onset}"
@@ -234,34 +336,30 @@ def _probing(plt, probes: pl.DataFrame, normalize: str, probe_after, window: int
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(
-            "AUC / AUC of probe language alone" if normalize == "alone" else "% change in AUC"
+            "AUC / AUC of probe language alone"
+            if options.normalize == "alone"
+            else "% change in AUC"
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return fig, [s.run_id for s in series], []
+    return Drawn([s.run_id for s in series], [])
 
 
-def _onset(plt, paths, models, normalize, probe_after, window):
+def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s)."""
-    runs, _ = collect_onsets(paths, normalize, probe_after, window)
+    runs, _ = collect_onsets(paths, options.normalize, options.probe_after, options.window)
     p = np.array([r.n_params for r in runs], dtype=float)
     t = np.array([r.onset for r in runs], dtype=float)
-    fits = [fit_model(m, p, t) for m in models]
+    fits = [fit_model(m, p, t) for m in options.models]
     if (p <= 0).any() or (t <= 0).any():
         raise PlcError("plot onset uses log axes; every n_params and onset must be positive")
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    ax = _axes(fig, 7, 4.8)
     ax.scatter(p, t, color="black", zorder=5, label="observed onset")
     for r in runs:
         ax.annotate(
             r.size, (r.n_params, r.onset), textcoords="offset points", xytext=(5, -10), fontsize=8
         )
     grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
-    colors = {
-        "linear": "tab:green",
-        "linlog": "tab:purple",
-        "exp": "tab:orange",
-        "loglog": "tab:red",
-    }
     for f in fits:
         y = f.predict(grid)
         y = np.where(y > 0, y, np.nan)  # a linear form can dip below zero: no log for it
@@ -269,7 +367,7 @@ def _onset(plt, paths, models, normalize, probe_after, window):
             grid,
             y,
             ls=MODEL_STYLE[f.model],
-            color=colors[f.model],
+            color=MODEL_COLOR[f.model],
             lw=2,
             label=f"{MODEL_NAME[f.model]}: {f.law} (R²={f.r2:.3f})",
         )
@@ -282,53 +380,15 @@ def _onset(plt, paths, models, normalize, probe_after, window):
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return fig, [r.run_id or r.size for r in runs], []
+    return Drawn([r.run_id or r.size for r in runs], [])
 
 
-def _read_diagnose(metric_files) -> pl.DataFrame:
-    from plc.store import read_metrics
-
-    df = read_metrics(metric_files, "diagnose")
-    if df.height == 0:
-        kinds = sorted(set(read_metrics(metric_files)["kind"].unique().to_list()))
-        raise PlcError(
-            "no diagnose rows in the input metric files (they hold "
-            + (", ".join(kinds) or "no rows")
-            + "); run plc diagnose first"
-        )
-    return df
-
-
-def _onsets(metric_files, normalize, probe_after, window) -> tuple[dict[str, int], list[str]]:
-    """Onset task per run where probe metrics allow one; the others only get a note."""
-    import polars as pl
-
-    from plc.store import read_metrics
-
-    probes = read_metrics(metric_files, "probe")
-    onsets: dict[str, int] = {}
-    notes: list[str] = []
-    if probes.height == 0:
-        return onsets, ["no probe rows: no onset marked"]
-    for run_id in sorted(set(probes["run_id"].to_list())):
-        try:
-            (s,) = probe_series(probes.filter(pl.col("run_id") == run_id), normalize, probe_after)
-            onsets[run_id] = find_onset(s, window).onset
-        except PlcError as e:
-            notes.append(f"no onset marked: {e}")
-    return onsets, notes
-
-
-def _runs(diag: pl.DataFrame) -> list[tuple[str, str, int]]:
-    """(run_id, size, n_params) of the runs in the rows, small to large."""
-    runs = diag.select("run_id", "size", "n_params").unique().sort("n_params", "run_id")
-    return [(r["run_id"], r["size"], r["n_params"]) for r in runs.iter_rows(named=True)]
-
-
-def _correlates(plt, diag: pl.DataFrame, onsets: dict[str, int]):
+def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 5 / 7 top / 11: whole-model correlates vs cycle with the onset marked in red."""
     import polars as pl
 
+    diag = _read_diagnose(paths, "correlates")
+    onsets, notes = _onsets(paths, options)
     whole = diag.filter(pl.col("layer").is_null() & pl.col("head").is_null())
     present = [(m, label) for m, label in CORRELATES if whole.filter(pl.col("metric") == m).height]
     if not present:
@@ -337,17 +397,15 @@ def _correlates(plt, diag: pl.DataFrame, onsets: dict[str, int]):
             "lazy_pct, collapsed_pct)"
         )
     runs = _runs(whole)
-    labels = _labels([(size, run) for run, size, _ in runs])
-    colors = _colors(plt, len(runs))
-    fig, axes = _grid(plt, len(present), width=4.8, height=3.4)
+    colors = _colors(len(runs))
     if len(present) == 4:  # a 2×2 block reads better than 3 + 1
-        plt.close(fig)
-        fig, grid = plt.subplots(2, 2, figsize=(10, 7))
-        axes = list(grid.flat)
+        axes = _grid(fig, 4, width=5.0, height=3.5, ncols=2)
+    else:
+        axes = _grid(fig, len(present), width=4.8, height=3.4)
     for (metric, ylabel), ax in zip(present, axes, strict=True):
         marks = []
         rows = whole.filter(pl.col("metric") == metric)
-        for (run_id, _, _), label, color in zip(runs, labels, colors, strict=True):
+        for (run_id, label), color in zip(runs, colors, strict=True):
             r = (
                 rows.filter(pl.col("run_id") == run_id)
                 .group_by("task_index")
@@ -358,34 +416,32 @@ def _correlates(plt, diag: pl.DataFrame, onsets: dict[str, int]):
                 continue
             xs, ys = _cycles(r["task_index"].to_list()), r["value"].to_numpy()
             ax.plot(xs, ys, marker="o", ms=3, color=color, label=label)
-            if run_id in onsets:  # the probe nearest the onset, as the paper's red marker
+            if run_id in onsets:  # the diagnosis nearest the onset, as the paper's red marker
                 i = int(np.argmin(np.abs(xs - onsets[run_id] / len(CYCLE))))
                 marks.append((xs[i], ys[i]))
         if marks:
             mx, my = zip(*marks, strict=True)
-            ax.plot(mx, my, "o", color="red", ms=8, zorder=5, label="onset of plasticity loss")
+            ax.plot(mx, my, "o", color="red", ms=8, zorder=5, label=ONSET_LABEL)
         ax.set_xlabel("Cycle")
         _whole_cycles(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return fig, [r[0] for r in runs]
+    return Drawn([run_id for run_id, _ in runs], notes)
 
 
-def _dormant_layers(plt, diag: pl.DataFrame):
+def _dormant_layers(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 6: dormant % of each MLP layer vs cycle, one panel per run."""
     import polars as pl
 
+    diag = _read_diagnose(paths, "dormant-layers")
     rows = diag.filter((pl.col("metric") == "dormant_pct") & pl.col("layer").is_not_null())
     if rows.height == 0:
         raise PlcError("no per-layer dormant_pct rows in the diagnose metrics")
     runs = _runs(rows)
-    fig, axes = _grid(plt, len(runs), width=5.5, height=4)
-    for (run_id, _, _), label, ax in zip(
-        runs, _labels([(s, r) for r, s, _ in runs]), axes, strict=True
-    ):
-        r = rows.filter(pl.col("run_id") == run_id)
-        n_layers = _line_per(ax, plt, r, "layer")
+    axes = _grid(fig, len(runs), width=5.5, height=4)
+    for (run_id, label), ax in zip(runs, axes, strict=True):
+        n_layers = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "layer")
         ax.set_title(label)
         ax.set_xlabel("Cycle")
         _whole_cycles(ax)
@@ -394,31 +450,28 @@ def _dormant_layers(plt, diag: pl.DataFrame):
         ax.legend(
             fontsize=7, ncol=2 if n_layers > 8 else 1, title="layer (0-based)", title_fontsize=7
         )
-    return fig, [r[0] for r in runs]
+    return Drawn([run_id for run_id, _ in runs], [])
 
 
-def _entropy(plt, diag: pl.DataFrame, layer: int | None):
+def _entropy(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 7 bottom: entropy of each head of one layer vs cycle, lazy/collapsed bands marked."""
     import polars as pl
 
+    diag = _read_diagnose(paths, "entropy")
     rows = diag.filter((pl.col("metric") == "entropy") & pl.col("head").is_not_null())
     if rows.height == 0:
         raise PlcError("no per-head entropy rows in the diagnose metrics")
     layers = sorted(set(rows["layer"].drop_nulls().to_list()))
-    if layer is None:
-        layer = layers[0]
+    layer = layers[0] if options.layer is None else options.layer
     if layer not in layers:
         raise PlcError(f"no entropy rows for layer {layer} (layers in the data: {layers})")
     rows = rows.filter(pl.col("layer") == layer)
     h_max_rows = diag.filter(pl.col("metric") == "h_max")
     runs = _runs(rows)
-    fig, axes = _grid(plt, len(runs), width=5.5, height=4)
+    axes = _grid(fig, len(runs), width=5.5, height=4)
     notes = []
-    for (run_id, _, _), label, ax in zip(
-        runs, _labels([(s, r) for r, s, _ in runs]), axes, strict=True
-    ):
-        r = rows.filter(pl.col("run_id") == run_id)
-        n_heads = _line_per(ax, plt, r, "head")
+    for (run_id, label), ax in zip(runs, axes, strict=True):
+        n_heads = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "head")
         h = h_max_rows.filter(pl.col("run_id") == run_id)["value"]
         if h.len():
             h_max = float(h.mean())
@@ -433,4 +486,17 @@ def _entropy(plt, diag: pl.DataFrame, layer: int | None):
         ax.set_ylabel("attention entropy (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if n_heads > 6 else 1)
-    return fig, [r[0] for r in runs], notes
+    return Drawn([run_id for run_id, _ in runs], notes)
+
+
+# Every kind draws into a bare Figure from the input paths and the options and returns a Drawn.
+Drawer = Callable[["Figure", Sequence[Path], PlotOptions], Drawn]
+DRAW: dict[str, Drawer] = {
+    "auc": _auc,
+    "probing": _probing,
+    "onset": _onset,
+    "correlates": _correlates,
+    "dormant-layers": _dormant_layers,
+    "entropy": _entropy,
+}
+KINDS = tuple(DRAW)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,17 +121,67 @@ def test_explicit_attention_hook_matches_sdpa_and_is_causal():
     assert torch.all(p.triu(diagonal=1) == 0)
 
 
-def test_architecture_is_pre_norm_tied_exact_gelu():
+def test_output_head_is_the_tied_input_embedding():
     m = _tiny()
-    assert (
-        m.transformer.wte.weight.data_ptr() == m.state_dict()["transformer.wte.weight"].data_ptr()
-    )
+    wte = m.transformer.wte.weight
+    x = torch.randint(0, 100, (2, 32))  # tokens 100..319 never appear in the input
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m.hidden(x) @ wte.T, atol=0, rtol=0)
+    F.cross_entropy(m(x).flatten(0, 1), torch.randint(0, 320, (64,))).backward()
+    # Rows of absent tokens get a gradient only through the output head: they are one matrix.
+    assert wte.grad[100:].abs().sum(dim=1).min() > 0
+
+
+def _random_biases(m: torch.nn.Module) -> None:
+    """Non-zero biases (init sets them to zero), so a bias path shows in the outputs."""
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)
+
+
+def test_blocks_are_pre_norm_residual():
+    m = _tiny()
+    _random_biases(m)
     blk = m.transformer.h[0]
-    assert isinstance(blk.mlp.act, torch.nn.GELU) and blk.mlp.act.approximate == "none"
-    assert blk.mlp.c_fc.out_features == 4 * 128 and blk.attn.c_attn.bias is not None
-    assert isinstance(blk.ln_1, torch.nn.LayerNorm) and isinstance(
-        m.transformer.ln_f, torch.nn.LayerNorm
-    )
+    x = torch.randn(3, 32, 128)
+    with torch.no_grad():
+        assert not torch.allclose((blk(x) - x)[0, 0], (blk(x) - x)[1, 5])  # an ordinary block
+        for ln in (blk.ln_1, blk.ln_2):
+            ln.weight.zero_()
+            ln.bias.zero_()
+        delta = blk(x) - x
+        # LayerNorm before attention and MLP, inside the residual branch: with zero gains both
+        # branches see zeros, so the block adds one vector everywhere: the attention's output
+        # for equal values (its v bias, projected) plus the MLP's output at zero.
+        v_bias = blk.attn.c_attn.bias[2 * 128 :]
+        expected = blk.attn.c_proj(v_bias) + blk.mlp(torch.zeros(128))
+        torch.testing.assert_close(delta, expected.expand_as(delta), atol=1e-5, rtol=1e-5)
+        assert expected.abs().max() > 0.1
+
+
+def test_hidden_states_go_through_a_final_layernorm():
+    m = _tiny()
+    _random_biases(m)
+    with torch.no_grad():
+        m.transformer.ln_f.bias.zero_()  # the bias is random here; gain 1 and bias 0 for this check
+        h = m.hidden(torch.randint(0, 320, (2, 32)))
+    torch.testing.assert_close(h.mean(-1), torch.zeros(2, 32), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(2, 32), atol=1e-3, rtol=0)
+
+
+def test_mlp_uses_exact_erf_gelu():
+    m = _tiny()
+    _random_biases(m)
+    mlp = m.transformer.h[0].mlp
+    h = torch.randn(4, 128)
+    with torch.no_grad():
+        pre = mlp.c_fc(h)
+        exact = mlp.c_proj(pre * 0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0))))
+        tanh = mlp.c_proj(F.gelu(pre, approximate="tanh"))
+        out = mlp(h)
+    torch.testing.assert_close(out, exact, atol=1e-6, rtol=1e-6)
+    assert (out - tanh).abs().max() > 1e-5  # the tanh approximation is told apart
 
 
 def test_longer_than_context_is_refused():

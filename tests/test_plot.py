@@ -1,33 +1,61 @@
-"""plc.plot and `plc plot`: every figure kind from small synthetic metric files."""
+"""plc.plot and `plc plot`: what each figure kind draws, from small synthetic metric files."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import assert_bad_input, run_plc
 from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
-from plc.plot import KINDS, plot
-from plc.protocol import cycle_of
+from plc.onset import (
+    collect_onsets,
+    find_onset,
+    fit_model,
+    probe_series,
+    read_probes,
+)
+from plc.plot import (
+    CORRELATES,
+    DRAW,
+    KINDS,
+    MODEL_NAME,
+    ONSET_LABEL,
+    Drawn,
+    PlotOptions,
+    build_figure,
+    plot,
+)
+from plc.protocol import PAPER_PROBE_AFTER, PLOT_KINDS, cycle_of
 from plc.store import metric_path, metric_schema, write_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIAGNOSE_SCHEMA = metric_schema("diagnose")
+H_MAX = 6.9215
+SIZES = ["5M", "27M", "106M"]  # the fixture's runs a, b, c, small to large
 
 
 def write_diagnose(
-    folder: Path, run_id: str, size: str, n_params: int, cycles=4, layers=2, heads=2
+    folder: Path, run_id: str, size: str, n_params: int, cycles=4, layers=2, heads=2, drop=()
 ):
-    """Diagnose files at the end of each cycle, with the rows plc diagnose writes."""
+    """Diagnose files at the end of each cycle, with the rows plc diagnose writes (less `drop`).
+
+    Values: param_abs_mean 0.02 + 0.001·c, dormant_pct of layer l c·(l + 1), entropy of head h of
+    layer l 1 + 0.5·c + h + l, whole-model dormant 1.5·c, lazy 5·c, collapsed 2·c at cycle c.
+    """
     for c in range(cycles + 1):
         task = 8 * c
         rows = []
 
         def add(metric, value, layer=None, head=None, task=task, rows=rows):
+            if metric in drop:
+                return
             rows.append(
                 {
                     "kind": "diagnose",
@@ -50,7 +78,7 @@ def write_diagnose(
             for head in range(heads):
                 add("entropy", 1.0 + 0.5 * c + head + layer, layer, head)
         add("dormant_pct", 1.5 * c)
-        add("h_max", 6.9215)
+        add("h_max", H_MAX)
         add("lazy_pct", 5.0 * c)
         add("collapsed_pct", 2.0 * c)
         df = pl.DataFrame(rows, schema=DIAGNOSE_SCHEMA)
@@ -70,54 +98,232 @@ def metrics(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def files(metrics) -> list[str]:
+    return [str(metrics / "*.parquet")]
+
+
+@pytest.fixture(scope="module")
+def series(metrics):
+    """The fixture's probe series with their onsets, as plc.onset computes them (App. B filter)."""
+    probes = read_probes(sorted(metrics.glob("probe-*.parquet")))
+    return [find_onset(s, 3) for s in probe_series(probes, "first", PAPER_PROBE_AFTER)]
+
+
 def is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5_000
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "onset"])
-def test_each_kind_renders_a_png(kind, metrics, tmp_path):
+def legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def line(ax, label: str):
+    (found,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    return found
+
+
+def grid_shape(ax) -> tuple[int, int]:
+    return ax.get_subplotspec().get_geometry()[:2]
+
+
+# --------------------------------------------------------------------------- the kind table
+
+
+def test_every_kind_is_one_drawing_function_into_a_bare_figure(metrics):
+    from matplotlib.figure import Figure
+
+    assert KINDS == tuple(DRAW)
+    assert KINDS == PLOT_KINDS  # the kinds plans draw are the kinds plot has
+    paths = sorted(metrics.glob("*.parquet"))
+    for kind, draw in DRAW.items():
+        fig = Figure()
+        drawn = draw(fig, paths, PlotOptions())
+        assert isinstance(drawn, Drawn) and drawn.notes == [], kind
+        assert sorted(drawn.runs) == ["a", "b", "c"] and fig.axes, kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_renders_a_png(kind, files, tmp_path):
     out = tmp_path / f"{kind}.png"
-    res = plot(kind, [str(metrics / "*.parquet")], out)
+    res = plot(kind, files, out)
     assert Path(res.path) == out and is_png(out)
     assert sorted(res.runs) == ["a", "b", "c"]
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary name
 
 
-def test_onset_from_metrics_and_from_table_with_all_fits(metrics, tmp_path):
-    res = plot("onset", [str(metrics / "*.parquet")], tmp_path / "fig3.png")
-    assert is_png(Path(res.path)) and len(res.runs) == 3
-    table = write_table_iv(tmp_path / "t4.csv")
-    res = plot(
-        "onset", [table], tmp_path / "fig10.svg", models=["linear", "linlog", "exp", "loglog"]
+def test_plot_builds_in_no_pyplot_state():
+    """The object-oriented API: drawing and saving register no figure with pyplot (no pyplot)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests');"
+        "from test_plot import write_diagnose; from plc.plot import build_figure;"
+        "import tempfile, pathlib; d = pathlib.Path(tempfile.mkdtemp());"
+        "write_diagnose(d, 'a', '5M', 4_932_480);"
+        "f = build_figure('dormant-layers', [str(d / '*.parquet')]).figure;"
+        "f.savefig(d / 'x.png'); print(len(f.axes), 'matplotlib.pyplot' in sys.modules)"
     )
-    svg = Path(res.path).read_text()
-    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-    assert len(res.runs) == len(TABLE_IV)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.split() == ["1", "False"]
 
 
-def test_auc_against_tokens_and_probing_normalised_alone(metrics, tmp_path):
-    out = tmp_path / "fig4.svg"
-    plot("auc", [str(metrics / "*.parquet")], out, x="tokens", probe_after=["ru"])
-    assert "<svg" in out.read_text()
-    out = tmp_path / "fig9.png"
-    plot("probing", [str(metrics / "*.parquet")], out, normalize="alone")
-    assert is_png(out)
+# ------------------------------------------------------------------------- what is drawn
 
 
-def test_entropy_layer_choice_and_notes(metrics, tmp_path):
-    res = plot("entropy", [str(metrics / "*.parquet")], tmp_path / "e.png", layer=1)
-    assert is_png(Path(res.path)) and res.notes == []
+def test_auc_draws_one_line_per_run_with_its_normalised_probes(files, metrics):
+    d = build_figure("auc", files)
+    (ax,) = d.figure.axes
+    every_probe = probe_series(read_probes(sorted(metrics.glob("probe-*.parquet"))), "first", None)
+    assert len(ax.get_lines()) == 3 + 1  # a line per run and the zero line
+    assert legend(ax) == SIZES and ax.get_legend().get_title().get_text() == "model size"
+    for s, size in zip(every_probe, SIZES, strict=True):
+        drawn = line(ax, size)
+        np.testing.assert_allclose(drawn.get_xdata(), np.array(s.task_index) / 8)
+        np.testing.assert_allclose(drawn.get_ydata(), s.value)
+        assert drawn.get_ydata()[0] == 0.0  # relative to the first probe
+    assert ax.get_xlabel() == "Cycle"
+    assert ax.get_ylabel() == "% change in AUC relative to first probe"
+    # Fig. 4: against tokens, here only the probes after ru.
+    (ax,) = build_figure("auc", files, x="tokens", probe_after=["ru"]).figure.axes
+    ru = probe_series(read_probes(sorted(metrics.glob("probe-*.parquet"))), "first", ["ru"])
+    assert ax.get_xlabel() == "Training tokens"
+    for s, size in zip(ru, SIZES, strict=True):
+        assert list(line(ax, size).get_xdata()) == s.tokens_seen
+        assert set(s.lang) == {"ru"} and len(s.tokens_seen) == 4
+
+
+def test_probing_marks_the_onset_plc_onset_finds(files, series):
+    d = build_figure("probing", files)
+    assert len(d.figure.axes) == 3 and d.runs == ["a", "b", "c"]
+    for ax, s, size in zip(d.figure.axes, series, SIZES, strict=True):
+        assert ax.get_title() == size and len(ax.get_lines()) == 3
+        assert legend(ax) == ["probe", "moving average (3)", f"onset: task {s.onset}"]
+        marker = line(ax, f"onset: task {s.onset}")
+        i = s.task_index.index(s.onset)
+        assert list(marker.get_xdata()) == [s.onset]
+        assert list(marker.get_ydata()) == pytest.approx([s.smoothed[i]])
+        smooth = line(ax, "moving average (3)").get_ydata()
+        assert np.isnan(smooth[0]) and np.isnan(smooth[-1])  # no half-empty windows
+        np.testing.assert_allclose(smooth[1:-1], s.smoothed[1:-1])
+        assert list(line(ax, "probe").get_xdata()) == s.task_index
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Task", "% change in AUC")
+    (ax, *_) = build_figure("probing", files, normalize="alone", window=5).figure.axes
+    assert ax.get_ylabel() == "AUC / AUC of probe language alone"
+    assert legend(ax)[1] == "moving average (5)"
+
+
+def test_onset_scatter_is_the_collected_onsets_and_one_curve_per_fit(files, metrics, tmp_path):
+    (ax,) = build_figure("onset", files).figure.axes
+    runs, _ = collect_onsets(sorted(metrics.glob("*.parquet")))
+    (points,) = ax.collections
+    np.testing.assert_allclose(points.get_offsets(), [(r.n_params, r.onset) for r in runs])
+    (curve,) = ax.get_lines()
+    law = fit_model("loglog", [r.n_params for r in runs], [r.onset for r in runs]).law
+    assert curve.get_label().startswith(f"log-log: {law} (R²=")
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert ax.get_ylabel() == "Onset of plasticity loss (task)"
+    assert [t.get_text() for t in ax.texts] == SIZES  # each point named by its size
+    # Fig. 10: Table IV with the four fits.
+    models = ["linear", "linlog", "exp", "loglog"]
+    d = build_figure("onset", [write_table_iv(tmp_path / "t4.csv")], models=models)
+    (ax,) = d.figure.axes
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [(p, t) for _, p, t in TABLE_IV])
+    assert [ln.get_label().split(":")[0] for ln in ax.get_lines()] == [
+        MODEL_NAME[m] for m in models
+    ]
+    loglog = ax.get_lines()[-1]
+    p = np.asarray(loglog.get_xdata())
+    np.testing.assert_allclose(loglog.get_ydata(), np.exp(-11.2501) * p**0.8269, rtol=1e-3)
+    assert d.runs == [s for s, _, _ in TABLE_IV]
+
+
+def test_correlates_four_panels_and_the_onset_at_the_nearest_diagnosis(files, series):
+    d = build_figure("correlates", files)
+    axes = d.figure.axes
+    assert len(axes) == 4 and all(grid_shape(ax) == (2, 2) for ax in axes)
+    assert [ax.get_ylabel() for ax in axes] == [label for _, label in CORRELATES]
+    assert legend(axes[0]) == [*SIZES, ONSET_LABEL]
+    # Diagnoses at the end of cycles 0..4: the marker sits on the one nearest onset / 8.
+    nearest = [round(s.onset / 8) for s in series]
+    assert nearest == [1, 2, 3]
+    for ax, slope in zip(axes, (0.001, 1.5, 5.0, 2.0), strict=True):
+        assert len(ax.get_lines()) == 3 + 1 and ax.get_xlabel() == "Cycle"
+        marker = line(ax, ONSET_LABEL)
+        assert list(marker.get_xdata()) == nearest
+        offset = 0.02 if slope == 0.001 else 0.0
+        np.testing.assert_allclose(marker.get_ydata(), [offset + slope * c for c in nearest])
+        np.testing.assert_allclose(line(ax, "5M").get_xdata(), [0, 1, 2, 3, 4])
+
+
+def test_correlates_draw_only_the_metrics_present_and_no_onset_without_probes(tmp_path):
+    folder = tmp_path / "m"
+    write_diagnose(folder, "a", "5M", 4_932_480, drop=("collapsed_pct",))
+    d = build_figure("correlates", [str(folder / "*.parquet")])
+    assert d.notes == ["no probe rows: no onset marked"]
+    assert [grid_shape(ax) for ax in d.figure.axes] == [(1, 3)] * 3
+    assert [ax.get_ylabel() for ax in d.figure.axes] == [label for _, label in CORRELATES[:3]]
+    assert all(len(ax.get_lines()) == 1 for ax in d.figure.axes)  # the run, no marker
+    out = tmp_path / "c.png"
+    assert plot("correlates", [str(folder / "*.parquet")], out).notes == d.notes and is_png(out)
+
+
+def test_dormant_layers_one_panel_per_run_one_line_per_layer(files):
+    d = build_figure("dormant-layers", files)
+    assert [ax.get_title() for ax in d.figure.axes] == SIZES
+    for ax in d.figure.axes:
+        assert legend(ax) == ["layer 0", "layer 1"] and len(ax.get_lines()) == 2
+        assert ax.get_ylabel() == "dormant MLP units (%)"
+        for layer in (0, 1):
+            drawn = line(ax, f"layer {layer}")
+            np.testing.assert_allclose(drawn.get_xdata(), [0, 1, 2, 3, 4])
+            np.testing.assert_allclose(drawn.get_ydata(), [c * (layer + 1) for c in range(5)])
+
+
+def test_entropy_one_line_per_head_of_the_chosen_layer_and_the_bands(files, tmp_path):
+    d = build_figure("entropy", files, layer=1)
+    assert d.notes == []
+    for ax, size in zip(d.figure.axes, SIZES, strict=True):
+        assert ax.get_title() == f"{size}, layer 1 (0-based)"
+        assert legend(ax) == ["head 0", "head 1", "lazy (0.9·H_max)", "collapsed (0.1·H_max)"]
+        for head in (0, 1):
+            ys = line(ax, f"head {head}").get_ydata()
+            np.testing.assert_allclose(ys, [2.0 + 0.5 * c + head for c in range(5)])
+        assert line(ax, "lazy (0.9·H_max)").get_ydata()[0] == pytest.approx(0.9 * H_MAX)
+        assert line(ax, "collapsed (0.1·H_max)").get_ydata()[0] == pytest.approx(0.1 * H_MAX)
+        assert ax.get_ylim() == pytest.approx((0, 1.05 * H_MAX))
+    # The first layer by default; without h_max rows the bands are left out with a note.
+    folder = tmp_path / "m"
+    write_diagnose(folder, "a", "5M", 4_932_480, drop=("h_max",))
+    d = build_figure("entropy", [str(folder / "*.parquet")])
+    (ax,) = d.figure.axes
+    assert ax.get_title() == "5M, layer 0 (0-based)" and legend(ax) == ["head 0", "head 1"]
+    assert d.notes == ["run a: no h_max rows, lazy/collapsed thresholds not drawn"]
     with pytest.raises(
         PlcError, match=r"no entropy rows for layer 7 \(layers in the data: \[0, 1\]\)"
     ):
-        plot("entropy", [str(metrics / "*.parquet")], tmp_path / "e7.png", layer=7)
+        build_figure("entropy", files, layer=7)
 
 
-def test_correlates_without_probes_draw_no_onset(tmp_path):
+def test_two_runs_of_one_size_are_told_apart(tmp_path):
     folder = tmp_path / "m"
-    write_diagnose(folder, "a", "5M", 4_932_480)
-    res = plot("correlates", [str(folder / "*.parquet")], tmp_path / "c.png")
-    assert is_png(Path(res.path)) and res.notes == ["no probe rows: no onset marked"]
+    for run_id in ("s0", "s1"):
+        write_diagnose(folder, run_id, "5M", 4_932_480)
+    d = build_figure("correlates", [str(folder / "*.parquet")])
+    assert legend(d.figure.axes[0]) == ["5M (s0)", "5M (s1)"]
+
+
+# ------------------------------------------------------------------- files and bad input
+
+
+def test_svg_and_pdf_by_suffix(files, tmp_path):
+    res = plot("onset", [write_table_iv(tmp_path / "t4.csv")], tmp_path / "fig10.svg")
+    svg = Path(res.path).read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert len(res.runs) == len(TABLE_IV)
+    res = plot("auc", files, tmp_path / "fig4.pdf", x="tokens")
+    assert Path(res.path).read_bytes()[:5] == b"%PDF-"
 
 
 def test_plot_bad_inputs(metrics, tmp_path):
