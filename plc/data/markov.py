@@ -9,7 +9,8 @@ every task a new chain, training on it learns nothing that the next chain can us
   text), then the other bytes; the store uses the byte tokenizer unchanged;
 - state s gets K distinct successors with Dirichlet(A) weights. The first is s's next symbol on a
   random cycle through all S symbols, so the chain is irreducible: every symbol occurs and the
-  stationary distribution is unique; the other K−1 are drawn at random from the rest.
+  stationary distribution is unique (unless alpha ≲ 0.01 rounds some weights to 0); the other
+  K−1 are drawn at random from the rest.
 
 A store's split is a run of documents, each DOC_SYMBOLS symbols of an independent stretch of the
 chain started from its stationary distribution, then EOS. Inside a document every prediction's
