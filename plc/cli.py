@@ -230,18 +230,23 @@ def shard_cmd(
     source: str = typer.Option(
         "embedded",
         "--source",
-        help="embedded, a .txt/.jsonl/.parquet file or folder (.gz/.zst too), or hf:DATASET[:CONFIG].",
+        help="embedded, a .txt/.jsonl/.parquet file or folder (.gz/.zst too), hf:DATASET[:CONFIG], "
+        "or markov:SEED[,symbols=64,successors=4,alpha=1] (a random Markov chain: a loss floor).",
     ),
     tokenizer: str = typer.Option("byte", "--tokenizer", help="byte, qwen3 or hf:NAME_OR_PATH."),
     out: Path = typer.Option(
         None, "--out", "-o", help="Store to write (default data/<lang>.zarr)."
     ),
-    train_tokens: int = typer.Option(None, "--train-tokens", help="Train budget (default: all)."),
+    train_tokens: int = typer.Option(
+        None, "--train-tokens", help="Train budget (default: all; markov 262,144)."
+    ),
     val_tokens: int = typer.Option(
-        None, "--val-tokens", help="Val budget (default ~10 % of docs)."
+        None, "--val-tokens", help="Val budget (default ~10 % of docs; markov 16,384)."
     ),
     workers: int = typer.Option(1, "--workers", help="Tokenizer processes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split by document."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the train/val split by document (markov: of the sample)."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -301,6 +306,11 @@ def shard_cmd(
         f"train {res.train_tokens:,} tokens / {res.train_docs:,} docs, "
         f"val {res.val_tokens:,} tokens / {res.val_docs:,} docs; "
         f"{res.text_bytes / 1e6:.2f} MB of text in {res.seconds:.1f} s"
+        + (
+            f"; entropy rate {res.entropy_rate:.4f} nats/token"
+            if res.entropy_rate is not None
+            else ""
+        )
     )
 
 
@@ -331,6 +341,15 @@ def data_info(
         "split seed": str(info.attrs.get("seed", "")),
         "plc version": info.plc_version,
     }
+    chain = info.attrs.get("markov")
+    if chain:
+        rows["markov chain"] = (
+            f"{chain['symbols']} symbols, {chain['successors']} successors each, "
+            f"Dirichlet({chain['alpha']:g}) weights, seed {chain['seed']}; "
+            f"documents of {chain['doc_symbols']:,} symbols"
+        )
+    if info.entropy_rate is not None:
+        rows["entropy rate"] = f"{info.entropy_rate:.4f} nats/token (the floor of the loss)"
     for k, v in rows.items():
         table.add_row(k, v)
     console.print(table)

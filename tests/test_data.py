@@ -11,13 +11,12 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_bad_input, run_plc
+from conftest import assert_bad_input, cli, run_plc
 
 import plc.data.tokenstore as tokenstore
 from plc.data import tokenizers
@@ -46,17 +45,6 @@ BYTE = ByteTokenizer().identity()
 needs_qwen = pytest.mark.skipif(
     qwen_vocab_file() is None, reason="qwen3 vocabulary: pip install --no-deps dashscope"
 )
-
-
-def cli(monkeypatch, capsys, *args):
-    """`plc ARGS` through plc.cli.main in this process (exit status, stdout, stderr)."""
-    from plc.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["plc", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return SimpleNamespace(returncode=exit_.value.code, stdout=out.out, stderr=out.err)
 
 
 def make_docs(n: int = 40) -> list[str]:

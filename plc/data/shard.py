@@ -55,6 +55,7 @@ class ShardResult:
     docs_read: int
     text_bytes: int
     seconds: float
+    entropy_rate: float | None = None  # nats per token, for a synthetic source with a known floor
 
 
 def shard(
@@ -72,7 +73,7 @@ def shard(
 ) -> ShardResult:
     """Tokenize `source` into the token store `out` (default `data/<lang>.zarr`).
 
-    Without budgets every document is used and ~10 % of them (at least one) go to val. With both
+    A `markov:SEED[,…]` source is generated instead (see `_shard_markov`). Without budgets every document is used and ~10 % of them (at least one) go to val. With both
     budgets documents go to val at the rate val/(train+val) until each split holds exactly its
     budget; with only `train_tokens` val gets ~10 % of the documents read until train is full;
     with only `val_tokens` val takes documents until full and train all the rest.
@@ -87,6 +88,10 @@ def shard(
     out = Path(out) if out is not None else store_path("data", lang)
     if out.exists() and not force:
         raise PlcError(f"{out} exists; pass --force to overwrite it")
+    if source.startswith("markov:"):
+        return _shard_markov(
+            lang, out, source, tokenizer, train_tokens, val_tokens, seed, force, progress
+        )
     tok = get_tokenizer(tokenizer)
     src = open_source(source, lang)
     router = _Router(seed, train_tokens, val_tokens)
@@ -134,6 +139,79 @@ def shard(
         docs,
         text_bytes,
         time.perf_counter() - start,
+    )
+
+
+def _shard_markov(
+    lang: str,
+    out: Path,
+    source: str,
+    tokenizer: str,
+    train_tokens: int | None,
+    val_tokens: int | None,
+    seed: int,
+    force: bool,
+    progress: Callable[[ShardProgress], None] | None,
+) -> ShardResult:
+    """A store sampled from the chain named by `source`; `seed` picks the sample, not the chain.
+
+    Train and val are independent samples (documents of their own streams), so they never share
+    a stretch of the chain. Missing budgets take the control's defaults.
+    """
+    from plc.data import markov
+
+    spec = markov.parse_markov(source)
+    if tokenizer != "byte":
+        raise PlcError(f"markov sources write byte tokens; drop --tokenizer {tokenizer}")
+    if seed < 0:
+        raise PlcError(f"--seed must be non-negative for a markov source, got {seed}")
+    tok = get_tokenizer("byte")
+    chain = markov.draw_chain(spec)
+    budget = {
+        "train": train_tokens or markov.DEFAULT_TRAIN_TOKENS,
+        "val": val_tokens or markov.DEFAULT_VAL_TOKENS,
+    }
+    attrs = {
+        "lang": lang,
+        "tokenizer": tok.identity(),
+        "source": spec.describe(),
+        "seed": seed,
+        "entropy_rate": chain.entropy_rate,
+        "markov": chain.attrs(),
+    }
+    start = time.perf_counter()
+    docs = symbols = 0
+    done = {"train": 0, "val": 0}
+    with StoreWriter(out, attrs, force=force) as writer:
+        for split_id, split in enumerate(("train", "val")):
+            for tokens, count in markov.markov_tokens(
+                chain, budget[split], (seed, split_id), tok.eos_id
+            ):
+                writer.add(split, tokens, docs=count)
+                docs += count
+                symbols += int(np.count_nonzero(tokens != tok.eos_id))
+                done[split] += tokens.size
+                if progress:
+                    progress(
+                        ShardProgress(
+                            docs, symbols, done["train"], done["val"], sum(budget.values())
+                        )
+                    )
+        path = writer.commit()
+    c = writer.counts
+    return ShardResult(
+        str(path),
+        lang,
+        spec.describe(),
+        tok.name,
+        c["train_tokens"],
+        c["val_tokens"],
+        c["train_docs"],
+        c["val_docs"],
+        docs,
+        symbols,
+        time.perf_counter() - start,
+        chain.entropy_rate,
     )
 
 

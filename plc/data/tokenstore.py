@@ -1,7 +1,8 @@
 """The Zarr v3 token store (`data/<lang>.zarr`): the one place that knows its format.
 
 Group attributes: format, format_version, lang, tokenizer {name, vocab_size, eos_id, fingerprint},
-source, docs/tokens per split, plc_version. Arrays `train` and `val`: 1-D uint32 token ids,
+source, docs/tokens per split, plc_version; a synthetic store also `entropy_rate` (the floor of the
+next-token loss on it, nats per token) and its generator's parameters (e.g. `markov`). Arrays `train` and `val`: 1-D uint32 token ids,
 documents concatenated, each followed by EOS.
 """
 
@@ -44,6 +45,12 @@ class TokenStore:
     @property
     def tokenizer(self) -> dict[str, Any]:
         return dict(self.attrs.get("tokenizer", {}))
+
+    @property
+    def entropy_rate(self) -> float | None:
+        """The loss floor in nats per token when the store's source has one (markov:), else None."""
+        rate = self.attrs.get("entropy_rate")
+        return None if rate is None else float(rate)
 
 
 def open_store(path: str | os.PathLike) -> TokenStore:
@@ -251,6 +258,7 @@ class StoreInfo:
     sample_ids: list[int]  # the first tokens of train
     sample_text: str | None  # decoded, when this machine has the same tokenizer
     sample_note: str  # why there is no decoded text
+    entropy_rate: float | None  # the loss floor, nats per token, of a synthetic store
 
 
 def describe_store(path: str | os.PathLike, sample_tokens: int = 64) -> StoreInfo:
@@ -283,4 +291,5 @@ def describe_store(path: str | os.PathLike, sample_tokens: int = 64) -> StoreInf
         ids,
         text,
         note,
+        store.entropy_rate,
     )
