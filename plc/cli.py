@@ -968,6 +968,44 @@ def plot_cmd(
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
 
 
+@app.command("status")
+def status_cmd(
+    directory: Path = typer.Argument(Path("."), help="The study's folder (a plan's or demo's)."),
+    stale_minutes: float = typer.Option(
+        30.0, "--stale-minutes", help="In-progress files older than this are stale (job died)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Where a study stands, from its files alone: one row per run, stale jobs, time left."""
+    from plc.status import format_duration, run_rows, status
+
+    res = status(directory, stale_minutes=stale_minutes)
+    if as_json:
+        emit_json(res)
+        return
+    rows = run_rows(res.runs)
+    table = Table(title=f"{res.directory}" + (f" (plan: {Path(res.plan).name})" if res.plan else ""))
+    for col in rows[0] if rows else ():
+        table.add_column(col, justify="right" if col in ("tokens/s", "time left") else "left")
+    style = {"stale": "red", "unreadable": "red", "running": "green", "done": "dim"}
+    for r, cells in zip(res.runs, rows, strict=True):
+        table.add_row(*cells.values(), style=style.get(r.state))
+    console.print(table)
+    for r in res.runs:
+        for problem in r.problems:
+            err_console.print(f"[red]{r.folder}:[/red] {problem}", highlight=False)
+    for job in [j for r in res.runs for j in r.jobs] + res.jobs:
+        mark = "[red]stale[/red]" if job.stale else "[green]active[/green]"
+        console.print(
+            f"{mark} {job.path} ({job.what}, written {format_duration(job.minutes * 60)} ago)",
+            highlight=False,
+        )
+    if res.seconds_left is not None and res.seconds_left > 0:
+        console.print(
+            f"training left: {format_duration(res.seconds_left)} of compute at the measured rates"
+        )
+
+
 # -------------------------------------------------------------------------------- protocol
 
 
