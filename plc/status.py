@@ -150,9 +150,7 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
             elif m := METRIC_NAME.match(f):
                 kind, run_id, task, lang, suffix = m.groups()
                 found.metrics.append(MetricFile(path, kind, run_id, int(task), lang, suffix or ""))
-            elif f.endswith(".resume") or (
-                f.startswith(".") and f.endswith((".tmp", ".partial"))
-            ):
+            elif f.endswith(".resume") or (f.startswith(".") and f.endswith((".tmp", ".partial"))):
                 found.in_progress.append(path)
             elif f.endswith((".parquet", ".csv")) and not f.startswith("."):
                 found.other_tables.append(path)
