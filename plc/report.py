@@ -51,7 +51,7 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.2em 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure img { max-width: 100%; max-height: 640px; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 .note { color: #8a5a00; }
 .meta { color: #666; }
@@ -408,7 +408,9 @@ def _history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
             rows[-1][0] = f"{first}–{i}"
             rows[-1][1] += f" {task.get('lang', '')}"
         else:
-            text = ", ".join(f"{k} {_cell(v)}" for k, v in settings.items())
+            text = ", ".join(
+                f"{k} {'none' if v is None else _cell(v)}" for k, v in settings.items()
+            )
             rows.append([str(i), str(task.get("lang", "")), text])
         last = settings
     return rows
