@@ -12,6 +12,7 @@ in-progress file and "stale" one older than `stale_minutes` (its job died or han
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -186,6 +187,18 @@ def planned_work(plan: Path) -> PlannedWork:
     return PlannedWork(tasks, probes)
 
 
+def _last_write(path: Path) -> float:
+    """When a job last wrote to its file, or anywhere inside its folder (a partial store's chunks
+    go to subfolders, leaving the top folder's own time at its creation)."""
+    latest = path.stat().st_mtime
+    if path.is_dir():
+        for here, _, names in os.walk(path):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    latest = max(latest, os.stat(os.path.join(here, name)).st_mtime)
+    return latest
+
+
 def _job_run(path: Path, folder_runs: dict[Path, str]) -> str | None:
     """The run an in-progress file belongs to, from its name or its checkpoint folder."""
     if m := IN_PROGRESS_RUN.match(path.name):
@@ -243,7 +256,10 @@ def status(directory: str | os.PathLike = ".", *, stale_minutes: float = 30.0) -
     study_jobs = []
     by_run = {r.run_id: r for r in runs}
     for path in files.in_progress:
-        minutes = (now - path.stat().st_mtime) / 60
+        try:
+            minutes = (now - _last_write(path)) / 60
+        except FileNotFoundError:  # a write that finished since the walk
+            continue
         run_id = _job_run(path, folder_runs)
         what = "resume" if path.name.endswith(".resume") else path.suffix.lstrip(".")
         job = JobFile(str(path), what, minutes, minutes > stale_minutes, run_id)
@@ -339,7 +355,11 @@ def _probe_summary(status: RunStatus, probes: pl.DataFrame) -> None:
         if probes.height:
             status.onset_note = "not yet (from-scratch probe only)"
         return
-    (series,) = probe_series(probes.with_columns(pl.col("auc").cast(pl.Float64)), "first", None)
+    try:
+        (series,) = probe_series(probes.with_columns(pl.col("auc").cast(pl.Float64)), "first", None)
+    except PlcError as e:
+        status.onset_note = str(e)
+        return
     status.auc_change = series.value[-1]
     status.auc_change_task = series.task_index[-1]
     window = 3

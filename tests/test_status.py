@@ -78,8 +78,20 @@ def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
     old.write_bytes(b"")
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
+    # A token store being written: its chunks are fresh, its top folder's own time is not.
+    store = tmp_path / "data" / ".vi.zarr.partial"
+    (store / "train").mkdir(parents=True)
+    (store / "train" / "c0").write_bytes(b"tokens")
+    os.utime(store, (two_hours_ago, two_hours_ago))
 
     res = status(tmp_path, stale_minutes=30)
+    (shard,) = res.jobs
+    assert (shard.path, shard.what, shard.run_id, shard.stale) == (
+        str(store),
+        "partial",
+        None,
+        False,
+    )
     nano, micro = res.runs
     assert (nano.run_id, nano.tasks_done, nano.tasks_planned) == ("nano-s0", 6, 8)
     assert (nano.probes_done, nano.probes_planned) == (3, 4)
