@@ -15,7 +15,7 @@ import html
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,21 +73,18 @@ def report(
     directory: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    stale_minutes: float = 30.0,
     force: bool = False,
 ) -> ReportResult:
     """`plc report`: write the HTML page of the study in `directory` to `out`."""
-    from plc.status import status
+    from plc.status import find_study_files, study_status
     from plc.store import atomic_path, check_output, read_metrics
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise PlcError(f"--out must end in .html (got {out.name})")
     check_output(out, force)
-    state = status(directory, stale_minutes=stale_minutes)
-    from plc.status import find_study_files
-
     files = find_study_files(directory)
+    state = study_status(files)
     diag = read_metrics(files.metric_files("diagnose"), "diagnose")
     page = _Page()
     page.add_status(state)
@@ -112,7 +109,9 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int] = frozenset()):
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Collection[int] = ()
+) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join(
         "<tr>"
@@ -143,7 +142,13 @@ class _Page:
         self.notes.append(text)
         self.p(text, "note")
 
-    def table(self, title: str, headers, rows, numeric: set[int] = frozenset()) -> None:
+    def table(
+        self,
+        title: str,
+        headers: Sequence[str],
+        rows: list[list[Any]],
+        numeric: Collection[int] = (),
+    ) -> None:
         self.tables.append(title)
         shown = rows[:MAX_TABLE_ROWS]
         self.parts.append(_table(headers, shown, numeric))

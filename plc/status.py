@@ -213,13 +213,17 @@ def _job_run(path: Path, folder_runs: dict[Path, str]) -> str | None:
 
 def status(directory: str | os.PathLike = ".", *, stale_minutes: float = 30.0) -> StatusResult:
     """`plc status`: one row per run of the study in `directory`, from its files alone."""
+    return study_status(find_study_files(directory), stale_minutes=stale_minutes)
+
+
+def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusResult:
+    """The status of the study whose files `find_study_files` found."""
     import polars as pl
 
     from plc.store import checkpoint_meta, read_metrics
 
     if not stale_minutes > 0:
         raise PlcError(f"--stale-minutes must be positive, got {stale_minutes}")
-    files = find_study_files(directory)
     plan = planned_work(files.plan) if files.plan else None
     now = time.time()
 
