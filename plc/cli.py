@@ -972,6 +972,92 @@ def plot_cmd(
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
 
 
+@app.command("status")
+def status_cmd(
+    directory: Path = typer.Argument(Path("."), help="The study's folder (a plan's or demo's)."),
+    stale_minutes: float = typer.Option(
+        30.0, "--stale-minutes", help="In-progress files older than this are stale (job died)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Where a study stands, from its files alone: one row per run, stale jobs, time left."""
+    from plc.status import format_duration, run_rows, status
+
+    res = status(directory, stale_minutes=stale_minutes)
+    if as_json:
+        emit_json(res)
+        return
+    rows = run_rows(res.runs)
+    table = Table(
+        title=f"{res.directory}" + (f" (plan: {Path(res.plan).name})" if res.plan else "")
+    )
+    for col in rows[0] if rows else ():
+        table.add_column(col, justify="right" if col in ("tokens/s", "time left") else "left")
+    style = {"stale": "red", "unreadable": "red", "running": "green", "done": "dim"}
+    for r, cells in zip(res.runs, rows, strict=True):
+        table.add_row(*cells.values(), style=style.get(r.state))
+    console.print(table)
+    for r in res.runs:
+        for problem in r.problems:
+            err_console.print(f"[red]{r.folder}:[/red] {problem}", highlight=False)
+    for job in [j for r in res.runs for j in r.jobs] + res.jobs:
+        mark = "[red]stale[/red]" if job.stale else "[green]active[/green]"
+        console.print(
+            f"{mark} {job.path} ({job.what}, written {format_duration(job.minutes * 60)} ago)",
+            highlight=False,
+        )
+    if res.seconds_left is not None and res.seconds_left > 0:
+        console.print(
+            f"training left: {format_duration(res.seconds_left)} of compute at the measured rates"
+        )
+
+
+@app.command("report")
+def report_cmd(
+    directory: Path = typer.Argument(..., help="The study's folder (a plan's or demo's)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The HTML page to write."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A study on one self-contained HTML page: onsets, fits, figures, correlates, provenance."""
+    from plc.report import report
+
+    res = report(directory, out, force=force)
+    if as_json:
+        emit_json(res)
+        return
+    for note in res.notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(
+        f"wrote [bold]{res.path}[/bold] ({res.bytes / 1e6:.1f} MB): {res.runs} runs, "
+        f"{len(res.figures)} figures, {len(res.tables)} tables"
+    )
+
+
+metrics_app = typer.Typer(help="Metric files: convert them for other tools.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("tensorboard")
+def metrics_tensorboard_cmd(
+    inputs: list[str] = typer.Argument(..., help="Metric files, globs or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="TensorBoard folder (one run per plc run)."),
+    force: bool = typer.Option(False, "--force", help="Replace a run's existing event files."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write finished metric files as TensorBoard event files (`tensorboard --logdir OUT`)."""
+    from plc.tracking import metrics_to_tensorboard
+
+    res = metrics_to_tensorboard(inputs, out, force=force)
+    if as_json:
+        emit_json(res)
+        return
+    console.print(
+        f"wrote [bold]{res.out}[/bold]: {len(res.runs)} runs, {res.scalars:,} values from "
+        f"{res.metric_files} metric files (view with `tensorboard --logdir {res.out}`)"
+    )
+
+
 # -------------------------------------------------------------------------------- protocol
 
 

@@ -66,3 +66,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """A finished tiny-preset study (`plc demo` layout: Makefile, <size>/cN.pt, metrics/): nano and
+    micro, one cycle, probes after zh, de, ru and from scratch, a diagnose at task 8. Built once
+    per session (~30 s); tests copy it before changing anything."""
+    from plc.cli import run_argv
+    from plc.demo import demo
+
+    out = tmp_path_factory.mktemp("tiny-study") / "study"
+    demo(out, sizes=["nano", "micro"], cycles=1, preset="tiny", workers=2, execute=run_argv)
+    return out

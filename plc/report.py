@@ -1,0 +1,440 @@
+"""`plc report`: a study on one self-contained HTML page.
+
+Everything the study's files allow, in the order a reader asks for it: where the study stands
+(plc status), the onset of plasticity loss per run, the four fits of Table V and the law, every
+figure `plc plot` can draw from the metrics present, the correlates per diagnose, any other
+tables of the study (transfer, mitigations), and how it was made (the task histories in the
+checkpoints, the plan file, the versions). Figures are PNGs inside the page (base64), styles are
+inline, there is no script: the file opens anywhere without a network, and can be mailed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plc import __version__
+from plc.errors import PlcError
+from plc.onset import MODELS
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from plc.onset import Fit, ProbeSeries
+    from plc.status import StatusResult, StudyFiles
+
+WINDOW = 3  # App. B's moving average
+MAX_TABLE_ROWS = 200
+CORRELATE_COLUMNS = (
+    ("param_abs_mean", "mean |θ|", "{:.5g}"),
+    ("dormant_pct", "dormant %", "{:.2f}"),
+    ("lazy_pct", "lazy heads %", "{:.1f}"),
+    ("collapsed_pct", "collapsed heads %", "{:.1f}"),
+    ("effective_rank", "effective rank (layer mean)", "{:.2f}"),
+    ("stable_rank", "stable rank (layer mean)", "{:.3f}"),
+)
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; max-height: 640px; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+.note { color: #8a5a00; }
+.meta { color: #666; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+@dataclass
+class ReportResult:
+    path: str
+    runs: int
+    figures: list[str]  # captions of the figures drawn
+    tables: list[str]  # titles of the tables written
+    notes: list[str] = field(default_factory=list)  # what could not be shown, and why
+    bytes: int = 0
+
+
+def report(
+    directory: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+) -> ReportResult:
+    """`plc report`: write the HTML page of the study in `directory` to `out`."""
+    from plc.status import find_study_files, study_status
+    from plc.store import atomic_path, check_output, read_metrics
+
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise PlcError(f"--out must end in .html (got {out.name})")
+    check_output(out, force)
+    files = find_study_files(directory)
+    state = study_status(files)
+    diag = read_metrics(files.metric_files("diagnose"), "diagnose")
+    page = _Page()
+    page.add_status(state)
+    series = page.add_onsets(files)
+    page.add_fits(series)
+    page.add_figures(files, diag)
+    page.add_correlates(diag)
+    page.add_other_tables(files)
+    page.add_provenance(files, state)
+    text = page.render(state)
+    with atomic_path(out, force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return ReportResult(
+        str(out), len(state.runs), page.figures, page.tables, page.notes, len(text.encode())
+    )
+
+
+# ------------------------------------------------------------------------------------- page
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Collection[int] = ()
+) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_esc(c)}</td>' if i in numeric else f"<td>{_esc(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class _Page:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.figures: list[str] = []
+        self.tables: list[str] = []
+        self.notes: list[str] = []
+
+    def h2(self, title: str, anchor: str) -> None:
+        self.parts.append(f'<h2 id="{anchor}">{_esc(title)}</h2>')
+
+    def p(self, text: str, cls: str = "") -> None:
+        self.parts.append(f'<p class="{cls}">{_esc(text)}</p>' if cls else f"<p>{_esc(text)}</p>")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.p(text, "note")
+
+    def table(
+        self,
+        title: str,
+        headers: Sequence[str],
+        rows: list[list[Any]],
+        numeric: Collection[int] = (),
+    ) -> None:
+        self.tables.append(title)
+        shown = rows[:MAX_TABLE_ROWS]
+        self.parts.append(_table(headers, shown, numeric))
+        if len(rows) > len(shown):
+            self.p(f"(first {len(shown)} of {len(rows)} rows)", "meta")
+
+    # ---------------------------------------------------------------------------- sections
+
+    def add_status(self, state: StatusResult) -> None:
+        from plc.status import format_duration, run_rows
+
+        self.h2("Where the study stands", "status")
+        rows = run_rows(state.runs)
+        if rows:
+            headers = list(rows[0])
+            numeric = {headers.index("tokens/s"), headers.index("time left")}
+            self.table("status", headers, [list(r.values()) for r in rows], numeric)
+        jobs = [j for r in state.runs for j in r.jobs] + state.jobs
+        for j in jobs:
+            mark = "stale" if j.stale else "active"
+            self.p(f"{mark}: {j.path} ({j.what}, written {format_duration(j.minutes * 60)} ago)")
+        if state.seconds_left:
+            self.p(f"Training left: {format_duration(state.seconds_left)} of compute.")
+
+    def add_onsets(self, files: StudyFiles) -> list[ProbeSeries]:
+        """Onset per run as `plc fit-onset --probe-after all --window 3` finds it."""
+        import polars as pl
+
+        from plc.onset import find_onset, format_count, probe_series
+        from plc.store import read_metrics
+
+        self.h2("Onset of plasticity loss", "onset")
+        probes = read_metrics(files.metric_files("probe"), "probe")
+        if probes.height == 0:
+            self.note("No probe metrics yet: no onset.")
+            return []
+        self.p(
+            "Per run: the probe AUC normalised by eq. 1 (% change relative to the first probe), "
+            f"a centred moving average of {WINDOW} (App. B), the onset at its minimum "
+            "(as plc fit-onset --probe-after all). Every probe in the metric files is used."
+        )
+        found: list[ProbeSeries] = []
+        rows = []
+        for run_id in sorted(set(probes["run_id"].to_list())):
+            try:
+                (s,) = probe_series(probes.filter(pl.col("run_id") == run_id), "first", None)
+            except PlcError as e:
+                rows.append([run_id, "", "", "", "", "", "", str(e)])
+                continue
+            latest = f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})"
+            row = [run_id, s.size, f"{s.n_params:,}", s.n_probes, latest]
+            try:
+                find_onset(s, WINDOW)
+            except PlcError as e:
+                rows.append([*row, "", "", str(e)])
+                continue
+            found.append(s)
+            rows.append([*row, s.onset, format_count(s.onset_tokens or 0), ""])
+        headers = ["run", "size", "n_params", "probes", "latest ΔAUC", "onset (task)"]
+        headers += ["onset (tokens)", "note"]
+        found.sort(key=lambda s: (s.n_params, s.run_id))
+        self.table("onsets", headers, rows, numeric={2, 3, 5, 6})
+        return found
+
+    def add_fits(self, series: list[ProbeSeries]) -> None:
+        import numpy as np
+
+        from plc.onset import MIN_FIT_POINTS, fit_model
+
+        self.h2("Scaling law: the four fits of Table V", "fits")
+        p = np.array([s.n_params for s in series], dtype=float)
+        t = np.array([s.onset for s in series], dtype=float)
+        if p.size < MIN_FIT_POINTS or np.unique(p).size < 2:
+            self.note(
+                f"A fit needs onsets of at least {MIN_FIT_POINTS} runs of at least two sizes; "
+                f"the study has {p.size} run(s) with an onset."
+            )
+            return
+        fits: list[Fit] = []
+        for model in MODELS:
+            try:
+                fits.append(fit_model(model, p, t))
+            except PlcError as e:
+                self.note(f"{model}: {e}")
+        rows = [
+            [
+                f.model,
+                f.formula,
+                f"{f.a:.6g} ± {f.a_se:.3g}",
+                f"{f.b:.6g} ± {f.b_se:.3g}",
+                f"{f.r2:.4f}",
+                f"{f.rmse:.3f}",
+                f"{f.loo_rmse:.3f}",
+                f.law,
+            ]
+            for f in fits
+        ]
+        headers = ["model", "formula", "a ± SE", "b ± SE", "R²", "RMSE", "RMSE leave-one-out"]
+        self.table("fits", [*headers, "law"], rows, numeric={2, 3, 4, 5, 6})
+        law = next((f.law for f in fits if f.model == "loglog"), None)
+        if law:
+            self.parts.append(f"<p>The law (eq. 2, log-log): <strong>{_esc(law)}</strong></p>")
+
+    def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
+        from plc.plot import plot
+
+        self.h2("Figures", "figures")
+        inputs = files.metric_files("probe") + files.metric_files("diagnose")
+        if not inputs:
+            self.note("No probe or diagnose metrics yet: no figures.")
+            return
+        with tempfile.TemporaryDirectory(prefix="plc-report-") as tmp:
+            for i, (kind, options, caption) in enumerate(_figure_list(diag)):
+                out = Path(tmp) / f"{i}.png"
+                try:
+                    res = plot(
+                        kind, inputs, out, probe_after=None, window=WINDOW, **options, force=True
+                    )
+                except PlcError as e:
+                    self.note(f"{caption}: not drawn ({e})")
+                    continue
+                data = base64.b64encode(out.read_bytes()).decode("ascii")
+                self.figures.append(caption)
+                self.parts.append(
+                    f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{_esc(caption)}</figcaption></figure>"
+                )
+                for n in res.notes:
+                    self.note(f"{caption}: {n}")
+
+    def add_correlates(self, diag: pl.DataFrame) -> None:
+        import polars as pl
+
+        self.h2("Correlates (plc diagnose)", "correlates")
+        if diag.height == 0:
+            self.note("No diagnose metrics yet.")
+            return
+        whole = diag.filter(pl.col("head").is_null())
+        # Whole-model values as they are; per-layer ranks as their mean over layers.
+        per_task = whole.group_by("run_id", "n_params", "task_index", "cycle", "metric").agg(
+            pl.when(pl.col("layer").is_null().any())
+            .then(pl.col("value").filter(pl.col("layer").is_null()).mean())
+            .otherwise(pl.col("value").mean())
+            .alias("value")
+        )
+        present = [c for c in CORRELATE_COLUMNS if c[0] in set(per_task["metric"].to_list())]
+        wide = per_task.pivot(
+            on="metric", index=["run_id", "n_params", "task_index", "cycle"], values="value"
+        ).sort("n_params", "run_id", "task_index")
+        rows = [
+            [
+                r["run_id"],
+                r["task_index"],
+                r["cycle"],
+                *(
+                    "" if r.get(m) is None else fmt.format(r[m])  # noqa: B023
+                    for m, _, fmt in present
+                ),
+            ]
+            for r in wide.iter_rows(named=True)
+        ]
+        headers = ["run", "task", "cycle", *(label for _, label, _ in present)]
+        self.table("correlates", headers, rows, numeric=set(range(1, len(headers))))
+
+    def add_other_tables(self, files: StudyFiles) -> None:
+        """Tables of the study that are neither metric files nor the onset table: the transfer
+        and mitigation tables where a study has them, shown as they are."""
+        import polars as pl
+
+        tables = [p for p in files.other_tables if p.name != "onset.parquet"]
+        if not tables:
+            return
+        self.h2("Other tables of the study", "tables")
+        for path in sorted(tables):
+            try:
+                df = pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+            except Exception as e:
+                self.note(f"{path}: not readable ({type(e).__name__})")
+                continue
+            self.parts.append(f"<h3>{_esc(path.relative_to(files.root))}</h3>")
+            rows = [[_cell(v) for v in row] for row in df.iter_rows()]
+            self.table(str(path.name), df.columns, rows)
+
+    def add_provenance(self, files: StudyFiles, state: StatusResult) -> None:
+        from plc.store import checkpoint_meta
+
+        self.h2("How it was made", "provenance")
+        for r in state.runs:
+            if not r.last_checkpoint:
+                continue
+            try:
+                meta = checkpoint_meta(r.last_checkpoint)
+            except PlcError as e:
+                self.note(str(e))
+                continue
+            tok = meta.get("tokenizer") or {}
+            self.parts.append(f"<h3>{_esc(r.run_id)}</h3>")
+            self.p(
+                f"{Path(r.last_checkpoint).name}: size {meta.get('size')}, "
+                f"{int(meta.get('n_params', 0)):,} non-embedding parameters, seed {meta.get('seed')}, "
+                f"tokenizer {tok.get('name')} (fingerprint {tok.get('fingerprint')}), "
+                f"{int(meta.get('tokens_seen', 0)):,} tokens seen, "
+                f"written by plc {meta.get('plc_version')}.",
+                "meta",
+            )
+            rows = _history_rows(meta.get("history") or [])
+            if rows:
+                self.table(f"history {r.run_id}", ["tasks", "languages", "settings"], rows)
+        if files.plan is not None:
+            text = files.plan.read_text(errors="replace")
+            self.parts.append(
+                f"<details><summary>The plan: {_esc(files.plan.name)} "
+                f"({text.count(chr(10))} lines)</summary><pre>{_esc(text)}</pre></details>"
+            )
+        self.p("Report written with " + ", ".join(_versions()) + ".", "meta")
+
+    def render(self, state: StatusResult) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.checked_at))
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>plc study report: {_esc(state.directory)}</title>"
+            f"<style>{STYLE}</style></head><body>"
+            f"<h1>plc study report</h1><p class=meta>{_esc(state.directory)}, {when}, "
+            f"{len(state.runs)} run(s)</p>" + "\n".join(self.parts) + "</body></html>\n"
+        )
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _figure_list(diag: pl.DataFrame) -> list[tuple[str, dict[str, Any], str]]:
+    """Every figure of `plc plot` with its caption; entropy for the first and last layer."""
+    figs: list[tuple[str, dict[str, Any], str]] = [
+        ("auc", {}, "Fig. 2: probe AUC over training, % change relative to the first probe"),
+        ("auc", {"x": "tokens"}, "Fig. 4: the same against training tokens"),
+        ("probing", {}, "Fig. 9: normalised AUC per probe, moving average and onset"),
+        ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size, four fits"),
+        ("correlates", {}, "Fig. 5 / 7 / 11: correlates over cycles, the onset in red"),
+        ("dormant-layers", {}, "Fig. 6: dormant MLP units per layer"),
+    ]
+    layers = []
+    if diag.height and "head" in diag.columns:
+        import polars as pl
+
+        heads = diag.filter((pl.col("metric") == "entropy") & pl.col("head").is_not_null())
+        layers = sorted(set(heads["layer"].drop_nulls().to_list()))
+    for layer in dict.fromkeys([layers[0], layers[-1]]) if layers else [None]:
+        where = f", layer {layer} (0-based)" if layer is not None else ""
+        figs.append(("entropy", {"layer": layer}, f"Fig. 7 bottom: attention entropy{where}"))
+    return figs
+
+
+def _history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
+    """Consecutive tasks trained with the same settings, one row each."""
+    rows: list[list[str]] = []
+    last: dict[str, Any] | None = None
+    for i, task in enumerate(history, 1):
+        settings = {k: v for k, v in task.items() if k != "lang"}
+        if settings == last:
+            first = rows[-1][0].split("–")[0]
+            rows[-1][0] = f"{first}–{i}"
+            rows[-1][1] += f" {task.get('lang', '')}"
+        else:
+            text = ", ".join(
+                f"{k} {'none' if v is None else _cell(v)}" for k, v in settings.items()
+            )
+            rows.append([str(i), str(task.get("lang", "")), text])
+        last = settings
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _versions() -> list[str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [f"plc {__version__}", f"Python {platform.python_version()}"]
+    for pkg in ("torch", "numpy", "polars", "matplotlib"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return out

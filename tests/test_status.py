@@ -1,0 +1,149 @@
+"""plc status: a study's state from its files alone, checked against the files themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+
+import polars as pl
+import pytest
+from conftest import assert_bad_input, run_plc
+
+from plc.errors import PlcError
+from plc.status import find_study_files, planned_work, status
+
+
+def _probe_auc(metrics, run_id: str, task: int) -> float:
+    (path,) = metrics.glob(f"probe-{run_id}-t{task}-*-vi.parquet")
+    return float(pl.read_parquet(path)["auc"][0])
+
+
+def _median_rate(path) -> float:
+    return statistics.median(pl.read_parquet(path)["tokens_per_s"].to_list())
+
+
+def test_finished_study(tiny_study):
+    res = status(tiny_study)
+    metrics = tiny_study / "metrics"
+    assert [r.run_id for r in res.runs] == ["micro-s0", "nano-s0"]
+    for r in res.runs:
+        assert (r.tasks_done, r.tasks_planned, r.cycles_done, r.cycles_planned) == (8, 8, 1, 1)
+        assert r.last_checkpoint == str(tiny_study / r.size / "c8.pt") and r.last_lang == "ru"
+        assert (r.probes_done, r.probes_planned) == (4, 4)  # from scratch, after zh, de, ru
+        assert r.state == "done" and r.jobs == [] and r.seconds_left == 0
+        # eq. 1 against the first continual probe (task 2, after zh)
+        first, last = _probe_auc(metrics, r.run_id, 2), _probe_auc(metrics, r.run_id, 8)
+        assert r.auc_change == pytest.approx(100 * (last / first - 1), rel=1e-12)
+        assert r.auc_change_task == 8
+        # One smoothed point of three probes: its minimum is the latest, no onset yet.
+        assert r.onset is None and r.onset_note.startswith("not yet")
+        diag = pl.read_parquet(metrics / f"diagnose-{r.run_id}-t8-ru.parquet")
+        whole = diag.filter(pl.col("metric") == "dormant_pct", pl.col("layer").is_null())
+        assert r.last_diagnose == 8
+        assert r.diagnose["dormant_pct"] == pytest.approx(whole["value"][0])
+        assert r.tokens_per_s == pytest.approx(
+            _median_rate(metrics / f"train-{r.run_id}-t8-ru.parquet")
+        )
+    assert res.seconds_left == 0 and res.jobs == []
+
+
+def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
+    """`plc plan -o DIR/Makefile` layout (DIR/runs/<size>/, DIR/runs/metrics/); nano stopped
+    after task 6 with task 7 saving resumable state, a stale temporary file, micro not started."""
+    from plc.plan import build_plan
+
+    plan = build_plan(
+        "continual",
+        sizes=["nano", "micro"],
+        cycles=1,
+        preset="tiny",
+        probe_after=["zh", "de", "ru"],
+        out_dir="runs",
+    )
+    (tmp_path / "Makefile").write_text(plan.makefile())
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_study / "nano", runs / "nano")
+    metrics = runs / "metrics"
+    metrics.mkdir()
+    for f in (tiny_study / "metrics").glob("*nano-s0*.parquet"):
+        if "-t8-" not in f.name:  # task 7's train file stays: the rows its last save wrote
+            shutil.copy(f, metrics)
+    for k in (7, 8):
+        (runs / "nano" / f"c{k}.pt").unlink()
+    (runs / "nano" / "c7.pt.resume").write_bytes(b"state")
+    old = runs / "nano" / ".c7.pt.abcd.tmp"
+    old.write_bytes(b"")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    # A token store being written: its chunks are fresh, its top folder's own time is not.
+    store = tmp_path / "data" / ".vi.zarr.partial"
+    (store / "train").mkdir(parents=True)
+    (store / "train" / "c0").write_bytes(b"tokens")
+    os.utime(store, (two_hours_ago, two_hours_ago))
+
+    res = status(tmp_path, stale_minutes=30)
+    (shard,) = res.jobs
+    assert (shard.path, shard.what, shard.run_id, shard.stale) == (
+        str(store),
+        "partial",
+        None,
+        False,
+    )
+    nano, micro = res.runs
+    assert (nano.run_id, nano.tasks_done, nano.tasks_planned) == ("nano-s0", 6, 8)
+    assert (nano.probes_done, nano.probes_planned) == (3, 4)
+    assert nano.last_checkpoint.endswith("c6.pt") and nano.last_lang == "de"
+    assert nano.state == "stale"
+    jobs = {os.path.basename(j.path): j for j in nano.jobs}
+    assert jobs["c7.pt.resume"].what == "resume" and not jobs["c7.pt.resume"].stale
+    assert jobs[".c7.pt.abcd.tmp"].stale and jobs[".c7.pt.abcd.tmp"].minutes >= 119
+    # Two tasks and one probe of 2,048 tokens are left, less task 7's saved 2,048 tokens, at the
+    # median rate of task 6 (the latest finished task).
+    rate = _median_rate(metrics / "train-nano-s0-t6-de.parquet")
+    assert nano.tokens_per_s == pytest.approx(rate)
+    assert nano.seconds_left == pytest.approx((3 * 2048 - 2048) / rate)
+    assert (micro.size, micro.state, micro.tasks_planned) == ("micro", "not started", 8)
+    assert res.seconds_left is None  # micro has no measured rate yet
+
+
+def test_metrics_folder_alone(tiny_study):
+    res = status(tiny_study / "metrics")
+    nano = next(r for r in res.runs if r.run_id == "nano-s0")
+    assert nano.last_checkpoint is None and nano.tasks_done == 8 and nano.last_lang == "ru"
+    assert (nano.probes_done, nano.probes_planned, nano.state) == (4, None, "")
+    assert nano.size == "nano" and nano.n_params > 0
+
+
+def test_planned_work_of_a_plan_makefile(tmp_path):
+    from plc.plan import build_plan
+
+    plan = build_plan(
+        "continual", sizes=["nano"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
+    )
+    (tmp_path / "Makefile").write_text(plan.makefile())
+    work = planned_work(tmp_path / "Makefile")
+    assert work.tasks == {"nano": 16}
+    probed = [(2, "zh"), (6, "de"), (8, "ru"), (10, "zh"), (14, "de"), (16, "ru")]
+    assert work.probes == {
+        "nano-s0": {"probe-nano-s0-t0-init-vi-scratch.parquet"}
+        | {f"probe-nano-s0-t{t}-{lang}-vi.parquet" for t, lang in probed}
+    }
+
+
+def test_folder_without_plc_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(PlcError, match="no plc files"):
+        find_study_files(tmp_path)
+    assert_bad_input(run_plc("status", tmp_path), "no plc files")
+    assert_bad_input(run_plc("status", tmp_path / "absent"), "no folder")
+
+
+def test_cli_json(tiny_study):
+    proc = run_plc("status", tiny_study, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["run_id"] for r in out["runs"]] == ["micro-s0", "nano-s0"]
+    assert all(r["state"] == "done" and r["probes_planned"] == 4 for r in out["runs"])
