@@ -29,7 +29,7 @@ def test_continual_plan_has_the_protocol_shape():
     assert langs == [*CYCLE, *CYCLE]
     # Each task trains the previous checkpoint: c(k-1) → c(k).
     first = by_stage["train"][0]
-    assert first.deps[0].endswith("nano/c0.pt") and first.target.endswith("nano/c1.pt")
+    assert first.deps[0].endswith("nano-s0/c0.pt") and first.target.endswith("nano-s0/c1.pt")
     # Probes after zh, de, ru of both cycles, plus one from-scratch baseline, per size.
     probes = [j for j in by_stage["probe"] if "micro" in j.target]
     assert len(probes) == 1 + 3 * 2
@@ -59,8 +59,8 @@ def test_makefile_is_readable_and_uses_the_launcher():
     )
     text = plan.makefile()
     assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
-    assert "$(RUNS)/nano/c3.pt: $(RUNS)/nano/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
-    assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano/c2.pt" in text
+    assert "$(RUNS)/nano-s0/c3.pt: $(RUNS)/nano-s0/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
+    assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano-s0/c2.pt" in text
     # One size: its onset but no fits; two probes: no moving average.
     assert "\t$(PLC) fit-onset $^ --model none --probe-after ru --window 1 " in text
     assert "figures/onset.png" not in text and "figures/probing.png" in text
@@ -133,14 +133,14 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
     assert _make(["-q"], tmp_path).returncode == 0
     assert "Nothing to be done" in _make([], tmp_path).stdout
     # Recovery: a lost checkpoint is rebuilt, identical, with only what depends on it.
-    last = tmp_path / "runs" / "micro" / "c16.pt"
+    last = tmp_path / "runs" / "micro-s0" / "c16.pt"
     before = last.read_bytes()
     last.unlink()
     assert _make(["-q"], tmp_path).returncode != 0
     proc = _make(["-j2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert last.read_bytes() == before
-    assert "nano/c" not in proc.stdout  # the other size was not touched
+    assert "nano-s0/c" not in proc.stdout  # the other size was not touched
     assert _make(["-q"], tmp_path).returncode == 0
 
 
