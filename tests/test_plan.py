@@ -144,14 +144,25 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
     assert _make(["-q"], tmp_path).returncode == 0
 
 
+def _has_continue() -> bool:
+    return "--continue" in run_plc("train-task", "--help").stdout
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["plc-continual", "plc-stationary"])
-def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
+@pytest.mark.parametrize(
+    "script, reset",
+    [("plc-continual", ""), ("plc-stationary", "1"), ("plc-stationary", "")],
+    ids=["continual", "stationary-reset", "stationary-continue"],
+)
+def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script, reset):
+    if script == "plc-stationary" and not reset and not _has_continue():
+        pytest.skip("train-task has no --continue yet (the stationary script's default)")
     env = {
         **os.environ,
         "DATA": str(tmp_path / "data"),
         "PLC": f"{sys.executable} -m plc",
         "PLC_THREADS": "1",
+        "RESET_OPTIMIZER": reset,
     }
     argv = [str(Path(__file__).parents[1] / "bin" / script), "nano", "1", "tiny"]
     argv.append(str(tmp_path / "run"))
@@ -162,6 +173,8 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
     probes = [p for p in outputs if p.name.startswith("probe-")]
     assert len(probes) == (1 + 3 if script == "plc-continual" else 1 + 8)
     assert len([p for p in outputs if p.name.startswith("diagnose-")]) == 1
+    run = "nano-s0-reset" if reset else "nano-s0"
+    assert all(p.name.startswith(f"probe-{run}-t") for p in probes)
     assert "Onset of plasticity loss per run" in proc.stdout
     # A rerun skips everything that exists (as the header promises): no file is written again.
     stamps = {p: p.stat().st_mtime_ns for p in outputs}
@@ -169,3 +182,33 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
     assert sorted((tmp_path / "run").rglob("*.p*")) == outputs
+
+
+@pytest.mark.slow
+def test_bin_continual_with_another_cycle_and_probe_language(tmp_path):
+    env = {**os.environ, "DATA": str(tmp_path / "data"), "PLC": f"{sys.executable} -m plc"}
+    script = str(Path(__file__).parents[1] / "bin" / "plc-continual")
+    argv = [script, "--cycle", "en,fr", "--probe-lang", "de", "nano", "2", "tiny"]
+    proc = subprocess.run(
+        [*argv, str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "de.zarr",
+        "en.zarr",
+        "fr.zarr",
+    ]
+    probes = sorted(p.name for p in (tmp_path / "run" / "metrics").glob("probe-*"))
+    assert probes == [
+        "probe-nano-s0-t0-init-de-scratch.parquet",
+        "probe-nano-s0-t2-fr-de.parquet",
+        "probe-nano-s0-t4-fr-de.parquet",
+    ]
+    diag = pl.read_parquet(tmp_path / "run" / "metrics" / "diagnose-nano-s0-t4-fr.parquet")
+    assert diag.height > 0
+    bad = subprocess.run(
+        [script, "--probe-lang", "en", "nano"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "plc-continual: --probe-lang en is in the cycle en,zh,fr,ja,es,de,pt,ru"
+    ]
