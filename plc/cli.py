@@ -43,6 +43,9 @@ MetricsOpt = typer.Option(Path("metrics"), "--metrics", help="Folder of metric f
 PresetOpt = typer.Option(
     None, "--preset", help="Protocol preset for the defaults (default: the checkpoint's)."
 )
+EvalSeedOpt = typer.Option(
+    None, "--eval-seed", help="Seed of the random evaluation windows (default: the run's)."
+)
 
 
 def train_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -568,6 +571,12 @@ def train_task_cmd(
     data: Path = DataOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
     metrics: Path = MetricsOpt,
+    continue_run: bool = typer.Option(
+        False,
+        "--continue/--reset-optimizer",
+        help="Continue the input's optimizer and schedule (one warm-up per run: the stationary "
+        "problem) instead of the protocol's reset at every task (§IV-B, the default).",
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
     options: Any = None,
@@ -596,6 +605,7 @@ def train_task_cmd(
             data=data,
             out=out,
             metrics=metrics,
+            continue_run=continue_run,
             force=force,
             on_step=on_step,
         )
@@ -625,6 +635,7 @@ def eval_cmd(
     preset: str = PresetOpt,
     seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (paper: 1,280)."),
     seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
+    eval_seed: int = EvalSeedOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
@@ -639,15 +650,22 @@ def eval_cmd(
         preset=preset,
         seqs=seqs,
         seq_len=seq_len,
+        eval_seed=eval_seed,
         batch_size=batch_size,
         device=device,
     )
     if as_json:
         emit_json(res)
         return
+    floor = (
+        f"; {res.excess_loss:.4f} above the entropy floor {res.entropy_rate:.4f}"
+        if res.entropy_rate is not None
+        else ""
+    )
     console.print(
         f"{ckpt} on {lang}: validation loss [bold]{res.loss:.4f}[/bold] nats/token over "
-        f"{res.seqs:,} × {res.seq_len:,} tokens ({res.tokens_per_s:,.0f} tokens/s)"
+        f"{res.seqs:,} × {res.seq_len:,} tokens (windows of seed {res.eval_seed}; "
+        f"{res.tokens_per_s:,.0f} tokens/s){floor}"
     )
 
 
@@ -660,6 +678,13 @@ def probe(
     metrics: Path = MetricsOpt,
     eval_every: int = typer.Option(None, "--eval-every", help="Steps between evals (paper 95)."),
     eval_seqs: int = typer.Option(None, "--eval-seqs", help="Fixed val windows (paper 1,280)."),
+    eval_seed: int = EvalSeedOpt,
+    repeats: int = typer.Option(
+        1, "--repeats", help="Probe K times with probe seeds S…S+K−1 on the same windows."
+    ),
+    probe_seed: int = typer.Option(
+        None, "--probe-seed", help="Seed S of the probe's batches (default: the run's)."
+    ),
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Probe a fresh init of the same config and seed (App. B)."
     ),
@@ -695,6 +720,9 @@ def probe(
             metrics=metrics,
             eval_every=eval_every,
             eval_seqs=eval_seqs,
+            eval_seed=eval_seed,
+            repeats=repeats,
+            probe_seed=probe_seed,
             from_scratch=from_scratch,
             keep=keep,
             force=force,
@@ -708,10 +736,18 @@ def probe(
         return
     resumed = f", resumed at step {res.resumed_from}" if res.resumed_from else ""
     kept = f"; kept the trained copy as {res.kept}" if res.kept else ""
+    n = len(res.repeats)
+    spread = f" ± {res.auc_sd:.4f} (SD of {n} probe seeds)" if n > 1 else ""
+    floor = (
+        f"; final loss {res.final_excess_loss:.4f} above the entropy floor {res.entropy_rate:.4f}"
+        if res.entropy_rate is not None
+        else ""
+    )
     console.print(
         f"probe of {ckpt}{' (from scratch)' if res.from_scratch else ''} on {res.probe_lang}: "
-        f"AUC [bold]{res.auc:.4f}[/bold], val loss {res.curve[0]['val_loss']:.4f} → "
+        f"AUC [bold]{res.auc:.4f}[/bold]{spread}, val loss {res.curve[0]['val_loss']:.4f} → "
         f"{res.final_val_loss:.4f} over {res.steps:,} steps ({len(res.curve)} evals{resumed})"
+        f"{floor}"
     )
     console.print(f"wrote [bold]{res.metrics_path}[/bold]{kept}")
 
@@ -737,6 +773,7 @@ def diagnose(
     query_from: int = typer.Option(
         None, "--query-from", help="First query position, 1-based (default: seq len / 8)."
     ),
+    eval_seed: int = EvalSeedOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
     force: bool = ForceOpt,
@@ -765,6 +802,7 @@ def diagnose(
             entropy_seqs=entropy_seqs,
             seq_len=seq_len,
             query_from=query_from,
+            eval_seed=eval_seed,
             batch_size=batch_size,
             device=device,
             force=force,

@@ -166,6 +166,8 @@ class DiagnoseResult:
     task_index: int
     seq_len: int
     seconds: float
+    eval_seed: int | None = None
+    window_starts: dict[str, list[int]] | None = None  # per language, positions in its val split
     param_abs_mean: float | None = None
     dormant_lang: str | None = None
     dormant_seqs: int | None = None
@@ -212,6 +214,7 @@ def diagnose(
     entropy_seqs: int | None = None,
     seq_len: int | None = None,
     query_from: int | None = None,
+    eval_seed: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
@@ -223,7 +226,9 @@ def diagnose(
     Sequence counts default to `preset`'s (else the checkpoint's preset's; paper: 256 and 512).
     Per-unit dormancy scores (and mean |activation|) go to a Zarr group beside the Parquet file.
     Entropy queries run from `query_from` (1-based; default the preset's fraction of the sequence
-    length, the paper's 256 of 2,048) to the sequence length.
+    length, the paper's 256 of 2,048) to the sequence length. The windows of each language are
+    drawn as eval and probe draw theirs (with `eval_seed`, default the run's seed); a language
+    used for both parts gives its first windows to the smaller count.
     """
     import torch
 
@@ -272,16 +277,19 @@ def diagnose(
         needs[dormant_lang] = (dormant_seqs, "--dormant-seqs")
     if entropy and entropy_seqs > needs.get(entropy_lang, (0, ""))[0]:
         needs[entropy_lang] = (entropy_seqs, "--entropy-seqs")
-    windows = {
-        lang: load_eval_windows(ckpt, data, lang, n, L, flag)[1]
+    drawn = {
+        lang: load_eval_windows(ckpt, data, lang, n, L, flag, eval_seed)
         for lang, (n, flag) in needs.items()
     }
+    windows = {lang: ev.windows for lang, ev in drawn.items()}
 
     runtime = setup(device, threads)
     model = ckpt.build_model(runtime.device).eval()
     res = DiagnoseResult(
         str(ckpt_path), str(out), None, ctx["run_id"], ctx["size"], ctx["task_index"], L, 0.0
     )
+    res.eval_seed = next(iter(drawn.values())).seed if drawn else None
+    res.window_starts = {lang: ev.starts.tolist() for lang, ev in drawn.items()}
     t0 = time.perf_counter()
     if params:
         res.param_abs_mean = param_abs_mean(model)
@@ -343,7 +351,7 @@ def diagnose(
             (mean_ent < COLLAPSED_FRACTION * res.h_max).double().mean()
         )
     res.seconds = time.perf_counter() - t0
-    rows = [{"kind": "diagnose", **ctx, **r} for r in _rows(res)]
+    rows = [{"kind": "diagnose", **ctx, **r, "eval_seed": res.eval_seed} for r in _rows(res)]
     write_metrics(out, metric_frame("diagnose", rows), force=force)
     return res
 

@@ -72,6 +72,10 @@ class Checkpoint:
     config: GPTConfig
     model: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    # A continued run's optimizer (`train-task --continue`): {"optimizer": AdamW state_dict,
+    # "schedule_step": steps of the run so far, "warmup_steps": the run's one warm-up}. Tensors
+    # and plain values only, like everything else in the file.
+    optimizer: dict[str, Any] | None = None
 
     @property
     def task_index(self) -> int:
@@ -149,6 +153,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = Fal
         "model": state,
         "meta": ckpt.meta,
     }
+    if ckpt.optimizer is not None:
+        payload["optimizer"] = ckpt.optimizer
     # Through a file object the zip's inner folder is "archive", not the random temporary name,
     # so equal checkpoints are equal bytes (a resumed run's output can be compared with cmp).
     with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
@@ -160,7 +166,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from plc.model import GPTConfig
 
     payload = _read_checkpoint(Path(path), mmap=False)
-    return Checkpoint(GPTConfig.from_dict(payload["config"]), payload["model"], payload["meta"])
+    return Checkpoint(
+        GPTConfig.from_dict(payload["config"]),
+        payload["model"],
+        payload["meta"],
+        payload.get("optimizer"),
+    )
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -237,8 +248,18 @@ _KIND_TYPES = {
         "auc": "Float64",
         "tokens_seen": "Int64",
         "from_scratch": "Boolean",
+        "probe_seed": "Int64",
+        "eval_seed": "Int64",
+        "window_starts": "List[Int64]",  # on the step-0 row of each probe seed; null elsewhere
+        "entropy_rate": "Float64",  # the probe store's loss floor (markov:), else null
     },
-    "diagnose": {"metric": "String", "layer": "Int64", "head": "Int64", "value": "Float64"},
+    "diagnose": {
+        "metric": "String",
+        "layer": "Int64",
+        "head": "Int64",
+        "value": "Float64",
+        "eval_seed": "Int64",
+    },
 }
 
 
@@ -246,7 +267,12 @@ def metric_schema(kind: str) -> dict[str, Any]:
     """The polars schema of a metric file of `kind`."""
     import polars as pl
 
-    return {c: getattr(pl, t) for c, t in {**_COMMON_TYPES, **_KIND_TYPES[kind]}.items()}
+    def dtype(name: str):
+        if name.startswith("List["):
+            return pl.List(getattr(pl, name[5:-1]))
+        return getattr(pl, name)
+
+    return {c: dtype(t) for c, t in {**_COMMON_TYPES, **_KIND_TYPES[kind]}.items()}
 
 
 def metric_frame(kind: str, rows: list[dict[str, Any]]) -> pl.DataFrame:

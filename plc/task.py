@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from plc.train import LoopResult, StepRow
 
 
+# BatchSampler stream of a continued run's tasks (probes use 0, continual tasks their index).
+CONTINUED_STREAM = 1
+
 # ----------------------------------------------------------------------- shared with plc probe
 
 
@@ -152,6 +155,7 @@ def train_task(
     data: str | os.PathLike = "data",
     out: str | os.PathLike | None = None,
     metrics: str | os.PathLike | None = "metrics",
+    continue_run: bool = False,
     force: bool = False,
     on_step: Callable[[StepRow, int], None] | None = None,
     **overrides: Any,
@@ -162,6 +166,12 @@ def train_task(
     set the budget, learning rate and optimizer; what they leave unset comes from the preset the
     checkpoint was initialised with. Batches are drawn from (seed, output task index), so every
     appearance of a language is fresh.
+
+    `continue_run`: the task continues the input's optimizer state and learning-rate schedule
+    (one warm-up at the start of the run, §V-B's stationary problem read as one training run)
+    instead of the continual protocol's reset (§IV-B); its batches are the run's stream at the
+    run's step, so chained tasks equal one long task. The output carries the state for the next.
+    A fresh init (task 0) starts such a run; a later checkpoint without the state is refused.
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
@@ -180,6 +190,14 @@ def train_task(
 
     base, opts = load_and_resolve(ckpt, options)
     src = Path(ckpt)
+    continued = None
+    if continue_run:
+        if base.optimizer is None and base.task_index > 0:
+            raise PlcError(
+                f"--continue: {src} carries no optimizer state (it was trained without "
+                "--continue); continue from a checkpoint of a continued run or from a fresh init"
+            )
+        continued = base.optimizer or {}
     out = Path(out) if out is not None else next_checkpoint_path(src)
     if out.resolve() == src.resolve():
         raise PlcError(f"--out {out} is the input checkpoint; write the next task elsewhere")
@@ -189,9 +207,13 @@ def train_task(
     for store in stores:
         check_tokenizer(base, store.tokenizer, str(store.path))
     task_index = base.task_index + 1
-    sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, task_index, weights)
+    # A continued run draws from one stream (1) at its own step; tasks draw from their index.
+    stream = CONTINUED_STREAM if continue_run else task_index
+    sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, stream, weights)
 
     task: dict[str, Any] = {"lang": label}
+    if continue_run:
+        task.update(continued=True, schedule_step=int(continued.get("schedule_step", 0)))
     if mix is not None:
         task.update(mix=langs, mix_weights=[float(w) for w in sampler.weights])
     result_ckpt = Checkpoint(base.config, base.model, advance(base.meta, opts, task))
@@ -225,11 +247,14 @@ def train_task(
         state_path=state_path,
         signature=signature,
         on_save=write,
+        continued=continued,
     )
     if runtime.is_main:
         from plc.store import save_checkpoint
 
         result_ckpt.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if continue_run:
+            result_ckpt.optimizer = res.continued_state()
         save_checkpoint(out, result_ckpt, force=force)
         write(res)
         state_path.unlink(missing_ok=True)
@@ -243,7 +268,7 @@ def train_task(
         batch_tokens=opts.batch_tokens,
         seq_len=opts.seq_len,
         lr=opts.lr,
-        warmup_steps=opts.warmup_steps,
+        warmup_steps=res.warmup_steps,
         final_loss=res.final_loss,
         tokens_per_s=res.tokens_per_s,
         seconds=res.seconds,
