@@ -406,6 +406,12 @@ def init(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
     run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
+    sink_tokens: int = typer.Option(
+        0, "--sink-tokens", help="Learnable attention-sink vectors prepended to every sequence."
+    ),
+    qk_norm: bool = typer.Option(
+        False, "--qk-norm", help="LayerNorm on queries and keys (4·head_dim parameters a layer)."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -430,14 +436,21 @@ def init(
         context=2048 if context is None else context,
         seed=seed,
         run_id=run_id,
+        sink_tokens=sink_tokens,
+        qk_norm=qk_norm,
         force=force,
     )
     if as_json:
         emit_json(res)
         return
+    extras = (
+        f", {res.sink_tokens} sink tokens ({res.n_sink_params:,} parameters)"
+        if res.sink_tokens
+        else ""
+    ) + (", QK-norm" if res.qk_norm else "")
     console.print(
         f"wrote [bold]{res.path}[/bold]: {res.size}, {res.n_params:,} non-embedding parameters "
-        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}"
+        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}{extras}"
     )
 
 
@@ -458,10 +471,7 @@ def inspect(
     table.add_column("value")
     for k, v in info.items():
         if k != "history":
-            table.add_row(
-                k,
-                f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v),
-            )
+            table.add_row(k, _cell(v))
     console.print(table)
     if info["history"]:
         hist = Table(title="tasks trained")
@@ -476,6 +486,12 @@ def inspect(
                 f"{h.get('lr', 0):.2e}",
             )
         console.print(hist)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool):  # before int: True is an int
+        return "yes" if v else "no"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command()
