@@ -539,13 +539,12 @@ def intervene(
 ) -> None:
     """Apply one plasticity remedy once to a checkpoint, e.g. between two train-tasks."""
     from plc.mitigations import intervene as run_intervene
-    from plc.mitigations import parse_shrink_perturb
 
     res = run_intervene(
         method,
         ckpt,
         out=out,
-        shrink_perturb=None if shrink_perturb is None else parse_shrink_perturb(shrink_perturb),
+        shrink_perturb=shrink_perturb,
         tau=tau,
         data=data,
         lang=lang,

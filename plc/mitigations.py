@@ -53,7 +53,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,7 @@ class MitigationOptions:
 
     clip_weights: float | None = None  # κ
     l2_init: float | None = None  # λ
-    shrink_perturb: tuple[float, float] | None = None  # (λ, σ)
+    shrink_perturb: tuple[float, float] | None = None  # (λ, σ), or the flag's text "λ,σ"
     shrink_perturb_at: str = "task"  # "task" | "step"
     cbp: float | None = None  # ρ, replacement rate per step
     cbp_maturity: int = 100  # m, steps
@@ -92,6 +92,10 @@ class MitigationOptions:
     redo_every: int | None = None  # K steps; None = at task start only
 
     def __post_init__(self) -> None:
+        if isinstance(self.shrink_perturb, str):  # the flag's text, "λ,σ"
+            object.__setattr__(self, "shrink_perturb", parse_shrink_perturb(self.shrink_perturb))
+        elif self.shrink_perturb is not None:
+            object.__setattr__(self, "shrink_perturb", tuple(self.shrink_perturb))
         if self.clip_weights is not None:
             _positive("--clip-weights κ", self.clip_weights)
         if self.l2_init is not None:
@@ -121,6 +125,11 @@ class MitigationOptions:
                 raise PlcError("--redo-every goes with --redo τ")
             if self.redo_every <= 0:
                 raise PlcError(f"--redo-every must be positive, got {self.redo_every}")
+
+    @classmethod
+    def of(cls, options: Any) -> MitigationOptions:
+        """The mitigation fields of any object that has them by the same names (TrainOptions)."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
 
     @property
     def active(self) -> bool:
@@ -571,7 +580,7 @@ def intervene(
     ckpt: str | os.PathLike,
     *,
     out: str | os.PathLike,
-    shrink_perturb: tuple[float, float] | None = None,
+    shrink_perturb: tuple[float, float] | str | None = None,
     tau: float = DEFAULT_REDO_TAU,
     data: str | os.PathLike | None = None,
     lang: str | None = None,
@@ -607,7 +616,7 @@ def intervene(
     if method == "shrink-perturb":
         if shrink_perturb is None:
             raise PlcError("shrink-perturb needs --shrink-perturb λ,σ")
-        options = MitigationOptions(shrink_perturb=tuple(shrink_perturb))
+        options = MitigationOptions(shrink_perturb=shrink_perturb)
     else:
         if not 0 <= tau < 1:
             raise PlcError(f"--tau must be in [0, 1), got {tau}")

@@ -111,6 +111,8 @@ def test_options_label_record_and_parsing():
         "redo_every": 50,
     }
     assert parse_shrink_perturb("0.8,1e-2") == (0.8, 0.01)
+    assert MitigationOptions(shrink_perturb="0.8,1e-2").shrink_perturb == (0.8, 0.01)
+    assert MitigationOptions.of(o) == o  # from any object with the same field names
     with pytest.raises(PlcError, match="λ,σ"):
         parse_shrink_perturb("0.8")
 
