@@ -16,6 +16,7 @@ from test_model import TABLE_I
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
 from plc.diagnose import diagnose, h_max
+from plc.errors import PlcError
 from plc.init import build_model, init_checkpoint
 from plc.model import GPT, PAPER_SIZES, make_config
 from plc.store import load_checkpoint
@@ -162,25 +163,10 @@ def test_cli_init_inspect_and_export_refusal(tmp_path):
     assert_bad_input(run_plc("export", c0, tmp_path / "hf"), "attention-sink tokens")
     assert not (tmp_path / "hf").exists()
     q = tmp_path / "q.pt"
-    assert (
-        run_plc("init", "--size", "nano", "--vocab-size", "320", "--qk-norm", "--out", q).returncode
-        == 0
-    )
+    init_checkpoint(q, size="nano", vocab_size=320, context=16, qk_norm=True)
     assert_bad_input(run_plc("export", q, tmp_path / "hf"), "QK-norm, which GPT-2 cannot hold")
-    assert_bad_input(
-        run_plc(
-            "init",
-            "--size",
-            "nano",
-            "--vocab-size",
-            "320",
-            "--sink-tokens",
-            "-1",
-            "--out",
-            tmp_path / "n.pt",
-        ),
-        "--sink-tokens",
-    )
+    with pytest.raises(PlcError, match="--sink-tokens must be 0 or more"):
+        make_config("nano", vocab_size=320, context=16, sink_tokens=-1)
 
 
 def test_diagnose_scores_real_tokens_and_counts_sink_keys(tmp_path):
