@@ -468,6 +468,12 @@ def init(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
     run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
+    sink_tokens: int = typer.Option(
+        0, "--sink-tokens", help="Learnable attention-sink vectors prepended to every sequence."
+    ),
+    qk_norm: bool = typer.Option(
+        False, "--qk-norm", help="LayerNorm on queries and keys (4·head_dim parameters a layer)."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -486,14 +492,21 @@ def init(
         preset=preset,
         seed=seed,
         run_id=run_id,
+        sink_tokens=sink_tokens,
+        qk_norm=qk_norm,
         force=force,
     )
     if as_json:
         emit_json(res)
         return
+    extras = (
+        f", {res.sink_tokens} sink tokens ({res.n_sink_params:,} parameters)"
+        if res.sink_tokens
+        else ""
+    ) + (", QK-norm" if res.qk_norm else "")
     console.print(
         f"wrote [bold]{res.path}[/bold]: {res.size}, {res.n_params:,} non-embedding parameters "
-        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}"
+        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}{extras}"
     )
 
 
@@ -514,24 +527,31 @@ def inspect(
     table.add_column("value")
     for k, v in info.items():
         if k != "history":
-            table.add_row(
-                k,
-                f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v),
-            )
+            table.add_row(k, _cell(v))
     console.print(table)
     if info["history"]:
+        from plc.mitigations import history_method
+
+        methods = [history_method(h) for h in info["history"]]
         hist = Table(title="tasks trained")
-        for col in ("#", "lang", "tokens", "steps", "lr"):
+        for col in ("#", "lang", "tokens", "steps", "lr", *(["method"] if any(methods) else [])):
             hist.add_column(col, justify="right")
-        for i, h in enumerate(info["history"], 1):
+        for i, (h, method) in enumerate(zip(info["history"], methods, strict=True), 1):
             hist.add_row(
                 str(i),
                 str(h.get("lang")),
                 f"{h.get('tokens', 0):,}",
                 str(h.get("steps")),
                 f"{h.get('lr', 0):.2e}",
+                *([method] if any(methods) else []),
             )
         console.print(hist)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool):  # before int: True is an int
+        return "yes" if v else "no"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command()
@@ -552,6 +572,54 @@ def export(
         emit_json({"path": str(path), "format": fmt})
         return
     console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
+
+
+@app.command()
+def intervene(
+    method: str = typer.Argument(..., help="shrink-perturb or redo."),
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c47x.pt)."),
+    shrink_perturb: str = typer.Option(
+        None, "--shrink-perturb", help="shrink-perturb: λ,σ of θ ← λθ + σ·ε (ε like the init)."
+    ),
+    tau: float = typer.Option(0.025, "--tau", help="redo: reset units with dormancy score ≤ τ."),
+    data: Path = DataOpt,
+    lang: str = typer.Option(None, "--lang", help="redo: language whose windows score units."),
+    seqs: int = typer.Option(256, "--seqs", help="redo: evaluation windows scored."),
+    seq_len: int = typer.Option(None, "--seq-len", help="redo: window length (default context)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the new weights (default the run's)."),
+    run_id: str = typer.Option(None, "--run-id", help="Rename the run (default: keep its id)."),
+    device: str = DeviceOpt,
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Apply one plasticity remedy once to a checkpoint, e.g. between two train-tasks."""
+    from plc.mitigations import intervene as run_intervene
+
+    res = run_intervene(
+        method,
+        ckpt,
+        out=out,
+        shrink_perturb=shrink_perturb,
+        tau=tau,
+        data=data,
+        lang=lang,
+        seqs=seqs,
+        seq_len=seq_len,
+        seed=seed,
+        run_id=run_id,
+        device=device,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    what = method
+    if res.reset_units is not None:
+        n = sum(len(r) for r in res.reset_units)
+        total = res.units_per_layer * len(res.reset_units)
+        what += f": reset {n:,} of {total:,} MLP units (dormancy ≤ {tau:g} on {lang})"
+    console.print(f"wrote [bold]{res.out}[/bold] ({what})")
 
 
 # ---------------------------------------------------------------------------------- training

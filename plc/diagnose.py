@@ -6,6 +6,11 @@
 - attention entropy (eq. 5): per head, −Σ p ln p averaged over the first `entropy_seqs` windows and
   query positions q_from…L (1-based, inclusive; a query at position q sees q keys); H_max is the
   mean of ln q over the same positions; lazy above 0.9·H_max, collapsed below 0.1·H_max.
+- sink tokens (`plc init --sink-tokens K`): only real tokens are measured. Activations at the K
+  sink positions are left out of every MLP statistic; entropy is taken over real query positions,
+  each of whose distributions spans the K sink keys as well (a sink is a key that can take
+  attention mass), so a query at real position q sees q + K keys and H_max is the mean of
+  ln(q + K).
 - beyond the paper: effective rank (exp of the entropy of the normalised singular values, Roy &
   Vetterli 2007), stable rank (Σσ² / σ_max²) and mean L2 norm of each layer's post-GeLU features
   over the dormant windows.
@@ -22,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +74,23 @@ def dormant_scores(mean_abs: torch.Tensor) -> torch.Tensor:
     return torch.where(layer_mean > 0, mean_abs / layer_mean, torch.zeros_like(mean_abs))
 
 
+def unit_mean_abs(model: GPT, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """h̄ of eq. 3 for every MLP unit, (layers, units) fp64 on the model's device: mean |post-GeLU
+    activation| over the real tokens of the token-id batches, accumulated as `plc diagnose` does
+    (ReDo in plc.mitigations scores units with this and `dormant_scores`)."""
+    import torch
+
+    stats = _MLPStats(model, ranks=False)
+    stats.active = True
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model.hidden(x)
+    finally:
+        stats.remove()
+    return stats.abs_sum / stats.tokens
+
+
 def rank_metrics(gram: torch.Tensor) -> tuple[float, float]:
     """Effective and stable rank of a feature matrix F from its Gram matrix FᵀF."""
     import torch
@@ -93,6 +115,7 @@ class _MLPStats:
         n_layer, n_units = model.config.n_layer, 4 * model.config.d_model
         dev = next(model.parameters()).device
         self.active, self.tokens, self.ranks = False, 0, ranks
+        self.n_sink = model.n_sink
         self.abs_sum = torch.zeros(n_layer, n_units, dtype=torch.float64, device=dev)
         self.norm_sum = torch.zeros(n_layer, dtype=torch.float64, device=dev)
         self.gram = (
@@ -109,7 +132,7 @@ class _MLPStats:
         def hook(module, inputs, out: torch.Tensor) -> None:
             if not self.active:
                 return
-            h = out.flatten(0, 1)  # (tokens, units)
+            h = out[:, self.n_sink :].flatten(0, 1)  # (real tokens, units)
             if layer == 0:
                 self.tokens += h.shape[0]
             # A slice of tokens at a time: the temporaries (|h|, the fp64 copy) stay small.
@@ -138,16 +161,16 @@ class _EntropyStats:
 
         c = model.config
         dev = next(model.parameters()).device
-        self.q_from, self.rows = q_from, 0
+        self.q_from, self.rows, self.n_sink = q_from, 0, model.n_sink
         self.sums = torch.zeros(c.n_layer, c.n_head, dtype=torch.float64, device=dev)
 
     def __call__(self, layer: int, probs: torch.Tensor) -> None:
         import torch
 
-        B, H, T, _ = probs.shape
+        B, H, T, _ = probs.shape  # T counts the sink positions first
         if layer == 0:
-            self.rows += B * (T - self.q_from + 1)
-        for s in range(self.q_from - 1, T, QUERY_ROW_CHUNK):
+            self.rows += B * (T - self.n_sink - self.q_from + 1)
+        for s in range(self.n_sink + self.q_from - 1, T, QUERY_ROW_CHUNK):
             p = probs[:, :, s : s + QUERY_ROW_CHUNK].float()
             ent = -torch.special.xlogy(p, p).sum(dim=-1)  # (B, H, rows)
             self.sums[layer] += ent.sum(dim=(0, 2)).double()
@@ -344,7 +367,8 @@ def diagnose(
     if ent is not None:
         res.entropy_lang, res.entropy_seqs, res.query_from = entropy_lang, entropy_seqs, q_from
         mean_ent = ent.mean().cpu()
-        res.h_max = h_max(q_from, L)
+        K = ckpt.config.sink_tokens
+        res.h_max = h_max(q_from + K, L + K)
         res.entropy = mean_ent.tolist()
         res.lazy_pct = 100.0 * float((mean_ent > LAZY_FRACTION * res.h_max).double().mean())
         res.collapsed_pct = 100.0 * float(
