@@ -63,7 +63,10 @@ def train_options(command: Callable[..., None]) -> Callable[..., None]:
         default = "auto" if f.name == "lr" else f.default
         kind = f.metadata["cli_type"]
         option = typer.Option(
-            default, f.metadata["flag"], help=f.metadata["help"], rich_help_panel="Training"
+            default,
+            f.metadata["flag"],
+            help=f.metadata["help"],
+            rich_help_panel=f.metadata["panel"],
         )
         added.append(
             Parameter(
@@ -530,7 +533,7 @@ def inspect(
             table.add_row(k, _cell(v))
     console.print(table)
     if info["history"]:
-        from plc.mitigations import history_method
+        from plc.store import history_method
 
         methods = [history_method(h) for h in info["history"]]
         hist = Table(title="tasks trained")

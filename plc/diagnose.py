@@ -375,7 +375,11 @@ def diagnose(
             (mean_ent < COLLAPSED_FRACTION * res.h_max).double().mean()
         )
     res.seconds = time.perf_counter() - t0
-    rows = [{"kind": "diagnose", **ctx, **r, "eval_seed": res.eval_seed} for r in _rows(res)]
+    method = ckpt.method
+    rows = [
+        {"kind": "diagnose", **ctx, **r, "method": method, "eval_seed": res.eval_seed}
+        for r in _rows(res)
+    ]
     write_metrics(out, metric_frame("diagnose", rows), force=force)
     return res
 

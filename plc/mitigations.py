@@ -181,13 +181,6 @@ def parse_shrink_perturb(text: str) -> tuple[float, float]:
     return shrink, sigma
 
 
-def history_method(entry: dict[str, Any]) -> str:
-    """What a checkpoint-history entry did beyond plain training ('' if nothing)."""
-    if "intervention" in entry:
-        return f"intervene {entry['intervention']}"
-    return str((entry.get("mitigations") or {}).get("label", ""))
-
-
 # ----------------------------------------------------------------------------------------- θ₀
 
 

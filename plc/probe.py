@@ -109,7 +109,14 @@ def probe(
     from plc.evaluate import load_eval_windows, validation_loss
     from plc.presets import get_preset
     from plc.store import Checkpoint, check_output, metric_path
-    from plc.task import advance, load_and_resolve, resume_signature, start, state_path_for
+    from plc.task import (
+        advance,
+        load_and_resolve,
+        mitigations_for,
+        resume_signature,
+        start,
+        state_path_for,
+    )
     from plc.train import train_loop
 
     options = replace(options or TrainOptions(), **overrides)
@@ -190,6 +197,7 @@ def probe(
             on_step=on_step,
             state_path=state_path,
             signature=signature,
+            mitigations=mitigations_for(probed, replace(opts, seed=seed), probed.task_index + 1),
         )
         curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
         area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
@@ -215,6 +223,7 @@ def probe(
                 "tokens_seen": int(probed.meta.get("tokens_seen", 0)),
                 "from_scratch": from_scratch,
                 "probe_seed": seed,
+                "method": probed.method,
                 "eval_seed": ev.seed,
                 "window_starts": ev.starts.tolist() if i == 0 else None,
                 "entropy_rate": rate,

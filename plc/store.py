@@ -95,6 +95,12 @@ class Checkpoint:
         return self.meta.get("preset")
 
     @property
+    def method(self) -> str:
+        """The remedy the run trained its last task with ('none'): its metric rows' method."""
+        history = self.meta.get("history") or []
+        return (history_method(history[-1]) if history else "") or "none"
+
+    @property
     def last_lang(self) -> str:
         """Language of the last task trained ('' for a fresh init)."""
         history = self.meta.get("history") or []
@@ -117,6 +123,14 @@ class Checkpoint:
             "cycle": cycle_of(self.task_index),
             "lang": self.last_lang,
         }
+
+
+def history_method(entry: dict[str, Any]) -> str:
+    """What a checkpoint-history entry did beyond plain training ('' if nothing): the label of
+    its plc.mitigations remedies, or the method of a `plc intervene`."""
+    if "intervention" in entry:
+        return f"intervene {entry['intervention']}"
+    return str((entry.get("mitigations") or {}).get("label", ""))
 
 
 def new_meta(
@@ -240,6 +254,7 @@ _KIND_TYPES = {
         "lr": "Float64",
         "grad_norm": "Float64",
         "tokens_per_s": "Float64",
+        "method": "String",  # the remedies the task trained with (plc.mitigations label)
     },
     "probe": {
         "probe_lang": "String",
@@ -249,6 +264,7 @@ _KIND_TYPES = {
         "tokens_seen": "Int64",
         "from_scratch": "Boolean",
         "probe_seed": "Int64",
+        "method": "String",  # the remedies of the probed run's last task ('none')
         "eval_seed": "Int64",
         "window_starts": "List[Int64]",  # on the step-0 row of each probe seed; null elsewhere
         "entropy_rate": "Float64",  # the probe store's loss floor (markov:), else null
@@ -258,6 +274,7 @@ _KIND_TYPES = {
         "layer": "Int64",
         "head": "Int64",
         "value": "Float64",
+        "method": "String",  # as for probes
         "eval_seed": "Int64",
     },
 }

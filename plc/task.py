@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from plc.model import GPT
     from plc.runtime import Runtime
     from plc.store import Checkpoint
-    from plc.train import LoopResult, StepRow
+    from plc.train import LoopResult, MakeMitigations, StepRow
 
 
 # BatchSampler stream of a continued run's tasks (probes use 0, continual tasks their index).
@@ -84,6 +84,32 @@ def advance(meta: dict[str, Any], options: TrainOptions, task: dict[str, Any]) -
         "history": [*meta.get("history", []), {**task, **options.record()}],
         "plc_version": __version__,
     }
+
+
+def mitigations_for(
+    base: Checkpoint, options: TrainOptions, task_index: int
+) -> MakeMitigations | None:
+    """The loop's builder of this task's remedies, or None when none is on (the fast path).
+
+    θ₀ for --l2-init is rebuilt from the run's config and seed (checked against the digest
+    `plc init` recorded); CBP's unit ages and utilities carry over from the input checkpoint, so
+    maturity counts the run's steps, not the task's."""
+    mopts = options.mitigations
+    if not mopts.active:
+        return None
+    from plc.mitigations import Mitigations, initial_state
+
+    theta0 = initial_state(base) if mopts.l2_init is not None else None
+    carried = base.meta.get("mitigation_state")
+
+    def build(model: GPT, optimizer, micro_batch: int) -> Mitigations:
+        mit = Mitigations(mopts, seed=options.seed, task_index=task_index)
+        mit.attach(model, optimizer, init=theta0, micro_batch=micro_batch)
+        if carried:
+            mit.load_state_dict(carried, counters=False)
+        return mit
+
+    return build
 
 
 def state_path_for(out: str | os.PathLike) -> Path:
@@ -217,7 +243,11 @@ def train_task(
     if mix is not None:
         task.update(mix=langs, mix_weights=[float(w) for w in sampler.weights])
     result_ckpt = Checkpoint(base.config, base.model, advance(base.meta, opts, task))
-    context_cols = {"kind": "train", **result_ckpt.row_context()}
+    context_cols = {
+        "kind": "train",
+        **result_ckpt.row_context(),
+        "method": opts.mitigations.label,
+    }
 
     state_path = state_path_for(out)
     metrics_file = None
@@ -248,11 +278,17 @@ def train_task(
         signature=signature,
         on_save=write,
         continued=continued,
+        mitigations=mitigations_for(base, opts, task_index),
     )
     if runtime.is_main:
         from plc.store import save_checkpoint
 
         result_ckpt.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        result_ckpt.meta.pop("mitigation_state", None)
+        if res.mitigations is not None:
+            result_ckpt.meta["history"][-1]["mitigations"] = res.mitigations.record()
+            if opts.cbp is not None:
+                result_ckpt.meta["mitigation_state"] = res.mitigations.state_dict()
         if continue_run:
             result_ckpt.optimizer = res.continued_state()
         save_checkpoint(out, result_ckpt, force=force)

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from plc.errors import PlcError
+from plc.mitigations import Mitigations
 from plc.model import GPT
 from plc.options import TrainOptions
 from plc.runtime import Runtime
@@ -34,6 +35,8 @@ STATE_VERSION = 1
 
 # A training-step row: what `on_step` receives and what the `train` metric file holds per step.
 StepRow = dict[str, float | int]
+# Builds a task's remedies for (model, its optimizer, micro-batch rows) once the optimizer exists.
+MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
@@ -80,6 +83,7 @@ class LoopResult:
     optimizer: torch.optim.Optimizer  # as the last step left it
     schedule_step: int  # the run's steps after this call (steps unless continued)
     warmup_steps: int  # of the schedule this call followed
+    mitigations: Mitigations | None  # what acted on the model, for its record
 
     def continued_state(self) -> dict[str, Any]:
         """What Checkpoint.optimizer holds for the next task of a continued run."""
@@ -113,6 +117,7 @@ def train_loop(
     signature: dict[str, Any] | None = None,
     on_save: Callable[[LoopResult], None] | None = None,
     continued: dict[str, Any] | None = None,
+    mitigations: MakeMitigations | None = None,
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
@@ -132,6 +137,9 @@ def train_loop(
       or {} to start one): the AdamW state is loaded, and the schedule and the sampler run on the
       run's step count (`schedule_step` + step) with the run's one warm-up (`warmup_steps`), so
       chained tasks equal one long task. None: the protocol's fresh optimizer and warm-up.
+    - mitigations(model, optimizer, micro_batch): builds the task's plc.mitigations.Mitigations
+      (None when no remedy is on: the loop then runs no extra code); it acts once before the
+      step-0 evaluation of a fresh task and after every optimizer step.
     - state_path/signature: every `options.save_every` steps rank 0 writes the resumable state
       (model, optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
       `on_save(partial result)`. If `state_path` exists at the start, training resumes from it when
@@ -169,6 +177,7 @@ def train_loop(
     optimizer = make_optimizer(model, options)
     if continued and continued.get("optimizer"):
         optimizer.load_state_dict(continued["optimizer"])
+    mit = mitigations(model, optimizer, micro) if mitigations is not None else None
     rows: list[StepRow] = []
     evals: list[dict[str, Any]] = []
     start = 0
@@ -181,6 +190,12 @@ def train_loop(
         if torch.cuda.is_available() and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start, rows, evals = int(state["step"]), list(state["rows"]), list(state["evals"])
+        if mit is not None:
+            mit.load_state_dict(state["mitigations"])
+    elif mit is not None:  # before the step-0 evaluation, so that it sees the changed model
+        mit.at_task_start(
+            torch.from_numpy(sampler.batch(first)[rank::world, :-1]).to(runtime.device)
+        )
 
     net: torch.nn.Module = model
     if runtime.distributed:
@@ -199,7 +214,7 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
 
     def result() -> LoopResult:
-        return LoopResult(steps, rows, evals, start, seconds, optimizer, first + steps, warmup)
+        return LoopResult(steps, rows, evals, start, seconds, optimizer, first + steps, warmup, mit)
 
     def evaluate(done: int) -> None:
         if eval_fn is not None and (not evals or evals[-1]["step"] < done):
@@ -242,6 +257,8 @@ def train_loop(
                 f"(learning rate {rate:.3g}); no output written"
             )
         optimizer.step()
+        if mit is not None:
+            mit.after_step(step, x)
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         seconds += dt
@@ -262,14 +279,15 @@ def train_loop(
                 evaluate(done)  # so the saved state holds every evaluation up to its step
                 model.train()
             if runtime.is_main:
-                _save_state(state_path, model, optimizer, done, rows, evals, signature or {})
+                extra = {"mitigations": mit.state_dict()} if mit is not None else {}
+                _save_state(state_path, model, optimizer, done, rows, evals, signature or {}, extra)
                 if on_save is not None:
                     on_save(result())
     evaluate(steps)
     return result()
 
 
-def _save_state(path: Path, model, optimizer, step, rows, evals, signature) -> None:
+def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extra) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -283,6 +301,7 @@ def _save_state(path: Path, model, optimizer, step, rows, evals, signature) -> N
         "rng": rng,
         "rows": rows,
         "evals": evals,
+        **extra,
     }
     with atomic_path(path, force=True) as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)

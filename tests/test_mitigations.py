@@ -574,3 +574,34 @@ def test_ddp_ranks_reset_the_same_units_as_one_process(tmp_path):
     assert a["counters"]["cbp_replaced"] > 0 and a["counters"]["redo_reset"] > 0
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=0, atol=2e-3)
+
+
+def test_the_loop_applies_and_records_the_remedies(tmp_path):
+    """train-task with remedies on: the output obeys them, the history and metric rows say so."""
+    import polars as pl
+
+    from plc.task import train_task
+
+    data = _store(tmp_path / "data", langs=("en",))
+    init_checkpoint(tmp_path / "c0.pt", size="nano", vocab_size=320, context=CTX, seed=4)
+    res = train_task(
+        tmp_path / "c0.pt", "en", data=data, metrics=tmp_path / "m", preset="tiny", device="cpu",
+        seq_len=CTX, batch_tokens=4 * CTX, steps=6, clip_weights=0.5, cbp=0.05, cbp_maturity=2,
+    )  # fmt: skip
+    out = load_checkpoint(res.out)
+    model = out.build_model()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            bound = 0.5 / math.sqrt(module.in_features) + 1e-7
+            assert module.weight.abs().max() <= bound and module.bias.abs().max() <= bound
+    record = out.meta["history"][-1]["mitigations"]
+    assert record["label"] == "clip0.5+cbp0.05" and record["clip_weights"] == 0.5
+    assert out.method == "clip0.5+cbp0.05"
+    assert out.meta["mitigation_state"]["cbp"]["ages"].max() == 6  # carried to the next task
+    assert set(pl.read_parquet(res.metrics)["method"]) == {"clip0.5+cbp0.05"}
+    plain = train_task(
+        tmp_path / "c0.pt", "en", data=data, metrics=tmp_path / "p", preset="tiny", device="cpu",
+        seq_len=CTX, batch_tokens=4 * CTX, steps=2, out=tmp_path / "plain.pt",
+    )  # fmt: skip
+    assert load_checkpoint(plain.out).method == "none"
+    assert "mitigations" not in load_checkpoint(plain.out).meta["history"][-1]
