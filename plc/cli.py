@@ -847,6 +847,9 @@ def diagnose(
     eval_seed: int = EvalSeedOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
+    tensorboard: str = typer.Option(
+        None, "--tensorboard", help="Also write the correlates to this TensorBoard folder."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -874,6 +877,7 @@ def diagnose(
             seq_len=seq_len,
             query_from=query_from,
             eval_seed=eval_seed,
+            tensorboard=tensorboard,
             batch_size=batch_size,
             device=device,
             force=force,

@@ -241,6 +241,7 @@ def diagnose(
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    tensorboard: str | os.PathLike | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> DiagnoseResult:
@@ -306,6 +307,9 @@ def diagnose(
     }
     windows = {lang: ev.windows for lang, ev in drawn.items()}
 
+    from plc.tracking import open_tracker
+
+    tracker = open_tracker(tensorboard, ctx["run_id"], ctx["task_index"], "diagnose")
     runtime = setup(device, threads)
     model = ckpt.build_model(runtime.device).eval()
     res = DiagnoseResult(
@@ -381,6 +385,9 @@ def diagnose(
         for r in _rows(res)
     ]
     write_metrics(out, metric_frame("diagnose", rows), force=force)
+    if tracker is not None:
+        with tracker:
+            tracker.diagnose(rows)
     return res
 
 

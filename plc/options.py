@@ -65,6 +65,12 @@ class TrainOptions:
     save_every: int | None = _flag(None, "--save-every", "Steps between resumable saves.", int)
     device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str)
     compile: bool = _flag(False, "--compile", "torch.compile the model (CUDA).", bool)
+    tensorboard: str | None = _flag(
+        None,
+        "--tensorboard",
+        "Live TensorBoard scalars in this folder (default $PLC_TENSORBOARD; plc[track]).",
+        str,
+    )
     clip_weights: float | None = _remedy(
         None, "--clip-weights", "κ: clamp Linear weights to ±κ/√fan_in after every step.", float
     )
@@ -230,7 +236,7 @@ class TrainOptions:
 
     def record(self) -> dict[str, Any]:
         """The resolved settings as a checkpoint's task history and a resume signature hold them."""
-        skip = ("tokens", "device", "compile", "save_every")  # how, not what, is trained
+        skip = ("tokens", "device", "compile", "save_every", "tensorboard")  # how, not what
         rec = {k: v for k, v in asdict(self).items() if k not in skip}
         rec.update(tokens=self.total_tokens, warmup_steps=self.warmup_steps)
         return rec

@@ -173,19 +173,43 @@ def probe(
             return build_model(base.config, int(base.meta.get("seed", 0)))
         return base.build_model()
 
+    from plc.tracking import open_tracker
+
+    tracker = (  # the first repeat's curve and the mean AUC; rank 0 only
+        open_tracker(
+            opts.tensorboard,
+            ctx["run_id"],
+            ctx["task_index"],
+            "probe",
+            lang=ctx["lang"],
+            probe_lang=lang,
+            from_scratch=from_scratch,
+        )
+        if os.environ.get("RANK", "0") == "0"
+        else None
+    )
     results = []
     for seed, state_path in zip(seeds, state_paths, strict=True):
+        track = tracker if not results else None
         runtime, model = start(opts, build)
         sampler = BatchSampler([ev.store], opts.seq_len, opts.batch_size, seed, PROBE_STREAM)
         signature = resume_signature(
             base, replace(opts, seed=seed), eval_every=eval_every, eval_seqs=eval_seqs, **task
         )
 
-        def eval_fn(done: int, model=model, runtime=runtime) -> float:
+        def eval_fn(done: int, model=model, runtime=runtime, track=track) -> float:
             loss = validation_loss(model, windows, runtime)
+            if track is not None:
+                track.eval(done, loss)
             if on_eval is not None and runtime.is_main:
                 on_eval(done, loss)
             return loss
+
+        def step_hook(row: dict, total: int, track=track) -> None:
+            if track is not None:
+                track.step(row)
+            if on_step is not None:
+                on_step(row, total)
 
         res = train_loop(
             model,
@@ -194,7 +218,7 @@ def probe(
             runtime=runtime,
             eval_fn=eval_fn,
             eval_every=eval_every,
-            on_step=on_step,
+            on_step=step_hook,
             state_path=state_path,
             signature=signature,
             mitigations=mitigations_for(probed, replace(opts, seed=seed), probed.task_index + 1),
@@ -235,6 +259,9 @@ def probe(
         for sp in state_paths:
             sp.unlink(missing_ok=True)
     aucs = [r[2] for r in results]
+    if tracker is not None:
+        tracker.auc(statistics.fmean(aucs))
+        tracker.close()
     return ProbeResult(
         metrics_path=str(out),
         run_id=ctx["run_id"],

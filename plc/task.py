@@ -257,7 +257,24 @@ def train_task(
             check_output(metrics_file, force)
     signature = resume_signature(base, opts, out=out.name, langs=langs, **task)
 
+    from plc.tracking import open_tracker
+
+    # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
+    steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
+    tracker = (
+        open_tracker(
+            opts.tensorboard, base.run_id, task_index, "train", lang=label, step_offset=steps_before
+        )
+        if os.environ.get("RANK", "0") == "0"
+        else None
+    )
     runtime, model = start(opts, lambda: base.build_model())
+
+    def step_hook(row: StepRow, total: int) -> None:
+        if tracker is not None:
+            tracker.step(row)
+        if on_step is not None:
+            on_step(row, total)
 
     def write(res: LoopResult) -> None:
         if metrics_file is not None:
@@ -268,18 +285,22 @@ def train_task(
 
     from plc.train import train_loop
 
-    res = train_loop(
-        model,
-        sampler,
-        opts,
-        runtime=runtime,
-        on_step=on_step,
-        state_path=state_path,
-        signature=signature,
-        on_save=write,
-        continued=continued,
-        mitigations=mitigations_for(base, opts, task_index),
-    )
+    try:
+        res = train_loop(
+            model,
+            sampler,
+            opts,
+            runtime=runtime,
+            on_step=step_hook,
+            state_path=state_path,
+            signature=signature,
+            on_save=write,
+            continued=continued,
+            mitigations=mitigations_for(base, opts, task_index),
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
     if runtime.is_main:
         from plc.store import save_checkpoint
 
