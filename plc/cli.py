@@ -642,6 +642,12 @@ def train_task_cmd(
     data: Path = DataOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
     metrics: Path = MetricsOpt,
+    val_every: int = typer.Option(
+        None, "--val-every", help="Validate on the task's language every K steps (App. A)."
+    ),
+    val_seqs: int = typer.Option(
+        None, "--val-seqs", help="Windows for --val-every (default: the probe's count)."
+    ),
     continue_run: bool = typer.Option(
         False,
         "--continue/--reset-optimizer",
@@ -677,6 +683,8 @@ def train_task_cmd(
             out=out,
             metrics=metrics,
             continue_run=continue_run,
+            val_every=val_every,
+            val_seqs=val_seqs,
             force=force,
             on_step=on_step,
         )

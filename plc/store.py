@@ -255,6 +255,7 @@ _KIND_TYPES = {
         "grad_norm": "Float64",
         "tokens_per_s": "Float64",
         "method": "String",  # the remedies the task trained with (plc.mitigations label)
+        "val_loss": "Float64",  # --val-every: measured after this step; null elsewhere
     },
     "probe": {
         "probe_lang": "String",

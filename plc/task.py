@@ -182,6 +182,8 @@ def train_task(
     out: str | os.PathLike | None = None,
     metrics: str | os.PathLike | None = "metrics",
     continue_run: bool = False,
+    val_every: int | None = None,
+    val_seqs: int | None = None,
     force: bool = False,
     on_step: Callable[[StepRow, int], None] | None = None,
     **overrides: Any,
@@ -198,6 +200,11 @@ def train_task(
     instead of the continual protocol's reset (§IV-B); its batches are the run's stream at the
     run's step, so chained tasks equal one long task. The output carries the state for the next.
     A fresh init (task 0) starts such a run; a later checkpoint without the state is refused.
+
+    `val_every`: validation loss on the task's own language every so many steps (and after the
+    last), on `val_seqs` windows (default: the preset's probe evaluation set), in the `val_loss`
+    column of the train row of the step after which it was measured (App. A's learning-rate
+    search: the final loss is the mean of the last 10).
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
@@ -232,6 +239,19 @@ def train_task(
     stores = [open_lang(data, code) for code in langs]
     for store in stores:
         check_tokenizer(base, store.tokenizer, str(store.path))
+    val = None
+    if val_every is not None:
+        if val_every <= 0:
+            raise PlcError(f"--val-every must be positive, got {val_every}")
+        if mix is not None:
+            raise PlcError("--val-every validates one language: give it with --lang")
+        from plc.evaluate import load_eval_windows
+        from plc.presets import get_preset
+
+        n = get_preset(opts.preset).probe_eval_seqs if val_seqs is None else val_seqs
+        val = load_eval_windows(base, data, lang, n, opts.seq_len, "--val-seqs").windows
+    elif val_seqs is not None:
+        raise PlcError("--val-seqs goes with --val-every")
     task_index = base.task_index + 1
     # A continued run draws from one stream (1) at its own step; tasks draw from their index.
     stream = CONTINUED_STREAM if continue_run else task_index
@@ -255,7 +275,7 @@ def train_task(
         metrics_file = metric_path(metrics, "train", base.run_id, task_index, label)
         if not state_path.exists():
             check_output(metrics_file, force)
-    signature = resume_signature(base, opts, out=out.name, langs=langs, **task)
+    signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
 
     from plc.tracking import open_tracker
 
@@ -280,8 +300,16 @@ def train_task(
         if metrics_file is not None:
             from plc.store import metric_frame, write_metrics
 
-            rows = [{**context_cols, **r} for r in res.rows]
+            measured = {e["step"] - 1: e["value"] for e in res.evals if e["step"] > 0}
+            rows = [{**context_cols, **r, "val_loss": measured.get(r["step"])} for r in res.rows]
             write_metrics(metrics_file, metric_frame("train", rows), force=True)
+
+    eval_fn = None
+    if val is not None:
+        from plc.evaluate import validation_loss
+
+        def eval_fn(done: int) -> float:
+            return validation_loss(model, val, runtime)
 
     from plc.train import train_loop
 
@@ -292,6 +320,8 @@ def train_task(
             opts,
             runtime=runtime,
             on_step=step_hook,
+            eval_fn=eval_fn,
+            eval_every=val_every,
             state_path=state_path,
             signature=signature,
             on_save=write,

@@ -500,3 +500,21 @@ def test_continued_tasks_equal_one_uninterrupted_run(tmp_path, data, c0):
     assert load_checkpoint(reset.out).optimizer is None
     with pytest.raises(PlcError, match="carries no optimizer state"):
         train_task(tmp_path / "r1.pt", out=tmp_path / "r2.pt", steps=2, **kw)
+
+
+def test_validation_during_a_task(tmp_path, data, c0):
+    """--val-every K: the task's own language every K steps and after the last, in the rows."""
+    res = train_task(c0, "en", data=data, val_every=3, val_seqs=5, **{**TINY, "metrics": tmp_path})
+    df = pl.read_parquet(res.metrics)
+    measured = df.filter(pl.col("val_loss").is_not_null())
+    assert measured["step"].to_list() == [2, 5, 7]  # after 3, 6 and the last of 8 steps
+    from plc.evaluate import evaluate
+
+    final = evaluate(res.out, data=data, lang="en", seqs=5, device="cpu")
+    assert measured["val_loss"][-1] == pytest.approx(final.loss, rel=1e-6)
+    for kwargs, message in ((dict(val_every=0), "--val-every must be positive"),
+                            (dict(val_seqs=5), "--val-seqs goes with --val-every")):  # fmt: skip
+        with pytest.raises(PlcError, match=message):
+            train_task(c0, "en", data=data, out=tmp_path / "x.pt", **kwargs, **TINY)
+    with pytest.raises(PlcError, match="validates one language"):
+        train_task(c0, mix="en,zh", data=data, out=tmp_path / "x.pt", val_every=2, **TINY)
