@@ -1320,6 +1320,7 @@ def demo(
     console.print(table)
     console.print(f"log-log law: [bold]{res.law}[/bold]")
     console.print(f"figures: {', '.join(res.figures)}")
+    console.print(f"report: {res.report} (one page, open it in a browser)")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
     console.print(f"{res.ran} jobs ran, {res.skipped} were already done, in {res.seconds:.0f} s.")
     console.print(f"[yellow]{res.caveat}[/yellow]")

@@ -258,7 +258,7 @@ def test_cli_writes_the_diagnose_schema(tmp_path):
     df = pl.read_parquet(out["metrics_path"])
     assert df.columns == [
         "kind", "run_id", "size", "n_params", "task_index", "cycle", "lang",
-        "metric", "layer", "head", "value", "eval_seed",
+        "metric", "layer", "head", "value", "method", "eval_seed",
     ]  # fmt: skip
     assert set(df["kind"]) == {"diagnose"} and set(df["run_id"]) == {"nano-s3"}
     assert set(df["task_index"]) == {0} and set(df["cycle"]) == {0} and set(df["lang"]) == {""}

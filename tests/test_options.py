@@ -42,6 +42,7 @@ NON_DEFAULT = {
     "save_every": ("2", 2),
     "device": ("cpu", "cpu"),
     "compile": (None, True),  # a switch
+    "tensorboard": ("tb", "tb"),
     "clip_weights": ("0.5", 0.5),
     "l2_init": ("0.01", 0.01),
     "shrink_perturb": ("0.9,0.001", "0.9,0.001"),
@@ -78,6 +79,7 @@ def test_every_field_is_one_flag_of_every_training_command_and_reaches_the_loop(
         raise Captured
 
     monkeypatch.setattr(plc.train, "train_loop", fake_loop)
+    monkeypatch.chdir(tmp_path)  # --tensorboard tb opens its folder here
     commands = {
         "train-task": ["train-task", "--lang", "en", "--ckpt", str(tmp_path / "c0.pt")],
         "probe": ["probe", str(tmp_path / "c0.pt")],

@@ -98,7 +98,7 @@ def test_probe_curve_cadence_auc_and_untouched_input(tmp_path, data, trained):
     assert df.columns == [
         "kind", "run_id", "size", "n_params", "task_index", "cycle", "lang",
         "probe_lang", "step", "val_loss", "auc", "tokens_seen", "from_scratch",
-        "probe_seed", "eval_seed", "window_starts", "entropy_rate",
+        "probe_seed", "method", "eval_seed", "window_starts", "entropy_rate",
     ]  # fmt: skip
     row = df.row(0, named=True)
     assert (row["kind"], row["run_id"], row["task_index"], row["cycle"], row["lang"]) == (
