@@ -43,6 +43,9 @@ MetricsOpt = typer.Option(Path("metrics"), "--metrics", help="Folder of metric f
 PresetOpt = typer.Option(
     None, "--preset", help="Protocol preset for the defaults (default: the checkpoint's)."
 )
+EvalSeedOpt = typer.Option(
+    None, "--eval-seed", help="Seed of the random evaluation windows (default: the run's)."
+)
 
 
 def train_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -60,7 +63,10 @@ def train_options(command: Callable[..., None]) -> Callable[..., None]:
         default = "auto" if f.name == "lr" else f.default
         kind = f.metadata["cli_type"]
         option = typer.Option(
-            default, f.metadata["flag"], help=f.metadata["help"], rich_help_panel="Training"
+            default,
+            f.metadata["flag"],
+            help=f.metadata["help"],
+            rich_help_panel=f.metadata["panel"],
         )
         added.append(
             Parameter(
@@ -465,6 +471,12 @@ def init(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of the run."),
     run_id: str = typer.Option(None, "--run-id", help="Name of the run (default: size-s<seed>)."),
+    sink_tokens: int = typer.Option(
+        0, "--sink-tokens", help="Learnable attention-sink vectors prepended to every sequence."
+    ),
+    qk_norm: bool = typer.Option(
+        False, "--qk-norm", help="LayerNorm on queries and keys (4·head_dim parameters a layer)."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -483,14 +495,21 @@ def init(
         preset=preset,
         seed=seed,
         run_id=run_id,
+        sink_tokens=sink_tokens,
+        qk_norm=qk_norm,
         force=force,
     )
     if as_json:
         emit_json(res)
         return
+    extras = (
+        f", {res.sink_tokens} sink tokens ({res.n_sink_params:,} parameters)"
+        if res.sink_tokens
+        else ""
+    ) + (", QK-norm" if res.qk_norm else "")
     console.print(
         f"wrote [bold]{res.path}[/bold]: {res.size}, {res.n_params:,} non-embedding parameters "
-        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}"
+        f"({res.n_params_total:,} total), vocab {res.vocab_size:,}, context {res.context:,}{extras}"
     )
 
 
@@ -511,24 +530,31 @@ def inspect(
     table.add_column("value")
     for k, v in info.items():
         if k != "history":
-            table.add_row(
-                k,
-                f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v),
-            )
+            table.add_row(k, _cell(v))
     console.print(table)
     if info["history"]:
+        from plc.store import history_method
+
+        methods = [history_method(h) for h in info["history"]]
         hist = Table(title="tasks trained")
-        for col in ("#", "lang", "tokens", "steps", "lr"):
+        for col in ("#", "lang", "tokens", "steps", "lr", *(["method"] if any(methods) else [])):
             hist.add_column(col, justify="right")
-        for i, h in enumerate(info["history"], 1):
+        for i, (h, method) in enumerate(zip(info["history"], methods, strict=True), 1):
             hist.add_row(
                 str(i),
                 str(h.get("lang")),
                 f"{h.get('tokens', 0):,}",
                 str(h.get("steps")),
                 f"{h.get('lr', 0):.2e}",
+                *([method] if any(methods) else []),
             )
         console.print(hist)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool):  # before int: True is an int
+        return "yes" if v else "no"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command()
@@ -551,6 +577,54 @@ def export(
     console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
 
 
+@app.command()
+def intervene(
+    method: str = typer.Argument(..., help="shrink-perturb or redo."),
+    ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c47x.pt)."),
+    shrink_perturb: str = typer.Option(
+        None, "--shrink-perturb", help="shrink-perturb: λ,σ of θ ← λθ + σ·ε (ε like the init)."
+    ),
+    tau: float = typer.Option(0.025, "--tau", help="redo: reset units with dormancy score ≤ τ."),
+    data: Path = DataOpt,
+    lang: str = typer.Option(None, "--lang", help="redo: language whose windows score units."),
+    seqs: int = typer.Option(256, "--seqs", help="redo: evaluation windows scored."),
+    seq_len: int = typer.Option(None, "--seq-len", help="redo: window length (default context)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the new weights (default the run's)."),
+    run_id: str = typer.Option(None, "--run-id", help="Rename the run (default: keep its id)."),
+    device: str = DeviceOpt,
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Apply one plasticity remedy once to a checkpoint, e.g. between two train-tasks."""
+    from plc.mitigations import intervene as run_intervene
+
+    res = run_intervene(
+        method,
+        ckpt,
+        out=out,
+        shrink_perturb=shrink_perturb,
+        tau=tau,
+        data=data,
+        lang=lang,
+        seqs=seqs,
+        seq_len=seq_len,
+        seed=seed,
+        run_id=run_id,
+        device=device,
+        force=force,
+    )
+    if as_json:
+        emit_json(res)
+        return
+    what = method
+    if res.reset_units is not None:
+        n = sum(len(r) for r in res.reset_units)
+        total = res.units_per_layer * len(res.reset_units)
+        what += f": reset {n:,} of {total:,} MLP units (dormancy ≤ {tau:g} on {lang})"
+    console.print(f"wrote [bold]{res.out}[/bold] ({what})")
+
+
 # ---------------------------------------------------------------------------------- training
 
 
@@ -568,6 +642,18 @@ def train_task_cmd(
     data: Path = DataOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Output (default: input's number + 1)."),
     metrics: Path = MetricsOpt,
+    val_every: int = typer.Option(
+        None, "--val-every", help="Validate on the task's language every K steps (App. A)."
+    ),
+    val_seqs: int = typer.Option(
+        None, "--val-seqs", help="Windows for --val-every (default: the probe's count)."
+    ),
+    continue_run: bool = typer.Option(
+        False,
+        "--continue/--reset-optimizer",
+        help="Continue the input's optimizer and schedule (one warm-up per run: the stationary "
+        "problem) instead of the protocol's reset at every task (§IV-B, the default).",
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
     options: Any = None,
@@ -596,6 +682,9 @@ def train_task_cmd(
             data=data,
             out=out,
             metrics=metrics,
+            continue_run=continue_run,
+            val_every=val_every,
+            val_seqs=val_seqs,
             force=force,
             on_step=on_step,
         )
@@ -625,6 +714,7 @@ def eval_cmd(
     preset: str = PresetOpt,
     seqs: int = typer.Option(None, "--seqs", help="Fixed evaluation windows (paper: 1,280)."),
     seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
+    eval_seed: int = EvalSeedOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
@@ -639,15 +729,22 @@ def eval_cmd(
         preset=preset,
         seqs=seqs,
         seq_len=seq_len,
+        eval_seed=eval_seed,
         batch_size=batch_size,
         device=device,
     )
     if as_json:
         emit_json(res)
         return
+    floor = (
+        f"; {res.excess_loss:.4f} above the entropy floor {res.entropy_rate:.4f}"
+        if res.entropy_rate is not None
+        else ""
+    )
     console.print(
         f"{ckpt} on {lang}: validation loss [bold]{res.loss:.4f}[/bold] nats/token over "
-        f"{res.seqs:,} × {res.seq_len:,} tokens ({res.tokens_per_s:,.0f} tokens/s)"
+        f"{res.seqs:,} × {res.seq_len:,} tokens (windows of seed {res.eval_seed}; "
+        f"{res.tokens_per_s:,.0f} tokens/s){floor}"
     )
 
 
@@ -660,6 +757,13 @@ def probe(
     metrics: Path = MetricsOpt,
     eval_every: int = typer.Option(None, "--eval-every", help="Steps between evals (paper 95)."),
     eval_seqs: int = typer.Option(None, "--eval-seqs", help="Fixed val windows (paper 1,280)."),
+    eval_seed: int = EvalSeedOpt,
+    repeats: int = typer.Option(
+        1, "--repeats", help="Probe K times with probe seeds S…S+K−1 on the same windows."
+    ),
+    probe_seed: int = typer.Option(
+        None, "--probe-seed", help="Seed S of the probe's batches (default: the run's)."
+    ),
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Probe a fresh init of the same config and seed (App. B)."
     ),
@@ -695,6 +799,9 @@ def probe(
             metrics=metrics,
             eval_every=eval_every,
             eval_seqs=eval_seqs,
+            eval_seed=eval_seed,
+            repeats=repeats,
+            probe_seed=probe_seed,
             from_scratch=from_scratch,
             keep=keep,
             force=force,
@@ -708,10 +815,18 @@ def probe(
         return
     resumed = f", resumed at step {res.resumed_from}" if res.resumed_from else ""
     kept = f"; kept the trained copy as {res.kept}" if res.kept else ""
+    n = len(res.repeats)
+    spread = f" ± {res.auc_sd:.4f} (SD of {n} probe seeds)" if n > 1 else ""
+    floor = (
+        f"; final loss {res.final_excess_loss:.4f} above the entropy floor {res.entropy_rate:.4f}"
+        if res.entropy_rate is not None
+        else ""
+    )
     console.print(
         f"probe of {ckpt}{' (from scratch)' if res.from_scratch else ''} on {res.probe_lang}: "
-        f"AUC [bold]{res.auc:.4f}[/bold], val loss {res.curve[0]['val_loss']:.4f} → "
+        f"AUC [bold]{res.auc:.4f}[/bold]{spread}, val loss {res.curve[0]['val_loss']:.4f} → "
         f"{res.final_val_loss:.4f} over {res.steps:,} steps ({len(res.curve)} evals{resumed})"
+        f"{floor}"
     )
     console.print(f"wrote [bold]{res.metrics_path}[/bold]{kept}")
 
@@ -737,8 +852,12 @@ def diagnose(
     query_from: int = typer.Option(
         None, "--query-from", help="First query position, 1-based (default: seq len / 8)."
     ),
+    eval_seed: int = EvalSeedOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     device: str = DeviceOpt,
+    tensorboard: str = typer.Option(
+        None, "--tensorboard", help="Also write the correlates to this TensorBoard folder."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -765,6 +884,8 @@ def diagnose(
             entropy_seqs=entropy_seqs,
             seq_len=seq_len,
             query_from=query_from,
+            eval_seed=eval_seed,
+            tensorboard=tensorboard,
             batch_size=batch_size,
             device=device,
             force=force,
@@ -1287,6 +1408,7 @@ def demo(
     console.print(table)
     console.print(f"log-log law: [bold]{res.law}[/bold]")
     console.print(f"figures: {', '.join(res.figures)}")
+    console.print(f"report: {res.report} (one page, open it in a browser)")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
     console.print(f"{res.ran} jobs ran, {res.skipped} were already done, in {res.seconds:.0f} s.")
     console.print(f"[yellow]{res.caveat}[/yellow]")

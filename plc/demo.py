@@ -45,6 +45,7 @@ class DemoResult:
     law: str | None = None  # the log-log fit (eq. 2 form), when it could be fitted
     fits: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    report: str | None = None  # the study as one HTML page (plc report)
     caveat: str = CAVEAT
 
 
@@ -107,6 +108,9 @@ def demo(
         ],
     )
     _summarise(res, out / "onset.parquet")
+    from plc.report import report
+
+    res.report = report(out, out / "report.html", force=True).path
     return res
 
 

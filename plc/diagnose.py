@@ -6,6 +6,11 @@
 - attention entropy (eq. 5): per head, −Σ p ln p averaged over the first `entropy_seqs` windows and
   query positions q_from…L (1-based, inclusive; a query at position q sees q keys); H_max is the
   mean of ln q over the same positions; lazy above 0.9·H_max, collapsed below 0.1·H_max.
+- sink tokens (`plc init --sink-tokens K`): only real tokens are measured. Activations at the K
+  sink positions are left out of every MLP statistic; entropy is taken over real query positions,
+  each of whose distributions spans the K sink keys as well (a sink is a key that can take
+  attention mass), so a query at real position q sees q + K keys and H_max is the mean of
+  ln(q + K).
 - beyond the paper: effective rank (exp of the entropy of the normalised singular values, Roy &
   Vetterli 2007), stable rank (Σσ² / σ_max²) and mean L2 norm of each layer's post-GeLU features
   over the dormant windows.
@@ -22,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +74,23 @@ def dormant_scores(mean_abs: torch.Tensor) -> torch.Tensor:
     return torch.where(layer_mean > 0, mean_abs / layer_mean, torch.zeros_like(mean_abs))
 
 
+def unit_mean_abs(model: GPT, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """h̄ of eq. 3 for every MLP unit, (layers, units) fp64 on the model's device: mean |post-GeLU
+    activation| over the real tokens of the token-id batches, accumulated as `plc diagnose` does
+    (ReDo in plc.mitigations scores units with this and `dormant_scores`)."""
+    import torch
+
+    stats = _MLPStats(model, ranks=False)
+    stats.active = True
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model.hidden(x)
+    finally:
+        stats.remove()
+    return stats.abs_sum / stats.tokens
+
+
 def rank_metrics(gram: torch.Tensor) -> tuple[float, float]:
     """Effective and stable rank of a feature matrix F from its Gram matrix FᵀF."""
     import torch
@@ -93,6 +115,7 @@ class _MLPStats:
         n_layer, n_units = model.config.n_layer, 4 * model.config.d_model
         dev = next(model.parameters()).device
         self.active, self.tokens, self.ranks = False, 0, ranks
+        self.n_sink = model.n_sink
         self.abs_sum = torch.zeros(n_layer, n_units, dtype=torch.float64, device=dev)
         self.norm_sum = torch.zeros(n_layer, dtype=torch.float64, device=dev)
         self.gram = (
@@ -109,7 +132,7 @@ class _MLPStats:
         def hook(module, inputs, out: torch.Tensor) -> None:
             if not self.active:
                 return
-            h = out.flatten(0, 1)  # (tokens, units)
+            h = out[:, self.n_sink :].flatten(0, 1)  # (real tokens, units)
             if layer == 0:
                 self.tokens += h.shape[0]
             # A slice of tokens at a time: the temporaries (|h|, the fp64 copy) stay small.
@@ -138,16 +161,16 @@ class _EntropyStats:
 
         c = model.config
         dev = next(model.parameters()).device
-        self.q_from, self.rows = q_from, 0
+        self.q_from, self.rows, self.n_sink = q_from, 0, model.n_sink
         self.sums = torch.zeros(c.n_layer, c.n_head, dtype=torch.float64, device=dev)
 
     def __call__(self, layer: int, probs: torch.Tensor) -> None:
         import torch
 
-        B, H, T, _ = probs.shape
+        B, H, T, _ = probs.shape  # T counts the sink positions first
         if layer == 0:
-            self.rows += B * (T - self.q_from + 1)
-        for s in range(self.q_from - 1, T, QUERY_ROW_CHUNK):
+            self.rows += B * (T - self.n_sink - self.q_from + 1)
+        for s in range(self.n_sink + self.q_from - 1, T, QUERY_ROW_CHUNK):
             p = probs[:, :, s : s + QUERY_ROW_CHUNK].float()
             ent = -torch.special.xlogy(p, p).sum(dim=-1)  # (B, H, rows)
             self.sums[layer] += ent.sum(dim=(0, 2)).double()
@@ -166,6 +189,8 @@ class DiagnoseResult:
     task_index: int
     seq_len: int
     seconds: float
+    eval_seed: int | None = None
+    window_starts: dict[str, list[int]] | None = None  # per language, positions in its val split
     param_abs_mean: float | None = None
     dormant_lang: str | None = None
     dormant_seqs: int | None = None
@@ -212,9 +237,11 @@ def diagnose(
     entropy_seqs: int | None = None,
     seq_len: int | None = None,
     query_from: int | None = None,
+    eval_seed: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    tensorboard: str | os.PathLike | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> DiagnoseResult:
@@ -223,7 +250,9 @@ def diagnose(
     Sequence counts default to `preset`'s (else the checkpoint's preset's; paper: 256 and 512).
     Per-unit dormancy scores (and mean |activation|) go to a Zarr group beside the Parquet file.
     Entropy queries run from `query_from` (1-based; default the preset's fraction of the sequence
-    length, the paper's 256 of 2,048) to the sequence length.
+    length, the paper's 256 of 2,048) to the sequence length. The windows of each language are
+    drawn as eval and probe draw theirs (with `eval_seed`, default the run's seed); a language
+    used for both parts gives its first windows to the smaller count.
     """
     import torch
 
@@ -272,16 +301,22 @@ def diagnose(
         needs[dormant_lang] = (dormant_seqs, "--dormant-seqs")
     if entropy and entropy_seqs > needs.get(entropy_lang, (0, ""))[0]:
         needs[entropy_lang] = (entropy_seqs, "--entropy-seqs")
-    windows = {
-        lang: load_eval_windows(ckpt, data, lang, n, L, flag)[1]
+    drawn = {
+        lang: load_eval_windows(ckpt, data, lang, n, L, flag, eval_seed)
         for lang, (n, flag) in needs.items()
     }
+    windows = {lang: ev.windows for lang, ev in drawn.items()}
 
+    from plc.tracking import open_tracker
+
+    tracker = open_tracker(tensorboard, ctx["run_id"], ctx["task_index"], "diagnose")
     runtime = setup(device, threads)
     model = ckpt.build_model(runtime.device).eval()
     res = DiagnoseResult(
         str(ckpt_path), str(out), None, ctx["run_id"], ctx["size"], ctx["task_index"], L, 0.0
     )
+    res.eval_seed = next(iter(drawn.values())).seed if drawn else None
+    res.window_starts = {lang: ev.starts.tolist() for lang, ev in drawn.items()}
     t0 = time.perf_counter()
     if params:
         res.param_abs_mean = param_abs_mean(model)
@@ -336,15 +371,23 @@ def diagnose(
     if ent is not None:
         res.entropy_lang, res.entropy_seqs, res.query_from = entropy_lang, entropy_seqs, q_from
         mean_ent = ent.mean().cpu()
-        res.h_max = h_max(q_from, L)
+        K = ckpt.config.sink_tokens
+        res.h_max = h_max(q_from + K, L + K)
         res.entropy = mean_ent.tolist()
         res.lazy_pct = 100.0 * float((mean_ent > LAZY_FRACTION * res.h_max).double().mean())
         res.collapsed_pct = 100.0 * float(
             (mean_ent < COLLAPSED_FRACTION * res.h_max).double().mean()
         )
     res.seconds = time.perf_counter() - t0
-    rows = [{"kind": "diagnose", **ctx, **r} for r in _rows(res)]
+    method = ckpt.method
+    rows = [
+        {"kind": "diagnose", **ctx, **r, "method": method, "eval_seed": res.eval_seed}
+        for r in _rows(res)
+    ]
     write_metrics(out, metric_frame("diagnose", rows), force=force)
+    if tracker is not None:
+        with tracker:
+            tracker.diagnose(rows)
     return res
 
 

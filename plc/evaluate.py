@@ -1,7 +1,8 @@
 """Validation loss on the fixed evaluation windows (`plc eval`), also the probe's yardstick.
 
-Window i is val[i·(L+1) : (i+1)·(L+1)] (plc.data.sampling.eval_windows); the loss is the mean
-cross-entropy in nats over every target position of every window, all weighted equally.
+The windows are drawn at random from the whole val split, once per (store, count, length, seed)
+(plc.data.sampling.eval_starts; the seed is the run's unless --eval-seed says otherwise); the loss
+is the mean cross-entropy in nats over every target position of every window, all weighted equally.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def default_batch(seq_len: int) -> int:
     return max(1, EVAL_BATCH_TOKENS // seq_len)
 
 
+@dataclass
+class EvalWindows:
+    store: TokenStore
+    seed: int
+    starts: np.ndarray  # (n,) positions in the val split
+    windows: np.ndarray  # (n, L+1) token ids
+
+
 def load_eval_windows(
     ckpt: Checkpoint,
     data: str | os.PathLike,
@@ -38,9 +47,11 @@ def load_eval_windows(
     seqs: int,
     seq_len: int | None,
     flag: str = "--seqs",
-) -> tuple[TokenStore, np.ndarray]:
-    """The store of `lang` and its first `seqs` evaluation windows, checked against the checkpoint
-    (`flag` names the option that set `seqs`, for the error when the val split is too small)."""
+    seed: int | None = None,
+) -> EvalWindows:
+    """The store of `lang` and its `seqs` evaluation windows (drawn with `seed`, default the run's),
+    checked against the checkpoint (`flag` names the option that set `seqs`, for the error when
+    the val split is too small)."""
     from plc.data.sampling import eval_windows
     from plc.data.tokenstore import open_lang
     from plc.store import check_tokenizer
@@ -52,7 +63,9 @@ def load_eval_windows(
         )
     store = open_lang(data, lang)
     check_tokenizer(ckpt, store.tokenizer, str(store.path))
-    return store, eval_windows(store, seqs, seq_len, flag)
+    seed = int(ckpt.meta.get("seed", 0)) if seed is None else seed
+    starts, windows = eval_windows(store, seqs, seq_len, seed, flag)
+    return EvalWindows(store, seed, starts, windows)
 
 
 def validation_loss(
@@ -96,6 +109,10 @@ class EvalResult:
     loss: float
     seconds: float
     tokens_per_s: float
+    eval_seed: int
+    window_starts: list[int]
+    entropy_rate: float | None  # the store's loss floor (markov: sources), else None
+    excess_loss: float | None  # loss above that floor
 
 
 def evaluate(
@@ -106,6 +123,7 @@ def evaluate(
     preset: str | None = None,
     seqs: int | None = None,
     seq_len: int | None = None,
+    eval_seed: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     threads: int | None = None,
@@ -121,7 +139,8 @@ def evaluate(
     ckpt = load_checkpoint(ckpt_path)
     if seqs is None:
         seqs = get_preset(preset or ckpt.preset or "paper").probe_eval_seqs
-    _, windows = load_eval_windows(ckpt, data, lang, seqs, seq_len)
+    ev = load_eval_windows(ckpt, data, lang, seqs, seq_len, seed=eval_seed)
+    windows = ev.windows
     runtime = setup(device, threads)
     model = ckpt.build_model(runtime.device)
     t0 = time.perf_counter()
@@ -130,5 +149,16 @@ def evaluate(
     L = windows.shape[1] - 1
     tokens = windows.shape[0] * L
     return EvalResult(
-        str(ckpt_path), lang, windows.shape[0], L, tokens, loss, seconds, tokens / seconds
+        str(ckpt_path),
+        lang,
+        windows.shape[0],
+        L,
+        tokens,
+        loss,
+        seconds,
+        tokens / seconds,
+        ev.seed,
+        ev.starts.tolist(),
+        ev.store.entropy_rate,
+        None if ev.store.entropy_rate is None else loss - ev.store.entropy_rate,
     )

@@ -21,6 +21,17 @@ def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool 
         raise PlcError(f"{out} exists; pass --force to overwrite it")
     ckpt = load_checkpoint(ckpt_path)
     c = ckpt.config
+    # GPT2LMHeadModel has neither: loading such weights would silently drop them.
+    if c.sink_tokens:
+        raise PlcError(
+            f"{ckpt_path} has {c.sink_tokens} attention-sink tokens, which GPT-2 cannot hold; "
+            "export a checkpoint initialised without --sink-tokens"
+        )
+    if c.qk_norm:
+        raise PlcError(
+            f"{ckpt_path} has QK-norm, which GPT-2 cannot hold; "
+            "export a checkpoint initialised without --qk-norm"
+        )
     config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",

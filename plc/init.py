@@ -22,6 +22,9 @@ class InitResult:
     context: int
     seed: int
     preset: str | None = None
+    sink_tokens: int = 0
+    n_sink_params: int = 0
+    qk_norm: bool = False
 
 
 def init_checkpoint(
@@ -37,6 +40,8 @@ def init_checkpoint(
     preset: str | None = None,
     seed: int = 0,
     run_id: str | None = None,
+    sink_tokens: int = 0,
+    qk_norm: bool = False,
     force: bool = False,
 ) -> InitResult:
     """Write a randomly initialised checkpoint (task index 0), reproducible from `seed`.
@@ -44,6 +49,10 @@ def init_checkpoint(
     With `preset`, the context and tokenizer default to the preset's and the checkpoint remembers
     it, so train-task, probe, eval and diagnose of this run default to that preset too. Without,
     the context defaults to the paper's 2,048.
+
+    `sink_tokens` and `qk_norm` are the architecture options of plc.sizes.GPTConfig. The meta
+    records `init_digest`, the digest of these weights, so that a later task can rebuild them from
+    the config and seed and know it has them exactly (plc.mitigations.initial_state).
     """
     from plc.store import Checkpoint, check_output, new_meta, save_checkpoint
 
@@ -69,12 +78,22 @@ def init_checkpoint(
     if context <= 0:
         raise PlcError(f"--context must be positive, got {context}")
     config = make_config(
-        size, layers=layers, d_model=d_model, heads=heads, vocab_size=vocab_size, context=context
+        size,
+        layers=layers,
+        d_model=d_model,
+        heads=heads,
+        vocab_size=vocab_size,
+        context=context,
+        sink_tokens=sink_tokens,
+        qk_norm=qk_norm,
     )
     model = build_model(config, seed)
     name = size or size_name(config)
-    run_id = run_id or f"{name}-s{seed}"
+    # The options go into the default run id: runs with and without them write distinct files.
+    options = (f"-sink{sink_tokens}" if sink_tokens else "") + ("-qknorm" if qk_norm else "")
+    run_id = run_id or f"{name}{options}-s{seed}"
     meta = new_meta(config, run_id=run_id, seed=seed, size=name, tokenizer=identity, preset=preset)
+    meta["init_digest"] = state_digest(model.state_dict())
     save_checkpoint(out, Checkpoint(config, model.state_dict(), meta), force=force)
     return InitResult(
         str(out),
@@ -86,6 +105,9 @@ def init_checkpoint(
         context,
         seed,
         preset,
+        config.sink_tokens,
+        config.n_sink_params,
+        config.qk_norm,
     )
 
 
@@ -98,6 +120,20 @@ def build_model(config, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GPT(config)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 (first 16 hex digits) of a state dict: names, dtypes, shapes and bytes, in name order."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()[:16]
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -117,7 +153,10 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "heads": c.n_head,
         "vocab_size": c.vocab_size,
         "context": c.context,
+        "sink_tokens": c.sink_tokens,
+        "qk_norm": c.qk_norm,
         "n_params": c.n_params,
+        "n_sink_params": c.n_sink_params,
         "n_params_total": c.n_params_total,
         "paper_lr": paper_lr(c.d_model),
         "seed": m.get("seed"),

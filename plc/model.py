@@ -3,6 +3,15 @@
 Pre-norm decoder-only transformer: learned absolute positions, causal self-attention,
 LayerNorm before attention and MLP plus a final one, MLP ×4 with exact GeLU, biases everywhere,
 input and output embeddings tied. Shapes: B batch, T time, C = d_model, H heads, D = 64 head dim.
+
+Two architecture options beyond the paper (GPTConfig; off by default, and then the module, its
+parameters and its initial weights are exactly the paper's):
+- sink tokens: K learned vectors (no position of their own) are prepended to the embedded sequence,
+  pass through every block as keys any query may attend to, and are dropped before the final
+  LayerNorm, so logits, targets and the loss are those of the real tokens alone. They are drawn
+  (N(0, 0.02), like the embeddings) after every other weight, so a seed gives the same other
+  weights with or without them.
+- QK-norm: LayerNorm(head_dim) on queries and keys of every head before the dot product.
 """
 
 from __future__ import annotations
@@ -37,11 +46,15 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model)
         self.c_proj = nn.Linear(config.d_model, config.d_model)
         self.probs_hook: AttnHook | None = None
+        self.q_norm = nn.LayerNorm(config.head_dim) if config.qk_norm else None
+        self.k_norm = nn.LayerNorm(config.head_dim) if config.qk_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.probs_hook is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
         else:
@@ -94,6 +107,11 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.n_sink = config.sink_tokens  # leading positions of every block's input that are sinks
+        self.sink = None
+        if self.n_sink:
+            self.sink = nn.Parameter(torch.empty(self.n_sink, config.d_model))
+            nn.init.normal_(self.sink, mean=0.0, std=0.02)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -103,6 +121,23 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def init_stds(self) -> dict[str, float | None]:
+        """Per parameter name, the std of the zero-mean normal __init__ draws it from, or None for
+        the parameters it sets to a constant (Linear biases 0, LayerNorm gains 1 and biases 0).
+        What re-initialising methods (plc.mitigations) draw fresh weights from."""
+        residual = 0.02 / math.sqrt(2 * self.config.n_layer)
+        stds: dict[str, float | None] = {}
+        for mod_name, module in self.named_modules():
+            for p_name, _ in module.named_parameters(recurse=False):
+                name = f"{mod_name}.{p_name}" if mod_name else p_name
+                if isinstance(module, nn.Linear) and p_name == "weight":
+                    stds[name] = residual if name.endswith("c_proj.weight") else 0.02
+                elif isinstance(module, nn.Embedding) or name == "sink":
+                    stds[name] = 0.02
+                else:
+                    stds[name] = None
+        return stds
+
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """Final-LayerNorm hidden states (B, T, C) for token ids (B, T)."""
         T = idx.size(1)
@@ -110,8 +145,12 @@ class GPT(nn.Module):
             raise PlcError(f"sequence length {T} exceeds the model's context {self.config.context}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if self.sink is not None:
+            x = torch.cat([self.sink.expand(x.size(0), -1, -1), x], dim=1)
         for block in self.transformer.h:
             x = block(x)
+        if self.sink is not None:
+            x = x[:, self.n_sink :]
         return self.transformer.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,6 +165,8 @@ class GPT(nn.Module):
         return lm_loss(h.flatten(0, 1), self.transformer.wte.weight, targets.flatten())
 
     def set_probs_hook(self, hook: AttnHook | None) -> None:
+        """Route attention through explicit probabilities (B, H, K+T, K+T) passed to `hook`; the
+        first K = n_sink rows and columns belong to the sink tokens."""
         for block in self.transformer.h:
             block.attn.probs_hook = hook
 

@@ -21,9 +21,18 @@ from typing import Any
 from plc.errors import PlcError
 
 
-def _flag(default: Any, flag: str, help: str, cli_type: type | None = None) -> Any:
-    """A field with its command-line flag: `cli_type` is what the flag parses (default: the field's)."""
-    return field(default=default, metadata={"flag": flag, "help": help, "cli_type": cli_type})
+def _flag(default: Any, flag: str, help: str, cli_type: type, panel: str = "Training") -> Any:
+    """A field with its command-line flag: `cli_type` is what the flag parses, `panel` the group of
+    flags it is listed in by --help."""
+    return field(
+        default=default,
+        metadata={"flag": flag, "help": help, "cli_type": cli_type, "panel": panel},
+    )
+
+
+def _remedy(default: Any, flag: str, help: str, cli_type: type) -> Any:
+    """A field of plc.mitigations.MitigationOptions (same name), listed under Mitigations."""
+    return _flag(default, flag, help, cli_type, "Mitigations (plc.mitigations; default off)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,38 @@ class TrainOptions:
     save_every: int | None = _flag(None, "--save-every", "Steps between resumable saves.", int)
     device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str)
     compile: bool = _flag(False, "--compile", "torch.compile the model (CUDA).", bool)
+    tensorboard: str | None = _flag(
+        None,
+        "--tensorboard",
+        "Live TensorBoard scalars in this folder (default $PLC_TENSORBOARD; plc[track]).",
+        str,
+    )
+    clip_weights: float | None = _remedy(
+        None, "--clip-weights", "κ: clamp Linear weights to ±κ/√fan_in after every step.", float
+    )
+    l2_init: float | None = _remedy(
+        None,
+        "--l2-init",
+        "λ: decay towards the run's initial weights θ₀ (paper's best 1e-2).",
+        float,
+    )
+    shrink_perturb: str | None = _remedy(
+        None, "--shrink-perturb", "λ,σ: θ ← λθ + σ·ε (ε like the initialisation).", str
+    )
+    shrink_perturb_at: str = _remedy(
+        "task", "--shrink-perturb-at", "task (at its start) or step (after every step).", str
+    )
+    cbp: float | None = _remedy(
+        None, "--cbp", "ρ: continual backprop's replacement rate per step (1e-4).", float
+    )
+    cbp_maturity: int = _remedy(100, "--cbp-maturity", "CBP: steps before a unit is eligible.", int)
+    cbp_decay: float = _remedy(0.99, "--cbp-decay", "CBP: utility decay η.", float)
+    redo: float | None = _remedy(
+        None, "--redo", "τ: ReDo resets MLP units whose dormancy score is ≤ τ (0.025).", float
+    )
+    redo_every: int | None = _remedy(
+        None, "--redo-every", "ReDo every K steps too (default: at task start only).", int
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.lr, str):
@@ -81,6 +122,14 @@ class TrainOptions:
                 raise PlcError(f"{flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
         if not self.adam_eps > 0:
             raise PlcError(f"--adam-eps must be positive, got {self.adam_eps}")
+        _ = self.mitigations  # built to validate the remedies' settings
+
+    @property
+    def mitigations(self):  # -> plc.mitigations.MitigationOptions
+        """The remedies' settings, as plc.mitigations takes them."""
+        from plc.mitigations import MitigationOptions
+
+        return MitigationOptions.of(self)
 
     # ------------------------------------------------------------------------ resolved values
 
@@ -187,7 +236,7 @@ class TrainOptions:
 
     def record(self) -> dict[str, Any]:
         """The resolved settings as a checkpoint's task history and a resume signature hold them."""
-        skip = ("tokens", "device", "compile", "save_every")  # how, not what, is trained
+        skip = ("tokens", "device", "compile", "save_every", "tensorboard")  # how, not what
         rec = {k: v for k, v in asdict(self).items() if k not in skip}
         rec.update(tokens=self.total_tokens, warmup_steps=self.warmup_steps)
         return rec

@@ -8,12 +8,15 @@ dropped unless `keep` names a file for it. `from_scratch` probes a fresh initial
 same config and seed instead: the "probe language alone" baseline of Appendix B.
 
 Every probe of a run trains on the same batches (the sampler stream of task index 0, which no
-continual task uses), so AUC differences between checkpoints are not sampling noise.
+continual task uses, drawn with the probe seed — by default the run's), so AUC differences between
+checkpoints are not sampling noise. `repeats` probes the same checkpoint with several probe seeds
+(several batch streams) on the same evaluation windows: their spread is the probe's own noise.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,17 +53,25 @@ class ProbeResult:
     steps: int
     eval_every: int
     eval_seqs: int
+    eval_seed: int
     seq_len: int
     batch_tokens: int
     lr: float
     warmup_steps: int
-    auc: float
-    final_val_loss: float
+    auc: float  # mean over the repeats
+    auc_sd: float  # sample SD over the repeats (0 for one)
+    final_val_loss: float  # of the first repeat
     tokens_per_s: float  # median training throughput
     seconds: float
     resumed_from: int
     kept: str | None
-    curve: list[dict[str, float]] = field(default_factory=list)  # {"step", "val_loss"}
+    entropy_rate: float | None  # the probe store's loss floor (markov: sources)
+    final_excess_loss: float | None  # final_val_loss above that floor
+    curve: list[dict[str, float]] = field(
+        default_factory=list
+    )  # first repeat: {"step", "val_loss"}
+    repeats: list[dict[str, float]] = field(default_factory=list)  # probe_seed, auc, final_val_loss
+    window_starts: list[int] = field(default_factory=list)
 
 
 def probe(
@@ -72,6 +83,9 @@ def probe(
     metrics: str | os.PathLike = "metrics",
     eval_every: int | None = None,
     eval_seqs: int | None = None,
+    eval_seed: int | None = None,
+    repeats: int = 1,
+    probe_seed: int | None = None,
     from_scratch: bool = False,
     keep: str | os.PathLike | None = None,
     force: bool = False,
@@ -84,14 +98,25 @@ def probe(
     `options` (or TrainOptions fields as keyword arguments) set the probe's training exactly as
     for train-task, with the preset's probe budget; `seq_len` is also the evaluation windows'
     length. `eval_every` and `eval_seqs` default to the preset's probe cadence and evaluation set;
-    the cadence keeps its fraction of the steps when the steps differ from the preset's.
-    With `save_every`, resumable state is kept beside the metric file and a rerun continues it.
+    the cadence keeps its fraction of the steps when the steps differ from the preset's. The
+    windows are drawn with `eval_seed` (default: the run's seed), the probe's batches with
+    `probe_seed`, `probe_seed + 1`, … for each of `repeats` (default: the run's seed); an explicit
+    `probe_seed` names the metric file (`…-p<seed>`), so a plan can fan repeats out as jobs.
+    With `save_every`, resumable state is kept beside the metric file and a rerun continues the
+    repeat in progress (finished repeats of the same call run again).
     """
     from plc.data.sampling import BatchSampler
     from plc.evaluate import load_eval_windows, validation_loss
     from plc.presets import get_preset
     from plc.store import Checkpoint, check_output, metric_path
-    from plc.task import advance, load_and_resolve, resume_signature, start, state_path_for
+    from plc.task import (
+        advance,
+        load_and_resolve,
+        mitigations_for,
+        resume_signature,
+        start,
+        state_path_for,
+    )
     from plc.train import train_loop
 
     options = replace(options or TrainOptions(), **overrides)
@@ -101,9 +126,18 @@ def probe(
     if eval_every is None:
         eval_every = p.probe_eval_every_for(opts.steps)
     eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
-    for name, v in (("--eval-every", eval_every), ("--eval-seqs", eval_seqs)):
+    for name, v in (
+        ("--eval-every", eval_every),
+        ("--eval-seqs", eval_seqs),
+        ("--repeats", repeats),
+    ):
         if v <= 0:
             raise PlcError(f"{name} must be positive, got {v}")
+    if probe_seed is not None and probe_seed < 0:
+        raise PlcError(f"--probe-seed must be ≥ 0, got {probe_seed}")
+    if keep is not None and repeats > 1:
+        raise PlcError("--keep keeps one trained copy: give it with --repeats 1")
+    first_seed = opts.seed if probe_seed is None else probe_seed
     if from_scratch:
         # The baseline: the same shape and seed, never trained (task 0 of the same run).
         meta = {**base.meta, "task_index": 0, "tokens_seen": 0, "history": []}
@@ -112,16 +146,13 @@ def probe(
         probed = base
     ctx = probed.row_context()
 
-    out = metric_path(
-        metrics,
-        "probe",
-        ctx["run_id"],
-        ctx["task_index"],
-        ctx["lang"],
-        f"{lang}-scratch" if from_scratch else lang,
-    )
-    state_path = state_path_for(out)
-    resuming = state_path.exists()
+    suffix = f"{lang}-scratch" if from_scratch else lang
+    if probe_seed is not None:
+        suffix += f"-p{probe_seed}"
+    out = metric_path(metrics, "probe", ctx["run_id"], ctx["task_index"], ctx["lang"], suffix)
+    seeds = list(range(first_seed, first_seed + repeats))
+    state_paths = [state_path_for(out.with_name(f"{out.name}.p{s}")) for s in seeds]
+    resuming = any(sp.exists() for sp in state_paths)
     if not resuming:
         check_output(out, force)
     if keep is not None:
@@ -131,10 +162,9 @@ def probe(
         if not resuming:
             check_output(keep, force)
 
-    store, windows = load_eval_windows(base, data, lang, eval_seqs, opts.seq_len, "--eval-seqs")
-    sampler = BatchSampler([store], opts.seq_len, opts.batch_size, opts.seed, PROBE_STREAM)
+    ev = load_eval_windows(base, data, lang, eval_seqs, opts.seq_len, "--eval-seqs", eval_seed)
+    windows = ev.windows
     task = {"lang": lang, "probe": True, "from_scratch": from_scratch}
-    signature = resume_signature(base, opts, eval_every=eval_every, eval_seqs=eval_seqs, **task)
 
     def build():
         if from_scratch:
@@ -143,27 +173,62 @@ def probe(
             return build_model(base.config, int(base.meta.get("seed", 0)))
         return base.build_model()
 
-    runtime, model = start(opts, build)
+    from plc.tracking import open_tracker
 
-    def eval_fn(done: int) -> float:
-        loss = validation_loss(model, windows, runtime)
-        if on_eval is not None and runtime.is_main:
-            on_eval(done, loss)
-        return loss
-
-    res = train_loop(
-        model,
-        sampler,
-        opts,
-        runtime=runtime,
-        eval_fn=eval_fn,
-        eval_every=eval_every,
-        on_step=on_step,
-        state_path=state_path,
-        signature=signature,
+    tracker = (  # the first repeat's curve and the mean AUC; rank 0 only
+        open_tracker(
+            opts.tensorboard,
+            ctx["run_id"],
+            ctx["task_index"],
+            "probe",
+            lang=ctx["lang"],
+            probe_lang=lang,
+            from_scratch=from_scratch,
+        )
+        if os.environ.get("RANK", "0") == "0"
+        else None
     )
-    curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
-    area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
+    results = []
+    for seed, state_path in zip(seeds, state_paths, strict=True):
+        track = tracker if not results else None
+        runtime, model = start(opts, build)
+        sampler = BatchSampler([ev.store], opts.seq_len, opts.batch_size, seed, PROBE_STREAM)
+        signature = resume_signature(
+            base, replace(opts, seed=seed), eval_every=eval_every, eval_seqs=eval_seqs, **task
+        )
+
+        def eval_fn(done: int, model=model, runtime=runtime, track=track) -> float:
+            loss = validation_loss(model, windows, runtime)
+            if track is not None:
+                track.eval(done, loss)
+            if on_eval is not None and runtime.is_main:
+                on_eval(done, loss)
+            return loss
+
+        def step_hook(row: dict, total: int, track=track) -> None:
+            if track is not None:
+                track.step(row)
+            if on_step is not None:
+                on_step(row, total)
+
+        res = train_loop(
+            model,
+            sampler,
+            opts,
+            runtime=runtime,
+            eval_fn=eval_fn,
+            eval_every=eval_every,
+            on_step=step_hook,
+            state_path=state_path,
+            signature=signature,
+            mitigations=mitigations_for(probed, replace(opts, seed=seed), probed.task_index + 1),
+        )
+        curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
+        area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
+        results.append((seed, curve, area, res, model))
+
+    rate = ev.store.entropy_rate
+    _, curve, _, res, model = results[0]
     if runtime.is_main:
         from plc.store import metric_frame, save_checkpoint, write_metrics
 
@@ -181,11 +246,22 @@ def probe(
                 "auc": area,
                 "tokens_seen": int(probed.meta.get("tokens_seen", 0)),
                 "from_scratch": from_scratch,
+                "probe_seed": seed,
+                "method": probed.method,
+                "eval_seed": ev.seed,
+                "window_starts": ev.starts.tolist() if i == 0 else None,
+                "entropy_rate": rate,
             }
-            for c in curve
+            for seed, seed_curve, area, _, _ in results
+            for i, c in enumerate(seed_curve)
         ]
         write_metrics(out, metric_frame("probe", rows), force=True)
-        state_path.unlink(missing_ok=True)
+        for sp in state_paths:
+            sp.unlink(missing_ok=True)
+    aucs = [r[2] for r in results]
+    if tracker is not None:
+        tracker.auc(statistics.fmean(aucs))
+        tracker.close()
     return ProbeResult(
         metrics_path=str(out),
         run_id=ctx["run_id"],
@@ -195,15 +271,24 @@ def probe(
         steps=opts.steps,
         eval_every=eval_every,
         eval_seqs=windows.shape[0],
+        eval_seed=ev.seed,
         seq_len=opts.seq_len,
         batch_tokens=opts.batch_tokens,
         lr=opts.lr,
         warmup_steps=opts.warmup_steps,
-        auc=area,
+        auc=statistics.fmean(aucs),
+        auc_sd=statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
         final_val_loss=curve[-1]["val_loss"],
         tokens_per_s=res.tokens_per_s,
-        seconds=res.seconds,
-        resumed_from=res.resumed_from,
+        seconds=sum(r[3].seconds for r in results),
+        resumed_from=max(r[3].resumed_from for r in results),
         kept=str(keep) if keep is not None else None,
+        entropy_rate=rate,
+        final_excess_loss=None if rate is None else curve[-1]["val_loss"] - rate,
         curve=curve,
+        repeats=[
+            {"probe_seed": seed, "auc": area, "final_val_loss": c[-1]["val_loss"]}
+            for seed, c, area, _, _ in results
+        ],
+        window_starts=ev.starts.tolist(),
     )

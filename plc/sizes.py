@@ -45,11 +45,24 @@ def padded_vocab(vocab_size: int) -> int:
 
 @dataclass(frozen=True)
 class GPTConfig:
+    """The shape of a GPT, and two architecture options beyond the paper (both off by default).
+
+    - sink_tokens K: K learnable vectors prepended to every sequence (attention sinks / registers,
+      Xiao et al. 2024, Darcet et al. 2024). They are keys every query can attend to, never
+      predicted and never scored; their K·d_model parameters are counted apart from Table I
+      (`n_sink_params`), like the token and position tables.
+    - qk_norm: LayerNorm over the head dimension of queries and keys, one gain and bias vector each,
+      shared by all heads (timm's and Qwen3's form): 4·head_dim parameters per layer, counted in
+      `n_params` (they sit inside the blocks).
+    """
+
     n_layer: int
     d_model: int
     n_head: int
     vocab_size: int  # embedding rows (already padded)
     context: int  # maximum sequence length = rows of the position table
+    sink_tokens: int = 0
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "d_model", "n_head", "vocab_size", "context"):
@@ -57,26 +70,41 @@ class GPTConfig:
                 raise PlcError(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
             raise PlcError(f"d_model {self.d_model} is not divisible by {self.n_head} heads")
+        if self.sink_tokens < 0:
+            raise PlcError(f"--sink-tokens must be 0 or more, got {self.sink_tokens}")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        # Checkpoints written before the architecture options lack their keys: both off.
+        shape = {k: int(d[k]) for k in ("n_layer", "d_model", "n_head", "vocab_size", "context")}
         return cls(
-            **{k: int(d[k]) for k in ("n_layer", "d_model", "n_head", "vocab_size", "context")}
+            **shape, sink_tokens=int(d.get("sink_tokens", 0)), qk_norm=bool(d.get("qk_norm", False))
         )
 
     @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
     def n_params(self) -> int:
-        """Non-embedding parameters ("Eff. Params" of Table I): everything but token and position tables."""
+        """Non-embedding parameters ("Eff. Params" of Table I): everything but token and position
+        tables and sink vectors; with qk_norm, 4·head_dim more per layer."""
         C = self.d_model
         per_block = 12 * C * C + 13 * C  # qkv 3C²+3C, proj C²+C, fc 4C²+4C, fc-proj 4C²+C, 2 LN 4C
+        if self.qk_norm:
+            per_block += 4 * self.head_dim  # gain and bias of the q and the k LayerNorm
         return self.n_layer * per_block + 2 * C  # + final LayerNorm
 
     @property
+    def n_sink_params(self) -> int:
+        return self.sink_tokens * self.d_model
+
+    @property
     def n_params_total(self) -> int:
-        return self.n_params + (self.vocab_size + self.context) * self.d_model
+        return self.n_params + (self.vocab_size + self.context) * self.d_model + self.n_sink_params
 
 
 def make_config(
@@ -87,6 +115,8 @@ def make_config(
     heads: int | None = None,
     vocab_size: int,
     context: int,
+    sink_tokens: int = 0,
+    qk_norm: bool = False,
 ) -> GPTConfig:
     """A config from a preset name or an explicit shape (heads default to d_model / 64)."""
     if size is not None:
@@ -101,7 +131,7 @@ def make_config(
         if d_model % HEAD_DIM:
             raise PlcError(f"d_model {d_model} is not a multiple of {HEAD_DIM}: pass --heads")
         heads = d_model // HEAD_DIM
-    return GPTConfig(layers, d_model, heads, vocab_size, context)
+    return GPTConfig(layers, d_model, heads, vocab_size, context, sink_tokens, qk_norm)
 
 
 def size_name(config: GPTConfig) -> str:

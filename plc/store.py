@@ -72,6 +72,10 @@ class Checkpoint:
     config: GPTConfig
     model: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    # A continued run's optimizer (`train-task --continue`): {"optimizer": AdamW state_dict,
+    # "schedule_step": steps of the run so far, "warmup_steps": the run's one warm-up}. Tensors
+    # and plain values only, like everything else in the file.
+    optimizer: dict[str, Any] | None = None
 
     @property
     def task_index(self) -> int:
@@ -89,6 +93,12 @@ class Checkpoint:
     def preset(self) -> str | None:
         """The protocol preset the run was initialised with (`plc init --preset`), if any."""
         return self.meta.get("preset")
+
+    @property
+    def method(self) -> str:
+        """The remedy the run trained its last task with ('none'): its metric rows' method."""
+        history = self.meta.get("history") or []
+        return (history_method(history[-1]) if history else "") or "none"
 
     @property
     def last_lang(self) -> str:
@@ -113,6 +123,14 @@ class Checkpoint:
             "cycle": cycle_of(self.task_index),
             "lang": self.last_lang,
         }
+
+
+def history_method(entry: dict[str, Any]) -> str:
+    """What a checkpoint-history entry did beyond plain training ('' if nothing): the label of
+    its plc.mitigations remedies, or the method of a `plc intervene`."""
+    if "intervention" in entry:
+        return f"intervene {entry['intervention']}"
+    return str((entry.get("mitigations") or {}).get("label", ""))
 
 
 def new_meta(
@@ -149,6 +167,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = Fal
         "model": state,
         "meta": ckpt.meta,
     }
+    if ckpt.optimizer is not None:
+        payload["optimizer"] = ckpt.optimizer
     # Through a file object the zip's inner folder is "archive", not the random temporary name,
     # so equal checkpoints are equal bytes (a resumed run's output can be compared with cmp).
     with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
@@ -160,7 +180,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from plc.model import GPTConfig
 
     payload = _read_checkpoint(Path(path), mmap=False)
-    return Checkpoint(GPTConfig.from_dict(payload["config"]), payload["model"], payload["meta"])
+    return Checkpoint(
+        GPTConfig.from_dict(payload["config"]),
+        payload["model"],
+        payload["meta"],
+        payload.get("optimizer"),
+    )
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -229,6 +254,8 @@ _KIND_TYPES = {
         "lr": "Float64",
         "grad_norm": "Float64",
         "tokens_per_s": "Float64",
+        "method": "String",  # the remedies the task trained with (plc.mitigations label)
+        "val_loss": "Float64",  # --val-every: measured after this step; null elsewhere
     },
     "probe": {
         "probe_lang": "String",
@@ -237,8 +264,20 @@ _KIND_TYPES = {
         "auc": "Float64",
         "tokens_seen": "Int64",
         "from_scratch": "Boolean",
+        "probe_seed": "Int64",
+        "method": "String",  # the remedies of the probed run's last task ('none')
+        "eval_seed": "Int64",
+        "window_starts": "List[Int64]",  # on the step-0 row of each probe seed; null elsewhere
+        "entropy_rate": "Float64",  # the probe store's loss floor (markov:), else null
     },
-    "diagnose": {"metric": "String", "layer": "Int64", "head": "Int64", "value": "Float64"},
+    "diagnose": {
+        "metric": "String",
+        "layer": "Int64",
+        "head": "Int64",
+        "value": "Float64",
+        "method": "String",  # as for probes
+        "eval_seed": "Int64",
+    },
 }
 
 
@@ -246,7 +285,12 @@ def metric_schema(kind: str) -> dict[str, Any]:
     """The polars schema of a metric file of `kind`."""
     import polars as pl
 
-    return {c: getattr(pl, t) for c, t in {**_COMMON_TYPES, **_KIND_TYPES[kind]}.items()}
+    def dtype(name: str):
+        if name.startswith("List["):
+            return pl.List(getattr(pl, name[5:-1]))
+        return getattr(pl, name)
+
+    return {c: dtype(t) for c, t in {**_COMMON_TYPES, **_KIND_TYPES[kind]}.items()}
 
 
 def metric_frame(kind: str, rows: list[dict[str, Any]]) -> pl.DataFrame:

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
     from plc.model import GPT
     from plc.runtime import Runtime
     from plc.store import Checkpoint
-    from plc.train import LoopResult, StepRow
+    from plc.train import LoopResult, MakeMitigations, StepRow
 
+
+# BatchSampler stream of a continued run's tasks (probes use 0, continual tasks their index).
+CONTINUED_STREAM = 1
 
 # ----------------------------------------------------------------------- shared with plc probe
 
@@ -81,6 +84,32 @@ def advance(meta: dict[str, Any], options: TrainOptions, task: dict[str, Any]) -
         "history": [*meta.get("history", []), {**task, **options.record()}],
         "plc_version": __version__,
     }
+
+
+def mitigations_for(
+    base: Checkpoint, options: TrainOptions, task_index: int
+) -> MakeMitigations | None:
+    """The loop's builder of this task's remedies, or None when none is on (the fast path).
+
+    θ₀ for --l2-init is rebuilt from the run's config and seed (checked against the digest
+    `plc init` recorded); CBP's unit ages and utilities carry over from the input checkpoint, so
+    maturity counts the run's steps, not the task's."""
+    mopts = options.mitigations
+    if not mopts.active:
+        return None
+    from plc.mitigations import Mitigations, initial_state
+
+    theta0 = initial_state(base) if mopts.l2_init is not None else None
+    carried = base.meta.get("mitigation_state")
+
+    def build(model: GPT, optimizer, micro_batch: int) -> Mitigations:
+        mit = Mitigations(mopts, seed=options.seed, task_index=task_index)
+        mit.attach(model, optimizer, init=theta0, micro_batch=micro_batch)
+        if carried:
+            mit.load_state_dict(carried, counters=False)
+        return mit
+
+    return build
 
 
 def state_path_for(out: str | os.PathLike) -> Path:
@@ -152,6 +181,9 @@ def train_task(
     data: str | os.PathLike = "data",
     out: str | os.PathLike | None = None,
     metrics: str | os.PathLike | None = "metrics",
+    continue_run: bool = False,
+    val_every: int | None = None,
+    val_seqs: int | None = None,
     force: bool = False,
     on_step: Callable[[StepRow, int], None] | None = None,
     **overrides: Any,
@@ -162,6 +194,17 @@ def train_task(
     set the budget, learning rate and optimizer; what they leave unset comes from the preset the
     checkpoint was initialised with. Batches are drawn from (seed, output task index), so every
     appearance of a language is fresh.
+
+    `continue_run`: the task continues the input's optimizer state and learning-rate schedule
+    (one warm-up at the start of the run, §V-B's stationary problem read as one training run)
+    instead of the continual protocol's reset (§IV-B); its batches are the run's stream at the
+    run's step, so chained tasks equal one long task. The output carries the state for the next.
+    A fresh init (task 0) starts such a run; a later checkpoint without the state is refused.
+
+    `val_every`: validation loss on the task's own language every so many steps (and after the
+    last), on `val_seqs` windows (default: the preset's probe evaluation set), in the `val_loss`
+    column of the train row of the step after which it was measured (App. A's learning-rate
+    search: the final loss is the mean of the last 10).
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
@@ -180,6 +223,14 @@ def train_task(
 
     base, opts = load_and_resolve(ckpt, options)
     src = Path(ckpt)
+    continued = None
+    if continue_run:
+        if base.optimizer is None and base.task_index > 0:
+            raise PlcError(
+                f"--continue: {src} carries no optimizer state (it was trained without "
+                "--continue); continue from a checkpoint of a continued run or from a fresh init"
+            )
+        continued = base.optimizer or {}
     out = Path(out) if out is not None else next_checkpoint_path(src)
     if out.resolve() == src.resolve():
         raise PlcError(f"--out {out} is the input checkpoint; write the next task elsewhere")
@@ -188,14 +239,35 @@ def train_task(
     stores = [open_lang(data, code) for code in langs]
     for store in stores:
         check_tokenizer(base, store.tokenizer, str(store.path))
+    val = None
+    if val_every is not None:
+        if val_every <= 0:
+            raise PlcError(f"--val-every must be positive, got {val_every}")
+        if mix is not None:
+            raise PlcError("--val-every validates one language: give it with --lang")
+        from plc.evaluate import load_eval_windows
+        from plc.presets import get_preset
+
+        n = get_preset(opts.preset).probe_eval_seqs if val_seqs is None else val_seqs
+        val = load_eval_windows(base, data, lang, n, opts.seq_len, "--val-seqs").windows
+    elif val_seqs is not None:
+        raise PlcError("--val-seqs goes with --val-every")
     task_index = base.task_index + 1
-    sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, task_index, weights)
+    # A continued run draws from one stream (1) at its own step; tasks draw from their index.
+    stream = CONTINUED_STREAM if continue_run else task_index
+    sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, stream, weights)
 
     task: dict[str, Any] = {"lang": label}
+    if continue_run:
+        task.update(continued=True, schedule_step=int(continued.get("schedule_step", 0)))
     if mix is not None:
         task.update(mix=langs, mix_weights=[float(w) for w in sampler.weights])
     result_ckpt = Checkpoint(base.config, base.model, advance(base.meta, opts, task))
-    context_cols = {"kind": "train", **result_ckpt.row_context()}
+    context_cols = {
+        "kind": "train",
+        **result_ckpt.row_context(),
+        "method": opts.mitigations.label,
+    }
 
     state_path = state_path_for(out)
     metrics_file = None
@@ -203,33 +275,73 @@ def train_task(
         metrics_file = metric_path(metrics, "train", base.run_id, task_index, label)
         if not state_path.exists():
             check_output(metrics_file, force)
-    signature = resume_signature(base, opts, out=out.name, langs=langs, **task)
+    signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
 
+    from plc.tracking import open_tracker
+
+    # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
+    steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
+    tracker = (
+        open_tracker(
+            opts.tensorboard, base.run_id, task_index, "train", lang=label, step_offset=steps_before
+        )
+        if os.environ.get("RANK", "0") == "0"
+        else None
+    )
     runtime, model = start(opts, lambda: base.build_model())
+
+    def step_hook(row: StepRow, total: int) -> None:
+        if tracker is not None:
+            tracker.step(row)
+        if on_step is not None:
+            on_step(row, total)
 
     def write(res: LoopResult) -> None:
         if metrics_file is not None:
             from plc.store import metric_frame, write_metrics
 
-            rows = [{**context_cols, **r} for r in res.rows]
+            measured = {e["step"] - 1: e["value"] for e in res.evals if e["step"] > 0}
+            rows = [{**context_cols, **r, "val_loss": measured.get(r["step"])} for r in res.rows]
             write_metrics(metrics_file, metric_frame("train", rows), force=True)
+
+    eval_fn = None
+    if val is not None:
+        from plc.evaluate import validation_loss
+
+        def eval_fn(done: int) -> float:
+            return validation_loss(model, val, runtime)
 
     from plc.train import train_loop
 
-    res = train_loop(
-        model,
-        sampler,
-        opts,
-        runtime=runtime,
-        on_step=on_step,
-        state_path=state_path,
-        signature=signature,
-        on_save=write,
-    )
+    try:
+        res = train_loop(
+            model,
+            sampler,
+            opts,
+            runtime=runtime,
+            on_step=step_hook,
+            eval_fn=eval_fn,
+            eval_every=val_every,
+            state_path=state_path,
+            signature=signature,
+            on_save=write,
+            continued=continued,
+            mitigations=mitigations_for(base, opts, task_index),
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
     if runtime.is_main:
         from plc.store import save_checkpoint
 
         result_ckpt.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        result_ckpt.meta.pop("mitigation_state", None)
+        if res.mitigations is not None:
+            result_ckpt.meta["history"][-1]["mitigations"] = res.mitigations.record()
+            if opts.cbp is not None:
+                result_ckpt.meta["mitigation_state"] = res.mitigations.state_dict()
+        if continue_run:
+            result_ckpt.optimizer = res.continued_state()
         save_checkpoint(out, result_ckpt, force=force)
         write(res)
         state_path.unlink(missing_ok=True)
@@ -243,7 +355,7 @@ def train_task(
         batch_tokens=opts.batch_tokens,
         seq_len=opts.seq_len,
         lr=opts.lr,
-        warmup_steps=opts.warmup_steps,
+        warmup_steps=res.warmup_steps,
         final_loss=res.final_loss,
         tokens_per_s=res.tokens_per_s,
         seconds=res.seconds,

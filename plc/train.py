@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from plc.errors import PlcError
+from plc.mitigations import Mitigations
 from plc.model import GPT
 from plc.options import TrainOptions
 from plc.runtime import Runtime
@@ -34,6 +35,8 @@ STATE_VERSION = 1
 
 # A training-step row: what `on_step` receives and what the `train` metric file holds per step.
 StepRow = dict[str, float | int]
+# Builds a task's remedies for (model, its optimizer, micro-batch rows) once the optimizer exists.
+MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
@@ -77,6 +80,18 @@ class LoopResult:
     evals: list[dict[str, Any]]  # {"step": s, "value": what eval_fn returned}, in step order
     resumed_from: int  # step the loop resumed at (0 for a fresh start)
     seconds: float  # wall time of this call's training steps (evals excluded)
+    optimizer: torch.optim.Optimizer  # as the last step left it
+    schedule_step: int  # the run's steps after this call (steps unless continued)
+    warmup_steps: int  # of the schedule this call followed
+    mitigations: Mitigations | None  # what acted on the model, for its record
+
+    def continued_state(self) -> dict[str, Any]:
+        """What Checkpoint.optimizer holds for the next task of a continued run."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule_step": self.schedule_step,
+            "warmup_steps": self.warmup_steps,
+        }
 
     @property
     def final_loss(self) -> float:
@@ -101,6 +116,8 @@ def train_loop(
     state_path: str | os.PathLike | None = None,
     signature: dict[str, Any] | None = None,
     on_save: Callable[[LoopResult], None] | None = None,
+    continued: dict[str, Any] | None = None,
+    mitigations: MakeMitigations | None = None,
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
@@ -116,6 +133,13 @@ def train_loop(
       the last step, with the number of steps done; its return values (plain floats/dicts, they go
       into the resumable state) are collected in `LoopResult.evals`.
     - on_step(row, steps) is called after every step with that step's row (rank 0 only).
+    - continued: a run that carries its optimizer across tasks (Checkpoint.optimizer of the input,
+      or {} to start one): the AdamW state is loaded, and the schedule and the sampler run on the
+      run's step count (`schedule_step` + step) with the run's one warm-up (`warmup_steps`), so
+      chained tasks equal one long task. None: the protocol's fresh optimizer and warm-up.
+    - mitigations(model, optimizer, micro_batch): builds the task's plc.mitigations.Mitigations
+      (None when no remedy is on: the loop then runs no extra code); it acts once before the
+      step-0 evaluation of a fresh task and after every optimizer step.
     - state_path/signature: every `options.save_every` steps rank 0 writes the resumable state
       (model, optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
       `on_save(partial result)`. If `state_path` exists at the start, training resumes from it when
@@ -135,12 +159,9 @@ def train_loop(
             f"{options.batch_size}×{options.seq_len}"
         )
     runtime = runtime or Runtime(next(model.parameters()).device)
-    steps, lr, warmup, save_every = (
-        options.steps,
-        options.lr,
-        options.warmup_steps,
-        options.save_every,
-    )
+    steps, lr, save_every = options.steps, options.lr, options.save_every
+    first = int((continued or {}).get("schedule_step", 0))  # the run's step of this call's step 0
+    warmup = int((continued or {}).get("warmup_steps", options.warmup_steps))
     world, rank = runtime.world_size, runtime.rank
     if sampler.batch_size % world:
         raise PlcError(f"batch of {sampler.batch_size} sequences does not split over {world} ranks")
@@ -154,6 +175,9 @@ def train_loop(
     tokens_per_step = sampler.batch_size * sampler.seq_len
 
     optimizer = make_optimizer(model, options)
+    if continued and continued.get("optimizer"):
+        optimizer.load_state_dict(continued["optimizer"])
+    mit = mitigations(model, optimizer, micro) if mitigations is not None else None
     rows: list[StepRow] = []
     evals: list[dict[str, Any]] = []
     start = 0
@@ -166,6 +190,12 @@ def train_loop(
         if torch.cuda.is_available() and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start, rows, evals = int(state["step"]), list(state["rows"]), list(state["evals"])
+        if mit is not None:
+            mit.load_state_dict(state["mitigations"])
+    elif mit is not None:  # before the step-0 evaluation, so that it sees the changed model
+        mit.at_task_start(
+            torch.from_numpy(sampler.batch(first)[rank::world, :-1]).to(runtime.device)
+        )
 
     net: torch.nn.Module = model
     if runtime.distributed:
@@ -184,7 +214,7 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
 
     def result() -> LoopResult:
-        return LoopResult(steps, rows, evals, start, seconds)
+        return LoopResult(steps, rows, evals, start, seconds, optimizer, first + steps, warmup, mit)
 
     def evaluate(done: int) -> None:
         if eval_fn is not None and (not evals or evals[-1]["step"] < done):
@@ -197,10 +227,10 @@ def train_loop(
             evaluate(step)
             model.train()
         t0 = time.perf_counter()
-        rate = lr_at(step, lr, warmup)
+        rate = lr_at(first + step, lr, warmup)
         for group in optimizer.param_groups:
             group["lr"] = rate
-        batch = torch.from_numpy(sampler.batch(step)[rank::world])
+        batch = torch.from_numpy(sampler.batch(first + step)[rank::world])
         if runtime.device.type == "cuda":
             batch = batch.pin_memory().to(runtime.device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]
@@ -227,6 +257,8 @@ def train_loop(
                 f"(learning rate {rate:.3g}); no output written"
             )
         optimizer.step()
+        if mit is not None:
+            mit.after_step(step, x)
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         seconds += dt
@@ -247,14 +279,15 @@ def train_loop(
                 evaluate(done)  # so the saved state holds every evaluation up to its step
                 model.train()
             if runtime.is_main:
-                _save_state(state_path, model, optimizer, done, rows, evals, signature or {})
+                extra = {"mitigations": mit.state_dict()} if mit is not None else {}
+                _save_state(state_path, model, optimizer, done, rows, evals, signature or {}, extra)
                 if on_save is not None:
                     on_save(result())
     evaluate(steps)
     return result()
 
 
-def _save_state(path: Path, model, optimizer, step, rows, evals, signature) -> None:
+def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extra) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -268,6 +301,7 @@ def _save_state(path: Path, model, optimizer, step, rows, evals, signature) -> N
         "rng": rng,
         "rows": rows,
         "evals": evals,
+        **extra,
     }
     with atomic_path(path, force=True) as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)

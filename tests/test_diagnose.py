@@ -13,8 +13,9 @@ import torch
 import zarr
 from conftest import assert_bad_input, run_plc
 
+from plc.data.sampling import eval_windows
 from plc.data.tokenizers import ByteTokenizer
-from plc.data.tokenstore import write_store
+from plc.data.tokenstore import open_lang, write_store
 from plc.diagnose import diagnose, h_max, param_abs_mean
 from plc.init import init_checkpoint
 from plc.store import load_checkpoint, save_checkpoint
@@ -50,9 +51,10 @@ def _ckpt(path, size="micro", edit=None):
     return path
 
 
-def _windows(data, lang, n, L=CTX):
-    val = np.asarray(zarr.open_group(data / f"{lang}.zarr", mode="r")["val"][:], dtype=np.int64)
-    return torch.from_numpy(val[: n * (L + 1)].reshape(n, L + 1)[:, :L])
+def _windows(data, lang, n, L=CTX, seed=3):
+    """The windows diagnose reads: the evaluation draw of the run's seed (the checkpoints' 3)."""
+    _, windows = eval_windows(open_lang(data, lang), n, L, seed)
+    return torch.from_numpy(windows[:, :L])
 
 
 def _direct_activations(model, x):
@@ -256,7 +258,7 @@ def test_cli_writes_the_diagnose_schema(tmp_path):
     df = pl.read_parquet(out["metrics_path"])
     assert df.columns == [
         "kind", "run_id", "size", "n_params", "task_index", "cycle", "lang",
-        "metric", "layer", "head", "value",
+        "metric", "layer", "head", "value", "method", "eval_seed",
     ]  # fmt: skip
     assert set(df["kind"]) == {"diagnose"} and set(df["run_id"]) == {"nano-s3"}
     assert set(df["task_index"]) == {0} and set(df["cycle"]) == {0} and set(df["lang"]) == {""}
@@ -287,7 +289,7 @@ def test_cli_bad_input(tmp_path, case):
     base = ["diagnose", path, "--data", data, "--metrics", tmp_path / "m", "--preset", "tiny"]
     args, fragments = {
         "missing_lang": (["--dormant-lang", "xx"], ["'xx'", "ru, vi"]),
-        "few_val": ([], ["100 val tokens", "4 sequences"]),
+        "few_val": ([], ["100 val tokens", "pass --dormant-seqs 2"]),
         "tokenizer": ([], ["'other'", "'byte'"]),
         "query_window": (["--seq-len", str(2 * CTX)], ["64", "context 32"]),
         "query_from": (["--query-from", str(CTX + 1)], ["--query-from"]),

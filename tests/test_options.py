@@ -42,6 +42,16 @@ NON_DEFAULT = {
     "save_every": ("2", 2),
     "device": ("cpu", "cpu"),
     "compile": (None, True),  # a switch
+    "tensorboard": ("tb", "tb"),
+    "clip_weights": ("0.5", 0.5),
+    "l2_init": ("0.01", 0.01),
+    "shrink_perturb": ("0.9,0.001", "0.9,0.001"),
+    "shrink_perturb_at": ("step", "step"),
+    "cbp": ("0.001", 0.001),
+    "cbp_maturity": ("5", 5),
+    "cbp_decay": ("0.9", 0.9),
+    "redo": ("0.1", 0.1),
+    "redo_every": ("4", 4),
 }
 
 
@@ -69,6 +79,7 @@ def test_every_field_is_one_flag_of_every_training_command_and_reaches_the_loop(
         raise Captured
 
     monkeypatch.setattr(plc.train, "train_loop", fake_loop)
+    monkeypatch.chdir(tmp_path)  # --tensorboard tb opens its folder here
     commands = {
         "train-task": ["train-task", "--lang", "en", "--ckpt", str(tmp_path / "c0.pt")],
         "probe": ["probe", str(tmp_path / "c0.pt")],
@@ -81,6 +92,8 @@ def test_every_field_is_one_flag_of_every_training_command_and_reaches_the_loop(
             assert flags.count(flag) == 1, (name, flag)
             given, expected = NON_DEFAULT[field.name]
             args = [flag] if given is None else [flag, given]
+            if field.name == "redo_every":  # ReDo's cadence goes with ReDo
+                args += ["--redo", "0.1"]
             if field.name != "steps":  # tokens and steps are exclusive; the rest combine
                 args += ["--steps", "3"] if field.name != "tokens" else []
             argv = [*base, "--data", str(data), "--metrics", str(tmp_path / "m"), *args]
@@ -107,6 +120,10 @@ def test_each_field_is_validated_on_the_object():
         (dict(adam_eps=0.0), "--adam-eps must be positive"),
         (dict(lr="fast"), "--lr must be 'auto' or a number"),
         (dict(lr=-1.0), "--lr must be positive"),
+        (dict(shrink_perturb="2,0.1"), r"--shrink-perturb λ must be in \(0, 1\]"),
+        (dict(cbp=-1.0), r"--cbp ρ must be in \(0, 1\]"),
+        (dict(redo_every=5), "--redo-every goes with --redo"),
+        (dict(clip_weights=0.0), "--clip-weights κ must be a positive number"),
     ]
     for kwargs, message in cases:
         with pytest.raises(PlcError, match=message):

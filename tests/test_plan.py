@@ -92,6 +92,7 @@ def test_demo_runs_in_process_and_resumes(tmp_path):
     assert all(r["onset"] == 6 for r in res.onsets)  # one cycle of zh, de, ru probes: the middle
     assert all(Path(f).stat().st_size > 1000 for f in res.figures)
     assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
+    assert "<img" in Path(res.report).read_text()  # the study's page, figures embedded
     again = demo(tmp_path / "d", **kw)
     assert again.ran == 0 and again.skipped == again.jobs
 

@@ -14,6 +14,7 @@ from conftest import FOREIGN_TOKENIZER, assert_bad_input, run_plc
 
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
+from plc.errors import PlcError
 from plc.evaluate import evaluate
 from plc.init import init_checkpoint
 from plc.probe import auc, probe
@@ -97,6 +98,7 @@ def test_probe_curve_cadence_auc_and_untouched_input(tmp_path, data, trained):
     assert df.columns == [
         "kind", "run_id", "size", "n_params", "task_index", "cycle", "lang",
         "probe_lang", "step", "val_loss", "auc", "tokens_seen", "from_scratch",
+        "probe_seed", "method", "eval_seed", "window_starts", "entropy_rate",
     ]  # fmt: skip
     row = df.row(0, named=True)
     assert (row["kind"], row["run_id"], row["task_index"], row["cycle"], row["lang"]) == (
@@ -187,7 +189,7 @@ def test_cli_probe_json(tmp_path, data, trained):
 def test_cli_bad_input(tmp_path, data, trained, case):
     args, fragments = {
         "missing_lang": (["--lang", "xx"], ["'xx'", "(it has: vi)"]),
-        "few_val": (["--eval-seqs", "500"], ["val tokens", "500 sequences"]),
+        "few_val": (["--eval-seqs", "500"], ["val tokens", "not 500; pass --eval-seqs"]),
         "tokenizer": (["--lang", "ru"], ["'other'", "'byte'"]),
         "eval_every": (["--eval-every", "0"], ["--eval-every"]),
         "seq_len": (["--seq-len", "64"], ["64", "context 32"]),
@@ -201,3 +203,25 @@ def test_cli_bad_input(tmp_path, data, trained, case):
     base = ["probe", trained, "--data", data, "--metrics", tmp_path / "m", "--preset", "tiny"]
     assert_bad_input(run_plc(*base, *args), *fragments)
     assert _sha(trained) == before and not (tmp_path / "m").exists()
+
+
+def test_repeated_probes_share_the_windows_and_differ_in_their_batches(tmp_path, data, trained):
+    res = probe(trained, data=data, metrics=tmp_path / "m", steps=4, repeats=3, **FAST)
+    assert [r["probe_seed"] for r in res.repeats] == [5, 6, 7]  # the run's seed, then the next
+    aucs = [r["auc"] for r in res.repeats]
+    assert len(set(aucs)) == 3 and res.auc == pytest.approx(np.mean(aucs))
+    assert res.auc_sd == pytest.approx(np.std(aucs, ddof=1))
+    df = pl.read_parquet(res.metrics_path)
+    assert df["probe_seed"].unique().sort().to_list() == [5, 6, 7]
+    step0 = df.filter(pl.col("step") == 0)
+    assert step0["val_loss"].n_unique() == 1  # the same model on the same windows
+    assert step0["window_starts"].to_list() == [res.window_starts] * 3
+    # One repeat fanned out as its own job reproduces the second repeat and names its file.
+    one = probe(trained, data=data, metrics=tmp_path / "m", steps=4, probe_seed=6, **FAST)
+    assert one.auc == pytest.approx(aucs[1], rel=1e-12)
+    assert one.metrics_path.endswith("-vi-p6.parquet")
+    for bad, message in ((dict(repeats=0), "--repeats must be positive"),
+                         (dict(probe_seed=-1), "--probe-seed must be ≥ 0"),
+                         (dict(repeats=2, keep=tmp_path / "k.pt"), "--keep keeps one")):  # fmt: skip
+        with pytest.raises(PlcError, match=message):
+            probe(trained, data=data, metrics=tmp_path / "x", steps=4, **bad, **FAST)

@@ -157,3 +157,28 @@ def test_without_tensorboard(tmp_path, monkeypatch):
         open_tracker(tmp_path, "r", 1, "train")
     with pytest.raises(PlcError, match=r"pip install 'plc\[track\]'"):
         metrics_to_tensorboard([tmp_path], tmp_path / "tb")
+
+
+def test_training_commands_write_live_scalars_under_tensorboard(tiny_study, tmp_path):
+    """--tensorboard on train-task, probe and diagnose: the numbers their Parquet files hold."""
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from plc.diagnose import diagnose
+    from plc.probe import probe
+    from plc.task import train_task
+
+    c8 = tmp_path / "c8.pt"
+    shutil.copy(tiny_study / "nano" / "c8.pt", c8)
+    tb, data = tmp_path / "tb", tiny_study / "data"
+    res = train_task(c8, "en", data=data, metrics=tmp_path / "m", tensorboard=str(tb), device="cpu")
+    got = _scalars(tb / res.run_id)
+    rows = pl.read_parquet(res.metrics)
+    _close(got["train/loss"], 8 * STEPS + rows["step"], rows["loss"])  # after 8 tasks of 8 steps
+    p = probe(tmp_path / "c9.pt", data=data, metrics=tmp_path / "m", tensorboard=str(tb))
+    got = _scalars(tb / res.run_id)
+    curve = pl.read_parquet(p.metrics_path)
+    _close(got["probe-vi/t009-en/val_loss"], curve["step"], curve["val_loss"])
+    _close(got["probe-vi/auc"], [9], [p.auc])
+    d = diagnose(tmp_path / "c9.pt", data=data, metrics=tmp_path / "m", tensorboard=tb)
+    _close(_scalars(tb / res.run_id)["diagnose/param_abs_mean"], [9], [d.param_abs_mean])

@@ -469,3 +469,52 @@ def test_ddp_gloo_two_processes_match_one(tmp_path, data):
     assert np.abs(a - b).max() < 1e-5
     wa, wb = (load_checkpoint(tmp_path / f"{n}.pt").model for n in ("one", "two"))
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
+def test_continued_tasks_equal_one_uninterrupted_run(tmp_path, data, c0):
+    """--continue: two chained tasks of N steps give the checkpoint of one run of 2N steps."""
+    kw = dict(mix="en,zh", data=data, continue_run=True, **TINY)
+    # The run's one warm-up: 1 step either way (25 % of 4 steps, 12.5 % of 8).
+    train_task(c0, out=tmp_path / "a1.pt", steps=4, warmup=0.25, lr=0.01, **kw)
+    half = train_task(
+        tmp_path / "a1.pt",
+        out=tmp_path / "a2.pt",
+        steps=4,
+        warmup=0.5,  # ignored: the run warmed up once, at its start
+        lr=0.01,
+        **{**kw, "metrics": tmp_path / "m"},
+    )
+    assert pl.read_parquet(half.metrics)["lr"].to_list() == [0.01] * 4
+    train_task(c0, out=tmp_path / "b1.pt", steps=8, warmup=0.125, lr=0.01, **kw)
+    a2, b1 = load_checkpoint(tmp_path / "a2.pt"), load_checkpoint(tmp_path / "b1.pt")
+    assert all(torch.equal(a2.model[k], b1.model[k]) for k in b1.model)
+    assert a2.optimizer["schedule_step"] == b1.optimizer["schedule_step"] == 8
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in a2.optimizer["optimizer"]["state"].values()]
+    others = [(s["exp_avg"], s["exp_avg_sq"]) for s in b1.optimizer["optimizer"]["state"].values()]
+    pairs = zip(moments, others, strict=True)
+    assert all(torch.equal(x, y) for m, n in pairs for x, y in zip(m, n, strict=True))
+    assert a2.meta["history"][-1]["continued"] and a2.meta["history"][-1]["schedule_step"] == 4
+    # The protocol's reset stays the default: no optimizer state in its checkpoints, and a
+    # continued task cannot start from one.
+    reset = train_task(c0, mix="en,zh", data=data, out=tmp_path / "r1.pt", steps=2, **TINY)
+    assert load_checkpoint(reset.out).optimizer is None
+    with pytest.raises(PlcError, match="carries no optimizer state"):
+        train_task(tmp_path / "r1.pt", out=tmp_path / "r2.pt", steps=2, **kw)
+
+
+def test_validation_during_a_task(tmp_path, data, c0):
+    """--val-every K: the task's own language every K steps and after the last, in the rows."""
+    res = train_task(c0, "en", data=data, val_every=3, val_seqs=5, **{**TINY, "metrics": tmp_path})
+    df = pl.read_parquet(res.metrics)
+    measured = df.filter(pl.col("val_loss").is_not_null())
+    assert measured["step"].to_list() == [2, 5, 7]  # after 3, 6 and the last of 8 steps
+    from plc.evaluate import evaluate
+
+    final = evaluate(res.out, data=data, lang="en", seqs=5, device="cpu")
+    assert measured["val_loss"][-1] == pytest.approx(final.loss, rel=1e-6)
+    for kwargs, message in ((dict(val_every=0), "--val-every must be positive"),
+                            (dict(val_seqs=5), "--val-seqs goes with --val-every")):  # fmt: skip
+        with pytest.raises(PlcError, match=message):
+            train_task(c0, "en", data=data, out=tmp_path / "x.pt", **kwargs, **TINY)
+    with pytest.raises(PlcError, match="validates one language"):
+        train_task(c0, mix="en,zh", data=data, out=tmp_path / "x.pt", val_every=2, **TINY)

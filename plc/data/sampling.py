@@ -3,6 +3,11 @@
 Training windows are a pure function of (seed, task index, step): a resumed run needs only the step
 to continue the same stream, each rank can take its rows of the same global batch, and every
 appearance of a language (a new task index) sees a new sample of its data.
+
+Evaluation windows (§IV-A: "1,280 randomly sampled sequences") are drawn once per (val split,
+length, seed): non-overlapping whole windows at random places in the whole val split
+(`eval_slots`), so every probe of a run sees the same windows, and anyone can recompute them — or
+a loss — from the seed and the starts that the metric files record.
 """
 
 from __future__ import annotations
@@ -24,20 +29,38 @@ def _windows(arr, starts: np.ndarray, length: int) -> np.ndarray:
     return np.stack([arr[s : s + length] for s in starts.tolist()])
 
 
-def eval_windows(store: TokenStore, n: int, seq_len: int, flag: str = "--seqs") -> np.ndarray:
-    """The fixed evaluation set: window i is val[i·(L+1) : (i+1)·(L+1)], i = 0…n−1. Shape (n, L+1).
+# Distinguishes the evaluation draw's random stream from the training batches' (seed, task, step).
+EVAL_STREAM = 7919
+
+
+def eval_slots(val_tokens: int, seq_len: int, seed: int) -> tuple[int, np.ndarray]:
+    """(offset, order): the val split cut into whole windows of seq_len + 1 tokens after a random
+    offset in [0, seq_len], and a random order of those slots. Window i of a draw of n is slot
+    order[i], starting at offset + order[i]·(seq_len + 1): non-overlapping, from the whole split,
+    and the first k windows of any larger draw (diagnose takes two counts from one pass)."""
+    w = seq_len + 1
+    rng = np.random.default_rng([seed, EVAL_STREAM, w])
+    offset = int(rng.integers(0, w)) if val_tokens >= 2 * w else 0
+    return offset, rng.permutation(max(0, (val_tokens - offset) // w))
+
+
+def eval_windows(
+    store: TokenStore, n: int, seq_len: int, seed: int, flag: str = "--seqs"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed evaluation set of (store, seq_len, seed), first n: (starts (n,), windows (n, L+1)).
 
     `flag` names the option that set `n`, so the error says what to pass instead."""
     if n <= 0 or seq_len <= 0:
         raise PlcError("the number of evaluation sequences and their length must be positive")
-    need = n * (seq_len + 1)
     have = int(store.val.shape[0])
-    if have < need:
+    offset, order = eval_slots(have, seq_len, seed)
+    if order.size < n:
         raise PlcError(
-            f"{store.path} has {have:,} val tokens, fewer than {n} sequences × {seq_len + 1} = "
-            f"{need:,}; pass {flag} {have // (seq_len + 1)} (or fewer) or shard more val tokens"
+            f"{store.path} has {have:,} val tokens: room for {order.size} windows of "
+            f"{seq_len + 1}, not {n}; pass {flag} {order.size} (or fewer) or shard more val tokens"
         )
-    return np.asarray(store.val[:need], dtype=np.int64).reshape(n, seq_len + 1)
+    starts = offset + order[:n].astype(np.int64) * (seq_len + 1)
+    return starts, np.asarray(_windows(store.val, starts, seq_len + 1), dtype=np.int64)
 
 
 class BatchSampler:

@@ -1,0 +1,681 @@
+"""Remedies for plasticity loss (§V-B's open question) as hooks the one training loop calls.
+
+Each method is a field of `MitigationOptions`; any mix may be on. `Mitigations` applies them to a
+model and its AdamW: the loop builds one per task only when `options.active` (so a run without
+them executes no extra code), calls `at_task_start` once before the first step of a fresh task and
+`after_step` right after every `optimizer.step()`. All work is in place under no_grad.
+
+- clip_weights κ (Elsayed et al. 2024): after every step (and at task start) every nn.Linear weight
+  and bias is clamped to ±κ/√fan_in of its layer (fan_in = in_features, for the bias too). Not
+  clipped: the token embedding, which is also the tied output head (as a lookup table it has no
+  fan-in, and bounding it would bound the logit scale), the position table and sink vectors
+  (lookup tables too), and LayerNorm gains and biases (initialised at 1 and 0, not on a fan-in
+  scale: κ = 1 would pin every gain at or below its initial value). Applied last in `after_step`,
+  so the bound holds after every step whatever else ran.
+- l2_init λ (Kumar et al. 2024), decoupled: after every step θ ← θ − η_t·λ·(θ − θ₀) for every
+  parameter, η_t the step's learning rate. This is the SGD step of the penalty (λ/2)‖θ − θ₀‖²
+  applied outside Adam's normalisation, as AdamW applies its weight decay (with θ₀ = 0 it is that
+  decay, same coefficient): cheaper than a loss term (no extra backward work) and unaffected by
+  gradient clipping. AdamW's own decay towards 0 stays as configured; set the weight decay to 0 for
+  L2-init alone. θ₀ is the run's initial weights (`initial_state`).
+- shrink_perturb (λ, σ) (Ash & Adams 2020), at "task" start (default) or after every "step":
+  θ ← λθ + σ·ε, ε a fresh draw of the initialisation (GPT.init_stds: N(0, 0.02), residual
+  projections N(0, 0.02/√(2L)); zero for Linear biases, which are initialised at 0 and so only
+  shrink). LayerNorm gains and biases are left alone: their initialisation is a constant, and
+  shrinking a gain scales its whole branch rather than its weights.
+- cbp ρ (continual backprop, Dohare et al. 2024, lop/algos/gnt.py) on the MLP hidden units: per
+  step, every unit's age += 1 and its utility u ← η·u + (1−η)·mean|h|·mean|w_out| (h the post-GeLU
+  activation, mean over the step's real tokens; w_out its column of mlp.c_proj), bias-corrected by
+  1 − η^age; units older than the maturity m are eligible, ρ·(eligible) units per layer are
+  replaced per step (fractions carried over), those of least corrected utility. A replaced unit
+  gets new incoming weights from the initialisation, bias 0, outgoing weights 0, age, utility and
+  mean activation 0; as in gnt.py, mlp.c_proj's bias absorbs the unit's mean contribution
+  (w_out · its bias-corrected mean activation), so the layer's mean output is unchanged.
+- redo τ (ReDo, Sokar et al. 2023): at task start (on the task's first batch) and, with redo_every
+  K, after every K-th step (on that step's batch), the MLP units whose dormancy score — the same
+  `plc.diagnose.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
+  weights from the initialisation, incoming bias 0 and outgoing weights 0.
+
+Optimizer state of a reset unit (CBP, ReDo): the AdamW first and second moments of its row of
+mlp.c_fc.weight, its entry of mlp.c_fc.bias and its column of mlp.c_proj.weight are zeroed. AdamW
+keeps one `step` count per parameter tensor, not per unit, so the step is kept (as dopamine's
+ReDo does): the first update of a reset unit is then about (1−β₁)/√(1−β₂) ≈ 0.45 of a full one.
+
+Randomness (new weights, perturbations) comes from generators seeded by (seed, task index, step,
+method), never the global RNG: every DDP rank draws the same numbers, a resumed task draws what the
+uninterrupted one did, and the data order is untouched. Under DDP the activation statistics of
+CBP and ReDo are summed over ranks, so every rank resets the same units.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plc.errors import PlcError
+
+if TYPE_CHECKING:
+    import torch
+
+    from plc.model import GPT
+    from plc.store import Checkpoint
+
+DEFAULT_REDO_TAU = 0.025  # Plasticine's threshold
+SHRINK_AT = ("task", "step")
+INTERVENE_METHODS = ("shrink-perturb", "redo")
+# Generator streams: one per method, so enabling one never changes another's draws.
+_SHRINK, _CBP, _REDO = 1, 2, 3
+
+
+def _positive(name: str, v: float) -> None:
+    if not (math.isfinite(v) and v > 0):
+        raise PlcError(f"{name} must be a positive number, got {v}")
+
+
+@dataclass(frozen=True)
+class MitigationOptions:
+    """Which remedies a task trains with (None = off). See the module docstring for each."""
+
+    clip_weights: float | None = None  # κ
+    l2_init: float | None = None  # λ
+    shrink_perturb: tuple[float, float] | None = None  # (λ, σ), or the flag's text "λ,σ"
+    shrink_perturb_at: str = "task"  # "task" | "step"
+    cbp: float | None = None  # ρ, replacement rate per step
+    cbp_maturity: int = 100  # m, steps
+    cbp_decay: float = 0.99  # η
+    redo: float | None = None  # τ
+    redo_every: int | None = None  # K steps; None = at task start only
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shrink_perturb, str):  # the flag's text, "λ,σ"
+            object.__setattr__(self, "shrink_perturb", parse_shrink_perturb(self.shrink_perturb))
+        elif self.shrink_perturb is not None:
+            object.__setattr__(self, "shrink_perturb", tuple(self.shrink_perturb))
+        if self.clip_weights is not None:
+            _positive("--clip-weights κ", self.clip_weights)
+        if self.l2_init is not None:
+            _positive("--l2-init λ", self.l2_init)
+        if self.shrink_perturb is not None:
+            if len(self.shrink_perturb) != 2:
+                raise PlcError(f"--shrink-perturb needs λ,σ, got {self.shrink_perturb!r}")
+            shrink, sigma = self.shrink_perturb
+            if not 0 < shrink <= 1:
+                raise PlcError(f"--shrink-perturb λ must be in (0, 1], got {shrink}")
+            if not (math.isfinite(sigma) and sigma >= 0):
+                raise PlcError(f"--shrink-perturb σ must be 0 or more, got {sigma}")
+        if self.shrink_perturb_at not in SHRINK_AT:
+            raise PlcError(
+                f"--shrink-perturb-at must be task or step, got {self.shrink_perturb_at!r}"
+            )
+        if self.cbp is not None and not 0 < self.cbp <= 1:
+            raise PlcError(f"--cbp ρ must be in (0, 1], got {self.cbp}")
+        if self.cbp_maturity < 0:
+            raise PlcError(f"--cbp-maturity must be 0 or more, got {self.cbp_maturity}")
+        if not 0 <= self.cbp_decay < 1:
+            raise PlcError(f"--cbp-decay η must be in [0, 1), got {self.cbp_decay}")
+        if self.redo is not None and not 0 <= self.redo < 1:
+            raise PlcError(f"--redo τ must be in [0, 1), got {self.redo}")
+        if self.redo_every is not None:
+            if self.redo is None:
+                raise PlcError("--redo-every goes with --redo τ")
+            if self.redo_every <= 0:
+                raise PlcError(f"--redo-every must be positive, got {self.redo_every}")
+
+    @classmethod
+    def of(cls, options: Any) -> MitigationOptions:
+        """The mitigation fields of any object that has them by the same names (TrainOptions)."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.clip_weights, self.l2_init, self.shrink_perturb, self.cbp, self.redo)
+        )
+
+    @property
+    def label(self) -> str:
+        """A short name of the enabled methods, for run ids and metric rows ('none' if none)."""
+        parts = []
+        if self.clip_weights is not None:
+            parts.append(f"clip{self.clip_weights:g}")
+        if self.l2_init is not None:
+            parts.append(f"l2init{self.l2_init:g}")
+        if self.shrink_perturb is not None:
+            shrink, sigma = self.shrink_perturb
+            parts.append(f"sp{shrink:g},{sigma:g}@{self.shrink_perturb_at}")
+        if self.cbp is not None:
+            parts.append(f"cbp{self.cbp:g}")
+        if self.redo is not None:
+            parts.append(f"redo{self.redo:g}" + (f"@{self.redo_every}" if self.redo_every else ""))
+        return "+".join(parts) or "none"
+
+    def record(self) -> dict[str, Any]:
+        """The enabled methods and their settings (plain values) for a checkpoint's history."""
+        rec: dict[str, Any] = {"label": self.label}
+        if self.clip_weights is not None:
+            rec["clip_weights"] = self.clip_weights
+        if self.l2_init is not None:
+            rec["l2_init"] = self.l2_init
+        if self.shrink_perturb is not None:
+            rec["shrink_perturb"] = list(self.shrink_perturb)
+            rec["shrink_perturb_at"] = self.shrink_perturb_at
+        if self.cbp is not None:
+            rec.update(cbp=self.cbp, cbp_maturity=self.cbp_maturity, cbp_decay=self.cbp_decay)
+        if self.redo is not None:
+            rec.update(redo=self.redo, redo_every=self.redo_every)
+        return rec
+
+
+def parse_shrink_perturb(text: str) -> tuple[float, float]:
+    """'λ,σ' (the --shrink-perturb flag) → (λ, σ); the values are checked by MitigationOptions."""
+    try:
+        shrink, sigma = (float(x) for x in text.split(","))
+    except ValueError as e:
+        raise PlcError(f"--shrink-perturb takes λ,σ (e.g. 0.8,0.01), got {text!r}") from e
+    return shrink, sigma
+
+
+# ----------------------------------------------------------------------------------------- θ₀
+
+
+@dataclass
+class InitialState:
+    """θ₀ of a run (parameter name → tensor) and where it came from, for the record."""
+
+    state: dict[str, torch.Tensor]
+    source: str
+
+
+def initial_state(ckpt: Checkpoint, init_path: str | os.PathLike | None = None) -> InitialState:
+    """The initial weights θ₀ of `ckpt`'s run.
+
+    Without `init_path` they are rebuilt from the checkpoint's config and seed (plc.init.build_model
+    is deterministic) and checked against the digest `plc init` recorded; with it, they are read
+    from that file (the run's c0.pt), which must have the same config, run id and task index 0.
+    """
+    from plc.init import build_model, state_digest
+
+    digest = ckpt.meta.get("init_digest")
+    if init_path is not None:
+        from plc.store import load_checkpoint
+
+        init = load_checkpoint(init_path)
+        if init.config != ckpt.config:
+            raise PlcError(f"{init_path} has another architecture than the checkpoint; not its θ₀")
+        if init.task_index != 0 or init.run_id != ckpt.run_id:
+            raise PlcError(
+                f"{init_path} is not the initial checkpoint of run {ckpt.run_id!r} "
+                f"(run {init.run_id!r}, task {init.task_index})"
+            )
+        if digest is not None and state_digest(init.model) != digest:
+            raise PlcError(f"{init_path} does not hold the weights this run was initialised with")
+        return InitialState(dict(init.model), f"{init_path}")
+    seed = ckpt.meta.get("seed")
+    if seed is None:
+        raise PlcError("cannot rebuild θ₀: the checkpoint records no seed; pass the run's c0.pt")
+    state = build_model(ckpt.config, int(seed)).state_dict()
+    if digest is None:
+        return InitialState(state, f"rebuilt from seed {seed} (no init digest to check)")
+    if state_digest(state) != digest:
+        raise PlcError(
+            f"θ₀ rebuilt from seed {seed} differs from the weights `plc init` wrote "
+            "(another plc or torch version?); pass the run's c0.pt"
+        )
+    return InitialState(state, f"rebuilt from seed {seed}, digest {digest}")
+
+
+# ---------------------------------------------------------------------------------------- hooks
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+class Mitigations:
+    """The enabled methods of `options`, bound to one model and optimizer by `attach`.
+
+    Counters (`counters`) and the CBP statistics (`state_dict`) are what a task's record and a
+    resumable state need; `load_state_dict` continues them (CBP ages and utilities may be carried
+    from task to task, so units stay mature across a task boundary).
+    """
+
+    def __init__(self, options: MitigationOptions, *, seed: int = 0, task_index: int = 0):
+        self.options, self.seed, self.task_index = options, seed, task_index
+        self.counters = {"cbp_replaced": 0, "redo_reset": 0, "shrink_perturb": 0}
+        self.init_source: str | None = None
+        self.model: GPT | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._handles: list[Any] = []
+
+    @property
+    def active(self) -> bool:
+        return self.options.active
+
+    # -------------------------------------------------------------------------------- binding
+
+    def attach(
+        self,
+        model: GPT,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        init: InitialState | None = None,
+        micro_batch: int | None = None,
+    ) -> Mitigations:
+        """Bind to `model` (the plain GPT, not a DDP or compiled wrapper) and its optimizer.
+
+        `init` (θ₀) is required with l2_init. `micro_batch` bounds the rows of one ReDo forward.
+        """
+        import torch.nn as nn
+
+        o = self.options
+        self.model, self.optimizer, self.micro_batch = model, optimizer, micro_batch
+        params = dict(model.named_parameters())
+        self.stds = model.init_stds()
+        self._clip: list[tuple[torch.Tensor, float]] = []
+        self._shrink: list[tuple[torch.Tensor, float | None]] = []
+        for mod_name, module in model.named_modules():
+            for p_name, p in module.named_parameters(recurse=False):
+                name = f"{mod_name}.{p_name}" if mod_name else p_name
+                if isinstance(module, nn.Linear):
+                    self._clip.append((p, 1.0 / math.sqrt(module.in_features)))
+                if not isinstance(module, nn.LayerNorm):
+                    self._shrink.append((p, self.stds[name]))
+        self._theta0: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if o.l2_init is not None:
+            if init is None:
+                raise PlcError("--l2-init needs the run's initial weights θ₀ (initial_state)")
+            if set(init.state) != set(params):
+                raise PlcError("θ₀ does not have this model's parameters")
+            self._theta0 = [
+                (p, init.state[n].to(device=p.device, dtype=p.dtype)) for n, p in params.items()
+            ]
+            self.init_source = init.source
+        if o.cbp is not None:
+            self._init_cbp()
+        return self
+
+    def detach(self) -> None:
+        """Remove the activation hooks (the model trains on without the methods)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # ---------------------------------------------------------------------------- loop calls
+
+    def at_task_start(self, batch_x: torch.Tensor | None = None) -> None:
+        """Once before step 0 of a fresh task (not on resume: the state already has it).
+
+        batch_x: this rank's input tokens of step 0 (B, T), needed by ReDo.
+        """
+        import torch
+
+        o = self.options
+        with torch.no_grad():
+            if o.shrink_perturb is not None and o.shrink_perturb_at == "task":
+                self.shrink_perturb(step=0)
+            if o.redo is not None:
+                if batch_x is None:
+                    raise PlcError("ReDo at task start needs the task's first batch")
+                self.redo(self._chunks(batch_x), step=0)
+            if o.clip_weights is not None:
+                self.clip()
+
+    def after_step(self, step: int, batch_x: torch.Tensor | None = None) -> None:
+        """Right after `optimizer.step()` of 0-based step `step`; batch_x: this rank's inputs of
+        that step (B, T), used by ReDo every redo_every steps."""
+        import torch
+
+        o = self.options
+        with torch.no_grad():
+            if o.l2_init is not None:
+                self.l2_init_step()
+            if o.shrink_perturb is not None and o.shrink_perturb_at == "step":
+                self.shrink_perturb(step=step + 1)
+            if o.cbp is not None:
+                self.cbp_step(step + 1)
+            if o.redo_every is not None and (step + 1) % o.redo_every == 0:
+                if batch_x is None:
+                    raise PlcError("ReDo needs the step's batch")
+                self.redo(self._chunks(batch_x), step=step + 1)
+            if o.clip_weights is not None:
+                self.clip()
+
+    def record(self) -> dict[str, Any]:
+        """Settings and what they did this task: for the checkpoint history's task entry."""
+        rec = {**self.options.record(), **self.counters}
+        if self.init_source is not None:
+            rec["theta0"] = self.init_source
+        return rec
+
+    # ------------------------------------------------------------------------------- methods
+
+    def clip(self) -> None:
+        kappa = self.options.clip_weights
+        for p, bound in self._clip:
+            p.clamp_(-kappa * bound, kappa * bound)
+
+    def l2_init_step(self) -> None:
+        # Every group shares the schedule's learning rate (plc.train sets them all).
+        weight = self.optimizer.param_groups[0]["lr"] * self.options.l2_init
+        for p, p0 in self._theta0:
+            p.lerp_(p0, weight)
+
+    def shrink_perturb(self, step: int) -> None:
+        """θ ← λθ + σ·ε on every weight, bias and table (LayerNorm parameters excluded)."""
+        import torch
+
+        shrink, sigma = self.options.shrink_perturb
+        gen = None
+        for p, std in self._shrink:
+            p.mul_(shrink)
+            if sigma and std:
+                gen = gen or self._generator(p.device, _SHRINK, step)
+                eps = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+                p.add_(eps, alpha=sigma * std)
+        self.counters["shrink_perturb"] += 1
+
+    def redo(self, batches: Iterable[torch.Tensor], step: int) -> list[list[int]]:
+        """Reset the units with dormancy score ≤ τ on `batches`; the reset units of each layer."""
+        import torch
+
+        from plc.diagnose import dormant_scores, unit_mean_abs
+
+        mean_abs = unit_mean_abs(self.model, batches)
+        if _distributed():
+            import torch.distributed as dist
+
+            # Every rank scores the same number of tokens: the mean of the means is the mean.
+            dist.all_reduce(mean_abs)
+            mean_abs /= dist.get_world_size()
+        dormant = dormant_scores(mean_abs) <= self.options.redo
+        reset = []
+        gen = self._generator(self.model.transformer.wte.weight.device, _REDO, step)
+        for layer in range(dormant.shape[0]):
+            idx = torch.nonzero(dormant[layer]).flatten()
+            if idx.numel():
+                self._reinit_units(layer, idx, gen, absorb=False)
+            reset.append(idx.tolist())
+        self.counters["redo_reset"] += sum(len(r) for r in reset)
+        return reset
+
+    # ---------------------------------------------------------------------------------- CBP
+
+    def _init_cbp(self) -> None:
+        import torch
+
+        c = self.model.config
+        dev = self.model.transformer.wte.weight.device
+        shape = (c.n_layer, 4 * c.d_model)
+        self.cbp_util = torch.zeros(shape, device=dev)
+        self.cbp_mean_act = torch.zeros(shape, device=dev)
+        self.cbp_ages = torch.zeros(shape, device=dev)
+        self.cbp_acc = [0.0] * c.n_layer
+        # This step's sums over its training forwards (all micro-batches).
+        self._abs_sum = torch.zeros(shape, device=dev)
+        self._sum = torch.zeros(shape, device=dev)
+        self._tokens = torch.zeros((), device=dev)
+        for layer, block in enumerate(self.model.transformer.h):
+            self._handles.append(block.mlp.act.register_forward_hook(self._cbp_hook(layer)))
+
+    def _cbp_hook(self, layer: int):
+        import torch
+
+        n_sink = self.model.n_sink
+
+        def hook(module, inputs, out: torch.Tensor) -> None:
+            # Training forwards only: evaluations (eval mode) and ReDo (no_grad) are not the data.
+            if not (module.training and torch.is_grad_enabled()):
+                return
+            h = out.detach()[:, n_sink:]
+            self._abs_sum[layer] += h.abs().sum(dim=(0, 1), dtype=torch.float32)
+            self._sum[layer] += h.sum(dim=(0, 1), dtype=torch.float32)
+            if layer == 0:
+                self._tokens += h.shape[0] * h.shape[1]
+
+        return hook
+
+    def cbp_step(self, step: int) -> None:
+        """Update ages and utilities from the step's activations, then replace units."""
+        import torch
+
+        o = self.options
+        if _distributed():
+            import torch.distributed as dist
+
+            for t in (self._abs_sum, self._sum, self._tokens):
+                dist.all_reduce(t)
+        if not self._tokens:
+            return
+        eta = o.cbp_decay
+        blocks = self.model.transformer.h
+        self.cbp_ages += 1
+        w_out = torch.stack([b.mlp.c_proj.weight.abs().mean(dim=0) for b in blocks]).float()
+        self.cbp_mean_act.mul_(eta).add_(self._sum / self._tokens, alpha=1 - eta)
+        self.cbp_util.mul_(eta).add_(self._abs_sum / self._tokens * w_out, alpha=1 - eta)
+        self._abs_sum.zero_()
+        self._sum.zero_()
+        self._tokens.zero_()
+        correction = 1 - eta**self.cbp_ages
+        eligible = self.cbp_ages > o.cbp_maturity
+        gen = None
+        for layer, n_eligible in enumerate(eligible.sum(dim=1).tolist()):
+            self.cbp_acc[layer] += o.cbp * n_eligible
+            n = int(self.cbp_acc[layer])
+            if n == 0:
+                continue
+            self.cbp_acc[layer] -= n
+            candidates = torch.nonzero(eligible[layer]).flatten()
+            utility = self.cbp_util[layer, candidates] / correction[layer, candidates]
+            idx = candidates[torch.topk(-utility, n).indices]
+            gen = gen or self._generator(candidates.device, _CBP, step)
+            self._reinit_units(layer, idx, gen, absorb=True, correction=correction[layer, idx])
+            self.counters["cbp_replaced"] += n
+
+    # ------------------------------------------------------------------------------- shared
+
+    def _reinit_units(
+        self,
+        layer: int,
+        idx: torch.Tensor,
+        gen: torch.Generator,
+        *,
+        absorb: bool,
+        correction: torch.Tensor | None = None,
+    ) -> None:
+        """New incoming weights (the init), incoming bias 0, outgoing weights 0, moments 0."""
+        import torch
+
+        mlp = self.model.transformer.h[layer].mlp
+        fc_w, fc_b, proj_w = mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight
+        if absorb:
+            mean_act = self.cbp_mean_act[layer, idx] / correction
+            mlp.c_proj.bias += (proj_w[:, idx].float() @ mean_act).to(mlp.c_proj.bias.dtype)
+        std = self.stds[f"transformer.h.{layer}.mlp.c_fc.weight"]
+        new = torch.randn((idx.numel(), fc_w.shape[1]), generator=gen, device=fc_w.device)
+        fc_w[idx] = (new * std).to(fc_w.dtype)
+        fc_b[idx] = 0
+        proj_w[:, idx] = 0
+        for p, index in ((fc_w, idx), (fc_b, idx), (proj_w, (slice(None), idx))):
+            state = self.optimizer.state.get(p) if self.optimizer is not None else None
+            for key in ("exp_avg", "exp_avg_sq"):
+                if state and key in state:
+                    state[key][index] = 0
+        if self.options.cbp is not None:
+            for t in (self.cbp_util, self.cbp_mean_act, self.cbp_ages):
+                t[layer, idx] = 0
+
+    def _chunks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(x.split(self.micro_batch)) if self.micro_batch else [x]
+
+    def _generator(self, device: torch.device, *key: int) -> torch.Generator:
+        import numpy as np
+        import torch
+
+        words = np.random.SeedSequence([self.seed, self.task_index, *key]).generate_state(2)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(words[0]) << 32 | int(words[1]))
+        return gen
+
+    # -------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and CBP statistics (tensors and plain values: weights_only-loadable)."""
+        state: dict[str, Any] = {"counters": dict(self.counters)}
+        if self.options.cbp is not None:
+            state["cbp"] = {
+                "util": self.cbp_util.cpu(),
+                "mean_act": self.cbp_mean_act.cpu(),
+                "ages": self.cbp_ages.cpu(),
+                "acc": list(self.cbp_acc),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], counters: bool = True) -> None:
+        """Continue from `state_dict()`; counters=False carries only the CBP statistics (a new
+        task continuing the previous one's unit ages and utilities)."""
+        if counters:
+            self.counters.update(state.get("counters", {}))
+        cbp = state.get("cbp")
+        if self.options.cbp is not None and cbp is not None:
+            if tuple(cbp["util"].shape) != tuple(self.cbp_util.shape):
+                raise PlcError("the carried CBP statistics are for another model shape")
+            for name in ("util", "mean_act", "ages"):
+                getattr(self, f"cbp_{name}").copy_(cbp[name])
+            self.cbp_acc = [float(a) for a in cbp["acc"]]
+
+
+# ------------------------------------------------------------------------------ plc intervene
+
+
+@dataclass
+class InterveneResult:
+    out: str
+    method: str
+    checkpoint: str
+    run_id: str
+    task_index: int
+    record: dict[str, Any]  # the history entry written
+    seconds: float
+    units_per_layer: int  # MLP units of a layer
+    reset_units: list[list[int]] | None  # redo: the indices reset, per layer
+
+
+def intervene(
+    method: str,
+    ckpt: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    shrink_perturb: tuple[float, float] | str | None = None,
+    tau: float = DEFAULT_REDO_TAU,
+    data: str | os.PathLike | None = None,
+    lang: str | None = None,
+    seqs: int = 256,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    run_id: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    force: bool = False,
+) -> InterveneResult:
+    """`plc intervene`: apply one method once to a checkpoint (between two tasks) and write it.
+
+    - shrink-perturb: θ ← λθ + σ·ε with `shrink_perturb` = (λ, σ), as at a task start.
+    - redo: the units with dormancy score ≤ `tau` on the first `seqs` evaluation windows of `lang`
+      in `data` (the windows `plc diagnose --dormant-lang LANG --dormant-seqs SEQS` scores) are
+      reset. No optimizer state is involved: the protocol's next task starts a fresh AdamW.
+
+    The output keeps the task index; its history gains an entry {"intervention": method, …} that
+    repeats the last task's language (so `lang` columns of later metric rows stay right).
+    `run_id` renames the run (a fork); by default the run continues under its id.
+    """
+    from plc.runtime import setup
+    from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
+
+    if method not in INTERVENE_METHODS:
+        raise PlcError(f"unknown method {method!r}; choose one of {', '.join(INTERVENE_METHODS)}")
+    out = Path(out)
+    if out.resolve() == Path(ckpt).resolve():
+        raise PlcError(f"--out {out} is the input checkpoint; write the result elsewhere")
+    check_output(out, force)
+    if method == "shrink-perturb":
+        if shrink_perturb is None:
+            raise PlcError("shrink-perturb needs --shrink-perturb λ,σ")
+        options = MitigationOptions(shrink_perturb=shrink_perturb)
+    else:
+        if not 0 <= tau < 1:
+            raise PlcError(f"--tau must be in [0, 1), got {tau}")
+        options = MitigationOptions(redo=tau)
+        if lang is None or data is None:
+            raise PlcError("redo needs --data and --lang: the batch whose dormant units it resets")
+        if seqs <= 0:
+            raise PlcError(f"--seqs must be positive, got {seqs}")
+        if batch_size is not None and batch_size <= 0:
+            raise PlcError(f"--batch-size must be positive, got {batch_size}")
+
+    base = load_checkpoint(ckpt)
+    windows = None
+    if method == "redo":
+        from plc.evaluate import default_batch, load_eval_windows
+
+        windows = load_eval_windows(base, data, lang, seqs, seq_len).windows
+        batch_size = batch_size or default_batch(windows.shape[1] - 1)
+
+    runtime = setup(device, threads)
+    model = base.build_model(runtime.device)
+    seed = int(base.meta.get("seed", 0)) if seed is None else seed
+    mit = Mitigations(options, seed=seed, task_index=base.task_index).attach(model, None)
+    t0 = time.perf_counter()
+    import torch
+
+    with torch.no_grad():
+        if method == "shrink-perturb":
+            mit.shrink_perturb(step=0)
+            reset = None
+        else:
+            L = windows.shape[1] - 1
+            batches = (
+                torch.from_numpy(windows[s : s + batch_size, :L]).to(runtime.device)
+                for s in range(0, windows.shape[0], batch_size)
+            )
+            reset = mit.redo(batches, step=0)
+    entry: dict[str, Any] = {
+        "intervention": method,
+        "lang": base.last_lang,
+        "tokens": 0,
+        "steps": 0,
+        **{k: v for k, v in options.record().items() if k != "label"},
+        "seed": seed,
+    }
+    if reset is not None:
+        entry.update(
+            lang_scored=lang, seqs=int(windows.shape[0]), seq_len=int(windows.shape[1] - 1)
+        )
+        entry["units_reset"] = [len(r) for r in reset]
+    from plc import __version__
+
+    meta = {**base.meta, "history": [*base.meta.get("history", []), entry]}
+    meta["plc_version"] = __version__
+    if run_id is not None:
+        meta["run_id"] = run_id
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(out, Checkpoint(base.config, state, meta), force=force)
+    return InterveneResult(
+        out=str(out),
+        method=method,
+        checkpoint=str(ckpt),
+        run_id=str(meta["run_id"]),
+        task_index=base.task_index,
+        record=entry,
+        seconds=time.perf_counter() - t0,
+        units_per_layer=4 * base.config.d_model,
+        reset_units=reset,
+    )
