@@ -1267,7 +1267,9 @@ def plan(
         help="Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
     ),
     probe_repeats: int = typer.Option(
-        1, "--probe-repeats", help="Probe seeds per probed checkpoint (plc probe --repeats)."
+        None,
+        "--probe-repeats",
+        help="Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
     ),
     lrs: str = typer.Option(
         None, "--lrs", help="lr-grid: peak learning rates (default App. A's seven)."

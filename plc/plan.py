@@ -47,6 +47,7 @@ INPUTS = "{inputs}"  # in an argv: the job's input files (`$^` in the Makefile)
 CONTROL_DENSE = 12
 CONTROL_EVERY = 4
 CONTROL_PROBE = "m00"
+CONTROL_REPEATS = 2  # probe seeds per probed checkpoint (the jitter between checkpoints dominates)
 # App. A's grid of peak learning rates.
 PAPER_LR_GRID = (1e-4, 3e-4, 5e-4, 8e-4, 1e-3, 3e-3, 5e-3)
 
@@ -173,7 +174,7 @@ def build_plan(
     dense_after: Sequence[str] | None = None,
     weight_decay: float | None = None,
     reset_optimizer: bool | None = None,
-    probe_repeats: int = 1,
+    probe_repeats: int | None = None,
     tasks: int | None = None,
     lrs: Sequence[float] | None = None,
     val_every: int | None = None,
@@ -187,7 +188,8 @@ def build_plan(
     `dense_after` (default zh,de,ru). Diagnostics every `diagnose_every` cycles (control: tasks;
     0 = never). `weight_decay` reaches every training task (not the probes: the instrument stays
     the preset's). `reset_optimizer` None takes the problem's reading: reset for continual,
-    continued for stationary. `probe_repeats` > 1 asks each probe for that many probe seeds.
+    continued for stationary. `probe_repeats` > 1 asks each probe for that many probe seeds
+    (default: 2 for the control, else 1).
     """
     from plc.presets import get_preset
 
@@ -205,6 +207,8 @@ def build_plan(
     seeds = [seed] if seeds is None else list(seeds)
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise PlcError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if probe_repeats is None:
+        probe_repeats = CONTROL_REPEATS if problem == "control" else 1
     if probe_repeats < 1:
         raise PlcError(f"--probe-repeats must be at least 1, got {probe_repeats}")
     if diagnose_every is not None and diagnose_every < 0:

@@ -91,6 +91,11 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     tasks = [int(j.target.split("-t")[1].split("-")[0]) for j in probes]
     assert tasks == [0, *range(1, CONTROL_DENSE + 1), 16, 20, 24]
     assert {flag(j, "--lang") for j in probes} == {"m00"}
+    # Two probe seeds per checkpoint by default (the from-scratch baseline too).
+    assert {flag(j, "--repeats") for j in probes} == {"2"}
+    assert not any("--repeats" in j.argv for j in stage(build_plan(preset="tiny"), "probe"))
+    one = build_plan("control", sizes=["nano"], tasks=2, probe_repeats=1)
+    assert not any("--repeats" in j.argv for j in stage(one, "probe"))
     diag = [j for j in stage(plan, "diagnose") if "nano-s0" in j.target]
     assert len(diag) == 24 // CONTROL_EVERY
     assert (flag(diag[0], "--dormant-lang"), flag(diag[0], "--entropy-lang")) == ("m00", "m00")
