@@ -478,7 +478,8 @@ class _Builder:
             probes_per_run = 0
             for k in range(1, cycles * n + 1):
                 lang, cyc = cycle[(k - 1) % n], (k - 1) // n + 1
-                extra = wd_flags + ([] if reset or k == 1 else ["--continue"])
+                # --continue from c0 starts the run's optimizer and schedule; later ones carry on.
+                extra = wd_flags + ([] if reset else ["--continue"])
                 if stationary:
                     task = ["--mix", ",".join(cycle)]
                     self.train(c(k - 1), c(k), task, [self.store(x) for x in cycle], extra)

@@ -255,10 +255,10 @@ def test_seeds_cli(monkeypatch, capsys):
 # ----------------------------------------------------------------- stationary: one optimizer
 
 
-def test_stationary_continues_the_optimizer_after_the_first_task():
+def test_stationary_is_one_run_of_continued_tasks():
     plan = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny")
     train = stage(plan, "train")
-    assert ["--continue" in j.argv for j in train] == [False] + [True] * 7
+    assert ["--continue" in j.argv for j in train] == [True] * 8
     assert flag(analysis(plan, "fit-onset"), "--probe-after") == "all"
     assert "optimizer continued (one warm-up)" in plan.makefile().splitlines()[0]
     reset = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=True)
@@ -266,7 +266,7 @@ def test_stationary_continues_the_optimizer_after_the_first_task():
     assert flag(stage(reset, "init")[0], "--run-id") == "nano-s0-reset"
     # The continual protocol resets (§IV-B); continuing is its variant, named in the run id.
     cont = build_plan(sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=False)
-    assert ["--continue" in j.argv for j in stage(cont, "train")] == [False] + [True] * 7
+    assert ["--continue" in j.argv for j in stage(cont, "train")] == [True] * 8
     assert flag(stage(cont, "init")[0], "--run-id") == "nano-s0-cont"
     plain = build_plan(sizes=["nano"], cycles=1, preset="tiny")
     assert not any("--continue" in j.argv for j in stage(plain, "train"))
