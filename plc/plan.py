@@ -207,9 +207,7 @@ def build_plan(
     seeds = [seed] if seeds is None else list(seeds)
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise PlcError(f"--seeds must be distinct non-negative integers, got {seeds}")
-    if probe_repeats is None:
-        probe_repeats = CONTROL_REPEATS if problem == "control" else 1
-    if probe_repeats < 1:
+    if probe_repeats is not None and probe_repeats < 1:
         raise PlcError(f"--probe-repeats must be at least 1, got {probe_repeats}")
     if diagnose_every is not None and diagnose_every < 0:
         raise PlcError("--diagnose-every must be ≥ 0 (0 = never)")
@@ -224,7 +222,17 @@ def build_plan(
         raise PlcError("--lrs and --val-every are for the lr-grid plan")
     if problem != "control" and tasks is not None:
         raise PlcError("--tasks is for the control plan (the others count --cycles)")
+    if problem in ("transfer", "lr-grid"):  # one task per run from c0: no cycles, no diagnostics
+        unused = [("--cycles", cycles), ("--probe-after", probe_after)]
+        unused += [("--diagnose-every", diagnose_every)]
+        if problem == "lr-grid":  # and no probes
+            unused += [("--probe-lang", probe_lang), ("--probe-repeats", probe_repeats)]
+        for flag, value in unused:
+            if value is not None:
+                raise PlcError(f"{flag} is not for the {problem} plan")
 
+    if probe_repeats is None:
+        probe_repeats = CONTROL_REPEATS if problem == "control" else 1
     b = _Builder(p, data, out_dir, tokenizer, seeds[0], launcher, probe_repeats)
     if problem == "control":
         return b.control(

@@ -297,6 +297,21 @@ def test_transfer_plan_without_the_stores(tmp_path):
         build_plan("transfer", preset="tiny", cycle=["en", "it"], data=str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "problem, kwargs, match",
+    [
+        ("transfer", dict(cycles=2), "--cycles is not for the transfer plan"),
+        ("transfer", dict(diagnose_every=1), "--diagnose-every is not for the transfer"),
+        ("lr-grid", dict(probe_after=["ru"]), "--probe-after is not for the lr-grid plan"),
+        ("lr-grid", dict(probe_repeats=2), "--probe-repeats is not for the lr-grid plan"),
+        ("transfer", dict(reset_optimizer=True), "fresh optimizer"),
+    ],
+)
+def test_flags_a_plan_kind_has_no_use_for(problem, kwargs, match):
+    with pytest.raises(PlcError, match=match):
+        build_plan(problem, sizes=["nano", "micro"], preset="tiny", **kwargs)
+
+
 # ----------------------------------------------------------------------- lr grid (App. A)
 
 
