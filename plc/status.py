@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
-from plc.store import CYCLE
+from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
     import polars as pl
