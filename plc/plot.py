@@ -210,7 +210,7 @@ def _auc(plt, probes: pl.DataFrame, x: str, probe_after):
         _count_axis(ax.xaxis)
     else:
         ax.set_xlabel("Cycle")
-    ax.set_ylabel("% change in AUC relative to first probe")
+    ax.set_ylabel("% change in AUC relative to the first end-of-cycle probe")
     ax.set_title("Probe AUC over training")
     ax.legend(title="model size", fontsize=8, title_fontsize=9, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3)
@@ -243,7 +243,8 @@ def _probing(plt, probes: pl.DataFrame, normalize: str, probe_after, window: int
 
 def _onset(plt, paths, models, normalize, probe_after, window):
     """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s)."""
-    runs, _ = collect_onsets(paths, normalize, probe_after, window)
+    every, _ = collect_onsets(paths, normalize, probe_after, window)
+    runs = [r for r in every if r.onset is not None]
     p = np.array([r.n_params for r in runs], dtype=float)
     t = np.array([r.onset for r in runs], dtype=float)
     fits = [fit_model(m, p, t) for m in models]
@@ -282,7 +283,9 @@ def _onset(plt, paths, models, normalize, probe_after, window):
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return fig, [r.run_id or r.size for r in runs], []
+    left_out = [r.run_id or r.size for r in every if r.onset is None]
+    notes = [f"no onset detected, not plotted: {', '.join(left_out)}"] if left_out else []
+    return fig, [r.run_id or r.size for r in runs], notes
 
 
 def _read_diagnose(metric_files) -> pl.DataFrame:

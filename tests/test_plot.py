@@ -64,7 +64,7 @@ def metrics(tmp_path_factory) -> Path:
         ("b", "27M", 27_922_752, 18),
         ("c", "106M", 106_101_632, 26),
     ):
-        write_run(folder, run_id, size, n_params, onset, cycles=4)
+        write_run(folder, run_id, size, n_params, onset, cycles=5)  # 26 needs 5 cycles to rise
         write_diagnose(folder, run_id, size, n_params)
     return folder
 
