@@ -481,8 +481,10 @@ def _minima(samples: np.ndarray, window: int) -> np.ndarray:
     """Position of the minimum of each row's centred moving average (full windows only)."""
     if window == 1:
         return samples.argmin(axis=1)
-    smooth = np.lib.stride_tricks.sliding_window_view(samples, window, axis=1).mean(axis=2)
-    return smooth.argmin(axis=1) + window // 2
+    total = np.cumsum(samples, axis=1)
+    sums = total[:, window - 1 :].copy()  # the window sums: same order as the means
+    sums[:, 1:] -= total[:, :-window]
+    return sums.argmin(axis=1) + window // 2
 
 
 def resample_minima(
