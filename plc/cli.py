@@ -1056,6 +1056,65 @@ def _print_fits(res) -> None:
         console.print(pred)
 
 
+@app.command("fit-lr")
+def fit_lr_cmd(
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Train metric files with validation rows (val_loss), or CSV grids (size, d_model, lr, final_loss).",
+    ),
+    at: str = typer.Option(
+        None,
+        "--at",
+        help="Sizes (presets or d_model) to interpolate at (default: every preset between the grid's ends).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """App. A: the best learning rate per size and the power law in d between the smallest and largest (Table II)."""
+    from plc.lrsearch import LAST_VALIDATIONS, fit_lr, format_rate
+
+    res = fit_lr(inputs, at=[x.strip() for x in at.split(",") if x.strip()] if at else ())
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    grid_sizes = {g.d_model for g in res.grid}
+    many = any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
+    if many:
+        grid = Table(title=f"Grid: final validation loss (mean of the last {LAST_VALIDATIONS})")
+        for col in ("size", "d", "η × 10³", "loss", "validations", "runs", ""):
+            grid.add_column(col, justify="left" if col in ("size", "") else "right")
+        for g in res.grid:
+            grid.add_row(
+                g.size,
+                str(g.d_model),
+                f"{g.lr * 1e3:.3g}",
+                f"{g.final_loss:.4f}",
+                "" if g.validations is None else str(g.validations),
+                str(g.runs),
+                "best" if g in res.winners else "",
+            )
+        console.print(grid)
+    table = Table(title="Learning rates per model size (Table II)")
+    for col in ("model", "d", "interpolation η × 10³", "loss", "grid search η × 10³", "loss "):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in res.rows:
+        table.add_row(
+            r.size,
+            str(r.d_model),
+            f"{r.lr * 1e3:.2f}",
+            "" if r.loss is None else f"{r.loss:.4f}",
+            "" if r.grid_lr is None else f"{r.grid_lr * 1e3:.2f}",
+            "" if r.grid_loss is None else f"{r.grid_loss:.4f}",
+        )
+    console.print(table)
+    small, large = res.small, res.large
+    console.print(
+        f"α = log(η_L/η_S)/log(d_S/d_L) = [bold]{res.alpha:.5f}[/bold] ({small.size}: d "
+        f"{small.d_model}, η {format_rate(small.lr)}; {large.size}: d {large.d_model}, "
+        f"η {format_rate(large.lr)})"
+    )
+    console.print(f"law: [bold]{res.law}[/bold]")
+
+
 @app.command("plot")
 def plot_cmd(
     kind: str = typer.Argument(
