@@ -995,8 +995,8 @@ def _print_fits(res) -> None:
     for col in columns:
         fits.add_column(col, justify="left" if col in ("model", "formula", "coef") else "right")
     for f in res.fits:
-        a_ci = [_interval(*f.a_ci, ".4g")] if boot else []
-        b_ci = [_interval(*f.b_ci, ".4g")] if boot else []
+        a_ci = [_interval(*(f.a_ci or (None, None)), ".4g")] if boot else []
+        b_ci = [_interval(*(f.b_ci or (None, None)), ".4g")] if boot else []
         fits.add_row(
             f.model,
             f.formula,
@@ -1046,12 +1046,12 @@ def _print_fits(res) -> None:
                 _tasks(pr.onset_tasks),
             ]
             if boot:
-                lo, hi = pr.onset_tasks_ci
-                cells.append(f"[{_tasks(lo)}, {_tasks(hi)}]")
+                lo, hi = pr.onset_tasks_ci or (None, None)
+                cells.append("" if lo is None else f"[{_tasks(lo)}, {_tasks(hi)}]")
             cells.append(format_count(pr.onset_tokens))
             if boot:
-                lo, hi = pr.onset_tokens_ci
-                cells.append(f"[{format_count(lo)}, {format_count(hi)}]")
+                lo, hi = pr.onset_tokens_ci or (None, None)
+                cells.append("" if lo is None else f"[{format_count(lo)}, {format_count(hi)}]")
             pred.add_row(*cells)
         console.print(pred)
 

@@ -1027,12 +1027,13 @@ def bootstrap_fits(
     seed: int = 0,
     resample: str = "cases",
     predict: Sequence[float] = (),
-) -> tuple[dict[str, dict[str, list[float]]], BootstrapSummary]:
+) -> tuple[dict[str, dict[str, Any]], BootstrapSummary]:
     """Percentile intervals of each model's a, b and predictions at `predict` over fits to
     resampled runs: runs drawn with replacement from all runs (`cases`: sizes × seeds) or from
     each size's runs (`within-size`), each drawing its onset from its onset distribution.
 
-    Returns {model: {"a": [lo, hi], "b": [lo, hi], "predict": [[lo, hi], …]}} and a summary.
+    Returns {model: {"a": [lo, hi], "b": [lo, hi], "predict": [[lo, hi], …]}} (None where no
+    resample could be fitted) and a summary.
     The estimators are the point fits' (OLS in the model's space; the exponential by nonlinear
     least squares started flat at the resample's mean onset).
     """
@@ -1058,7 +1059,7 @@ def bootstrap_fits(
     x, t = x[usable], t[usable]
     where_at = np.asarray(predict, dtype=float)
     level = [(1 - ci) / 2, (1 + ci) / 2]
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, dict[str, Any]] = {}
     failed: dict[str, int] = {}
     for model in models:
         ok = np.ones(t.shape[0], dtype=bool)
@@ -1083,6 +1084,9 @@ def bootstrap_fits(
             a, b = _ols_rows(x if model == "linear" else np.log(x), t)
         failed[model] = int((~ok).sum())
         a, b = a[ok], b[ok]
+        if a.size == 0:  # e.g. every resample holds an onset ≤ 0 under the log-log model's log
+            out[model] = {"a": None, "b": None, "predict": [None] * where_at.size}
+            continue
         pred = _predict(model, a[:, None], b[:, None], where_at[None, :])
         out[model] = {
             "a": np.quantile(a, level).tolist(),
