@@ -911,8 +911,10 @@ def _print_onsets(res) -> None:
     runs = Table(title="Onset of plasticity loss per run")
     with_ids = any(r.run_id for r in res.runs)  # an onset table may have no run ids
     evidence = any(r.jitter is not None for r in res.runs)
+    intervals = any(r.onset_lo is not None for r in res.runs)
     unit = "%" if res.normalize == "first" else "ratio"
-    columns = ["run", "size", "n_params", "probes", "onset (task)", f"{level} interval"]
+    columns = ["run", "size", "n_params", "probes", "onset (task)"]
+    columns += [f"{level} interval"] if intervals else []
     columns += ["onset (tokens)"]
     if evidence:
         columns += ["most likely", f"jitter ({unit})", "rise (jitter)", "rate (%/task)"]
@@ -928,7 +930,10 @@ def _print_onsets(res) -> None:
             f"{r.n_params:,}",
             "" if r.n_probes is None else str(r.n_probes),
             "none" if r.onset is None else f"{r.onset:g}",
-            _interval(r.onset_lo, r.onset_hi) if r.detected else "",
+        ]
+        if intervals:
+            cells.append(_interval(r.onset_lo, r.onset_hi) if r.detected else "")
+        cells += [
             "" if r.onset_tokens is None else format_count(r.onset_tokens),
         ]
         if evidence:

@@ -4,15 +4,7 @@ From `probe` metric rows, per run: one AUC per probe, normalised either by eq. 1
 (100·(AUC_k/AUC_1 − 1), `first`) or by the AUC of training the probe language alone from scratch
 (`alone`); optionally only the probes taken after some languages (App. B: zh, de, ru); a centred
 moving average; the onset is the task index at the minimum of the smoothed series (Table IV).
-Then the four fits of Table V on (n_params, onset) points.
-
-How sure an onset is (docs/estimators.md): the noise unit is the jitter, the SD of the normalised
-AUC around its 3-point moving average (checkpoint-to-checkpoint noise, far larger than the spread
-between probe repeats of one checkpoint). Each run's onset gets a distribution by resampling its
-leverage-adjusted residuals around that trend (and its probe repeats, where there are several); a
-run whose smoothed minimum is its first or last smoothed point, or rises less than `min_rise`
-jitter units after it, has no onset detected and is left out of the fits. `--bootstrap` refits the
-models on resampled runs, each drawing its onset from its distribution. Which estimator and which space each
+Then the four fits of Table V on (n_params, onset) points. Which estimator and which space each
 figure of Table V uses was worked out by reproducing the table (docs/estimators.md):
 - linear, linear-log, log-log: ordinary least squares in the model's own space (log-log on ln T);
   coefficient standard errors are the classical OLS ones in that space;
@@ -20,6 +12,14 @@ figure of Table V uses was worked out by reproducing the table (docs/estimators.
   a = mean T, b = 0), standard errors from its Gauss–Newton covariance;
 - R², in-sample RMSE and leave-one-out RMSE always in T-space (tasks), log-log back-transformed by
   exp() without bias correction; each leave-one-out fold refits the model with the same estimator.
+
+How sure an onset is (docs/estimators.md): the noise unit is the jitter, the SD of the normalised
+AUC around its 3-point moving average (checkpoint-to-checkpoint noise, far larger than the spread
+between probe repeats of one checkpoint). Each run's onset gets a distribution by resampling its
+leverage-adjusted residuals around that trend (and its probe repeats, where there are several); a
+run whose smoothed minimum is its first or last smoothed point, or rises less than `min_rise`
+jitter units after it, has no onset detected and is left out of the fits. `--bootstrap` refits the
+models on resampled runs, each drawing its onset from its distribution.
 """
 
 from __future__ import annotations
@@ -456,14 +456,13 @@ def find_onset(series: ProbeSeries, window: int = 3) -> ProbeSeries:
 
 def trend3(values: np.ndarray | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The trend a run's residuals are resampled around, and each point's leverage: a centred
-    3-point moving average with 2-point averages at the two ends (leverage 1/3 inside, 1/2 there).
-    Works along the last axis."""
+    3-point moving average with 2-point averages at the two ends (leverage 1/3 inside, 1/2 there)."""
     y = np.asarray(values, dtype=float)
     f = y.copy()
-    f[..., 1:-1] = (y[..., :-2] + y[..., 1:-1] + y[..., 2:]) / 3
-    f[..., 0] = (y[..., 0] + y[..., 1]) / 2
-    f[..., -1] = (y[..., -2] + y[..., -1]) / 2
-    leverage = np.full(y.shape[-1], 1 / 3)
+    f[1:-1] = (y[:-2] + y[1:-1] + y[2:]) / 3
+    f[0] = (y[0] + y[1]) / 2
+    f[-1] = (y[-2] + y[-1]) / 2
+    leverage = np.full(y.size, 1 / 3)
     leverage[[0, -1]] = 1 / 2
     return f, leverage
 
