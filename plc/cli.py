@@ -1307,10 +1307,15 @@ def demo(
             str(r["size"]),
             f"{r['n_params']:,}",
             str(r.get("n_probes") or ""),
-            f"{r['onset']:g}",
+            "none"
+            if r["onset"] is None
+            else f"{r['onset']:g} [{r['onset_lo']:g}, {r['onset_hi']:g}]",
             f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
         )
     console.print(table)
+    for r in res.onsets:
+        if r["onset"] is None:
+            console.print(f"{r['size']}: no onset detected ({r['no_onset']})")
     console.print(f"log-log law: [bold]{res.law}[/bold]")
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")

@@ -242,20 +242,44 @@ def _probing(plt, probes: pl.DataFrame, normalize: str, probe_after, window: int
 
 
 def _onset(plt, paths, models, normalize, probe_after, window):
-    """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s)."""
+    """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s); each onset
+    with its interval, and runs with no onset detected as open markers at their minimum."""
     every, _ = collect_onsets(paths, normalize, probe_after, window)
     runs = [r for r in every if r.onset is not None]
-    p = np.array([r.n_params for r in runs], dtype=float)
-    t = np.array([r.onset for r in runs], dtype=float)
-    fits = [fit_model(m, p, t) for m in models]
-    if (p <= 0).any() or (t <= 0).any():
+    missing = [r for r in every if r.onset is None and r.minimum_task is not None]
+    shown = runs + missing
+    p = np.array([r.n_params for r in shown], dtype=float)
+    t = np.array([r.fit_value for r in shown], dtype=float)
+    if not shown or (p <= 0).any() or (t <= 0).any():
         raise PlcError("plot onset uses log axes; every n_params and onset must be positive")
+    notes = []
+    if missing:
+        notes.append(f"no onset detected: {', '.join(r.run_id or r.size for r in missing)}")
+    try:
+        fits = [fit_model(m, [r.n_params for r in runs], [r.onset for r in runs]) for m in models]
+    except PlcError as e:
+        if not missing:
+            raise
+        fits = []
+        notes.append(f"no fit: {e}")
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    ax.scatter(p, t, color="black", zorder=5, label="observed onset")
-    for r in runs:
-        ax.annotate(
-            r.size, (r.n_params, r.onset), textcoords="offset points", xytext=(5, -10), fontsize=8
-        )
+    for group, style in ((runs, {"color": "black"}), (missing, {"mfc": "none", "color": "0.5"})):
+        if not group:
+            continue
+        x = np.array([r.n_params for r in group], dtype=float)
+        y = np.array([r.fit_value for r in group], dtype=float)
+        lo = np.array([r.fit_value if r.onset_lo is None else r.onset_lo for r in group])
+        hi = np.array([r.fit_value if r.onset_hi is None else r.onset_hi for r in group])
+        label = "observed onset" if group is runs else "no onset detected (smoothed minimum)"
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", capsize=3, zorder=5, label=label, **style)
+        for r in group:
+            ax.annotate(
+                r.size,
+                (r.n_params, r.fit_value),
+                textcoords="offset points",
+                xytext=(5, -10),
+                fontsize=8,
+            )
     grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
     colors = {
         "linear": "tab:green",
@@ -283,9 +307,7 @@ def _onset(plt, paths, models, normalize, probe_after, window):
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    left_out = [r.run_id or r.size for r in every if r.onset is None]
-    notes = [f"no onset detected, not plotted: {', '.join(left_out)}"] if left_out else []
-    return fig, [r.run_id or r.size for r in runs], notes
+    return fig, [r.run_id or r.size for r in shown], notes
 
 
 def _read_diagnose(metric_files) -> pl.DataFrame:
