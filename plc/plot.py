@@ -18,9 +18,9 @@ import numpy as np
 from plc.errors import PlcError
 from plc.onset import (
     PAPER_PROBE_AFTER,
+    assess_onset,
     collect_onsets,
     expand_inputs,
-    find_onset,
     fit_model,
     format_count,
     probe_series,
@@ -219,18 +219,37 @@ def _auc(plt, probes: pl.DataFrame, x: str, probe_after):
 
 def _probing(plt, probes: pl.DataFrame, normalize: str, probe_after, window: int):
     """Fig. 9: normalised AUC per probe, its moving average and the onset, one panel per run."""
-    series = [find_onset(s, window) for s in probe_series(probes, normalize, probe_after)]
+    series = probe_series(probes, normalize, probe_after)
+    evidence = [assess_onset(s, window) for s in series]
     fig, axes = _grid(plt, len(series))
-    for s, ax, label in zip(
-        series, axes, _labels([(s.size, s.run_id) for s in series]), strict=True
+    for s, ev, ax, label in zip(
+        series, evidence, axes, _labels([(s.size, s.run_id) for s in series]), strict=True
     ):
         ax.plot(s.task_index, s.value, color="tab:blue", marker="o", ms=3, lw=1, label="probe")
         smooth = np.array([np.nan if v is None else v for v in s.smoothed])
         ax.plot(s.task_index, smooth, color="orange", lw=2, label=f"moving average ({window})")
         i = s.task_index.index(s.onset)
-        ax.plot(
-            s.onset, smooth[i], "o", color="red", ms=8, zorder=5, label=f"onset: task {s.onset}"
-        )
+        if ev.detected:
+            ax.plot(
+                s.onset,
+                smooth[i],
+                "o",
+                color="red",
+                ms=8,
+                zorder=5,
+                label=f"onset: task {s.onset} [{ev.onset_lo:g}, {ev.onset_hi:g}]",
+            )
+        else:
+            ax.plot(
+                s.onset,
+                smooth[i],
+                "o",
+                mfc="none",
+                color="0.4",
+                ms=8,
+                zorder=5,
+                label=f"minimum: task {s.onset}, no onset detected",
+            )
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(
@@ -338,9 +357,14 @@ def _onsets(metric_files, normalize, probe_after, window) -> tuple[dict[str, int
     for run_id in sorted(set(probes["run_id"].to_list())):
         try:
             (s,) = probe_series(probes.filter(pl.col("run_id") == run_id), normalize, probe_after)
-            onsets[run_id] = find_onset(s, window).onset
+            ev = assess_onset(s, window)
         except PlcError as e:
             notes.append(f"no onset marked: {e}")
+            continue
+        if ev.detected:
+            onsets[run_id] = ev.minimum_task
+        else:
+            notes.append(f"no onset marked for {run_id}: no onset detected ({ev.no_onset})")
     return onsets, notes
 
 
