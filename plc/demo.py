@@ -130,4 +130,4 @@ def _summarise(res: DemoResult, onset_table: Path) -> None:
         res.law = f"(no fit: {e})"
         return
     res.fits = fitted.to_dict()["fits"]
-    res.law = fitted.law
+    res.law = fitted.law or f"(no fit: {fitted.fits_skipped})"
