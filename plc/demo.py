@@ -125,9 +125,13 @@ def _summarise(res: DemoResult, onset_table: Path) -> None:
         return
     res.onsets = pl.read_parquet(onset_table).to_dicts()
     try:
-        fitted = fit_onset([onset_table], models=["loglog"])
+        # The exponent's interval: refits on runs resampled with their onset distributions.
+        fitted = fit_onset([onset_table], models=["loglog"], bootstrap=1000)
     except PlcError as e:  # e.g. fewer than 3 sizes: report the onsets without a law
         res.law = f"(no fit: {e})"
         return
     res.fits = fitted.to_dict()["fits"]
-    res.law = fitted.law or f"(no fit: {fitted.fits_skipped})"
+    if fitted.law is None:
+        res.law = f"(no fit: {fitted.fits_skipped})"
+    else:
+        res.law = f"{fitted.law}; {fitted.exponent}"
