@@ -1294,6 +1294,42 @@ def plot_cmd(
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
 
 
+@app.command("transfer-table")
+def transfer_table_cmd(
+    inputs: list[str] = typer.Argument(
+        ..., help="Probe metric files of `plc plan transfer` (one-task checkpoints, from scratch)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Write the table (.csv, .parquet) or a figure (.png, .svg, .pdf)."
+    ),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Table III: the probe's AUC after one task of each language, per model size."""
+    from plc.transfer import transfer_table
+
+    res = transfer_table(inputs, out=out, force=force)
+    if as_json:
+        emit_json(res)
+        return
+    table = Table(title=f"AUC on {res.probe_lang} after one task of each language (Table III)")
+    table.add_column("pretraining language")
+    for size, n, runs in zip(res.sizes, res.n_params, res.seeds, strict=True):
+        table.add_column(
+            f"{size} ({n:,})" + (f", {runs} seeds" if runs > 1 else ""), justify="right"
+        )
+    for row in res.rows():
+        name = row.pop("lang")
+        table.add_row(
+            str(name),
+            *("" if v is None else f"{v:.4f}" for v in row.values()),
+            end_section=name == res.langs[-1],
+        )
+    console.print(table)
+    if res.out:
+        console.print(f"wrote [bold]{res.out}[/bold]")
+
+
 @app.command("status")
 def status_cmd(
     directory: Path = typer.Argument(Path("."), help="The study's folder (a plan's or demo's)."),
@@ -1385,28 +1421,72 @@ def metrics_tensorboard_cmd(
 
 @app.command()
 def plan(
-    problem: str = typer.Argument(..., help="continual or stationary."),
+    problem: str = typer.Argument(
+        ..., help="continual, stationary, control (Markov chains), transfer (Table III) or lr-grid."
+    ),
     sizes: str = typer.Option(
         None, "--sizes", help="Model sizes, e.g. micro,mini (default: the preset's)."
     ),
-    cycles: int = typer.Option(None, "--cycles", help="Cycles of 8 tasks (default: the preset's)."),
-    preset: str = typer.Option("cpu", "--preset", help="paper, cpu or tiny."),
+    cycles: int = typer.Option(
+        None, "--cycles", help="Cycles of the cycle (default: the preset's)."
+    ),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="paper, cpu, control or tiny (default: control for control, else cpu).",
+    ),
+    cycle: str = typer.Option(
+        None, "--cycle", help="The training languages in order (default en,zh,fr,ja,es,de,pt,ru)."
+    ),
+    probe_lang: str = typer.Option(
+        None, "--probe-lang", help="The probe language, never trained on (default vi)."
+    ),
     probe_after: str = typer.Option(
-        "ru", "--probe-after", help="Probe after these languages: ru, or zh,de,ru (App. B)."
+        None, "--probe-after", help="Probe after these languages (default: the cycle's last)."
+    ),
+    dense_cycles: str = typer.Option(
+        None,
+        "--dense-cycles",
+        help="App. B's second stage: in cycles A-B also probe after --dense-after.",
+    ),
+    dense_after: str = typer.Option(
+        None, "--dense-after", help="Languages probed in the dense cycles (default zh,de,ru)."
     ),
     diagnose_every: int = typer.Option(
-        1, "--diagnose-every", help="Diagnose every K cycles (0 = never)."
+        None, "--diagnose-every", help="Diagnose every K cycles (control: tasks; 0 = never)."
+    ),
+    tasks: int = typer.Option(None, "--tasks", help="control: tasks, one Markov chain each (48)."),
+    seeds: str = typer.Option(
+        "0", "--seeds", "--seed", help="Seeds: one independent run per size and seed, e.g. 0,1,2."
+    ),
+    weight_decay: float = typer.Option(
+        None, "--weight-decay", help="AdamW weight decay of every task (default: the preset's)."
+    ),
+    reset_optimizer: bool = typer.Option(
+        None,
+        "--reset-optimizer/--continue-optimizer",
+        help="Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
+    ),
+    probe_repeats: int = typer.Option(
+        None,
+        "--probe-repeats",
+        help="Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
+    ),
+    lrs: str = typer.Option(
+        None, "--lrs", help="lr-grid: peak learning rates (default App. A's seven)."
+    ),
+    val_every: int = typer.Option(
+        None, "--val-every", help="lr-grid: steps between validations (default: probe cadence)."
     ),
     data: str = typer.Option("data", "--data", help="Folder of token stores."),
     out_dir: str = typer.Option(
         "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
     tokenizer: str = typer.Option(
         None, "--tokenizer", help="byte, qwen3 or hf:NAME (default: the preset's)."
     ),
     source: str = typer.Option(
-        "embedded", "--source", help="Text source for `plc shard` ({lang} is replaced)."
+        None, "--source", help="Text source for `plc shard` ({lang} is replaced; default embedded)."
     ),
     launcher: str = typer.Option(
         "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
@@ -1416,19 +1496,29 @@ def plan(
     ),
     force: bool = ForceOpt,
 ) -> None:
-    """Write the protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
-    from plc.plan import build_plan
+    """Write a protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
+    from plc.plan import build_plan, parse_list, parse_lrs, parse_range, parse_seeds
 
     the_plan = build_plan(
         problem,
-        sizes=sizes.split(",") if sizes else None,
+        sizes=parse_list(sizes),
         cycles=cycles,
         preset=preset,
-        probe_after=probe_after.split(","),
+        cycle=parse_list(cycle),
+        probe_lang=probe_lang,
+        probe_after=parse_list(probe_after),
+        dense_cycles=parse_range(dense_cycles, "--dense-cycles"),
+        dense_after=parse_list(dense_after),
         diagnose_every=diagnose_every,
+        tasks=tasks,
+        seeds=parse_seeds(seeds),
+        weight_decay=weight_decay,
+        reset_optimizer=reset_optimizer,
+        probe_repeats=probe_repeats,
+        lrs=parse_lrs(lrs),
+        val_every=val_every,
         data=data,
         out_dir=out_dir,
-        seed=seed,
         tokenizer=tokenizer,
         source=source,
         launcher=launcher,

@@ -37,6 +37,10 @@ class Preset:
     sizes: tuple[str, ...]  # model sizes a plan of this preset trains
     tokenizer: str
     cycles: int  # cycles of 8 tasks a plan of this preset runs
+    # (train, val) tokens `plc shard` writes per training language and for the probe language;
+    # None: the whole source (train) and ~10 % of its documents (val), or a markov source's own.
+    shard_tokens: tuple[int | None, int | None] = (None, None)
+    probe_shard_tokens: tuple[int | None, int | None] = (None, None)
 
     @property
     def batch_size(self) -> int:
@@ -101,6 +105,10 @@ PRESETS: dict[str, Preset] = {
             sizes=tuple(PAPER_SIZES),
             tokenizer="qwen3",
             cycles=48,
+            # §IV-A: a pool of 100B training and 1B evaluation tokens per training language, 20B
+            # + 1B for Vietnamese; each task samples its 5B tokens from the pool.
+            shard_tokens=(100_000_000_000, 1_000_000_000),
+            probe_shard_tokens=(20_000_000_000, 1_000_000_000),
         ),
         Preset(
             name="cpu",
@@ -141,6 +149,26 @@ PRESETS: dict[str, Preset] = {
             sizes=("nano",),
             tokenizer="byte",
             cycles=2,
+        ),
+        Preset(
+            name="control",
+            description="positive control: a new Markov chain per task, loss of plasticity in minutes",
+            task_tokens=128 * 1024,
+            probe_tokens=96 * 1024,
+            batch_tokens=1024,
+            seq_len=64,
+            context=64,
+            warmup=0.05,
+            weight_decay=0.0,  # weight decay 0.1 is the remedy the control shows working
+            micro_batch=None,
+            probe_eval_every=4,
+            probe_eval_seqs=28,
+            dormant_seqs=28,
+            entropy_seqs=28,
+            entropy_query_start=256 / 2048,
+            sizes=("nano", "micro"),
+            tokenizer="byte",
+            cycles=6,  # 48 tasks: `plc plan control` gives each its own chain (m01…m48)
         ),
     )
 }

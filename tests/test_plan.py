@@ -29,7 +29,7 @@ def test_continual_plan_has_the_protocol_shape():
     assert langs == [*CYCLE, *CYCLE]
     # Each task trains the previous checkpoint: c(k-1) → c(k).
     first = by_stage["train"][0]
-    assert first.deps[0].endswith("nano/c0.pt") and first.target.endswith("nano/c1.pt")
+    assert first.deps[0].endswith("nano-s0/c0.pt") and first.target.endswith("nano-s0/c1.pt")
     # Probes after zh, de, ru of both cycles, plus one from-scratch baseline, per size.
     probes = [j for j in by_stage["probe"] if "micro" in j.target]
     assert len(probes) == 1 + 3 * 2
@@ -59,8 +59,8 @@ def test_makefile_is_readable_and_uses_the_launcher():
     )
     text = plan.makefile()
     assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
-    assert "$(RUNS)/nano/c3.pt: $(RUNS)/nano/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
-    assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano/c2.pt" in text
+    assert "$(RUNS)/nano-s0/c3.pt: $(RUNS)/nano-s0/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
+    assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano-s0/c2.pt" in text
     # One size: its onset but no fits; two probes: no moving average.
     assert "\t$(PLC) fit-onset $^ --model none --probe-after ru --window 1 " in text
     assert "figures/onset.png" not in text and "figures/probing.png" in text
@@ -135,25 +135,36 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
     assert _make(["-q"], tmp_path).returncode == 0
     assert "Nothing to be done" in _make([], tmp_path).stdout
     # Recovery: a lost checkpoint is rebuilt, identical, with only what depends on it.
-    last = tmp_path / "runs" / "micro" / "c16.pt"
+    last = tmp_path / "runs" / "micro-s0" / "c16.pt"
     before = last.read_bytes()
     last.unlink()
     assert _make(["-q"], tmp_path).returncode != 0
     proc = _make(["-j2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert last.read_bytes() == before
-    assert "nano/c" not in proc.stdout  # the other size was not touched
+    assert "nano-s0/c" not in proc.stdout  # the other size was not touched
     assert _make(["-q"], tmp_path).returncode == 0
 
 
+def _has_continue() -> bool:
+    return "--continue" in run_plc("train-task", "--help").stdout
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["plc-continual", "plc-stationary"])
-def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
+@pytest.mark.parametrize(
+    "script, reset",
+    [("plc-continual", ""), ("plc-stationary", "1"), ("plc-stationary", "")],
+    ids=["continual", "stationary-reset", "stationary-continue"],
+)
+def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script, reset):
+    if script == "plc-stationary" and not reset and not _has_continue():
+        pytest.skip("train-task has no --continue yet (the stationary script's default)")
     env = {
         **os.environ,
         "DATA": str(tmp_path / "data"),
         "PLC": f"{sys.executable} -m plc",
         "PLC_THREADS": "1",
+        "RESET_OPTIMIZER": reset,
     }
     argv = [str(Path(__file__).parents[1] / "bin" / script), "nano", "1", "tiny"]
     argv.append(str(tmp_path / "run"))
@@ -164,6 +175,8 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
     probes = [p for p in outputs if p.name.startswith("probe-")]
     assert len(probes) == (1 + 3 if script == "plc-continual" else 1 + 8)
     assert len([p for p in outputs if p.name.startswith("diagnose-")]) == 1
+    run = "nano-s0-reset" if reset else "nano-s0"
+    assert all(p.name.startswith(f"probe-{run}-t") for p in probes)
     assert "Onset of plasticity loss per run" in proc.stdout
     # A rerun skips everything that exists (as the header promises): no file is written again.
     stamps = {p: p.stat().st_mtime_ns for p in outputs}
@@ -171,3 +184,33 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script):
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
     assert sorted((tmp_path / "run").rglob("*.p*")) == outputs
+
+
+@pytest.mark.slow
+def test_bin_continual_with_another_cycle_and_probe_language(tmp_path):
+    env = {**os.environ, "DATA": str(tmp_path / "data"), "PLC": f"{sys.executable} -m plc"}
+    script = str(Path(__file__).parents[1] / "bin" / "plc-continual")
+    argv = [script, "--cycle", "en,fr", "--probe-lang", "de", "nano", "2", "tiny"]
+    proc = subprocess.run(
+        [*argv, str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "de.zarr",
+        "en.zarr",
+        "fr.zarr",
+    ]
+    probes = sorted(p.name for p in (tmp_path / "run" / "metrics").glob("probe-*"))
+    assert probes == [
+        "probe-nano-s0-t0-init-de-scratch.parquet",
+        "probe-nano-s0-t2-fr-de.parquet",
+        "probe-nano-s0-t4-fr-de.parquet",
+    ]
+    diag = pl.read_parquet(tmp_path / "run" / "metrics" / "diagnose-nano-s0-t4-fr.parquet")
+    assert diag.height > 0
+    bad = subprocess.run(
+        [script, "--probe-lang", "en", "nano"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "plc-continual: --probe-lang en is in the cycle en,zh,fr,ja,es,de,pt,ru"
+    ]

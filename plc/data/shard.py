@@ -93,7 +93,7 @@ def shard(
             lang, out, source, tokenizer, train_tokens, val_tokens, seed, force, progress
         )
     tok = get_tokenizer(tokenizer)
-    src = open_source(source, lang)
+    src = open_source(source, lang, seed)
     router = _Router(seed, train_tokens, val_tokens)
     attrs = {
         "lang": lang,

@@ -7,7 +7,10 @@ Every source is a lazy iterator of documents (str), so inputs larger than memory
   text formats also compressed as `.gz` or `.zst`; a folder means every such file under it, in
   sorted path order (other files are skipped);
 - `hf:DATASET[:CONFIG]`: a Hugging Face dataset in streaming mode, split `train`, field `text`.
-  For CulturaX (`uonlp/CulturaX`) the language is the config.
+  For CulturaX (`uonlp/CulturaX`) the language is the config. The stream is shuffled with the
+  shard's seed (`IterableDataset.shuffle`: the order of the dataset's files, then a buffer of
+  HF_SHUFFLE_BUFFER documents), so a budget smaller than the source samples documents from across
+  it rather than its first files; the same seed gives the same documents.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from plc.errors import PlcError
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSIONS = ("", ".gz", ".zst")
 FORMATS = ".txt, .jsonl, .parquet (text formats also .gz or .zst)"
+HF_SHUFFLE_BUFFER = 10_000  # documents; in a dataset of many files the file order mixes most
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,16 @@ class Source:
     documents: Callable[[], Iterator[str]] = field(repr=False)
 
 
-def open_source(spec: str, lang: str) -> Source:
-    """The source named by `spec` (`embedded`, a path, or `hf:DATASET[:CONFIG]`) for `lang`."""
+def open_source(spec: str, lang: str, seed: int = 0) -> Source:
+    """The source named by `spec` (`embedded`, a path, or `hf:DATASET[:CONFIG]`) for `lang`;
+    `seed` orders a dataset's stream (local and embedded sources are read in order)."""
     if spec == "embedded":
         return _embedded(lang)
     if spec.startswith("hf:"):
         name, _, config = spec[3:].partition(":")
         if not name:
             raise PlcError("hf: needs a dataset name, e.g. hf:uonlp/CulturaX")
-        return _hf(name, config or None, lang)
+        return _hf(name, config or None, lang, seed)
     return _local(Path(spec))
 
 
@@ -184,7 +189,7 @@ def _parquet_documents(path: Path) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------- hf
 
 
-def _hf(name: str, config: str | None, lang: str) -> Source:
+def _hf(name: str, config: str | None, lang: str, seed: int) -> Source:
     if config is None and name.rstrip("/").lower().endswith("culturax"):
         config = lang  # CulturaX has one config per language code
 
@@ -201,6 +206,7 @@ def _hf(name: str, config: str | None, lang: str) -> Source:
         columns = ds.column_names
         if columns is not None and "text" not in columns:
             raise PlcError(f"dataset hf:{name} has no 'text' field (fields: {', '.join(columns)})")
+        ds = ds.shuffle(seed=seed, buffer_size=HF_SHUFFLE_BUFFER)
         try:
             for row in ds:
                 text = row.get("text")

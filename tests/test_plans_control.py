@@ -1,0 +1,43 @@
+"""The control plan end to end, shortened: its argv are real plc commands that run and chain."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from plc.plan import build_plan
+
+
+@pytest.mark.slow
+def test_a_short_control_plan_runs_in_process(tmp_path):
+    from plc.cli import run_argv
+    from plc.runner import run_plan
+
+    plan = build_plan(
+        "control",
+        sizes=["nano"],
+        tasks=4,
+        data=str(tmp_path / "data"),
+        out_dir=str(tmp_path / "runs"),
+        weight_decay=0.1,
+    )
+    done = run_plan(plan, workers=2, log_dir=tmp_path / "logs", execute=run_argv)
+    assert all(not d.skipped for d in done) and len(done) == len(plan.jobs)
+    metrics = tmp_path / "runs" / "metrics"
+    probes = pl.read_parquet(sorted(metrics.glob("probe-nano-s0-wd0.1-t*-m00.parquet")))
+    assert sorted(set(probes["task_index"])) == [1, 2, 3, 4]
+    assert set(probes["probe_lang"]) == {"m00"} and set(probes["probe_seed"]) == {0, 1}
+    train = pl.read_parquet(metrics / "train-nano-s0-wd0.1-t3-m03.parquet")
+    assert train["step"].max() == 127  # the control preset: 128 steps of 16 × 64 tokens
+    from plc.store import load_checkpoint
+
+    history = load_checkpoint(tmp_path / "runs" / "nano-s0-wd0.1" / "c4.pt").meta["history"]
+    assert [h["lang"] for h in history] == ["m01", "m02", "m03", "m04"]
+    assert {h["weight_decay"] for h in history} == {0.1} and {h["preset"] for h in history} == {
+        "control"
+    }
+    onset = pl.read_parquet(tmp_path / "runs" / "onset.parquet")
+    assert onset["run_id"].to_list() == ["nano-s0-wd0.1"]
+    assert (tmp_path / "runs" / "figures" / "probing.png").stat().st_size > 1000
+    again = run_plan(plan, workers=2, log_dir=tmp_path / "logs", execute=run_argv)
+    assert all(d.skipped for d in again)
