@@ -1491,14 +1491,20 @@ def plan(
     launcher: str = typer.Option(
         "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     ),
+    fmt: str = typer.Option(
+        "make", "--format", help="make (a Makefile) or snakemake (a Snakefile, for Slurm too)."
+    ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the Makefile here (default stdout)."
+        None, "--output", "-o", help="Write the plan file here (default stdout)."
     ),
     force: bool = ForceOpt,
 ) -> None:
-    """Write a protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
+    """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
+    Slurm); a rerun finishes what is missing."""
     from plc.plan import build_plan, parse_list, parse_lrs, parse_range, parse_seeds
 
+    if fmt not in ("make", "snakemake"):
+        raise PlcError(f"unknown --format {fmt!r}; choose make or snakemake")
     the_plan = build_plan(
         problem,
         sizes=parse_list(sizes),
@@ -1523,7 +1529,12 @@ def plan(
         source=source,
         launcher=launcher,
     )
-    text = the_plan.makefile()
+    if fmt == "snakemake":
+        from plc.snakefile import render_snakefile
+
+        text = render_snakefile(the_plan)
+    else:
+        text = the_plan.makefile()
     if output is None:
         sys.stdout.write(text)
         return
