@@ -1478,6 +1478,12 @@ def plan(
     val_every: int = typer.Option(
         None, "--val-every", help="lr-grid: steps between validations (default: probe cadence)."
     ),
+    mitigation: list[str] = typer.Option(
+        None,
+        "--mitigation",
+        help="Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
+        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
+    ),
     data: str = typer.Option("data", "--data", help="Folder of token stores."),
     out_dir: str = typer.Option(
         "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
@@ -1519,6 +1525,7 @@ def plan(
         tasks=tasks,
         seeds=parse_seeds(seeds),
         weight_decay=weight_decay,
+        mitigations=mitigation or None,
         reset_optimizer=reset_optimizer,
         probe_repeats=probe_repeats,
         lrs=parse_lrs(lrs),
