@@ -1563,6 +1563,11 @@ def demo(
     cycles: int = typer.Option(None, "--cycles", help="Cycles of 8 tasks (default: 3)."),
     preset: str = typer.Option("cpu", "--preset", help="Budget preset (cpu: minutes on a laptop)."),
     workers: int = typer.Option(2, "--workers", help="Jobs at a time (one thread each)."),
+    control: str = typer.Option(
+        "nano",
+        "--control",
+        help="Sizes of the positive control run beside it (Markov-chain tasks); none for none.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -1608,6 +1613,7 @@ def demo(
             preset=preset,
             seed=seed,
             workers=workers,
+            control=[] if control == "none" else control.split(","),
             execute=run_argv,
             on_start=on_start,
             on_done=on_done,
@@ -1633,6 +1639,14 @@ def demo(
         if r["onset"] is None:
             console.print(f"{r['size']}: no onset detected ({r['no_onset']})")
     console.print(f"log-log law: [bold]{res.law}[/bold]")
+    for r in (res.control or {}).get("runs", []):
+        verdict = "plasticity loss detected" if r["detected"] else "not detected"
+        console.print(
+            f"positive control ({r['size']}, Markov-chain tasks): probe AUC at task "
+            f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe = "
+            f"{r['rise_jitter']:.1f} jitter units (jitter {r['jitter_pct']:.1f} %): "
+            f"[bold]{verdict}[/bold] (threshold {res.control['threshold_jitter']:g})"
+        )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
