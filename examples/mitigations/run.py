@@ -1,6 +1,6 @@
 """The remedies of §V-B on the positive control: which one keeps a small model plastic?
 
-    python examples/mitigations/run.py [OUT] [--sizes nano,micro] [--tasks 24] [--workers 2]
+    python examples/mitigations/run.py [OUT] [--sizes nano,micro] [--tasks 24] [--methods …]
 
 One `plc plan control --mitigation …` graph — the same Markov-chain tasks, probes and diagnoses
 for every method — run by two in-process workers (the `plc demo` runner), then a table per size:
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="nano,micro")
     parser.add_argument("--tasks", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", default=";".join(METHODS), help=";-separated, e.g. none;cbp")
     args = parser.parse_args()
     out = Path(args.out)
 
@@ -40,7 +41,7 @@ def main() -> None:
         "control",
         sizes=args.sizes.split(","),
         tasks=args.tasks,
-        mitigations=METHODS,
+        mitigations=args.methods.split(";"),
         data=str(out / "data"),
         out_dir=str(out),
     )
@@ -50,7 +51,10 @@ def main() -> None:
     run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
     seconds = time.perf_counter() - t0
 
-    metrics = sorted((out / "metrics").glob("*.parquet"))
+    sizes = args.sizes.split(",")  # the runs of this call only (OUT may hold others)
+    metrics = sorted(
+        p for p in (out / "metrics").glob("*.parquet") if p.name.split("-")[1] in sizes
+    )
     onsets = {r.run_id: r for r in fit_onset(metrics, models=[], probe_after=None).runs}
     probes = read_metrics(metrics, "probe").filter(~pl.col("from_scratch"))
     diag = read_metrics(metrics, "diagnose").filter(pl.col("layer").is_null())
@@ -58,10 +62,13 @@ def main() -> None:
     last_task = probes["task_index"].max()
 
     rows = []
-    for run_id in sorted(onsets, key=lambda r: (r.split("-")[0] != "nano", r)):
+    for run_id in sorted(onsets, key=lambda r: (sizes.index(r.split("-")[0]), r.count("-"), r)):
         r = onsets[run_id]
-        p = probes.filter((pl.col("run_id") == run_id) & (pl.col("task_index") == last_task))
-        auc = p.group_by("probe_seed").agg(pl.col("auc").first())["auc"].mean()
+        run = probes.filter(pl.col("run_id") == run_id)
+        # One AUC per (checkpoint, probe seed); the checkpoint's is their mean.
+        per_ckpt = run.group_by("task_index", "probe_seed").agg(pl.col("auc").first())
+        per_ckpt = per_ckpt.group_by("task_index").agg(pl.col("auc").mean())
+        auc = per_ckpt.filter(pl.col("task_index") == last_task)["auc"][0]
         d = diag.filter((pl.col("run_id") == run_id) & (pl.col("task_index") == last_task))
         value = {m: d.filter(pl.col("metric") == m)["value"].mean() for m in d["metric"].unique()}
         t = train.filter(pl.col("run_id") == run_id)
@@ -72,8 +79,10 @@ def main() -> None:
             {
                 "run": run_id,
                 "size": r.size,
-                "method": t["method"][0],
+                # The run id's tag names the method (weight decay is not a plc.mitigations label).
+                "method": run_id.split("-", 2)[2] if run_id.count("-") >= 2 else "baseline",
                 "auc_last": auc,
+                "auc_mean": per_ckpt["auc"].mean(),
                 "onset": "none"
                 if r.onset is None
                 else f"{r.onset:g} [{r.onset_lo:g}, {r.onset_hi:g}]",
@@ -89,23 +98,27 @@ def main() -> None:
             }
         )
     table = pl.DataFrame(rows)
-    base = {r["size"]: r["auc_last"] for r in rows if r["method"] == "none"}
-    base_loss = {r["size"]: r["late_task_loss"] for r in rows if r["method"] == "none"}
+    base = {r["size"]: r for r in rows if r["method"] == "baseline"}
     lines = [
-        f"| size | method | AUC at task {last_task} vs baseline | onset [95 %] | rise / jitter | "
-        "rate (%/task ± SE) | mean abs θ | dormant % | lazy / collapsed % | late task loss (Δ) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| size | method | AUC at task {last_task} vs baseline | mean AUC vs baseline | "
+        "onset [95 %] | rise / jitter | rate (%/task ± SE) | mean abs θ | dormant % | "
+        "lazy / collapsed % | late task loss (Δ) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         onset = r["onset"] if r["onset"] != "none" else f"none ({r['no_onset']})"
+        b = base[r["size"]]
         lines.append(
-            f"| {r['size']} | {r['method']} | {100 * (r['auc_last'] / base[r['size']] - 1):+.1f} % | "
+            f"| {r['size']} | {r['method']} | {100 * (r['auc_last'] / b['auc_last'] - 1):+.1f} % | "
+            f"{100 * (r['auc_mean'] / b['auc_mean'] - 1):+.1f} % | "
             f"{onset} | {r['rise_jitter']:.1f} | {r['rate']:+.2f} ± {r['rate_se']:.2f} | "
             f"{r['param_abs_mean']:.3f} | {r['dormant_pct']:.1f} | "
             f"{r['lazy_pct']:.0f} / {r['collapsed_pct']:.0f} | "
-            f"{r['late_task_loss']:.3f} ({r['late_task_loss'] - base_loss[r['size']]:+.3f}) |"
+            f"{r['late_task_loss']:.3f} ({r['late_task_loss'] - b['late_task_loss']:+.3f}) |"
         )
-    text = "\n".join(lines) + f"\n\n{len(plan.jobs)} jobs, {seconds / 60:.1f} min wall.\n"
+    text = (
+        "\n".join(lines) + f"\n\n{len(plan.jobs)} jobs; this call ran for {seconds / 60:.1f} min.\n"
+    )
     (out / "table.md").write_text(text)
     table.write_csv(out / "table.csv")
     print(text)
