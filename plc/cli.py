@@ -1645,7 +1645,9 @@ def demo(
             f"positive control ({r['size']}, Markov-chain tasks): probe AUC at task "
             f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe = "
             f"{r['rise_jitter']:.1f} jitter units (jitter {r['jitter_pct']:.1f} %): "
-            f"[bold]{verdict}[/bold] (threshold {res.control['threshold_jitter']:g})"
+            f"[bold]{verdict}[/bold] (threshold {res.control['threshold_jitter']:g}); after its "
+            f"smoothed minimum (task {r['minimum_task']}) it rises "
+            f"{r['rise_after_minimum_jitter']:.1f} jitter units"
         )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")

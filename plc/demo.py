@@ -141,12 +141,14 @@ def demo(
 
 def _control(probe_files: list[Path]) -> dict:
     """The positive control's verdict per run: the AUC change at the last probe (eq. 1, % of the
-    first probe) in % and in units of the checkpoint-to-checkpoint jitter; detected at ≥ 3."""
-    from plc.onset import jitter, probe_series, read_probes
+    first probe) in % and in units of the checkpoint-to-checkpoint jitter; detected at ≥ 3. Beside
+    it, fit-onset's measure: the rise of the smoothed AUC after its minimum, in jitter units."""
+    from plc.onset import assess_onset, jitter, probe_series, read_probes
 
     runs = []
     for s in probe_series(read_probes(probe_files), "first", None):
         noise = jitter(s.value)
+        evidence = assess_onset(s)
         runs.append(
             {
                 "run_id": s.run_id,
@@ -157,6 +159,8 @@ def _control(probe_files: list[Path]) -> dict:
                 "jitter_pct": noise,
                 "rise_jitter": s.value[-1] / noise,
                 "detected": bool(s.value[-1] / noise >= DETECTED_AT),
+                "minimum_task": evidence.minimum_task,
+                "rise_after_minimum_jitter": evidence.rise_jitter,
             }
         )
     return {"threshold_jitter": DETECTED_AT, "runs": runs}
