@@ -931,7 +931,8 @@ ProbeAfterHelp = (
     "Keep only probes taken after these languages (App. B: zh,de,ru); all keeps every one."
 )
 NormalizeHelp = (
-    "first: eq. 1, % change vs the first probe; alone: AUC / AUC of the from-scratch probe."
+    "first: eq. 1, % change vs the first end-of-cycle (ru) probe; alone: AUC / AUC of the "
+    "from-scratch probe."
 )
 
 
@@ -939,7 +940,7 @@ NormalizeHelp = (
 def fit_onset_cmd(
     inputs: list[str] = typer.Argument(
         ...,
-        help="Metric files (their probe rows are used) or onset tables (CSV/Parquet: n_params, onset[, size]).",
+        help="Metric files (their probe rows are used) or onset tables (CSV/Parquet: n_params, onset[, size, seed]).",
     ),
     model: str = typer.Option(
         "all", "--model", help="linear, linlog, exp, loglog, all, or none (onsets only)."
@@ -949,6 +950,31 @@ def fit_onset_cmd(
     window: int = typer.Option(
         3, "--window", help="Centred moving-average window (odd; 1 = none)."
     ),
+    auc_from: str = typer.Option(
+        "0",
+        "--auc-from",
+        help="0: the probe curve's area from step 0 (as probe stored it); first: recomputed without the step-0 evaluation.",
+    ),
+    min_rise: float = typer.Option(
+        3.0,
+        "--min-rise",
+        help="Jitter units the smoothed AUC must rise after its minimum for an onset.",
+    ),
+    keep_no_onset: bool = typer.Option(
+        False, "--keep-no-onset", help="Fit runs with no onset detected too, at their minimum."
+    ),
+    ci: float = typer.Option(
+        0.95, "--ci", help="Level of every interval (per run and of the fits)."
+    ),
+    bootstrap: int = typer.Option(
+        None, "--bootstrap", help="Refit the models on N resamples of the runs (N ≥ 100)."
+    ),
+    resample: str = typer.Option(
+        "cases",
+        "--resample",
+        help="cases: draw runs from all runs (sizes × seeds); within-size: from each size's runs.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of every resampling."),
     predict: str = typer.Option(
         None, "--predict", help="Extrapolate the onset to these sizes, e.g. 1e9,7B."
     ),
@@ -957,12 +983,17 @@ def fit_onset_cmd(
         "--task-tokens",
         help="Tokens per task for predictions (default: from the probes, else 5B).",
     ),
+    suggest_dense: int = typer.Option(
+        None,
+        "--suggest-dense",
+        help="Print per run the cycles within K of its minimum, for plc plan --dense-cycles.",
+    ),
     out: Path = typer.Option(None, "--out", help="Write the per-run onset table here (Parquet)."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Onset of plasticity loss per run and its scaling law: the four fits of Table V."""
-    from plc.onset import fit_onset, format_count, parse_models, parse_numbers, parse_probe_after
+    """Onset of plasticity loss per run, with intervals, and its scaling law: the fits of Table V."""
+    from plc.onset import fit_onset, parse_models, parse_numbers, parse_probe_after
 
     res = fit_onset(
         inputs,
@@ -974,74 +1005,244 @@ def fit_onset_cmd(
         task_tokens=(parse_numbers(task_tokens, "--task-tokens") or [None])[0],
         out=out,
         force=force,
+        auc_from=auc_from,
+        ci=ci,
+        min_rise=min_rise,
+        keep_no_onset=keep_no_onset,
+        bootstrap=bootstrap,
+        resample=resample,
+        seed=seed,
+        suggest=suggest_dense,
     )
     if as_json:
         emit_json(res.to_dict())
         return
+    _print_onsets(res)
+
+
+def _tasks(x: float) -> str:
+    return f"{x:,.1f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+
+def _interval(lo: float | None, hi: float | None, fmt: str = "g") -> str:
+    return "" if lo is None or hi is None else f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _print_onsets(res) -> None:
+    """fit-onset's tables: runs with their evidence, fits, predictions, dense-probing ranges."""
+    from plc.onset import format_count
+
+    level = f"{res.ci:.0%}"
     runs = Table(title="Onset of plasticity loss per run")
     with_ids = any(r.run_id for r in res.runs)  # an onset table may have no run ids
-    for col in ("run", "size", "n_params", "probes", "onset (task)", "onset (tokens)"):
+    evidence = any(r.jitter is not None for r in res.runs)
+    intervals = any(r.onset_lo is not None for r in res.runs)
+    unit = "%" if res.normalize == "first" else "ratio"
+    columns = ["run", "size", "n_params", "probes", "onset (task)"]
+    columns += [f"{level} interval"] if intervals else []
+    columns += ["onset (tokens)"]
+    if evidence:
+        columns += ["most likely", f"jitter ({unit})", "rise (jitter)", "rate (%/task)"]
+    for col in columns:
         if col != "run" or with_ids:
-            runs.add_column(col, justify="left" if col in ("run", "size") else "right")
+            runs.add_column(
+                col, justify="left" if col in ("run", "size", "most likely") else "right"
+            )
     for r in res.runs:
-        runs.add_row(
-            *([r.run_id or ""] if with_ids else []),
+        cells = [r.run_id or ""] if with_ids else []
+        cells += [
             r.size,
             f"{r.n_params:,}",
             "" if r.n_probes is None else str(r.n_probes),
-            f"{r.onset:g}",
+            "none" if r.onset is None else f"{r.onset:g}",
+        ]
+        if intervals:
+            cells.append(_interval(r.onset_lo, r.onset_hi) if r.detected else "")
+        cells += [
             "" if r.onset_tokens is None else format_count(r.onset_tokens),
-        )
+        ]
+        if evidence:
+            top = sorted((r.onset_mass or {}).items(), key=lambda kv: -kv[1])[:3]
+            cells += [
+                ", ".join(f"{t} {p:.0%}" for t, p in top),
+                "" if r.jitter is None else f"{r.jitter:.3g}",
+                "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
+                ""
+                if r.rate is None
+                else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
+            ]
+        runs.add_row(*cells, style=None if r.detected else "dim")
     console.print(runs)
-    if not res.fits:
-        if res.out:
-            console.print(f"wrote [bold]{res.out}[/bold]")
-        return
-    fits = Table(title=f"Fits of the onset T (tasks) to model size P ({len(res.runs)} points)")
-    for col in (
-        "model",
-        "formula",
-        "coef",
-        "value",
-        "STE",
-        "R²",
-        "RMSE in-sample",
-        "RMSE leave-one-out",
-    ):
+    for r in res.runs:
+        if not r.detected:
+            console.print(
+                f"{r.run_id or r.size}: [yellow]no onset detected[/yellow] ({r.no_onset})"
+            )
+    if evidence:
+        console.print(
+            f"Intervals: {level} of the smoothed minimum over {res.run_resamples:,} resampled series "
+            "per run (residuals around the 3-point trend, and probe repeats where there are "
+            f"several); most likely: its mass per task. Noise unit: {res.noise}. An onset needs a "
+            f"rise of {res.min_rise:g} jitter units; rate: OLS slope of the AUC change from the "
+            "minimum on, ± its standard error."
+        )
+    if res.excluded:
+        console.print(
+            f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
+            f"{', '.join(res.excluded)} (--keep-no-onset fits them at their minimum)."
+        )
+    if res.fits_skipped:
+        console.print(f"[yellow]No fit:[/yellow] {res.fits_skipped}")
+    if res.fits:
+        _print_fits(res)
+    if res.dense:
+        dense = Table(title="Cycles to probe densely (App. B's second stage)")
+        for col in ("run", "size", "minimum (task)", "cycle", "dense cycles"):
+            dense.add_column(col, justify="left" if col in ("run", "size") else "right")
+        for d in res.dense:
+            dense.add_row(
+                d.run_id,
+                d.size,
+                str(d.minimum_task),
+                str(d.cycle),
+                f"{d.first_cycle}-{d.last_cycle}",
+            )
+        console.print(dense)
+        console.print(f"all runs: plc plan … --dense-cycles [bold]{res.dense_cycles}[/bold]")
+    if res.out:
+        console.print(f"wrote [bold]{res.out}[/bold]")
+
+
+def _print_fits(res) -> None:
+    from plc.onset import format_count
+
+    boot = res.bootstrap
+    fitted = sum(r.fitted for r in res.runs)
+    fits = Table(title=f"Fits of the onset T (tasks) to model size P ({fitted} points)")
+    columns = ["model", "formula", "coef", "value", "STE"]
+    columns += [f"{boot.ci:.0%} interval"] if boot else []
+    columns += ["R²", "RMSE in-sample", "RMSE leave-one-out"]
+    for col in columns:
         fits.add_column(col, justify="left" if col in ("model", "formula", "coef") else "right")
     for f in res.fits:
+        a_ci = [_interval(*(f.a_ci or (None, None)), ".4g")] if boot else []
+        b_ci = [_interval(*(f.b_ci or (None, None)), ".4g")] if boot else []
         fits.add_row(
             f.model,
             f.formula,
             "a",
             f"{f.a:.6g}",
             f"{f.a_se:.5g}",
+            *a_ci,
             f"{f.r2:.4f}",
             f"{f.rmse:.3f}",
             f"{f.loo_rmse:.3f}",
         )
-        fits.add_row("", "", "b", f"{f.b:.6g}", f"{f.b_se:.5g}", "", "", "", end_section=True)
+        fits.add_row(
+            "", "", "b", f"{f.b:.6g}", f"{f.b_se:.5g}", *b_ci, "", "", "", end_section=True
+        )
     console.print(fits)
     for f in res.fits:
         console.print(
             f"{f.model} law: [bold]{f.law}[/bold]" + (" (eq. 2)" if f.model == "loglog" else "")
         )
+    if boot:
+        if res.exponent:
+            console.print(f"log-log exponent: [bold]{res.exponent}[/bold]")
+        unfit = boot.resamples - boot.used
+        failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
+        console.print(
+            f"Intervals of the fits: {boot.ci:.0%} percentile intervals over {boot.resamples:,} "
+            f"resamples of the runs ({boot.resample}, seed {boot.seed}), each run's onset drawn "
+            "from its distribution"
+            + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
+            + (f"; fits that failed: {failed}" if failed else "")
+            + "."
+        )
     if res.predictions:
         pred = Table(
             title=f"Predicted onset ({format_count(res.task_tokens)} tokens per task: {res.task_tokens_source})"
         )
-        for col in ("model", "n_params", "onset (tasks)", "onset (tokens)"):
+        columns = ["model", "n_params", "onset (tasks)"]
+        columns += [f"{boot.ci:.0%} interval"] if boot else []
+        columns += ["onset (tokens)"]
+        columns += [f"{boot.ci:.0%} interval (tokens)"] if boot else []
+        for col in columns:
             pred.add_column(col, justify="left" if col == "model" else "right")
         for pr in res.predictions:
-            pred.add_row(
+            cells = [
                 pr.model,
                 format_count(pr.n_params),
-                f"{pr.onset_tasks:,.1f}" if pr.onset_tasks < 1e6 else f"{pr.onset_tasks:.3g}",
-                format_count(pr.onset_tokens),
-            )
+                _tasks(pr.onset_tasks),
+            ]
+            if boot:
+                lo, hi = pr.onset_tasks_ci or (None, None)
+                cells.append("" if lo is None else f"[{_tasks(lo)}, {_tasks(hi)}]")
+            cells.append(format_count(pr.onset_tokens))
+            if boot:
+                lo, hi = pr.onset_tokens_ci or (None, None)
+                cells.append("" if lo is None else f"[{format_count(lo)}, {format_count(hi)}]")
+            pred.add_row(*cells)
         console.print(pred)
-    if res.out:
-        console.print(f"wrote [bold]{res.out}[/bold]")
+
+
+@app.command("fit-lr")
+def fit_lr_cmd(
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Train metric files with validation rows (val_loss), or CSV grids (size, d_model, lr, final_loss).",
+    ),
+    at: str = typer.Option(
+        None,
+        "--at",
+        help="Sizes (presets or d_model) to interpolate at (default: every preset between the grid's ends).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """App. A: the best learning rate per size and the power law in d between the smallest and largest (Table II)."""
+    from plc.lrsearch import LAST_VALIDATIONS, fit_lr, format_rate
+
+    res = fit_lr(inputs, at=[x.strip() for x in at.split(",") if x.strip()] if at else ())
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    grid_sizes = {g.d_model for g in res.grid}
+    many = any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
+    if many:
+        grid = Table(title=f"Grid: final validation loss (mean of the last {LAST_VALIDATIONS})")
+        for col in ("size", "d", "η × 10³", "loss", "validations", "runs", ""):
+            grid.add_column(col, justify="left" if col in ("size", "") else "right")
+        for g in res.grid:
+            grid.add_row(
+                g.size,
+                str(g.d_model),
+                f"{g.lr * 1e3:.3g}",
+                f"{g.final_loss:.4f}",
+                "" if g.validations is None else str(g.validations),
+                str(g.runs),
+                "best" if g in res.winners else "",
+            )
+        console.print(grid)
+    table = Table(title="Learning rates per model size (Table II)")
+    for col in ("model", "d", "interpolation η × 10³", "loss", "grid search η × 10³", "loss "):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in res.rows:
+        table.add_row(
+            r.size,
+            str(r.d_model),
+            f"{r.lr * 1e3:.2f}",
+            "" if r.loss is None else f"{r.loss:.4f}",
+            "" if r.grid_lr is None else f"{r.grid_lr * 1e3:.2f}",
+            "" if r.grid_loss is None else f"{r.grid_loss:.4f}",
+        )
+    console.print(table)
+    small, large = res.small, res.large
+    console.print(
+        f"α = log(η_L/η_S)/log(d_S/d_L) = [bold]{res.alpha:.5f}[/bold] ({small.size}: d "
+        f"{small.d_model}, η {format_rate(small.lr)}; {large.size}: d {large.d_model}, "
+        f"η {format_rate(large.lr)})"
+    )
+    console.print(f"law: [bold]{res.law}[/bold]")
 
 
 @app.command("plot")
@@ -1277,6 +1478,12 @@ def plan(
     val_every: int = typer.Option(
         None, "--val-every", help="lr-grid: steps between validations (default: probe cadence)."
     ),
+    mitigation: list[str] = typer.Option(
+        None,
+        "--mitigation",
+        help="Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
+        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
+    ),
     data: str = typer.Option("data", "--data", help="Folder of token stores."),
     out_dir: str = typer.Option(
         "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
@@ -1290,14 +1497,20 @@ def plan(
     launcher: str = typer.Option(
         "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     ),
+    fmt: str = typer.Option(
+        "make", "--format", help="make (a Makefile) or snakemake (a Snakefile, for Slurm too)."
+    ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the Makefile here (default stdout)."
+        None, "--output", "-o", help="Write the plan file here (default stdout)."
     ),
     force: bool = ForceOpt,
 ) -> None:
-    """Write a protocol as a Makefile: `make -j2` runs it, a rerun finishes what is missing."""
+    """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
+    Slurm); a rerun finishes what is missing."""
     from plc.plan import build_plan, parse_list, parse_lrs, parse_range, parse_seeds
 
+    if fmt not in ("make", "snakemake"):
+        raise PlcError(f"unknown --format {fmt!r}; choose make or snakemake")
     the_plan = build_plan(
         problem,
         sizes=parse_list(sizes),
@@ -1312,6 +1525,7 @@ def plan(
         tasks=tasks,
         seeds=parse_seeds(seeds),
         weight_decay=weight_decay,
+        mitigations=mitigation or None,
         reset_optimizer=reset_optimizer,
         probe_repeats=probe_repeats,
         lrs=parse_lrs(lrs),
@@ -1322,7 +1536,12 @@ def plan(
         source=source,
         launcher=launcher,
     )
-    text = the_plan.makefile()
+    if fmt == "snakemake":
+        from plc.snakefile import render_snakefile
+
+        text = render_snakefile(the_plan)
+    else:
+        text = the_plan.makefile()
     if output is None:
         sys.stdout.write(text)
         return
@@ -1344,6 +1563,11 @@ def demo(
     cycles: int = typer.Option(None, "--cycles", help="Cycles of 8 tasks (default: 3)."),
     preset: str = typer.Option("cpu", "--preset", help="Budget preset (cpu: minutes on a laptop)."),
     workers: int = typer.Option(2, "--workers", help="Jobs at a time (one thread each)."),
+    control: str = typer.Option(
+        "nano",
+        "--control",
+        help="Sizes of the positive control run beside it (Markov-chain tasks); none for none.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -1389,6 +1613,7 @@ def demo(
             preset=preset,
             seed=seed,
             workers=workers,
+            control=[] if control == "none" else control.split(","),
             execute=run_argv,
             on_start=on_start,
             on_done=on_done,
@@ -1404,11 +1629,26 @@ def demo(
             str(r["size"]),
             f"{r['n_params']:,}",
             str(r.get("n_probes") or ""),
-            f"{r['onset']:g}",
+            "none"
+            if r["onset"] is None
+            else f"{r['onset']:g} [{r['onset_lo']:g}, {r['onset_hi']:g}]",
             f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
         )
     console.print(table)
+    for r in res.onsets:
+        if r["onset"] is None:
+            console.print(f"{r['size']}: no onset detected ({r['no_onset']})")
     console.print(f"log-log law: [bold]{res.law}[/bold]")
+    for r in (res.control or {}).get("runs", []):
+        verdict = "plasticity loss detected" if r["detected"] else "not detected"
+        console.print(
+            f"positive control ({r['size']}, Markov-chain tasks): probe AUC at task "
+            f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe = "
+            f"{r['rise_jitter']:.1f} jitter units (jitter {r['jitter_pct']:.1f} %): "
+            f"[bold]{verdict}[/bold] (threshold {res.control['threshold_jitter']:g}); after its "
+            f"smoothed minimum (task {r['minimum_task']}) it rises "
+            f"{r['rise_after_minimum_jitter']:.1f} jitter units"
+        )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from plc.plan import Plan, build_plan
 from plc.protocol import PAPER_PROBE_AFTER
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
+
+# The control's AUC rise must clear this many jitter units to count as plasticity loss detected.
+DETECTED_AT = 3.0
 
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
 WEIGHTS = {"train": 1.0, "probe": 1.2, "diagnose": 0.6, "analysis": 0.5, "data": 0.3, "init": 0.3}
@@ -46,6 +49,7 @@ class DemoResult:
     fits: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     report: str | None = None  # the study as one HTML page (plc report)
+    control: dict | None = None  # the positive control's result (see _control)
     caveat: str = CAVEAT
 
 
@@ -58,11 +62,16 @@ def demo(
     probe_after: list[str] | None = None,
     seed: int = 0,
     workers: int = 2,
+    control: list[str] | None = None,
     execute: Execute = run_subprocess,
     on_start: Callable[[Plan, float], None] | None = None,
     on_done: Callable[[JobDone, float], None] | None = None,
 ) -> DemoResult:
     """Plan and run the continual protocol (sizes and cycles default to the preset's).
+
+    Beside it runs the positive control (`plc plan control`, Markov-chain tasks in which small
+    models certainly lose plasticity) for the `control` sizes (default nano; [] for none), in
+    OUT/control, so the demo shows plc detecting plasticity loss where it is there.
 
     `execute` runs one job's `plc` command (a fresh process each by default; the command line
     runs them inside its worker processes). `on_start(plan, total_work)` and
@@ -82,12 +91,26 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     makefile = out / "Makefile"
     makefile.write_text(plan.makefile())
+    sizes_control = ["nano"] if control is None else list(control)
+    jobs = list(plan.jobs)
+    if sizes_control:
+        positive = build_plan(
+            "control",
+            sizes=sizes_control,
+            seed=seed,
+            data=str(out / "control" / "data"),
+            out_dir=str(out / "control"),
+        )
+        (out / "control").mkdir(exist_ok=True)
+        (out / "control" / "Makefile").write_text(positive.makefile())
+        jobs += positive.jobs
+    both = replace(plan, jobs=jobs)  # one pool for both graphs: the workers stay busy
     if on_start:
-        on_start(plan, sum(WEIGHTS[j.stage] for j in plan.jobs))
+        on_start(both, sum(WEIGHTS[j.stage] for j in jobs))
 
     t0 = time.perf_counter()
     done = run_plan(
-        plan,
+        both,
         workers=workers,
         log_dir=out / "logs",
         execute=execute,
@@ -97,7 +120,7 @@ def demo(
         out_dir=str(out),
         makefile=str(makefile),
         seconds=time.perf_counter() - t0,
-        jobs=len(plan.jobs),
+        jobs=len(jobs),
         ran=sum(not d.skipped for d in done),
         skipped=sum(d.skipped for d in done),
         sizes=plan.sizes,
@@ -108,10 +131,39 @@ def demo(
         ],
     )
     _summarise(res, out / "onset.parquet")
+    if sizes_control:
+        res.control = _control(sorted((out / "control" / "metrics").glob("probe-*.parquet")))
     from plc.report import report
 
     res.report = report(out, out / "report.html", force=True).path
     return res
+
+
+def _control(probe_files: list[Path]) -> dict:
+    """The positive control's verdict per run: the AUC change at the last probe (eq. 1, % of the
+    first probe) in % and in units of the checkpoint-to-checkpoint jitter; detected at ≥ 3. Beside
+    it, fit-onset's measure: the rise of the smoothed AUC after its minimum, in jitter units."""
+    from plc.onset import assess_onset, jitter, probe_series, read_probes
+
+    runs = []
+    for s in probe_series(read_probes(probe_files), "first", None):
+        noise = jitter(s.value)
+        evidence = assess_onset(s)
+        runs.append(
+            {
+                "run_id": s.run_id,
+                "size": s.size,
+                "probes": len(s.value),
+                "last_task": s.task_index[-1],
+                "rise_pct": s.value[-1],
+                "jitter_pct": noise,
+                "rise_jitter": s.value[-1] / noise,
+                "detected": bool(s.value[-1] / noise >= DETECTED_AT),
+                "minimum_task": evidence.minimum_task,
+                "rise_after_minimum_jitter": evidence.rise_jitter,
+            }
+        )
+    return {"threshold_jitter": DETECTED_AT, "runs": runs}
 
 
 def _summarise(res: DemoResult, onset_table: Path) -> None:
@@ -125,9 +177,13 @@ def _summarise(res: DemoResult, onset_table: Path) -> None:
         return
     res.onsets = pl.read_parquet(onset_table).to_dicts()
     try:
-        fitted = fit_onset([onset_table], models=["loglog"])
+        # The exponent's interval: refits on runs resampled with their onset distributions.
+        fitted = fit_onset([onset_table], models=["loglog"], bootstrap=1000)
     except PlcError as e:  # e.g. fewer than 3 sizes: report the onsets without a law
         res.law = f"(no fit: {e})"
         return
     res.fits = fitted.to_dict()["fits"]
-    res.law = fitted.law
+    if fitted.law is None:
+        res.law = f"(no fit: {fitted.fits_skipped})"
+    else:
+        res.law = f"{fitted.law}; {fitted.exponent}"

@@ -12,6 +12,14 @@ figure of Table V uses was worked out by reproducing the table (docs/estimators.
   a = mean T, b = 0), standard errors from its Gauss–Newton covariance;
 - R², in-sample RMSE and leave-one-out RMSE always in T-space (tasks), log-log back-transformed by
   exp() without bias correction; each leave-one-out fold refits the model with the same estimator.
+
+How sure an onset is (docs/estimators.md): the noise unit is the jitter, the SD of the normalised
+AUC around its 3-point moving average (checkpoint-to-checkpoint noise, far larger than the spread
+between probe repeats of one checkpoint). Each run's onset gets a distribution by resampling its
+leverage-adjusted residuals around that trend (and its probe repeats, where there are several); a
+run whose smoothed minimum is its first or last smoothed point, or rises less than `min_rise`
+jitter units after it, has no onset detected and is left out of the fits. `--bootstrap` refits the
+models on resampled runs, each drawing its onset from its distribution.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plc.errors import PlcError
-from plc.protocol import MIN_FIT_POINTS, PAPER_PROBE_AFTER
+from plc.protocol import CYCLE, MIN_FIT_POINTS, PAPER_PROBE_AFTER, cycle_of
 
 if TYPE_CHECKING:
     import polars as pl
@@ -41,6 +49,17 @@ FORMULAS = {
 }
 PAPER_TASK_TOKENS = 5_000_000_000  # §IV-A: each task instance is 5B tokens
 NORMALIZE = ("first", "alone")
+AUC_FROM = ("0", "first")  # the probe curve's area from step 0 (as probe stores it) or after it
+END_OF_CYCLE = CYCLE[-1]  # eq. 1's AUC_1 is the first probe after it (App. B probed after ru)
+MIN_RISE = 3.0  # jitter units the smoothed AUC must rise after its minimum to call it an onset
+MIN_JITTER_PROBES = 4  # a 3-point trend leaves residuals at n − 2 probes; an SD needs two
+RUN_RESAMPLES = 1000  # residual resamples per run: 0.1 % resolution of the onset's mass
+MIN_BOOTSTRAP = 100
+RESAMPLE = ("cases", "within-size")
+NOISE_UNIT = (
+    "jitter: SD of the normalised AUC around its 3-point moving average "
+    "(checkpoint-to-checkpoint noise)"
+)
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -100,27 +119,55 @@ def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], pl.DataFrame | None
     return metric_files, (pl.concat(tables, how="diagonal_relaxed") if tables else None)
 
 
+# Columns an onset table may carry beyond n_params and onset (fit-onset --out writes them all).
+TABLE_COLUMNS = (
+    "run_id",
+    "size",
+    "seed",
+    "n_params",
+    "n_probes",
+    "onset",
+    "onset_tokens",
+    "minimum_task",
+    "detected",
+    "no_onset",
+    "onset_lo",
+    "onset_hi",
+    "mass_task",
+    "mass_p",
+    "jitter",
+    "rise_jitter",
+    "rate",
+    "rate_se",
+)
+
+
+def _table_schema() -> dict[str, Any]:
+    import polars as pl
+
+    types = {"run_id": pl.String, "size": pl.String, "seed": pl.String, "no_onset": pl.String}
+    types |= {"n_probes": pl.Int64, "onset_tokens": pl.Int64, "minimum_task": pl.Int64}
+    types |= {"detected": pl.Boolean, "mass_task": pl.List(pl.Int64)}
+    types["mass_p"] = pl.List(pl.Float64)
+    return {c: types.get(c, pl.Float64) for c in TABLE_COLUMNS}
+
+
 def _onset_table(df: pl.DataFrame, path: Path) -> pl.DataFrame:
     import polars as pl
 
+    schema = _table_schema()
     try:
         out = df.select(
-            pl.col("n_params").cast(pl.Float64),
-            pl.col("onset").cast(pl.Float64),
-            (
-                pl.col("size").cast(pl.String) if "size" in df.columns else pl.lit(None, pl.String)
-            ).alias("size"),
-            (
-                pl.col("run_id").cast(pl.String)
-                if "run_id" in df.columns
-                else pl.lit(None, pl.String)
-            ).alias("run_id"),
+            (pl.col(c) if c in df.columns else pl.lit(None)).cast(t).alias(c)
+            for c, t in schema.items()
         )
     except Exception as e:
         raise PlcError(f"{path}: n_params and onset must be numbers") from e
     if out.height == 0:
         raise PlcError(f"{path} is an empty onset table")
-    if out["n_params"].null_count() or out["onset"].null_count():
+    # A row without an onset is allowed only where the table says no onset was detected there.
+    out = out.with_columns(pl.col("detected").fill_null(True))
+    if out["n_params"].null_count() or out.filter(pl.col("detected"))["onset"].null_count():
         raise PlcError(f"{path} has empty n_params or onset cells")
     return out.with_columns(
         pl.col("size").fill_null(pl.col("n_params").map_elements(_size_name, pl.String))
@@ -166,17 +213,25 @@ class ProbeSeries:
     normalize: str
     task_index: list[int]
     lang: list[str]
-    auc: list[float]
+    auc: list[float]  # mean over the probe repeats of each checkpoint
     tokens_seen: list[int]
     value: list[float]  # normalised AUC (eq. 1 in %, or the ratio to the from-scratch AUC)
     baseline_auc: float  # AUC_1 (first) or the from-scratch AUC (alone)
+    cycle: list[int] = field(default_factory=list)
+    repeats: list[list[float]] = field(default_factory=list)  # normalised value of each repeat
+    baseline_task: int | None = None  # the probe eq. 1 divides by (None for --normalize alone)
     smoothed: list[float | None] = field(default_factory=list)
-    onset: int | None = None  # task index
+    onset: int | None = None  # task index at the smoothed minimum
     onset_tokens: int | None = None
 
     @property
     def n_probes(self) -> int:
         return len(self.task_index)
+
+    @property
+    def n_repeats(self) -> int:
+        """Probe repeats per checkpoint (the most any checkpoint has)."""
+        return max((len(r) for r in self.repeats), default=1)
 
 
 def parse_probe_after(text: str | None) -> tuple[str, ...] | None:
@@ -189,32 +244,103 @@ def parse_probe_after(text: str | None) -> tuple[str, ...] | None:
     return langs
 
 
+# One probe = one curve: a run's checkpoint, probed from it or from scratch, with one probe seed.
+_CURVE = ["run_id", "from_scratch", "task_index", "probe_seed"]
+
+
+def _curve_auc(df: pl.DataFrame) -> pl.DataFrame:
+    """AUC of each probe curve without its step-0 evaluation (`--auc-from first`), with the
+    definition of plc.probe.auc: trapezoids over the steps, divided by the steps spanned."""
+    import polars as pl
+
+    missing = [c for c in ("step", "val_loss") if c not in df.columns]
+    if missing:
+        raise PlcError(
+            f"--auc-from first needs the probe curves, but the probe rows lack {missing}"
+        )
+    # Files of one checkpoint without probe seeds share a curve key: their losses are averaged per
+    # step first, which gives the mean of their AUCs (the area is linear in the losses).
+    curve = (
+        df.filter(pl.col("step") != 0)
+        .group_by(*_CURVE, "step")
+        .agg(pl.col("val_loss").mean())
+        .sort(*_CURVE, "step")
+        .with_columns(
+            pl.col("step").diff().over(_CURVE).alias("width"),
+            ((pl.col("val_loss") + pl.col("val_loss").shift(1)) / 2).over(_CURVE).alias("mid"),
+        )
+        .group_by(_CURVE)
+        .agg(
+            (
+                (pl.col("width") * pl.col("mid")).sum()
+                / (pl.col("step").max() - pl.col("step").min())
+            ).alias("auc"),
+            pl.len().alias("points"),
+        )
+    )
+    short = curve.filter(pl.col("points") < 2)
+    if short.height:
+        r = short.row(0, named=True)
+        raise PlcError(
+            f"run {r['run_id']}, task {r['task_index']}: its probe curve has fewer than two "
+            "evaluations after step 0, so --auc-from first has no area (use --auc-from 0)"
+        )
+    return curve.drop("points")
+
+
 def probe_series(
     probes: pl.DataFrame,
     normalize: str = "first",
     probe_after: Sequence[str] | None = PAPER_PROBE_AFTER,
+    auc_from: str = "0",
+    end_of_cycle: str = END_OF_CYCLE,
 ) -> list[ProbeSeries]:
-    """Per run: one AUC per probed checkpoint (repeats averaged), filtered and normalised."""
+    """Per run: one AUC per probed checkpoint (repeats averaged), filtered and normalised.
+
+    Eq. 1's AUC_1 is the first probe taken after `end_of_cycle` (the cycle's last language), so a
+    dense second stage of probes (App. B) leaves it where a probe-after-ru first stage put it; a
+    run with no such probe divides by its first probe left after filtering.
+    """
     import polars as pl
 
     if normalize not in NORMALIZE:
         raise PlcError(f"--normalize must be one of {', '.join(NORMALIZE)}, not {normalize!r}")
+    if auc_from not in AUC_FROM:
+        raise PlcError(f"--auc-from must be 0 or first, not {auc_from!r}")
     df = probes
     if "from_scratch" not in df.columns:
         df = df.with_columns(pl.lit(False).alias("from_scratch"))
-    for col, default in (("size", ""), ("lang", ""), ("tokens_seen", 0)):
+    for col, default in (("size", ""), ("lang", ""), ("tokens_seen", 0), ("probe_seed", None)):
         if col not in df.columns:
             df = df.with_columns(pl.lit(default).alias(col))
-    # A probe file repeats its AUC on every evaluation row; repeated probes of one checkpoint
-    # (files with a suffix) are averaged.
+    if "cycle" not in df.columns:
+        df = df.with_columns(pl.col("task_index").map_elements(cycle_of, pl.Int64).alias("cycle"))
+    # A probe file repeats its AUC on every evaluation row. Files of one checkpoint without a
+    # probe seed count as one repeat (their AUCs averaged); rows with a probe seed are repeats.
+    df = df.with_columns(
+        pl.col("from_scratch").fill_null(False),
+        pl.col("probe_seed").cast(pl.Int64).fill_null(-1),
+    )
+    per_repeat = df.group_by(_CURVE).agg(
+        pl.col("size").first(),
+        pl.col("n_params").first(),
+        pl.col("lang").first(),
+        pl.col("cycle").first(),
+        pl.col("auc").mean(),
+        pl.col("tokens_seen").first(),
+    )
+    if auc_from == "first":
+        per_repeat = per_repeat.drop("auc").join(_curve_auc(df), on=_CURVE)
     per_probe = (
-        df.with_columns(pl.col("from_scratch").fill_null(False))
+        per_repeat.sort(*_CURVE)
         .group_by("run_id", "from_scratch", "task_index")
         .agg(
             pl.col("size").first(),
             pl.col("n_params").first(),
             pl.col("lang").first(),
+            pl.col("cycle").first(),
             pl.col("auc").mean(),
+            pl.col("auc").alias("repeat_auc"),
             pl.col("tokens_seen").first(),
         )
         .sort("run_id", "task_index")
@@ -222,7 +348,8 @@ def probe_series(
     out = []
     for (run_id,), rows in per_probe.group_by("run_id", maintain_order=True):
         scratch = rows.filter(pl.col("from_scratch"))
-        cont = rows.filter(~pl.col("from_scratch"))
+        every = rows.filter(~pl.col("from_scratch"))
+        cont = every
         if probe_after is not None:
             kept = cont.filter(pl.col("lang").is_in(list(probe_after)))
             if kept.height == 0:
@@ -235,6 +362,7 @@ def probe_series(
         if cont.height == 0:
             raise PlcError(f"run {run_id} has only a from-scratch probe; probe its checkpoints too")
         auc = cont["auc"].to_list()
+        baseline_task = None
         if normalize == "alone":
             if scratch.height == 0:
                 raise PlcError(
@@ -242,27 +370,37 @@ def probe_series(
                     "(probe the untrained checkpoint with plc probe --from-scratch)"
                 )
             base = float(scratch["auc"].mean())
-            value = [a / base for a in auc]
         else:
-            base = float(auc[0])
-            value = [100.0 * (a / base - 1.0) for a in auc]
-        first = cont.row(0, named=True)
+            ends = every.filter(pl.col("lang") == end_of_cycle)
+            first = ends if ends.height else cont
+            base, baseline_task = float(first["auc"][0]), int(first["task_index"][0])
+        row = cont.row(0, named=True)
         out.append(
             ProbeSeries(
                 run_id=str(run_id),
-                size=str(first["size"] or ""),
-                n_params=int(first["n_params"]),
+                size=str(row["size"] or ""),
+                n_params=int(row["n_params"]),
                 normalize=normalize,
                 task_index=[int(t) for t in cont["task_index"]],
                 lang=[str(x or "") for x in cont["lang"]],
                 auc=[float(a) for a in auc],
                 tokens_seen=[int(t or 0) for t in cont["tokens_seen"]],
-                value=value,
+                value=[_normalised(a, base, normalize) for a in auc],
                 baseline_auc=base,
+                cycle=[int(c) for c in cont["cycle"]],
+                repeats=[
+                    [_normalised(a, base, normalize) for a in reps] for reps in cont["repeat_auc"]
+                ],
+                baseline_task=baseline_task,
             )
         )
     out.sort(key=lambda s: (s.n_params, s.run_id))
     return out
+
+
+def _normalised(auc: float, base: float, normalize: str) -> float:
+    """Eq. 1 (% change from AUC_1) or the ratio to the from-scratch AUC."""
+    return auc / base if normalize == "alone" else 100.0 * (auc / base - 1.0)
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
@@ -311,6 +449,170 @@ def find_onset(series: ProbeSeries, window: int = 3) -> ProbeSeries:
     return series
 
 
+# ----------------------------------------------------------------------- how sure an onset is
+
+
+def trend3(values: np.ndarray | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The trend a run's residuals are resampled around, and each point's leverage: a centred
+    3-point moving average with 2-point averages at the two ends (leverage 1/3 inside, 1/2 there)."""
+    y = np.asarray(values, dtype=float)
+    f = y.copy()
+    f[1:-1] = (y[:-2] + y[1:-1] + y[2:]) / 3
+    f[0] = (y[0] + y[1]) / 2
+    f[-1] = (y[-2] + y[-1]) / 2
+    leverage = np.full(y.size, 1 / 3)
+    leverage[[0, -1]] = 1 / 2
+    return f, leverage
+
+
+def jitter(values: np.ndarray | Sequence[float]) -> float:
+    """The noise unit: SD (n − 1 divisor) of the values around their centred 3-point moving average,
+    at the probes with a full window; NaN with fewer than MIN_JITTER_PROBES probes."""
+    y = np.asarray(values, dtype=float)
+    if y.size < MIN_JITTER_PROBES:
+        return float("nan")
+    return float(np.std(y[1:-1] - moving_average(y, 3)[1:-1], ddof=1))
+
+
+def _minima(samples: np.ndarray, window: int) -> np.ndarray:
+    """Position of the minimum of each row's centred moving average (full windows only)."""
+    if window == 1:
+        return samples.argmin(axis=1)
+    total = np.cumsum(samples, axis=1)
+    sums = total[:, window - 1 :].copy()  # the window sums: same order as the means
+    sums[:, 1:] -= total[:, :-window]
+    return sums.argmin(axis=1) + window // 2
+
+
+def resample_minima(
+    values: Sequence[float],
+    repeats: Sequence[Sequence[float]],
+    window: int,
+    resamples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Positions of the smoothed minimum in `resamples` resampled series.
+
+    Each resampled series is the trend (trend3) plus residuals drawn with replacement one by one
+    after dividing by sqrt(1 − leverage), so that they have the noise's variance, not the smaller
+    variance of residuals around a trend that contains them. Blocks of residuals would carry over
+    the negative correlation the 3-point trend puts between neighbours, which hides noise from the
+    moving average: in simulation (docs/estimators.md) intervals from single draws covered the
+    true onset best, with independent and with autocorrelated noise alike. Where a checkpoint has
+    several probe repeats, their resampled mean moves its point too.
+    """
+    y = np.asarray(values, dtype=float)
+    trend, leverage = trend3(y)
+    residual = (y - trend) / np.sqrt(1 - leverage)
+    residual -= residual.mean()
+    samples = trend + residual[rng.integers(0, y.size, size=(resamples, y.size))]
+    for i, reps in enumerate(repeats):
+        if len(reps) > 1:
+            r = np.asarray(reps, dtype=float)
+            samples[:, i] += r[rng.integers(0, r.size, size=(resamples, r.size))].mean(1) - r.mean()
+    return _minima(samples, window)
+
+
+@dataclass
+class OnsetEvidence:
+    """Whether a run shows an onset, and how sure its position is."""
+
+    minimum_task: int  # task index at the smoothed minimum
+    detected: bool
+    no_onset: str | None  # why not, when not detected
+    jitter: float | None  # the noise unit, in the normalised AUC's units
+    rise: float | None  # last smoothed value − smoothed minimum, same units
+    rise_jitter: float | None  # rise / jitter
+    onset_lo: float | None  # percentile interval of the smoothed minimum's task
+    onset_hi: float | None
+    onset_mass: dict[int, float] | None  # share of resamples with their minimum at each task
+    rate: float | None  # OLS slope of the AUC change from the minimum on, % per task
+    rate_se: float | None
+
+
+def _rate(tasks: np.ndarray, values: np.ndarray) -> tuple[float | None, float | None]:
+    """OLS slope of values on tasks and its classical standard error (None where undefined)."""
+    if tasks.size < 2 or np.ptp(tasks) == 0:
+        return None, None
+    x = tasks - tasks.mean()
+    slope = float((x * (values - values.mean())).sum() / (x * x).sum())
+    if tasks.size < 3:
+        return slope, None
+    resid = values - values.mean() - slope * x
+    return slope, float(np.sqrt((resid**2).sum() / (tasks.size - 2) / (x * x).sum()))
+
+
+def assess_onset(
+    series: ProbeSeries,
+    window: int = 3,
+    ci: float = 0.95,
+    min_rise: float = MIN_RISE,
+    seed: int = 0,
+    resamples: int = RUN_RESAMPLES,
+) -> OnsetEvidence:
+    """Find the run's smoothed minimum and judge it: edge minimum or a rise within `min_rise`
+    jitter units → no onset detected; the minimum's distribution over resampled series; the rate
+    of loss (slope of the AUC change after the minimum, % per task: eq. 1, or 100 × the ratio to
+    the from-scratch AUC)."""
+    import zlib
+
+    find_onset(series, window)
+    y = np.asarray(series.value, dtype=float)
+    tasks = np.asarray(series.task_index, dtype=float)
+    smooth = np.array([np.nan if v is None else v for v in series.smoothed])
+    full = np.flatnonzero(~np.isnan(smooth))
+    i = series.task_index.index(series.onset)
+    noise = jitter(y)
+    rise = float(smooth[full[-1]] - smooth[i])
+    if math.isnan(noise):
+        rise_units = None
+    else:
+        rise_units = rise / noise if noise > 0 else (math.inf if rise > 0 else 0.0)
+    if rise_units is None:
+        reason = (
+            f"too few probes ({series.n_probes}) to measure the jitter (needs {MIN_JITTER_PROBES})"
+        )
+    elif i == full[0]:
+        reason = (
+            f"edge minimum: the smoothed minimum is the first smoothed point (task {series.onset}),"
+            " so the AUC may rise from the start; the onset is there or earlier"
+        )
+    elif i == full[-1]:
+        reason = (
+            f"edge minimum: the smoothed minimum is the last smoothed point (task {series.onset});"
+            " the AUC is still falling"
+        )
+    elif rise_units < min_rise:
+        reason = (
+            f"rise within noise: {rise_units:.1f} jitter units after the minimum "
+            f"(threshold {min_rise:g})"
+        )
+    else:
+        reason = None
+    lo = hi = mass = None
+    if rise_units is not None:
+        rng = np.random.default_rng([seed, zlib.crc32(series.run_id.encode())])
+        picked = tasks[resample_minima(y, series.repeats, window, resamples, rng)]
+        lo, hi = np.quantile(picked, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
+        at, count = np.unique(picked, return_counts=True)
+        mass = {int(t): float(c) / resamples for t, c in zip(at, count, strict=True)}
+    scale = 100.0 if series.normalize == "alone" else 1.0
+    rate, rate_se = _rate(tasks[i:], scale * y[i:])
+    return OnsetEvidence(
+        minimum_task=int(series.onset),
+        detected=reason is None,
+        no_onset=reason,
+        jitter=None if math.isnan(noise) else noise,
+        rise=rise,
+        rise_jitter=rise_units,
+        onset_lo=None if lo is None else float(lo),
+        onset_hi=None if hi is None else float(hi),
+        onset_mass=mass,
+        rate=rate,
+        rate_se=rate_se,
+    )
+
+
 # ------------------------------------------------------------------------------------- fits
 
 
@@ -329,6 +631,8 @@ class Fit:
     loo_rmse: float
     n_points: int
     law: str
+    a_ci: list[float] | None = None  # percentile interval from --bootstrap
+    b_ci: list[float] | None = None
 
     def predict(self, n_params: np.ndarray | Sequence[float] | float) -> np.ndarray:
         return _predict(self.model, self.a, self.b, np.asarray(n_params, dtype=float))
@@ -492,12 +796,42 @@ def format_count(x: float) -> str:
 
 @dataclass
 class RunOnset:
+    """One run's onset: from its probes (with the evidence for it) or from an onset table's row."""
+
     run_id: str | None
     size: str
     n_params: int
     n_probes: int | None
-    onset: float
+    onset: float | None  # None: no onset detected
     onset_tokens: int | None
+    seed: str | None = None
+    minimum_task: int | None = None  # the smoothed minimum, an onset or not
+    detected: bool = True
+    no_onset: str | None = None
+    onset_lo: float | None = None
+    onset_hi: float | None = None
+    onset_mass: dict[int, float] | None = None
+    jitter: float | None = None
+    rise: float | None = None
+    rise_jitter: float | None = None
+    rate: float | None = None
+    rate_se: float | None = None
+    probe_repeats: int | None = None
+    baseline_task: int | None = None
+    fitted: bool = False  # one of the fits' points
+
+    @property
+    def fit_value(self) -> float | None:
+        """The onset a fit uses: the detected one, else (when no-onset runs are kept) the minimum."""
+        return self.onset if self.onset is not None else self.minimum_task
+
+    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """Tasks and probabilities the bootstrap draws this run's onset from."""
+        if self.onset_mass:
+            tasks = np.array(list(self.onset_mass), dtype=float)
+            p = np.array(list(self.onset_mass.values()), dtype=float)
+            return tasks, p / p.sum()
+        return np.array([self.fit_value], dtype=float), np.ones(1)
 
 
 @dataclass
@@ -506,6 +840,32 @@ class Prediction:
     n_params: float
     onset_tasks: float
     onset_tokens: float
+    onset_tasks_ci: list[float] | None = None
+    onset_tokens_ci: list[float] | None = None
+
+
+@dataclass
+class BootstrapSummary:
+    """How the fits' intervals were made."""
+
+    resamples: int
+    ci: float
+    seed: int
+    resample: str  # cases: runs drawn from all runs; within-size: each size's runs
+    used: int  # resamples with at least two sizes (the others cannot be fitted)
+    failed: dict[str, int]  # per model: resamples it could not be fitted to
+
+
+@dataclass
+class DenseSuggestion:
+    """Cycles to probe densely in a second stage (App. B), around a run's current minimum."""
+
+    run_id: str
+    size: str
+    minimum_task: int
+    cycle: int
+    first_cycle: int
+    last_cycle: int
 
 
 @dataclass
@@ -518,6 +878,16 @@ class OnsetResult:
     normalize: str
     probe_after: list[str] | None
     window: int
+    auc_from: str = "0"
+    ci: float = 0.95
+    min_rise: float = MIN_RISE
+    noise: str = NOISE_UNIT
+    run_resamples: int = RUN_RESAMPLES
+    excluded: list[str] = field(default_factory=list)  # runs left out of the fits: no onset
+    fits_skipped: str | None = None  # why no fit was made after leaving those out
+    bootstrap: BootstrapSummary | None = None
+    dense: list[DenseSuggestion] = field(default_factory=list)
+    dense_cycles: str | None = None  # one range covering every run's suggestion
     out: str | None = None
 
     @property
@@ -525,10 +895,16 @@ class OnsetResult:
         """The log-log law in the form of eq. 2, when that model was fitted."""
         return next((f.law for f in self.fits if f.model == "loglog"), None)
 
+    @property
+    def exponent(self) -> str | None:
+        """The log-log exponent with its bootstrap interval: `b = 0.83 [0.61, 1.05]`."""
+        f = next((f for f in self.fits if f.model == "loglog" and f.b_ci is not None), None)
+        return None if f is None else f"b = {f.b:.2f} [{f.b_ci[0]:.2f}, {f.b_ci[1]:.2f}]"
+
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {**asdict(self), "law": self.law}
+        return {**asdict(self), "law": self.law, "exponent": self.exponent}
 
 
 def collect_onsets(
@@ -536,27 +912,75 @@ def collect_onsets(
     normalize: str = "first",
     probe_after: Sequence[str] | None = PAPER_PROBE_AFTER,
     window: int = 3,
+    *,
+    auc_from: str = "0",
+    ci: float = 0.95,
+    min_rise: float = MIN_RISE,
+    seed: int = 0,
 ) -> tuple[list[RunOnset], list[ProbeSeries]]:
-    """Onsets per run from metric files, plus the rows of any onset tables among the inputs."""
+    """Every run's onset (None where none is detected) and the evidence for it from metric
+    files, plus the rows of any onset tables among the inputs."""
     metric_files, table = split_inputs(expand_inputs(inputs))
     series = (
-        [
-            find_onset(s, window)
-            for s in probe_series(read_probes(metric_files), normalize, probe_after)
-        ]
+        probe_series(read_probes(metric_files), normalize, probe_after, auc_from)
         if metric_files
         else []
     )
-    runs = [
-        RunOnset(s.run_id, s.size, s.n_params, s.n_probes, float(s.onset), s.onset_tokens)
-        for s in series
-    ]
+    runs = []
+    for s in series:
+        ev = assess_onset(s, window, ci, min_rise, seed)
+        runs.append(
+            RunOnset(
+                run_id=s.run_id,
+                size=s.size,
+                n_params=s.n_params,
+                n_probes=s.n_probes,
+                onset=float(ev.minimum_task) if ev.detected else None,
+                onset_tokens=s.onset_tokens if ev.detected else None,
+                minimum_task=ev.minimum_task,
+                detected=ev.detected,
+                no_onset=ev.no_onset,
+                onset_lo=ev.onset_lo,
+                onset_hi=ev.onset_hi,
+                onset_mass=ev.onset_mass,
+                jitter=ev.jitter,
+                rise=ev.rise,
+                rise_jitter=ev.rise_jitter,
+                rate=ev.rate,
+                rate_se=ev.rate_se,
+                probe_repeats=s.n_repeats,
+                baseline_task=s.baseline_task,
+            )
+        )
     if table is not None:
-        runs += [
-            RunOnset(r["run_id"], r["size"], int(r["n_params"]), None, float(r["onset"]), None)
-            for r in table.iter_rows(named=True)
-        ]
-    runs.sort(key=lambda r: (r.n_params, r.run_id or ""))
+        for r in table.iter_rows(named=True):
+            mass = (
+                dict(zip(r["mass_task"], r["mass_p"], strict=True))
+                if r["mass_task"] and r["mass_p"]
+                else None
+            )
+            runs.append(
+                RunOnset(
+                    run_id=r["run_id"],
+                    size=r["size"],
+                    n_params=int(r["n_params"]),
+                    n_probes=r["n_probes"],
+                    onset=r["onset"] if r["detected"] else None,
+                    onset_tokens=r["onset_tokens"] if r["detected"] else None,
+                    seed=r["seed"],
+                    minimum_task=r["minimum_task"],
+                    detected=r["detected"],
+                    no_onset=r["no_onset"],
+                    onset_lo=r["onset_lo"],
+                    onset_hi=r["onset_hi"],
+                    onset_mass=mass,
+                    jitter=r["jitter"],
+                    rise_jitter=r["rise_jitter"],
+                    rate=r["rate"],
+                    rate_se=r["rate_se"],
+                )
+            )
+    runs.sort(key=lambda r: (r.n_params, r.run_id or "", r.seed or ""))
     return runs, series
 
 
@@ -571,6 +995,126 @@ def _task_tokens(series: Sequence[ProbeSeries]) -> float | None:
     return float(np.median(ratios)) if ratios else None
 
 
+def check_interval_options(ci: float, bootstrap: int | None, resample: str) -> None:
+    """Bad input for the interval options, before any file is read."""
+    if not 0 < ci < 1:
+        raise PlcError(f"--ci is a level between 0 and 1 (e.g. 0.95), not {ci:g}")
+    if bootstrap is not None and bootstrap < MIN_BOOTSTRAP:
+        raise PlcError(
+            f"--bootstrap {bootstrap} is too few: a percentile interval is read from the "
+            f"resamples beyond each of its ends, so it needs at least {MIN_BOOTSTRAP} "
+            "(1000 or more for stable ends)"
+        )
+    if resample not in RESAMPLE:
+        raise PlcError(f"--resample must be {' or '.join(RESAMPLE)}, not {resample!r}")
+
+
+def _ols_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intercepts and slopes of one least-squares line per row."""
+    xm, ym = x.mean(axis=1, keepdims=True), y.mean(axis=1, keepdims=True)
+    slope = ((x - xm) * (y - ym)).sum(axis=1) / ((x - xm) ** 2).sum(axis=1)
+    return ym[:, 0] - slope * xm[:, 0], slope
+
+
+def bootstrap_fits(
+    runs: Sequence[RunOnset],
+    models: Sequence[str],
+    resamples: int,
+    ci: float = 0.95,
+    seed: int = 0,
+    resample: str = "cases",
+    predict: Sequence[float] = (),
+) -> tuple[dict[str, dict[str, Any]], BootstrapSummary]:
+    """Percentile intervals of each model's a, b and predictions at `predict` over fits to
+    resampled runs: runs drawn with replacement from all runs (`cases`: sizes × seeds) or from
+    each size's runs (`within-size`), each drawing its onset from its onset distribution.
+
+    Returns {model: {"a": [lo, hi], "b": [lo, hi], "predict": [[lo, hi], …]}} (None where no
+    resample could be fitted) and a summary.
+    The estimators are the point fits' (OLS in the model's space; the exponential by nonlinear
+    least squares started flat at the resample's mean onset).
+    """
+    from scipy.optimize import curve_fit
+
+    p = np.array([r.n_params for r in runs], dtype=float)
+    m = p.size
+    rng = np.random.default_rng(seed)
+    if resample == "cases":
+        pick = rng.integers(0, m, size=(resamples, m))
+    else:
+        pick = np.empty((resamples, m), dtype=int)
+        for size in np.unique(p):
+            members = np.flatnonzero(p == size)
+            pick[:, members] = rng.choice(members, size=(resamples, members.size))
+    t = np.empty(pick.shape)
+    for j, run in enumerate(runs):
+        where = pick == j
+        tasks, prob = run.distribution()
+        t[where] = rng.choice(tasks, size=int(where.sum()), p=prob)
+    x = p[pick]
+    usable = np.ptp(x, axis=1) > 0
+    x, t = x[usable], t[usable]
+    where_at = np.asarray(predict, dtype=float)
+    level = [(1 - ci) / 2, (1 + ci) / 2]
+    out: dict[str, dict[str, Any]] = {}
+    failed: dict[str, int] = {}
+    for model in models:
+        ok = np.ones(t.shape[0], dtype=bool)
+        if model == "exp":
+            a = np.full(t.shape[0], np.nan)
+            b = np.full(t.shape[0], np.nan)
+            for k in range(t.shape[0]):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        (a[k], b[k]), _ = curve_fit(
+                            _exp_curve, x[k], t[k], p0=(t[k].mean(), 0.0), maxfev=10_000
+                        )
+                except (RuntimeError, ValueError, OverflowError):
+                    pass
+            ok = np.isfinite(a) & np.isfinite(b)
+        elif model == "loglog":
+            ok = (t > 0).all(axis=1)
+            a, b = np.full(t.shape[0], np.nan), np.full(t.shape[0], np.nan)
+            a[ok], b[ok] = _ols_rows(np.log(x[ok]), np.log(t[ok]))
+        else:
+            a, b = _ols_rows(x if model == "linear" else np.log(x), t)
+        failed[model] = int((~ok).sum())
+        a, b = a[ok], b[ok]
+        if a.size == 0:  # e.g. every resample holds an onset ≤ 0 under the log-log model's log
+            out[model] = {"a": None, "b": None, "predict": [None] * where_at.size}
+            continue
+        pred = _predict(model, a[:, None], b[:, None], where_at[None, :])
+        out[model] = {
+            "a": np.quantile(a, level).tolist(),
+            "b": np.quantile(b, level).tolist(),
+            "predict": np.quantile(pred, level, axis=0).T.tolist() if where_at.size else [],
+        }
+    summary = BootstrapSummary(resamples, ci, seed, resample, int(usable.sum()), failed)
+    return out, summary
+
+
+def suggest_dense(series: Sequence[ProbeSeries], cycles: int) -> list[DenseSuggestion]:
+    """Per run: the cycles within `cycles` of its smoothed minimum's cycle (App. B's second stage
+    probes after zh, de and ru there), inside the cycles it has probes for."""
+    if cycles < 0:
+        raise PlcError(f"--suggest-dense takes a number of cycles ≥ 0, not {cycles}")
+    out = []
+    for s in series:
+        c = s.cycle[s.task_index.index(s.onset)]
+        out.append(
+            DenseSuggestion(
+                run_id=s.run_id,
+                size=s.size,
+                minimum_task=int(s.onset),
+                cycle=c,
+                first_cycle=max(min(s.cycle), c - cycles, 1),
+                last_cycle=min(max(s.cycle), c + cycles),
+            )
+        )
+    return out
+
+
 def fit_onset(
     inputs: Iterable[str | Path],
     models: Sequence[str] = MODELS,
@@ -581,28 +1125,94 @@ def fit_onset(
     task_tokens: float | None = None,
     out: str | Path | None = None,
     force: bool = False,
+    *,
+    auc_from: str = "0",
+    ci: float = 0.95,
+    min_rise: float = MIN_RISE,
+    keep_no_onset: bool = False,
+    bootstrap: int | None = None,
+    resample: str = "cases",
+    seed: int = 0,
+    suggest: int | None = None,
 ) -> OnsetResult:
-    """`plc fit-onset`: onsets per run, the fits of Table V, predictions; optionally the onset
-    table as Parquet (fit-onset and plot onset read it back)."""
+    """`plc fit-onset`: onsets per run with their intervals (runs with no onset detected are
+    reported and, unless `keep_no_onset`, left out of the fits), the fits of Table V with
+    bootstrap intervals when `bootstrap` resamples are asked for, predictions; optionally the
+    onset table as Parquet (fit-onset and plot onset read it back) and, with `suggest`, the
+    cycles around each run's minimum to probe densely."""
     from plc.store import check_output
 
+    check_interval_options(ci, bootstrap, resample)
+    if bootstrap is not None and not models:
+        raise PlcError("--bootstrap refits the models, but --model none fits nothing")
+    if min_rise < 0:
+        raise PlcError(f"--min-rise is a number of jitter units ≥ 0, not {min_rise:g}")
     if out is not None:
         check_output(out, force)
-    runs, series = collect_onsets(inputs, normalize, probe_after, window)
-    p = np.array([r.n_params for r in runs], dtype=float)
-    t = np.array([r.onset for r in runs], dtype=float)
-    fits = [fit_model(m, p, t) for m in models]
+    runs, series = collect_onsets(
+        inputs,
+        normalize,
+        probe_after,
+        window,
+        auc_from=auc_from,
+        ci=ci,
+        min_rise=min_rise,
+        seed=seed,
+    )
+    dense = []
+    if suggest is not None:
+        if not series:
+            raise PlcError("--suggest-dense reads probe metric files; an onset table has no probes")
+        dense = suggest_dense(series, suggest)
+    points = [r for r in runs if r.fit_value is not None and (r.detected or keep_no_onset)]
+    for r in points:
+        r.fitted = True
+    excluded = [r.run_id or r.size for r in runs if not r.fitted]
+    if bootstrap is not None and resample == "within-size":
+        sizes = {r.n_params for r in points}
+        if len(sizes) == len(points) and not any(len(r.distribution()[0]) > 1 for r in points):
+            raise PlcError(
+                "--resample within-size resamples each size's runs, but every size here has one "
+                "run and no onset distribution; add runs (seeds) per size or use --resample cases"
+            )
+    p = np.array([r.n_params for r in points], dtype=float)
+    t = np.array([r.fit_value for r in points], dtype=float)
+    fits, skipped = [], None
+    try:
+        fits = [fit_model(m, p, t) for m in models]
+    except PlcError as e:
+        if not excluded:
+            raise
+        skipped = f"{e} (after leaving out {len(excluded)} runs with no onset detected)"
+    summary = None
+    if bootstrap is not None and fits:
+        intervals, summary = bootstrap_fits(
+            points, [f.model for f in fits], bootstrap, ci, seed, resample, predict
+        )
+        for f in fits:
+            f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
     if task_tokens is not None:
         tokens, source = float(task_tokens), "--task-tokens"
     elif (seen := _task_tokens(series)) is not None:
         tokens, source = seen, "from the probe metrics"
     else:
         tokens, source = float(PAPER_TASK_TOKENS), "the paper's, §IV-A"
-    predictions = [
-        Prediction(f.model, float(pp), float(tt), float(tt) * tokens)
-        for f in fits
-        for pp, tt in zip(predict, f.predict(np.asarray(predict, dtype=float)), strict=True)
-    ]
+    predictions = []
+    for f in fits:
+        ranges = intervals[f.model]["predict"] if summary else [None] * len(predict)
+        for pp, tt, rr in zip(
+            predict, f.predict(np.asarray(predict, dtype=float)), ranges, strict=True
+        ):
+            predictions.append(
+                Prediction(
+                    f.model,
+                    float(pp),
+                    float(tt),
+                    float(tt) * tokens,
+                    onset_tasks_ci=rr,
+                    onset_tokens_ci=None if rr is None else [v * tokens for v in rr],
+                )
+            )
     result = OnsetResult(
         runs=runs,
         fits=fits,
@@ -612,6 +1222,18 @@ def fit_onset(
         normalize=normalize,
         probe_after=list(probe_after) if probe_after is not None else None,
         window=window,
+        auc_from=auc_from,
+        ci=ci,
+        min_rise=min_rise,
+        excluded=excluded,
+        fits_skipped=skipped,
+        bootstrap=summary,
+        dense=dense,
+        dense_cycles=(
+            f"{min(d.first_cycle for d in dense)}-{max(d.last_cycle for d in dense)}"
+            if dense
+            else None
+        ),
     )
     if out is not None:
         result.out = str(write_onset_table(out, runs, force))
@@ -619,28 +1241,19 @@ def fit_onset(
 
 
 def write_onset_table(path: str | Path, runs: Sequence[RunOnset], force: bool = False) -> Path:
+    """One row per run with every column of TABLE_COLUMNS (the onset mass as two lists)."""
     import polars as pl
 
     from plc.store import atomic_path
 
-    df = pl.DataFrame(
-        {
-            "run_id": [r.run_id for r in runs],
-            "size": [r.size for r in runs],
-            "n_params": [r.n_params for r in runs],
-            "n_probes": [r.n_probes for r in runs],
-            "onset": [r.onset for r in runs],
-            "onset_tokens": [r.onset_tokens for r in runs],
-        },
-        schema={
-            "run_id": pl.String,
-            "size": pl.String,
-            "n_params": pl.Int64,
-            "n_probes": pl.Int64,
-            "onset": pl.Float64,
-            "onset_tokens": pl.Int64,
-        },
-    )
+    values: dict[str, list] = {c: [] for c in TABLE_COLUMNS}
+    for r in runs:
+        row = {c: getattr(r, c, None) for c in TABLE_COLUMNS}
+        row["mass_task"] = list(r.onset_mass) if r.onset_mass else None
+        row["mass_p"] = list(r.onset_mass.values()) if r.onset_mass else None
+        for c in TABLE_COLUMNS:
+            values[c].append(row[c])
+    df = pl.DataFrame(values, schema={**_table_schema(), "n_params": pl.Int64})
     with atomic_path(path, force) as tmp:
         df.write_parquet(tmp)
     return Path(path)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from plc.errors import PlcError
@@ -178,6 +178,7 @@ def build_plan(
     tasks: int | None = None,
     lrs: Sequence[float] | None = None,
     val_every: int | None = None,
+    mitigations: Sequence[str] | None = None,
 ) -> Plan:
     """The jobs of one plan kind (see the module doc) for several model sizes and seeds.
 
@@ -189,7 +190,9 @@ def build_plan(
     0 = never). `weight_decay` reaches every training task (not the probes: the instrument stays
     the preset's). `reset_optimizer` None takes the problem's reading: reset for continual,
     continued for stationary. `probe_repeats` > 1 asks each probe for that many probe seeds
-    (default: 2 for the control, else 1).
+    (default: 2 for the control, else 1). `mitigations` (`cbp:1e-4`, `none`, …; see
+    parse_mitigation) run the same protocol once per method, each run id carrying its method, the
+    probes and diagnoses identical.
     """
     from plc.presets import get_preset
 
@@ -233,7 +236,10 @@ def build_plan(
 
     if probe_repeats is None:
         probe_repeats = CONTROL_REPEATS if problem == "control" else 1
-    b = _Builder(p, data, out_dir, tokenizer, seeds[0], launcher, probe_repeats)
+    methods = [parse_mitigation(m) for m in (mitigations or ["none"])]
+    if len({tag for tag, _ in methods}) < len(methods):
+        raise PlcError(f"--mitigation names a method twice: {','.join(mitigations)}")
+    b = _Builder(p, data, out_dir, tokenizer, seeds[0], launcher, probe_repeats, methods)
     if problem == "control":
         return b.control(
             sizes, seeds, tasks, cycles, cycle, probe_lang, source, diagnose_every, weight_decay
@@ -282,11 +288,68 @@ def _tag(value: float) -> str:
     return f"{value:g}"
 
 
+# --mitigation NAME[:ARGS] → the train-task flags (plc.mitigations; defaults of the reference code)
+MITIGATIONS = {
+    "none": ([], None),
+    "wd": (["--weight-decay"], None),
+    "clip": (["--clip-weights"], "1"),
+    "l2init": (["--l2-init"], "0.01"),
+    "sp": (["--shrink-perturb"], None),
+    "sp-step": (["--shrink-perturb-at", "step", "--shrink-perturb"], None),
+    "cbp": (["--cbp"], "0.0001"),
+    "redo": (["--redo"], "0.025"),
+}
+
+
+def parse_mitigation(spec: str) -> tuple[str, list[str]]:
+    """`cbp:1e-4`, `sp:0.8,0.01`, `redo:0.025,100` (τ, every K steps), `none` → (run id tag,
+    train-task flags); the values are checked as the flags would be (one-line PlcError)."""
+    name, _, args = spec.partition(":")
+    if name not in MITIGATIONS:
+        raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(MITIGATIONS)}")
+    flags, default = MITIGATIONS[name]
+    if name == "none":
+        if args:
+            raise PlcError("--mitigation none takes no arguments")
+        return "", []
+    args = args or default
+    if args is None:
+        raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")
+    tag = name + args.replace(",", "_")
+    if name == "redo" and "," in args:
+        tau, every = args.split(",", 1)
+        flags, args = ["--redo-every", every, "--redo"], tau
+    values = [*flags, args]
+    from plc.options import TrainOptions
+
+    names = {f.metadata["flag"]: f.name for f in fields(TrainOptions)}
+    try:
+        TrainOptions(
+            **{
+                names[flag]: _parse_value(value)
+                for flag, value in zip(values[::2], values[1::2], strict=True)
+            }
+        )
+    except (TypeError, ValueError) as e:
+        raise PlcError(f"--mitigation {spec!r}: {e}") from e
+    return tag, values
+
+
+def _parse_value(text: str) -> float | int | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 class _Builder:
     """The jobs every plan kind shares: stores, initial checkpoints, tasks, probes, diagnostics."""
 
-    def __init__(self, p, data, out_dir, tokenizer, data_seed, launcher, probe_repeats):
+    def __init__(self, p, data, out_dir, tokenizer, data_seed, launcher, probe_repeats, methods):
         self.p = p
+        self.methods = methods  # (run id tag, train-task flags) per --mitigation
         self.data, self.out_dir = data, out_dir
         self.metrics, self.figures = f"{out_dir}/metrics", f"{out_dir}/figures"
         self.tokenizer = tokenizer
@@ -409,13 +472,15 @@ class _Builder:
             description=description,
         )
 
-    def runs(self, sizes, seeds, tags: list[str]) -> list[tuple[str, int, str, str]]:
-        """(size, seed, run id, checkpoint folder) of every run, sizes outermost."""
+    def runs(self, sizes, seeds, tags: list[str]) -> list[tuple[str, int, str, str, list[str]]]:
+        """(size, seed, run id, checkpoint folder, the method's train-task flags) of every run:
+        methods outermost, then sizes, then seeds."""
         out = []
-        for size in sizes:
-            for seed in seeds:
-                run_id = "-".join([size, f"s{seed}", *tags])
-                out.append((size, seed, run_id, f"{self.out_dir}/{run_id}"))
+        for method, flags in self.methods:
+            for size in sizes:
+                for seed in seeds:
+                    run_id = "-".join([size, f"s{seed}", *tags, *([method] if method else [])])
+                    out.append((size, seed, run_id, f"{self.out_dir}/{run_id}", flags))
         return out
 
     def wd_tags(self, weight_decay: float | None) -> tuple[list[str], list[str]]:
@@ -476,7 +541,7 @@ class _Builder:
             tags.append("reset" if reset else "cont")
         inputs: list[str] = []
         probes_per_run = 0
-        for size, seed, run_id, folder in self.runs(sizes, seeds, tags):
+        for size, seed, run_id, folder, method in self.runs(sizes, seeds, tags):
 
             def c(k: int) -> str:
                 return f"{folder}/c{k}.pt"  # noqa: B023 (used within the iteration)
@@ -487,7 +552,7 @@ class _Builder:
             for k in range(1, cycles * n + 1):
                 lang, cyc = cycle[(k - 1) % n], (k - 1) // n + 1
                 # --continue from c0 starts the run's optimizer and schedule; later ones carry on.
-                extra = wd_flags + ([] if reset else ["--continue"])
+                extra = wd_flags + method + ([] if reset else ["--continue"])
                 if stationary:
                     task = ["--mix", ",".join(cycle)]
                     self.train(c(k - 1), c(k), task, [self.store(x) for x in cycle], extra)
@@ -549,7 +614,7 @@ class _Builder:
         probed = [k for k in range(1, tasks + 1) if k <= CONTROL_DENSE or k % CONTROL_EVERY == 0]
         tags, wd_flags = self.wd_tags(weight_decay)
         inputs: list[str] = []
-        for size, seed, run_id, folder in self.runs(sizes, seeds, tags):
+        for size, seed, run_id, folder, method in self.runs(sizes, seeds, tags):
 
             def c(k: int) -> str:
                 return f"{folder}/c{k}.pt"  # noqa: B023 (used within the iteration)
@@ -557,7 +622,7 @@ class _Builder:
             self.init(size, seed, run_id, c(0))
             inputs.append(self.scratch_probe(c(0), run_id, probe))
             for k, lang in enumerate(chains, 1):
-                self.train(c(k - 1), c(k), ["--lang", lang], [self.store(lang)], wd_flags)
+                self.train(c(k - 1), c(k), ["--lang", lang], [self.store(lang)], wd_flags + method)
                 if k in probed:
                     inputs.append(self.probe(c(k), run_id, k, lang, probe))
                 if every and k % every == 0:
@@ -580,12 +645,12 @@ class _Builder:
         self.shards(cycle, probe_lang, source)
         tags, wd_flags = self.wd_tags(weight_decay)
         inputs: list[str] = []
-        for size, seed, run_id, folder in self.runs(sizes, seeds, tags):
+        for size, seed, run_id, folder, method in self.runs(sizes, seeds, tags):
             c0 = self.init(size, seed, run_id, f"{folder}/c0.pt")
             inputs.append(self.scratch_probe(c0, run_id, probe_lang))
             for lang in cycle:
                 out = f"{folder}/c1-{lang}.pt"
-                self.train(c0, out, ["--lang", lang], [self.store(lang)], wd_flags)
+                self.train(c0, out, ["--lang", lang], [self.store(lang)], wd_flags + method)
                 inputs.append(self.probe(out, run_id, 1, lang, probe_lang))
         for target in (f"{self.out_dir}/transfer.csv", f"{self.figures}/transfer.png"):
             self.analysis(target, ["transfer-table", INPUTS, "--out", target, "--force"], inputs)
@@ -618,9 +683,11 @@ class _Builder:
         tags, wd_flags = self.wd_tags(weight_decay)
         ckpts, metrics = [], []
         for lr in lrs:
-            for size, seed, run_id, folder in self.runs(sizes, seeds, [*tags, f"lr{_tag(lr)}"]):
+            for size, seed, run_id, folder, method in self.runs(
+                sizes, seeds, [*tags, f"lr{_tag(lr)}"]
+            ):
                 c0 = self.init(size, seed, run_id, f"{folder}/c0.pt")
-                extra = ["--lr", _tag(lr), "--val-every", str(val_every), *wd_flags]
+                extra = ["--lr", _tag(lr), "--val-every", str(val_every), *wd_flags, *method]
                 ckpts.append(f"{folder}/c1.pt")
                 self.train(c0, ckpts[-1], ["--lang", lang], [self.store(lang)], extra)
                 metrics.append(metric_file(self.metrics, "train", run_id, 1, lang))

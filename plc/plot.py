@@ -21,9 +21,9 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset import (
+    assess_onset,
     collect_onsets,
     expand_inputs,
-    find_onset,
     fit_model,
     format_count,
     probe_series,
@@ -276,9 +276,14 @@ def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int]
         run = probes.filter(pl.col("run_id") == run_id)
         try:
             (s,) = probe_series(run, options.normalize, options.probe_after)
-            onsets[run_id] = find_onset(s, options.window).onset
+            ev = assess_onset(s, options.window)
         except PlcError as e:
             notes.append(f"no onset marked: {e}")
+            continue
+        if ev.detected:
+            onsets[run_id] = ev.minimum_task
+        else:
+            notes.append(f"no onset marked for {run_id}: no onset detected ({ev.no_onset})")
     return onsets, notes
 
 
@@ -307,7 +312,7 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         _count_axis(ax.xaxis)
     else:
         ax.set_xlabel("Cycle")
-    ax.set_ylabel("% change in AUC relative to first probe")
+    ax.set_ylabel("% change in AUC relative to the first end-of-cycle probe")
     ax.set_title("Probe AUC over training")
     ax.legend(title="model size", fontsize=8, title_fontsize=9, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3)
@@ -317,22 +322,24 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
 def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 9: normalised AUC per probe, its moving average and the onset, one panel per run."""
     probes = read_probes(_metric_files(paths, "probing"))
-    series = [
-        find_onset(s, options.window)
-        for s in probe_series(probes, options.normalize, options.probe_after)
-    ]
+    series = probe_series(probes, options.normalize, options.probe_after)
+    evidence = [assess_onset(s, options.window) for s in series]
     axes = _grid(fig, len(series))
     labels = _labels([(s.size, s.run_id) for s in series])
-    for s, ax, label in zip(series, axes, labels, strict=True):
+    for s, ev, ax, label in zip(series, evidence, axes, labels, strict=True):
         ax.plot(s.task_index, s.value, color="tab:blue", marker="o", ms=3, lw=1, label="probe")
         smooth = np.array([np.nan if v is None else v for v in s.smoothed])
         ax.plot(
             s.task_index, smooth, color="orange", lw=2, label=f"moving average ({options.window})"
         )
         i = s.task_index.index(s.onset)
-        ax.plot(
-            s.onset, smooth[i], "o", color="red", ms=8, zorder=5, label=f"onset: task {s.onset}"
-        )
+        if ev.detected:
+            style = {"color": "red"}
+            mark = f"onset: task {s.onset} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
+        else:  # the minimum, as an open marker: an edge minimum or a rise within noise
+            style = {"mfc": "none", "color": "0.4"}
+            mark = f"minimum: task {s.onset}, no onset detected"
+        ax.plot(s.onset, smooth[i], "o", ms=8, zorder=5, label=mark, **style)
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(
@@ -346,19 +353,47 @@ def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
 
 
 def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
-    """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s)."""
-    runs, _ = collect_onsets(paths, options.normalize, options.probe_after, options.window)
-    p = np.array([r.n_params for r in runs], dtype=float)
-    t = np.array([r.onset for r in runs], dtype=float)
-    fits = [fit_model(m, p, t) for m in options.models]
-    if (p <= 0).any() or (t <= 0).any():
+    """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s); each onset
+    with its interval, and runs with no onset detected as open markers at their minimum."""
+    every, _ = collect_onsets(paths, options.normalize, options.probe_after, options.window)
+    runs = [r for r in every if r.onset is not None]
+    missing = [r for r in every if r.onset is None and r.minimum_task is not None]
+    shown = runs + missing
+    p = np.array([r.n_params for r in shown], dtype=float)
+    t = np.array([r.fit_value for r in shown], dtype=float)
+    if not shown or (p <= 0).any() or (t <= 0).any():
         raise PlcError("plot onset uses log axes; every n_params and onset must be positive")
+    notes = []
+    if missing:
+        notes.append(f"no onset detected: {', '.join(r.run_id or r.size for r in missing)}")
+    try:
+        fits = [
+            fit_model(m, [r.n_params for r in runs], [r.onset for r in runs])
+            for m in options.models
+        ]
+    except PlcError as e:
+        if not missing:
+            raise
+        fits = []
+        notes.append(f"no fit: {e}")
     ax = _axes(fig, 7, 4.8)
-    ax.scatter(p, t, color="black", zorder=5, label="observed onset")
-    for r in runs:
-        ax.annotate(
-            r.size, (r.n_params, r.onset), textcoords="offset points", xytext=(5, -10), fontsize=8
-        )
+    for group, style in ((runs, {"color": "black"}), (missing, {"mfc": "none", "color": "0.5"})):
+        if not group:
+            continue
+        x = np.array([r.n_params for r in group], dtype=float)
+        y = np.array([r.fit_value for r in group], dtype=float)
+        lo = np.array([r.fit_value if r.onset_lo is None else r.onset_lo for r in group])
+        hi = np.array([r.fit_value if r.onset_hi is None else r.onset_hi for r in group])
+        label = "observed onset" if group is runs else "no onset detected (smoothed minimum)"
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", capsize=3, zorder=5, label=label, **style)
+        for r in group:
+            ax.annotate(
+                r.size,
+                (r.n_params, r.fit_value),
+                textcoords="offset points",
+                xytext=(5, -10),
+                fontsize=8,
+            )
     grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
     for f in fits:
         y = f.predict(grid)
@@ -380,7 +415,7 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return Drawn([r.run_id or r.size for r in runs], [])
+    return Drawn([r.run_id or r.size for r in shown], notes)
 
 
 def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:

@@ -77,5 +77,13 @@ def tiny_study(tmp_path_factory) -> Path:
     from plc.demo import demo
 
     out = tmp_path_factory.mktemp("tiny-study") / "study"
-    demo(out, sizes=["nano", "micro"], cycles=1, preset="tiny", workers=2, execute=run_argv)
+    demo(
+        out,
+        sizes=["nano", "micro"],
+        cycles=1,
+        preset="tiny",
+        workers=2,
+        control=[],
+        execute=run_argv,
+    )
     return out

@@ -150,9 +150,11 @@ def test_store_transitions_match_the_chain_and_the_loss_floor_is_its_rate(tmp_pa
     stretches = nll[: nll.size // 50 * 50].reshape(50, -1).mean(axis=1)
     assert abs(nll.mean() - chain.entropy_rate) < 4 * stretches.std(ddof=1) / math.sqrt(50)
 
-    # Val is another sample of the same chain; the control's 28 evaluation windows hold no EOS.
-    windows = eval_windows(store, 28, 64)
-    assert not (windows == EOS).any()
+    # Val is another sample of the same chain: its evaluation windows are the chain's symbols,
+    # with an EOS only where a window crosses one of the 4,096-token documents' ends.
+    _, windows = eval_windows(store, 28, 64, seed=0)
+    assert set(np.unique(windows)) <= {*SYMBOL_BYTES[: chain.spec.symbols].tolist(), EOS}
+    assert (windows == EOS).sum(axis=1).max() <= 1
     assert not np.array_equal(np.asarray(store.val[:4096]), ids[:4096])
 
 

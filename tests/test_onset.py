@@ -233,7 +233,7 @@ def paper_probe_tasks(cycles: int) -> list[int]:
     return [8 * c + k for c in range(cycles) for k in (2, 6, 8)]
 
 
-def write_run(folder: Path, run_id, size, n_params, onset, cycles=6, en_probes=True):
+def write_run(folder: Path, run_id, size, n_params, onset, cycles=8, en_probes=True):
     """A run whose AUC is a parabola in the task index with its minimum at `onset`, plus probes
     after en (far better transfer, as Table III) that would drag the minimum if kept."""
     for t in paper_probe_tasks(cycles):
@@ -260,18 +260,20 @@ def test_probe_series_normalisations_and_filter(runs):
     alone = probe_series(probes, "alone", PAPER_PROBE_AFTER)
     assert [s.size for s in first] == ["5M", "27M", "106M"]
     s, sa = first[0], alone[0]
-    assert s.task_index == paper_probe_tasks(6) and set(s.lang) == {"zh", "de", "ru"}
-    assert s.value[0] == 0.0  # eq. 1 centres the first probe at zero
-    assert s.value[3] == pytest.approx(100 * (s.auc[3] / s.auc[0] - 1))
+    assert s.task_index == paper_probe_tasks(8) and set(s.lang) == {"zh", "de", "ru"}
+    # Eq. 1 divides by the first end-of-cycle probe (after ru, task 8), not the first probe kept.
+    assert s.baseline_task == 8 and s.baseline_auc == s.auc[2]
+    assert s.value[2] == 0.0 and s.value[0] != 0.0
+    assert s.value[3] == pytest.approx(100 * (s.auc[3] / s.auc[2] - 1))
     assert sa.baseline_auc == 4.0 and sa.value == pytest.approx([a / 4.0 for a in s.auc])
     # Normalising is monotone within a run, so the onset does not depend on it.
     assert [find_onset(x).onset for x in first] == [find_onset(x).onset for x in alone]
     assert [find_onset(x).onset for x in first] == [14, 22, 40]
     everything = probe_series(probes, "first", None)
-    assert everything[0].n_probes == 24 and "en" in everything[0].lang
+    assert everything[0].n_probes == 32 and "en" in everything[0].lang
     assert find_onset(everything[0]).onset != 14  # the en probes drag the minimum
     only_ru = probe_series(probes, "first", ["ru"])
-    assert only_ru[0].task_index == [8, 16, 24, 32, 40, 48]
+    assert only_ru[0].task_index == [8, 16, 24, 32, 40, 48, 56, 64]
     with pytest.raises(PlcError, match="no probes after ja"):
         probe_series(probes, "first", ["ja"])
 
@@ -280,9 +282,9 @@ def test_fit_onset_from_metric_files_with_predictions_and_out(runs, tmp_path):
     out = tmp_path / "onsets.parquet"
     res = fit_onset([str(runs / "*.parquet")], models=["loglog", "linear"], predict=[1e9], out=out)
     assert [(r.size, r.n_probes, r.onset, r.onset_tokens) for r in res.runs] == [
-        ("5M", 18, 14, 14_000),
-        ("27M", 18, 22, 22_000),
-        ("106M", 18, 40, 40_000),
+        ("5M", 24, 14, 14_000),
+        ("27M", 24, 22, 22_000),
+        ("106M", 24, 40, 40_000),
     ]
     assert res.task_tokens == 1000 and res.task_tokens_source == "from the probe metrics"
     assert [p.model for p in res.predictions] == ["loglog", "linear"]
@@ -291,7 +293,9 @@ def test_fit_onset_from_metric_files_with_predictions_and_out(runs, tmp_path):
     # The written onset table reads back as input and gives the same fits.
     again = fit_onset([out], models=["loglog", "linear"])
     assert [f.a for f in again.fits] == pytest.approx([f.a for f in res.fits])
-    assert again.runs[0].n_probes is None
+    # …and with each run's probe count and onset distribution, so a bootstrap can refit it.
+    assert [r.n_probes for r in again.runs] == [24, 24, 24]
+    assert [r.onset_mass for r in again.runs] == [r.onset_mass for r in res.runs]
     with pytest.raises(PlcError, match="exists"):
         fit_onset([out], models=["loglog"], out=out)
 
@@ -335,7 +339,7 @@ def test_cli_fit_onset_from_metrics(runs):
     assert [r["onset"] for r in res["runs"]] == [14, 22, 40]
     assert res["probe_after"] == ["zh", "de", "ru"] and res["normalize"] == "alone"
     proc = run_plc("fit-onset", str(runs / "*.parquet"), "--probe-after", "all", "--json")
-    assert [r["n_probes"] for r in json.loads(proc.stdout)["runs"]] == [24, 24, 24]
+    assert [r["n_probes"] for r in json.loads(proc.stdout)["runs"]] == [32, 32, 32]
 
 
 def test_cli_bad_inputs(tmp_path, runs):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import assert_bad_input, run_plc
@@ -85,11 +86,12 @@ def test_demo_runs_in_process_and_resumes(tmp_path):
     from plc.cli import run_argv
     from plc.demo import demo
 
-    kw = dict(sizes=["nano", "micro"], cycles=1, preset="tiny", execute=run_argv)
+    kw = dict(sizes=["nano", "micro"], cycles=1, preset="tiny", control=[], execute=run_argv)
     res = demo(tmp_path / "d", **kw)
     assert res.skipped == 0 and res.ran == res.jobs
     assert [r["size"] for r in res.onsets] == ["nano", "micro"]
-    assert all(r["onset"] == 6 for r in res.onsets)  # one cycle of zh, de, ru probes: the middle
+    # One cycle of zh, de, ru probes leaves one smoothed point (task 6): an edge, not an onset.
+    assert all(r["onset"] is None and r["minimum_task"] == 6 for r in res.onsets)
     assert all(Path(f).stat().st_size > 1000 for f in res.figures)
     assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
     assert "<img" in Path(res.report).read_text()  # the study's page, figures embedded
@@ -218,3 +220,30 @@ def test_bin_continual_with_another_cycle_and_probe_language(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "plc-continual: --probe-lang en is in the cycle en,zh,fr,ja,es,de,pt,ru"
     ]
+
+
+def test_the_demo_control_line_measures_the_rise_in_jitter_units(tmp_path):
+    """The positive control's verdict: the AUC change at the last probe over the jitter."""
+    from test_onset import write_probe
+
+    from plc.demo import _control
+
+    rng = np.random.default_rng(0)
+    tasks = list(range(1, 13)) + [16, 20, 24]
+    noise = rng.normal(0, 0.01, len(tasks))
+    aucs = {
+        run: [2.0 * (1 + slope * t) + e for t, e in zip(tasks, noise, strict=True)]
+        for run, slope in (("rising", 0.02), ("flat", 0.0))
+    }
+    for run, values in aucs.items():
+        for t, v in zip(tasks, values, strict=True):
+            write_probe(tmp_path, run, "nano", 50_112, t, v)
+    res = _control(sorted(tmp_path.glob("probe-*.parquet")))
+    by_run = {r["run_id"]: r for r in res["runs"]}
+    for run, values in aucs.items():
+        r = by_run[run]
+        # eq. 1: relative to the first end-of-cycle probe (these files name task 8's language ru)
+        assert r["rise_pct"] == pytest.approx(100 * (values[-1] / values[tasks.index(8)] - 1))
+        assert r["rise_jitter"] == pytest.approx(r["rise_pct"] / r["jitter_pct"])
+        assert (r["probes"], r["last_task"]) == (15, 24)
+    assert by_run["rising"]["detected"] and not by_run["flat"]["detected"]

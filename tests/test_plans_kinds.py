@@ -358,3 +358,27 @@ def test_plan_cli_bad_inputs_one_line():
     assert_bad_input(run_plc("plan", "continual", "--probe-lang", "en"), "is in the cycle")
     assert_bad_input(run_plc("plan", "lr-grid", "--sizes", "5M"), "at least two sizes")
     assert_bad_input(run_plc("plan", "transfer", "--cycle", "en,it"), "no token store")
+
+
+def test_mitigation_runs_the_protocol_once_per_method():
+    plan = build_plan(
+        "control", sizes=["nano"], tasks=4, mitigations=["none", "cbp", "sp:0.8,0.01", "redo:0.1,5"]
+    )
+    trains = [j for j in plan.jobs if j.stage == "train"]
+    runs = {j.target.split("/")[-2]: j.argv for j in trains if j.target.endswith("c4.pt")}
+    assert set(runs) == {"nano-s0", "nano-s0-cbp0.0001", "nano-s0-sp0.8_0.01", "nano-s0-redo0.1_5"}
+    assert "--cbp" not in runs["nano-s0"] and "--shrink-perturb" not in runs["nano-s0"]
+    argv = runs["nano-s0-cbp0.0001"]
+    assert argv[argv.index("--cbp") + 1] == "0.0001"  # the reference code's default ρ
+    argv = runs["nano-s0-redo0.1_5"]
+    assert argv[argv.index("--redo") + 1] == "0.1" and argv[argv.index("--redo-every") + 1] == "5"
+    # Probes and diagnoses are the same instrument for every method: no remedy flag in them.
+    others = [j.argv for j in plan.jobs if j.stage in ("probe", "diagnose")]
+    assert not any(f in a for a in others for f in ("--cbp", "--shrink-perturb", "--redo"))
+    for bad, message in (("bogus", "unknown --mitigation 'bogus'"),
+                         ("sp:2,0.1", r"--shrink-perturb λ must be in \(0, 1\]"),
+                         ("sp", "needs its value"), ("none:1", "takes no arguments")):  # fmt: skip
+        with pytest.raises(PlcError, match=message):
+            build_plan("control", sizes=["nano"], tasks=4, mitigations=[bad])
+    with pytest.raises(PlcError, match="twice"):
+        build_plan("control", sizes=["nano"], tasks=4, mitigations=["cbp", "cbp:0.0001"])

@@ -15,6 +15,7 @@ from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
 from plc.onset import (
+    assess_onset,
     collect_onsets,
     find_onset,
     fit_model,
@@ -93,7 +94,7 @@ def metrics(tmp_path_factory) -> Path:
         ("b", "27M", 27_922_752, 18),
         ("c", "106M", 106_101_632, 26),
     ):
-        write_run(folder, run_id, size, n_params, onset, cycles=4)
+        write_run(folder, run_id, size, n_params, onset, cycles=5)  # 26 needs 5 cycles to rise
         write_diagnose(folder, run_id, size, n_params)
     return folder
 
@@ -182,16 +183,18 @@ def test_auc_draws_one_line_per_run_with_its_normalised_probes(files, metrics):
         drawn = line(ax, size)
         np.testing.assert_allclose(drawn.get_xdata(), np.array(s.task_index) / 8)
         np.testing.assert_allclose(drawn.get_ydata(), s.value)
-        assert drawn.get_ydata()[0] == 0.0  # relative to the first probe
+        # Eq. 1 is relative to the first end-of-cycle (ru) probe, not the first of a dense series.
+        first_ru = [t % 8 for t in s.task_index].index(0)
+        assert drawn.get_ydata()[first_ru] == 0.0
     assert ax.get_xlabel() == "Cycle"
-    assert ax.get_ylabel() == "% change in AUC relative to first probe"
+    assert ax.get_ylabel() == "% change in AUC relative to the first end-of-cycle probe"
     # Fig. 4: against tokens, here only the probes after ru.
     (ax,) = build_figure("auc", files, x="tokens", probe_after=["ru"]).figure.axes
     ru = probe_series(read_probes(sorted(metrics.glob("probe-*.parquet"))), "first", ["ru"])
     assert ax.get_xlabel() == "Training tokens"
     for s, size in zip(ru, SIZES, strict=True):
         assert list(line(ax, size).get_xdata()) == s.tokens_seen
-        assert set(s.lang) == {"ru"} and len(s.tokens_seen) == 4
+        assert set(s.lang) == {"ru"} and len(s.tokens_seen) == 5  # five cycles
 
 
 def test_probing_marks_the_onset_plc_onset_finds(files, series):
@@ -199,8 +202,14 @@ def test_probing_marks_the_onset_plc_onset_finds(files, series):
     assert len(d.figure.axes) == 3 and d.runs == ["a", "b", "c"]
     for ax, s, size in zip(d.figure.axes, series, SIZES, strict=True):
         assert ax.get_title() == size and len(ax.get_lines()) == 3
-        assert legend(ax) == ["probe", "moving average (3)", f"onset: task {s.onset}"]
-        marker = line(ax, f"onset: task {s.onset}")
+        ev = assess_onset(s, 3)
+        mark = (
+            f"onset: task {s.onset} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
+            if ev.detected
+            else f"minimum: task {s.onset}, no onset detected"
+        )
+        assert legend(ax) == ["probe", "moving average (3)", mark]
+        marker = line(ax, mark)
         i = s.task_index.index(s.onset)
         assert list(marker.get_xdata()) == [s.onset]
         assert list(marker.get_ydata()) == pytest.approx([s.smoothed[i]])
@@ -214,12 +223,21 @@ def test_probing_marks_the_onset_plc_onset_finds(files, series):
     assert legend(ax)[1] == "moving average (5)"
 
 
+def fit_lines(ax):
+    """The fitted curves of an onset figure (not the onsets' marker lines)."""
+    return [ln for ln in ax.get_lines() if ln.get_label().split(":")[0] in MODEL_NAME.values()]
+
+
 def test_onset_scatter_is_the_collected_onsets_and_one_curve_per_fit(files, metrics, tmp_path):
     (ax,) = build_figure("onset", files).figure.axes
-    runs, _ = collect_onsets(sorted(metrics.glob("*.parquet")))
-    (points,) = ax.collections
-    np.testing.assert_allclose(points.get_offsets(), [(r.n_params, r.onset) for r in runs])
-    (curve,) = ax.get_lines()
+    every, _ = collect_onsets(sorted(metrics.glob("*.parquet")))
+    runs = [r for r in every if r.onset is not None]
+    assert len(runs) == 3  # the fixture's onsets are all detected
+    (bars,) = ax.containers  # each onset with its interval
+    drawn = bars.lines[0]
+    points = np.column_stack([drawn.get_xdata(), drawn.get_ydata()])
+    np.testing.assert_allclose(points, [(r.n_params, r.onset) for r in runs])
+    (curve,) = fit_lines(ax)
     law = fit_model("loglog", [r.n_params for r in runs], [r.onset for r in runs]).law
     assert curve.get_label().startswith(f"log-log: {law} (R²=")
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
@@ -229,11 +247,11 @@ def test_onset_scatter_is_the_collected_onsets_and_one_curve_per_fit(files, metr
     models = ["linear", "linlog", "exp", "loglog"]
     d = build_figure("onset", [write_table_iv(tmp_path / "t4.csv")], models=models)
     (ax,) = d.figure.axes
-    np.testing.assert_allclose(ax.collections[0].get_offsets(), [(p, t) for _, p, t in TABLE_IV])
-    assert [ln.get_label().split(":")[0] for ln in ax.get_lines()] == [
-        MODEL_NAME[m] for m in models
-    ]
-    loglog = ax.get_lines()[-1]
+    drawn = ax.containers[0].lines[0]
+    points = np.column_stack([drawn.get_xdata(), drawn.get_ydata()])
+    np.testing.assert_allclose(points, [(p, t) for _, p, t in TABLE_IV])
+    assert [ln.get_label().split(":")[0] for ln in fit_lines(ax)] == [MODEL_NAME[m] for m in models]
+    loglog = fit_lines(ax)[-1]
     p = np.asarray(loglog.get_xdata())
     np.testing.assert_allclose(loglog.get_ydata(), np.exp(-11.2501) * p**0.8269, rtol=1e-3)
     assert d.runs == [s for s, _, _ in TABLE_IV]

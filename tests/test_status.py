@@ -34,9 +34,10 @@ def test_finished_study(tiny_study):
         assert r.last_checkpoint == str(tiny_study / r.run_id / "c8.pt") and r.last_lang == "ru"
         assert (r.probes_done, r.probes_planned) == (4, 4)  # from scratch, after zh, de, ru
         assert r.state == "done" and r.jobs == [] and r.seconds_left == 0
-        # eq. 1 against the first continual probe (task 2, after zh)
-        first, last = _probe_auc(metrics, r.run_id, 2), _probe_auc(metrics, r.run_id, 8)
-        assert r.auc_change == pytest.approx(100 * (last / first - 1), rel=1e-12)
+        # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the
+        # latest probe is that baseline itself.
+        first, last = _probe_auc(metrics, r.run_id, 8), _probe_auc(metrics, r.run_id, 8)
+        assert r.auc_change == pytest.approx(100 * (last / first - 1), abs=1e-12) == 0.0
         assert r.auc_change_task == 8
         # One smoothed point of three probes: its minimum is the latest, no onset yet.
         assert r.onset is None and r.onset_note.startswith("not yet")

@@ -48,4 +48,8 @@ for size in ("nano", "micro"):
 
 result = fit_onset(sorted(metrics.glob("probe-*.parquet")), models=[])
 for run in result.runs:
-    print(f"{run.size}: onset after task {run.onset:g} ({run.n_probes} probes)")
+    if run.onset is None:
+        print(f"{run.size}: no onset detected ({run.no_onset})")
+    else:
+        interval = f"[{run.onset_lo:g}, {run.onset_hi:g}]"
+        print(f"{run.size}: onset after task {run.onset:g} {interval} ({run.n_probes} probes)")

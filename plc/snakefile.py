@@ -1,0 +1,240 @@
+"""A plan as a Snakefile: the Makefile's jobs with what a scheduler needs to place them.
+
+Snakemake runs the same graph on one machine (`snakemake -c2`) or on a Slurm cluster
+(`snakemake --profile examples/slurm`), resumes from the files that exist and retries failed
+jobs. One rule per file, every path spelled out (`plc status` reads them from the file), and for
+each job the threads, GPUs, host memory and wall time it asks for, estimated from the preset, the
+model size and the plan's launcher.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from plc.plan import INPUTS, Job, Plan
+from plc.protocol import CYCLE
+
+if TYPE_CHECKING:
+    from plc.presets import Preset
+    from plc.sizes import GPTConfig
+
+GPU_PRESETS = ("paper",)  # presets sized for GPUs; the others train on a CPU
+# Tokenizer → vocabulary (plc.data.tokenizers, without importing it); an hf: tokenizer is
+# unknown until loaded, so it is sized as the largest we use.
+VOCAB = {"byte": 257, "qwen3": 151_669}
+THREADS_PER_RANK = 4  # a GPU rank's Python thread, NCCL's threads and its data reads
+MIB = 1 << 20
+# Host memory per process: a CPU job holds weights, gradients, two AdamW moments and the copy it
+# saves (24 B per parameter) above the interpreter and libraries (0.4 GiB at the peak of a cpu
+# preset task here; 1 GiB allowed); a GPU rank's host holds the loaded and the saved copy (8 B)
+# above the CUDA context and libraries (4 GiB allowed, not measured here).
+CPU_BASE_MB, CPU_BYTES_PER_PARAM = 1024, 24
+GPU_BASE_MB, GPU_BYTES_PER_PARAM = 4096, 8
+PLAIN_MB = 2048  # shard, fit-onset, plot: no model
+RULE_PREFIX = {"train-task": "train", "fit-onset": "fit"}
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What one job asks of a scheduler."""
+
+    threads: int
+    gpus: int
+    mem_mb: int
+    flops: float  # estimated compute, for its wall time; 0 for jobs without a model
+
+
+def launcher_procs(launcher: str) -> int:
+    """Processes a launcher starts per job: torchrun's --nproc_per_node, else one."""
+    m = re.search(r"--nproc[-_]per[-_]node[= ](\d+)", launcher)
+    return int(m.group(1)) if m else 1
+
+
+def _config(size: str, tokenizer: str, preset: Preset) -> GPTConfig:
+    from plc.sizes import make_config, padded_vocab
+
+    vocab = VOCAB.get(tokenizer, padded_vocab(VOCAB["qwen3"]))
+    return make_config(size, vocab_size=padded_vocab(vocab), context=preset.context)
+
+
+def job_resources(
+    job: Job, *, size: str | None, tokenizer: str, preset: Preset, launcher: str
+) -> JobResources:
+    """Threads, GPUs, host memory and FLOPs of one job of a plan; `size` is the model it works
+    on (None for data and analysis jobs)."""
+    from plc.sizes import train_flops_per_token
+
+    command = job.argv[0]
+    if size is None or not (job.launch or command in ("init", "diagnose")):
+        return JobResources(threads=1, gpus=0, mem_mb=PLAIN_MB, flops=0.0)
+    c = _config(size, tokenizer, preset)
+    if command == "init":  # builds the weights on a CPU in seconds, whatever the preset
+        return JobResources(1, 0, CPU_BASE_MB + math.ceil(4 * c.n_params_total / MIB), 0.0)
+    gpu = preset.name in GPU_PRESETS
+    procs = launcher_procs(launcher) if job.launch else 1
+    per_token = train_flops_per_token(c, preset.seq_len)  # forward + backward; a forward is 1/3
+    if command == "probe":
+        steps = preset.probe_steps
+        evals = steps // preset.probe_eval_every_for(steps) + 1
+        eval_tokens = evals * preset.probe_eval_seqs * preset.seq_len
+        flops = per_token * (steps * preset.batch_tokens + eval_tokens / 3)
+    elif command == "diagnose":
+        flops = per_token * (preset.dormant_seqs + preset.entropy_seqs) * preset.seq_len / 3
+    else:  # train-task, and any other job the plan runs under the launcher: a task's training
+        flops = per_token * preset.steps * preset.batch_tokens
+    if gpu:
+        mem = procs * (GPU_BASE_MB + math.ceil(GPU_BYTES_PER_PARAM * c.n_params_total / MIB))
+        return JobResources(procs * THREADS_PER_RANK, procs, mem, flops)
+    # A CPU job also holds the logits of a micro-batch and their gradients (3 float32 each).
+    tokens = preset.micro_batch * preset.seq_len if preset.micro_batch else preset.batch_tokens
+    per_proc = CPU_BASE_MB + math.ceil(
+        (CPU_BYTES_PER_PARAM * c.n_params_total + 12 * tokens * c.vocab_size) / MIB
+    )
+    return JobResources(procs, 0, procs * per_proc, flops)
+
+
+def _sizes(plan: Plan) -> dict[str, str]:
+    """The model size each job works on: init names it, and every job reading a file of a size
+    works on that size (analysis jobs read several and get none)."""
+    size: dict[str, str] = {}
+    for job in plan.jobs:
+        if job.argv[0] == "init":
+            size[job.target] = job.argv[job.argv.index("--size") + 1]
+            continue
+        found = {size[d] for d in job.deps if d in size}
+        if len(found) == 1:
+            size[job.target] = found.pop()
+    return size
+
+
+def _tokenizer(plan: Plan) -> str:
+    for job in plan.jobs:
+        if "--tokenizer" in job.argv:
+            return job.argv[job.argv.index("--tokenizer") + 1]
+    return "byte"
+
+
+def _rule_names(plan: Plan) -> list[str]:
+    """Readable unique rule names: the command and the target's path below its folder
+    (train_nano_s0_c3, probe_nano_s0_t8_ru_vi, plot_auc)."""
+    roots = [plan.metrics, plan.figures, plan.out_dir, plan.data]
+    names: list[str] = []
+    seen: set[str] = set()
+    for job in plan.jobs:
+        rel = job.target
+        for root in roots:
+            if rel.startswith(root + "/"):
+                rel = rel[len(root) + 1 :]
+                break
+        rel = re.sub(r"(\.zarr/zarr\.json|\.parquet|\.pt|\.png)$", "", rel)
+        slug = re.sub(r"\W+", "_", rel).strip("_")
+        prefix = re.sub(r"\W+", "_", RULE_PREFIX.get(job.argv[0], job.argv[0]))
+        name = slug if slug.startswith(prefix + "_") else f"{prefix}_{slug}"
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}_{n}"
+        seen.add(unique)
+        names.append(unique)
+    return names
+
+
+def _q(s: str) -> str:
+    """A Python string literal in double quotes."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _shell(job: Job) -> str:
+    """The job's `plc` command; braces doubled, as Snakemake formats the string."""
+    prog = "{PLC_TRAIN}" if job.launch else "{PLC}"
+    args = [
+        "{input:q}" if a == INPUTS else shlex.quote(a).replace("{", "{{").replace("}", "}}")
+        for a in job.argv
+    ]
+    return " ".join([prog, *args])
+
+
+def render_snakefile(plan: Plan) -> str:
+    """The plan as a Snakefile: one rule per file with its exact inputs and output, the same
+    commands as the Makefile, and per job threads, GPUs, memory and a wall time for Slurm."""
+    from plc.presets import get_preset
+
+    preset = get_preset(plan.preset)
+    tokenizer = _tokenizer(plan)
+    sizes = _sizes(plan)
+    launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
+    lines = [
+        f"# plc protocol: {plan.problem}, sizes {','.join(plan.sizes)}, {plan.cycles} cycles of "
+        f"{len(CYCLE)} tasks ({','.join(CYCLE)}), preset {plan.preset}, seed {plan.seed}.",
+        "# Written by `plc plan --format snakemake`: the jobs of its Makefile, one rule per file.",
+        "#   snakemake -c2                        this machine, two 1-thread jobs at a time",
+        "#   snakemake --profile examples/slurm   a Slurm cluster (partition, account, retries)",
+        "# A rerun does only what is missing or older than its inputs (`snakemake -n` lists it).",
+        "# --config plc='python -m plc' plc_train='torchrun --nproc_per_node 8 -m plc' sets the",
+        "# commands; gpu_tflops (sustained per GPU), cpu_gflops (per thread) and shard_minutes set",
+        "# the wall time asked for each job.",
+        "",
+        "import math",
+        "import os",
+        "",
+        'PLC = config.get("plc", "plc")',
+        f'PLC_TRAIN = config.get("plc_train", {_q(launch)})',
+        'os.environ.setdefault("PLC_THREADS", "1")  # one thread per job, as in the Makefile',
+        "",
+        "# 45 % of an H100's 989 bf16 TFLOP/s, as examples/paper/cost.py.",
+        'GPU_TFLOPS = float(config.get("gpu_tflops", 445))',
+        'CPU_GFLOPS = float(config.get("cpu_gflops", 10))',
+        'SHARD_MINUTES = int(config.get("shard_minutes", 24 * 60))  # download and tokenize',
+        "",
+        "",
+        "def minutes(flops, gpus=0, threads=1):",
+        '    """Wall time to ask for: the FLOPs at the sustained rate, 1.5x, plus 15 minutes."""',
+        "    rate = gpus * GPU_TFLOPS * 1e12 if gpus else threads * CPU_GFLOPS * 1e9",
+        "    return 15 + math.ceil(1.5 * flops / rate / 60)",
+        "",
+        "",
+        "localrules:",
+        "    all,",
+        "",
+        "",
+        "# Every file of the plan, not only the last ones: Snakemake does not remake a lost",
+        "# checkpoint whose dependents are up to date unless it is asked for (Make does).",
+        "rule all:",
+        "    input:",
+        *[f"        {_q(job.target)}," for job in plan.jobs],
+        "",
+    ]
+    for job, name in zip(plan.jobs, _rule_names(plan), strict=True):
+        r = job_resources(
+            job,
+            size=sizes.get(job.target),
+            tokenizer=tokenizer,
+            preset=preset,
+            launcher=plan.launcher,
+        )
+        if job.argv[0] == "shard":
+            runtime = "SHARD_MINUTES"
+        elif r.gpus:
+            runtime = f"minutes({r.flops:.4g}, gpus={r.gpus})"
+        else:
+            runtime = f"minutes({r.flops:.4g}, threads={r.threads})"
+        resources = [f"mem_mb={r.mem_mb}", f"runtime={runtime}"]
+        if r.gpus:
+            resources.append(f"gpu={r.gpus}")
+        lines += ["", f"rule {name}:"]
+        if job.deps:
+            lines += ["    input:", *[f"        {_q(d)}," for d in job.deps]]
+        lines += [
+            "    output:",
+            f"        {_q(job.target)},",
+            f"    threads: {r.threads}",
+            "    resources:",
+            *[f"        {res}," for res in resources],
+            "    shell:",
+            f"        {_q(_shell(job))}",
+        ]
+    return "\n".join(lines) + "\n"
