@@ -1428,7 +1428,7 @@ def plan(
         None, "--sizes", help="Model sizes, e.g. micro,mini (default: the preset's)."
     ),
     cycles: int = typer.Option(
-        None, "--cycles", help="Cycles of the cycle (default: the preset's)."
+        None, "--cycles", help="Times through the cycle (default: the preset's)."
     ),
     preset: str = typer.Option(
         None,

@@ -210,9 +210,7 @@ def build_plan(
     seeds = [seed] if seeds is None else list(seeds)
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise PlcError(f"--seeds must be distinct non-negative integers, got {seeds}")
-    if probe_repeats is None:
-        probe_repeats = CONTROL_REPEATS if problem == "control" else 1
-    if probe_repeats < 1:
+    if probe_repeats is not None and probe_repeats < 1:
         raise PlcError(f"--probe-repeats must be at least 1, got {probe_repeats}")
     if diagnose_every is not None and diagnose_every < 0:
         raise PlcError("--diagnose-every must be ≥ 0 (0 = never)")
@@ -227,7 +225,17 @@ def build_plan(
         raise PlcError("--lrs and --val-every are for the lr-grid plan")
     if problem != "control" and tasks is not None:
         raise PlcError("--tasks is for the control plan (the others count --cycles)")
+    if problem in ("transfer", "lr-grid"):  # one task per run from c0: no cycles, no diagnostics
+        unused = [("--cycles", cycles), ("--probe-after", probe_after)]
+        unused += [("--diagnose-every", diagnose_every)]
+        if problem == "lr-grid":  # and no probes
+            unused += [("--probe-lang", probe_lang), ("--probe-repeats", probe_repeats)]
+        for flag, value in unused:
+            if value is not None:
+                raise PlcError(f"{flag} is not for the {problem} plan")
 
+    if probe_repeats is None:
+        probe_repeats = CONTROL_REPEATS if problem == "control" else 1
     methods = [parse_mitigation(m) for m in (mitigations or ["none"])]
     if len({tag for tag, _ in methods}) < len(methods):
         raise PlcError(f"--mitigation names a method twice: {','.join(mitigations)}")
@@ -543,7 +551,8 @@ class _Builder:
             probes_per_run = 0
             for k in range(1, cycles * n + 1):
                 lang, cyc = cycle[(k - 1) % n], (k - 1) // n + 1
-                extra = wd_flags + method + ([] if reset or k == 1 else ["--continue"])
+                # --continue from c0 starts the run's optimizer and schedule; later ones carry on.
+                extra = wd_flags + method + ([] if reset else ["--continue"])
                 if stationary:
                     task = ["--mix", ",".join(cycle)]
                     self.train(c(k - 1), c(k), task, [self.store(x) for x in cycle], extra)

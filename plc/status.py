@@ -37,6 +37,8 @@ IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
 PLAN_FILES = ("Makefile", "Snakefile")
 # Names of files in a plan: `<folder>/cN.pt` targets and probe metric files.
 PLANNED_CHECKPOINT = re.compile(r"([^\s/:$(){}'\"]+)/c(\d+)\.pt\b")
+# `plc plan` names a run's checkpoint folder by its run id: <size>-s<seed>[-variant].
+PLAN_RUN = re.compile(r"^(.+?)-s\d+(?:-.+)?$")
 PLANNED_PROBE = re.compile(r"\bprobe-[^\s/:'\"]+?\.parquet\b")
 MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet is the deepest layout (bin/plc-continual)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
@@ -443,9 +445,10 @@ def _unreadable_run(folder: Path, ckpts: dict[int, Path], error: str, plan) -> R
 
 
 def _not_started(folder: str, last: int, plan: PlannedWork) -> RunStatus:
+    run = PLAN_RUN.match(folder)
     return RunStatus(
-        run_id="",
-        size=folder,
+        run_id=folder if run else "",
+        size=run.group(1) if run else folder,
         n_params=None,
         folder=None,
         last_checkpoint=None,

@@ -70,7 +70,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
-    """A finished tiny-preset study (`plc demo` layout: Makefile, <size>/cN.pt, metrics/): nano and
+    """A finished tiny-preset study (`plc demo` layout: Makefile, <run id>/cN.pt, metrics/): nano and
     micro, one cycle, probes after zh, de, ru and from scratch, a diagnose at task 8. Built once
     per session (~30 s); tests copy it before changing anything."""
     from plc.cli import run_argv

@@ -178,6 +178,11 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script, res
     assert len([p for p in outputs if p.name.startswith("diagnose-")]) == 1
     run = "nano-s0-reset" if reset else "nano-s0"
     assert all(p.name.startswith(f"probe-{run}-t") for p in probes)
+    if script == "plc-stationary":  # one run of continued tasks unless RESET_OPTIMIZER=1
+        from plc.store import load_checkpoint
+
+        history = load_checkpoint(tmp_path / "run" / "c8.pt").meta["history"]
+        assert [bool(h.get("continued")) for h in history] == [not reset] * 8
     assert "Onset of plasticity loss per run" in proc.stdout
     # A rerun skips everything that exists (as the header promises): no file is written again.
     stamps = {p: p.stat().st_mtime_ns for p in outputs}

@@ -255,10 +255,10 @@ def test_seeds_cli(monkeypatch, capsys):
 # ----------------------------------------------------------------- stationary: one optimizer
 
 
-def test_stationary_continues_the_optimizer_after_the_first_task():
+def test_stationary_is_one_run_of_continued_tasks():
     plan = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny")
     train = stage(plan, "train")
-    assert ["--continue" in j.argv for j in train] == [False] + [True] * 7
+    assert ["--continue" in j.argv for j in train] == [True] * 8
     assert flag(analysis(plan, "fit-onset"), "--probe-after") == "all"
     assert "optimizer continued (one warm-up)" in plan.makefile().splitlines()[0]
     reset = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=True)
@@ -266,7 +266,7 @@ def test_stationary_continues_the_optimizer_after_the_first_task():
     assert flag(stage(reset, "init")[0], "--run-id") == "nano-s0-reset"
     # The continual protocol resets (§IV-B); continuing is its variant, named in the run id.
     cont = build_plan(sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=False)
-    assert ["--continue" in j.argv for j in stage(cont, "train")] == [False] + [True] * 7
+    assert ["--continue" in j.argv for j in stage(cont, "train")] == [True] * 8
     assert flag(stage(cont, "init")[0], "--run-id") == "nano-s0-cont"
     plain = build_plan(sizes=["nano"], cycles=1, preset="tiny")
     assert not any("--continue" in j.argv for j in stage(plain, "train"))
@@ -295,6 +295,21 @@ def test_transfer_plan_one_task_of_each_language_from_initialisation():
 def test_transfer_plan_without_the_stores(tmp_path):
     with pytest.raises(PlcError, match=r"no token store .*it\.zarr"):
         build_plan("transfer", preset="tiny", cycle=["en", "it"], data=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "problem, kwargs, match",
+    [
+        ("transfer", dict(cycles=2), "--cycles is not for the transfer plan"),
+        ("transfer", dict(diagnose_every=1), "--diagnose-every is not for the transfer"),
+        ("lr-grid", dict(probe_after=["ru"]), "--probe-after is not for the lr-grid plan"),
+        ("lr-grid", dict(probe_repeats=2), "--probe-repeats is not for the lr-grid plan"),
+        ("transfer", dict(reset_optimizer=True), "fresh optimizer"),
+    ],
+)
+def test_flags_a_plan_kind_has_no_use_for(problem, kwargs, match):
+    with pytest.raises(PlcError, match=match):
+        build_plan(problem, sizes=["nano", "micro"], preset="tiny", **kwargs)
 
 
 # ----------------------------------------------------------------------- lr grid (App. A)

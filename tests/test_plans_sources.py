@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from plc.data.shard import shard
 from plc.data.sources import open_source
@@ -34,6 +35,7 @@ def parts_of(store_path):
     return {int(w[1:]) for w in text.split() if w.startswith("p") and w[1:].isdigit()}
 
 
+@pytest.mark.slow  # `datasets` streams: ~10 s each on a busy 2-core machine
 def test_the_stream_is_a_seeded_permutation_of_the_whole_dataset(tmp_path):
     repo = many_files(tmp_path)
     head = [f"p{p} d{i}" for p in range(PARTS) for i in range(DOCS)]
@@ -44,6 +46,7 @@ def test_the_stream_is_a_seeded_permutation_of_the_whole_dataset(tmp_path):
     assert again == docs and other != docs
 
 
+@pytest.mark.slow
 def test_a_budget_samples_documents_from_across_the_files(tmp_path):
     repo = many_files(tmp_path)
     # Less than one file (~127 tokens a document): read in order it would all be the first file.

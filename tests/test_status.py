@@ -31,7 +31,7 @@ def test_finished_study(tiny_study):
     assert [r.run_id for r in res.runs] == ["micro-s0", "nano-s0"]
     for r in res.runs:
         assert (r.tasks_done, r.tasks_planned, r.cycles_done, r.cycles_planned) == (8, 8, 1, 1)
-        assert r.last_checkpoint == str(tiny_study / r.size / "c8.pt") and r.last_lang == "ru"
+        assert r.last_checkpoint == str(tiny_study / r.run_id / "c8.pt") and r.last_lang == "ru"
         assert (r.probes_done, r.probes_planned) == (4, 4)  # from scratch, after zh, de, ru
         assert r.state == "done" and r.jobs == [] and r.seconds_left == 0
         # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the
@@ -52,7 +52,7 @@ def test_finished_study(tiny_study):
 
 
 def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
-    """`plc plan -o DIR/Makefile` layout (DIR/runs/<size>/, DIR/runs/metrics/); nano stopped
+    """`plc plan -o DIR/Makefile` layout (DIR/runs/<run id>/, DIR/runs/metrics/); nano stopped
     after task 6 with task 7 saving resumable state, a stale temporary file, micro not started."""
     from plc.plan import build_plan
 
@@ -66,16 +66,16 @@ def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
     )
     (tmp_path / "Makefile").write_text(plan.makefile())
     runs = tmp_path / "runs"
-    shutil.copytree(tiny_study / "nano", runs / "nano")
+    shutil.copytree(tiny_study / "nano-s0", runs / "nano-s0")
     metrics = runs / "metrics"
     metrics.mkdir()
     for f in (tiny_study / "metrics").glob("*nano-s0*.parquet"):
         if "-t8-" not in f.name:  # task 7's train file stays: the rows its last save wrote
             shutil.copy(f, metrics)
     for k in (7, 8):
-        (runs / "nano" / f"c{k}.pt").unlink()
-    (runs / "nano" / "c7.pt.resume").write_bytes(b"state")
-    old = runs / "nano" / ".c7.pt.abcd.tmp"
+        (runs / "nano-s0" / f"c{k}.pt").unlink()
+    (runs / "nano-s0" / "c7.pt.resume").write_bytes(b"state")
+    old = runs / "nano-s0" / ".c7.pt.abcd.tmp"
     old.write_bytes(b"")
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
@@ -126,7 +126,7 @@ def test_planned_work_of_a_plan_makefile(tmp_path):
     )
     (tmp_path / "Makefile").write_text(plan.makefile())
     work = planned_work(tmp_path / "Makefile")
-    assert work.tasks == {"nano": 16}
+    assert work.tasks == {"nano-s0": 16}
     probed = [(2, "zh"), (6, "de"), (8, "ru"), (10, "zh"), (14, "de"), (16, "ru")]
     assert work.probes == {
         "nano-s0": {"probe-nano-s0-t0-init-vi-scratch.parquet"}

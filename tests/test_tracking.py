@@ -169,7 +169,7 @@ def test_training_commands_write_live_scalars_under_tensorboard(tiny_study, tmp_
     from plc.task import train_task
 
     c8 = tmp_path / "c8.pt"
-    shutil.copy(tiny_study / "nano" / "c8.pt", c8)
+    shutil.copy(tiny_study / "nano-s0" / "c8.pt", c8)
     tb, data = tmp_path / "tb", tiny_study / "data"
     res = train_task(c8, "en", data=data, metrics=tmp_path / "m", tensorboard=str(tb), device="cpu")
     got = _scalars(tb / res.run_id)
