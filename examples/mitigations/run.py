@@ -108,12 +108,17 @@ def main() -> None:
     for r in rows:
         onset = r["onset"] if r["onset"] != "none" else f"none ({r['no_onset']})"
         b = base[r["size"]]
+
+        def num(value, spec: str) -> str:  # a measure a run does not have (too few probes): –
+            return "–" if value is None else format(value, spec)
+
         lines.append(
             f"| {r['size']} | {r['method']} | {100 * (r['auc_last'] / b['auc_last'] - 1):+.1f} % | "
             f"{100 * (r['auc_mean'] / b['auc_mean'] - 1):+.1f} % | "
-            f"{onset} | {r['rise_jitter']:.1f} | {r['rate']:+.2f} ± {r['rate_se']:.2f} | "
-            f"{r['param_abs_mean']:.3f} | {r['dormant_pct']:.1f} | "
-            f"{r['lazy_pct']:.0f} / {r['collapsed_pct']:.0f} | "
+            f"{onset} | {num(r['rise_jitter'], '.1f')} | "
+            f"{num(r['rate'], '+.2f')} ± {num(r['rate_se'], '.2f')} | "
+            f"{num(r['param_abs_mean'], '.3f')} | {num(r['dormant_pct'], '.1f')} | "
+            f"{num(r['lazy_pct'], '.0f')} / {num(r['collapsed_pct'], '.0f')} | "
             f"{r['late_task_loss']:.3f} ({r['late_task_loss'] - b['late_task_loss']:+.3f}) |"
         )
     text = (
