@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from plc.plan import INPUTS, Job, Plan
-from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
     from plc.presets import Preset
@@ -149,13 +148,15 @@ def _q(s: str) -> str:
 
 
 def _shell(job: Job) -> str:
-    """The job's `plc` command; braces doubled, as Snakemake formats the string."""
+    """The job's `plc` command; braces doubled, as Snakemake formats the string. A job whose
+    result is what it prints writes its standard output to the target (Snakemake deletes the
+    output of a failed job)."""
     prog = "{PLC_TRAIN}" if job.launch else "{PLC}"
     args = [
         "{input:q}" if a == INPUTS else shlex.quote(a).replace("{", "{{").replace("}", "}}")
         for a in job.argv
     ]
-    return " ".join([prog, *args])
+    return " ".join([prog, *args, *(["> {output:q}"] if job.stdout else [])])
 
 
 def render_snakefile(plan: Plan) -> str:
@@ -168,8 +169,8 @@ def render_snakefile(plan: Plan) -> str:
     sizes = _sizes(plan)
     launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
     lines = [
-        f"# plc protocol: {plan.problem}, sizes {','.join(plan.sizes)}, {plan.cycles} cycles of "
-        f"{len(CYCLE)} tasks ({','.join(CYCLE)}), preset {plan.preset}, seed {plan.seed}.",
+        f"# plc protocol: {plan.description}; preset {plan.preset}, "
+        f"seed{'s' if len(plan.seeds) > 1 else ''} {','.join(map(str, plan.seeds))}.",
         "# Written by `plc plan --format snakemake`: the jobs of its Makefile, one rule per file.",
         "#   snakemake -c2                        this machine, two 1-thread jobs at a time",
         "#   snakemake --profile examples/slurm   a Slurm cluster (partition, account, retries)",
