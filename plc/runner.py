@@ -105,7 +105,9 @@ def run_plan(
                 if Path(job.target).exists():
                     finish(job, 0.0, True)
                     continue
-                log = str(Path(log_dir) / (Path(job.target).name + ".log"))
+                # The whole path names the log: several runs each write a c8.pt.
+                name = Path(job.target).as_posix().strip("/").replace("/", "--")
+                log = str(Path(log_dir) / f"{name}.log")
                 running[pool.submit(_run_job, execute, job.command(), log)] = job
             if not running:
                 if pending:
