@@ -35,7 +35,7 @@ from plc.protocol import (
     PLOT_KINDS,
     PROBE_LANG,
 )
-from plc.sizes import SHAPES
+from plc.sizes import shape_of
 
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
 PROBLEMS = ("continual", "stationary", "control", "transfer", "lr-grid")
@@ -203,8 +203,7 @@ def build_plan(
     if not sizes:
         raise PlcError("give at least one size")
     for s in sizes:
-        if s not in SHAPES:
-            raise PlcError(f"unknown size {s!r}; choose from {', '.join(SHAPES)}")
+        shape_of(s)
     if len(set(sizes)) < len(sizes):
         raise PlcError(f"--sizes names a size twice: {','.join(sizes)}")
     seeds = [seed] if seeds is None else list(seeds)
@@ -667,7 +666,7 @@ class _Builder:
 
     def lr_grid(self, sizes, seeds, cycle, source, lrs, val_every, weight_decay) -> Plan:
         """App. A: one task of the cycle's first language per (size, rate), then fit-lr."""
-        if len({SHAPES[s][1] for s in sizes}) < 2:
+        if len({shape_of(s)[1] for s in sizes}) < 2:
             raise PlcError(
                 "an lr grid needs at least two sizes of different d_model (the power law in d is "
                 "fitted between the smallest and the largest)"

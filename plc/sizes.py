@@ -7,6 +7,7 @@ Kept free of torch so that `plc sizes`, `plc plan` and argument checking start i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 from plc.errors import PlcError
@@ -107,6 +108,25 @@ class GPTConfig:
         return self.n_params + (self.vocab_size + self.context) * self.d_model + self.n_sink_params
 
 
+def shape_of(size: str) -> tuple[int, int, int]:
+    """(layers, d_model, heads) of a preset name or of a custom shape's name `L<layers>-d<d_model>`
+    (what `size_name` calls it; heads d_model / 64), so plans can run shapes between the presets."""
+    if size in SHAPES:
+        return SHAPES[size]
+    match = re.fullmatch(r"L(\d+)-d(\d+)", size)
+    if match is None:
+        raise PlcError(
+            f"unknown size {size!r}; choose one of {', '.join(SHAPES)} or name a shape "
+            "L<layers>-d<d_model> (e.g. L2-d64)"
+        )
+    layers, d_model = int(match.group(1)), int(match.group(2))
+    if layers <= 0 or d_model <= 0 or d_model % HEAD_DIM:
+        raise PlcError(
+            f"size {size!r}: layers and d_model must be positive, d_model a multiple of {HEAD_DIM}"
+        )
+    return layers, d_model, d_model // HEAD_DIM
+
+
 def make_config(
     size: str | None = None,
     *,
@@ -120,9 +140,7 @@ def make_config(
 ) -> GPTConfig:
     """A config from a preset name or an explicit shape (heads default to d_model / 64)."""
     if size is not None:
-        if size not in SHAPES:
-            raise PlcError(f"unknown size {size!r}; choose one of {', '.join(SHAPES)}")
-        layers, d_model, heads = SHAPES[size]
+        layers, d_model, heads = shape_of(size)
     if layers is None or d_model is None:
         raise PlcError("give a --size or both --layers and --d-model")
     if layers <= 0 or d_model <= 0 or (heads is not None and heads <= 0):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from plc.model import GPT, PAPER_SIZES, make_config, padded_vocab, paper_lr
+from plc.sizes import size_name
 
 # Table I: (layers, d, heads, Eff. Params, Total Params) with vocab 151,680 and context 2,048.
 TABLE_I = {
@@ -76,6 +77,12 @@ def test_heads_default_to_head_dim_64_and_bad_shapes_are_refused():
         make_config(layers=1, d_model=100, heads=3, vocab_size=320, context=32)
     with pytest.raises(PlcError, match="unknown size"):
         make_config("7M", vocab_size=320, context=32)
+    # A custom shape's name (what size_name calls it) names that shape back, so plans can use it.
+    named = make_config("L2-d64", vocab_size=320, context=32)
+    assert (named.n_layer, named.d_model, named.n_head) == (2, 64, 1)
+    assert size_name(named) == "L2-d64"
+    with pytest.raises(PlcError, match="multiple of 64"):
+        make_config("L2-d96", vocab_size=320, context=32)
 
 
 def _tiny(seed=0, vocab=320, context=32):

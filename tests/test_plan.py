@@ -72,6 +72,7 @@ def test_makefile_is_readable_and_uses_the_launcher():
 
 def test_plan_bad_inputs(tmp_path):
     assert_bad_input(run_plc("plan", "continual", "--sizes", "7M"), "unknown size")
+    assert_bad_input(run_plc("plan", "control", "--sizes", "L2-d96"), "multiple of 64")
     assert_bad_input(run_plc("plan", "continual", "--cycles", "0"), "--cycles")
     assert_bad_input(run_plc("plan", "continual", "--probe-after", "vi"), "not in the cycle")
     assert_bad_input(run_plc("plan", "episodic"), "unknown problem")

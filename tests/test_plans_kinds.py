@@ -105,6 +105,15 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     assert flag(analysis(plan, "plot"), "--out").endswith("figures/auc.png")
 
 
+def test_plans_take_custom_shapes_between_the_presets():
+    # The control's scaling study needs sizes between nano and micro; a shape's name is what
+    # `plc init --layers 2 --d-model 64` calls it.
+    plan = build_plan("control", sizes=["nano", "L2-d64"], tasks=2)
+    inits = stage(plan, "init")
+    assert [flag(j, "--size") for j in inits] == ["nano", "L2-d64"]
+    assert [flag(j, "--run-id") for j in inits] == ["nano-s0", "L2-d64-s0"]
+
+
 def test_control_weight_decay_reaches_the_tasks_and_the_run_ids():
     plan = build_plan("control", sizes=["nano"], tasks=4, weight_decay=0.1, seeds=[0, 1])
     train = stage(plan, "train")
