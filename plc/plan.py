@@ -43,10 +43,14 @@ INPUTS = "{inputs}"  # in an argv: the job's input files (`$^` in the Makefile)
 
 # The control (issue 14): probes after every task for the first CONTROL_DENSE tasks (the AUC's
 # minimum comes early), then every CONTROL_EVERY tasks; diagnostics every CONTROL_EVERY tasks.
-# Task k trains on the chain `markov:k`; the probe chain is `markov:0`, never trained on.
+# Task k trains on the chain `markov:k`; the probe chain is `markov:0`, never trained on. Chains
+# over all 256 byte symbols: measured on nano (48 tasks, one seed each), the probe AUC rose a clean
+# +52 % by task 16 at 2.4 % jitter, where 64-symbol chains peaked and fell back (+9 % at task 48,
+# 4.7 % jitter; examples/control).
 CONTROL_DENSE = 12
 CONTROL_EVERY = 4
 CONTROL_PROBE = "m00"
+CONTROL_CHAIN = "symbols=256"
 CONTROL_REPEATS = 2  # probe seeds per probed checkpoint (the jitter between checkpoints dominates)
 # App. A's grid of peak learning rates.
 PAPER_LR_GRID = (1e-4, 3e-4, 5e-4, 8e-4, 1e-3, 3e-3, 5e-3)
@@ -443,9 +447,12 @@ class _Builder:
             onset = f"{self.out_dir}/onset.parquet"
             argv = ["fit-onset", INPUTS, "--model", fits, *onset_args, "--out", onset, "--force"]
             self.analysis(onset, argv, inputs)
+        diagnosed = any(j.stage == "diagnose" for j in self.jobs)
         for kind in PLOT_KINDS:
             if kind in ("probing", "onset") and probes_per_run < 2:
                 continue
+            if kind in ("correlates", "dormant-layers", "entropy") and not diagnosed:
+                continue  # e.g. a control shorter than its diagnose cadence
             if kind == "onset" and fits == "none":
                 continue
             fig = f"{self.figures}/{kind}.png"
@@ -607,9 +614,9 @@ class _Builder:
         width = max(2, len(str(tasks)))
         chains = [f"m{k:0{width}d}" for k in range(1, tasks + 1)]
         probe = CONTROL_PROBE
-        self.shard(probe, "markov:0", self.p.probe_shard_tokens)
+        self.shard(probe, f"markov:0,{CONTROL_CHAIN}", self.p.probe_shard_tokens)
         for k, lang in enumerate(chains, 1):
-            self.shard(lang, f"markov:{k}", self.p.shard_tokens)
+            self.shard(lang, f"markov:{k},{CONTROL_CHAIN}", self.p.shard_tokens)
         probed = [k for k in range(1, tasks + 1) if k <= CONTROL_DENSE or k % CONTROL_EVERY == 0]
         tags, wd_flags = self.wd_tags(weight_decay)
         inputs: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import assert_bad_input, cli
 
@@ -79,9 +81,9 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     assert plan.preset == "control" and plan.n_tasks == 2 * 24
     shards = stage(plan, "data")
     assert [(flag(j, "--lang"), flag(j, "--source")) for j in shards[:3]] == [
-        ("m00", "markov:0"),
-        ("m01", "markov:1"),
-        ("m02", "markov:2"),
+        ("m00", "markov:0,symbols=256"),
+        ("m01", "markov:1,symbols=256"),
+        ("m02", "markov:2,symbols=256"),
     ]
     assert len(shards) == 25 and flag(shards[-1], "--lang") == "m24"
     nano = [j for j in stage(plan, "train") if "nano-s0/" in j.target]
@@ -112,6 +114,9 @@ def test_plans_take_custom_shapes_between_the_presets():
     inits = stage(plan, "init")
     assert [flag(j, "--size") for j in inits] == ["nano", "L2-d64"]
     assert [flag(j, "--run-id") for j in inits] == ["nano-s0", "L2-d64-s0"]
+    # Shorter than the diagnose cadence: no diagnoses, so no figure drawn from them.
+    figures = {Path(j.target).stem for j in stage(plan, "analysis") if j.target.endswith(".png")}
+    assert figures == {"auc", "probing"}
 
 
 def test_control_weight_decay_reaches_the_tasks_and_the_run_ids():
