@@ -989,6 +989,11 @@ def fit_onset_cmd(
         help="Print per run the cycles within K of its minimum, for plc plan --dense-cycles.",
     ),
     out: Path = typer.Option(None, "--out", help="Write the per-run onset table here (Parquet)."),
+    by: str = typer.Option(
+        None,
+        "--by",
+        help="method: fit each method's runs apart (plc plan --mitigation) and compare onsets.",
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -1013,6 +1018,7 @@ def fit_onset_cmd(
         resample=resample,
         seed=seed,
         suggest=suggest_dense,
+        by=by,
     )
     if as_json:
         emit_json(res.to_dict())
@@ -1038,7 +1044,7 @@ def _print_onsets(res) -> None:
     evidence = any(r.jitter is not None for r in res.runs)
     intervals = any(r.onset_lo is not None for r in res.runs)
     unit = "%" if res.normalize == "first" else "ratio"
-    columns = ["run", "size", "n_params", "probes", "onset (task)"]
+    columns = ["run", "size", *(["method"] if res.by else []), "n_params", "probes", "onset (task)"]
     columns += [f"{level} interval"] if intervals else []
     columns += ["onset (tokens)"]
     if evidence:
@@ -1046,12 +1052,13 @@ def _print_onsets(res) -> None:
     for col in columns:
         if col != "run" or with_ids:
             runs.add_column(
-                col, justify="left" if col in ("run", "size", "most likely") else "right"
+                col, justify="left" if col in ("run", "size", "method", "most likely") else "right"
             )
     for r in res.runs:
         cells = [r.run_id or ""] if with_ids else []
         cells += [
             r.size,
+            *([r.method] if res.by else []),
             f"{r.n_params:,}",
             "" if r.n_probes is None else str(r.n_probes),
             "none" if r.onset is None else f"{r.onset:g}",
@@ -1094,7 +1101,15 @@ def _print_onsets(res) -> None:
     if res.fits_skipped:
         console.print(f"[yellow]No fit:[/yellow] {res.fits_skipped}")
     if res.fits:
-        _print_fits(res)
+        _print_fits(res, sum(r.fitted for r in res.runs), res)
+    for g in (g for g in res.groups if g.fits or g.fits_skipped):  # none with --model none
+        console.rule(f"[bold]method {g.method}[/bold]")
+        if g.fits_skipped:
+            console.print(f"[yellow]No fit for {g.method}:[/yellow] {g.fits_skipped}")
+        if g.fits:
+            _print_fits(g, len(g.runs), res)
+    if res.by:
+        _print_method_comparison(res)
     if res.dense:
         dense = Table(title="Cycles to probe densely (App. B's second stage)")
         for col in ("run", "size", "minimum (task)", "cycle", "dense cycles"):
@@ -1113,18 +1128,51 @@ def _print_onsets(res) -> None:
         console.print(f"wrote [bold]{res.out}[/bold]")
 
 
-def _print_fits(res) -> None:
+def _onset_cell(r) -> str:
+    """A run's onset with its interval, or none and the short reason (edge minimum, …)."""
+    if r.onset is None:
+        return "none" + (f": {r.no_onset.split(':')[0]}" if r.no_onset else "")
+    return f"{r.onset:g}" + (
+        f" {_interval(r.onset_lo, r.onset_hi)}" if r.onset_lo is not None else ""
+    )
+
+
+def _print_method_comparison(res) -> None:
+    """Does a method delay the onset? Each size's onsets side by side, one column per method."""
+    methods = res.methods
+    table = Table(title=f"Onset per size and method (task, {res.ci:.0%} interval)")
+    table.add_column("size")
+    for m in methods:
+        table.add_column(m, justify="right")
+    sizes = sorted({r.n_params for r in res.runs})
+    for i, n in enumerate(sizes):
+        at = [r for r in res.runs if r.n_params == n]
+        cells = []
+        for m in methods:
+            mine = [r for r in at if r.method == m]
+            several = len(mine) > 1
+            cells.append("\n".join(f"{r.run_id}: " * several + _onset_cell(r) for r in mine) or "–")
+        table.add_row(at[0].size, *cells, end_section=i == len(sizes) - 1)
+    groups = {g.method: g for g in res.groups}
+    if any(g.law for g in res.groups):
+        table.add_row("log-log law", *(groups[m].law or "no fit" for m in methods))
+    if any(g.exponent for g in res.groups):
+        table.add_row("log-log exponent", *(groups[m].exponent or "" for m in methods))
+    console.print(table)
+
+
+def _print_fits(group, points: int, res) -> None:
+    """One set of fits (all runs, or one method's) with its intervals and predictions."""
     from plc.onset import format_count
 
-    boot = res.bootstrap
-    fitted = sum(r.fitted for r in res.runs)
-    fits = Table(title=f"Fits of the onset T (tasks) to model size P ({fitted} points)")
+    boot = group.bootstrap
+    fits = Table(title=f"Fits of the onset T (tasks) to model size P ({points} points)")
     columns = ["model", "formula", "coef", "value", "STE"]
     columns += [f"{boot.ci:.0%} interval"] if boot else []
     columns += ["R²", "RMSE in-sample", "RMSE leave-one-out"]
     for col in columns:
         fits.add_column(col, justify="left" if col in ("model", "formula", "coef") else "right")
-    for f in res.fits:
+    for f in group.fits:
         a_ci = [_interval(*(f.a_ci or (None, None)), ".4g")] if boot else []
         b_ci = [_interval(*(f.b_ci or (None, None)), ".4g")] if boot else []
         fits.add_row(
@@ -1142,13 +1190,13 @@ def _print_fits(res) -> None:
             "", "", "b", f"{f.b:.6g}", f"{f.b_se:.5g}", *b_ci, "", "", "", end_section=True
         )
     console.print(fits)
-    for f in res.fits:
+    for f in group.fits:
         console.print(
             f"{f.model} law: [bold]{f.law}[/bold]" + (" (eq. 2)" if f.model == "loglog" else "")
         )
     if boot:
-        if res.exponent:
-            console.print(f"log-log exponent: [bold]{res.exponent}[/bold]")
+        if group.exponent:
+            console.print(f"log-log exponent: [bold]{group.exponent}[/bold]")
         unfit = boot.resamples - boot.used
         failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
         console.print(
@@ -1159,7 +1207,7 @@ def _print_fits(res) -> None:
             + (f"; fits that failed: {failed}" if failed else "")
             + "."
         )
-    if res.predictions:
+    if group.predictions:
         pred = Table(
             title=f"Predicted onset ({format_count(res.task_tokens)} tokens per task: {res.task_tokens_source})"
         )
@@ -1169,7 +1217,7 @@ def _print_fits(res) -> None:
         columns += [f"{boot.ci:.0%} interval (tokens)"] if boot else []
         for col in columns:
             pred.add_column(col, justify="left" if col == "model" else "right")
-        for pr in res.predictions:
+        for pr in group.predictions:
             cells = [
                 pr.model,
                 format_count(pr.n_params),
@@ -1267,6 +1315,11 @@ def plot_cmd(
     layer: int = typer.Option(
         None, "--layer", help="entropy: the layer (0-based; default the first)."
     ),
+    by: str = typer.Option(
+        None,
+        "--by",
+        help="method: one colour per mitigation method, sizes by line style (auc, onset, correlates).",
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -1284,6 +1337,7 @@ def plot_cmd(
         window=window,
         models=parse_models(model),
         layer=layer,
+        by=by,
         force=force,
     )
     if as_json:

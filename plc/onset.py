@@ -20,6 +20,10 @@ leverage-adjusted residuals around that trend (and its probe repeats, where ther
 run whose smoothed minimum is its first or last smoothed point, or rises less than `min_rise`
 jitter units after it, has no onset detected and is left out of the fits. `--bootstrap` refits the
 models on resampled runs, each drawing its onset from its distribution.
+
+A study of remedies (`plc plan --mitigation`) labels every metric row with its method; `--by
+method` fits, bootstraps and predicts each method's runs apart. Rows and onset tables without a
+method (older files) are the baseline, 'none'.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ MIN_JITTER_PROBES = 4  # a 3-point trend leaves residuals at n − 2 probes; an 
 RUN_RESAMPLES = 1000  # residual resamples per run: 0.1 % resolution of the onset's mass
 MIN_BOOTSTRAP = 100
 RESAMPLE = ("cases", "within-size")
+BY = ("method",)  # what fits and figures may be grouped by
+BASELINE = "none"  # the method label of a run trained without remedies (plc.mitigations)
 NOISE_UNIT = (
     "jitter: SD of the normalised AUC around its 3-point moving average "
     "(checkpoint-to-checkpoint noise)"
@@ -124,6 +130,7 @@ TABLE_COLUMNS = (
     "run_id",
     "size",
     "seed",
+    "method",
     "n_params",
     "n_probes",
     "onset",
@@ -145,7 +152,7 @@ TABLE_COLUMNS = (
 def _table_schema() -> dict[str, Any]:
     import polars as pl
 
-    types = {"run_id": pl.String, "size": pl.String, "seed": pl.String, "no_onset": pl.String}
+    types = {c: pl.String for c in ("run_id", "size", "seed", "method", "no_onset")}
     types |= {"n_probes": pl.Int64, "onset_tokens": pl.Int64, "minimum_task": pl.Int64}
     types |= {"detected": pl.Boolean, "mass_task": pl.List(pl.Int64)}
     types["mass_p"] = pl.List(pl.Float64)
@@ -170,12 +177,40 @@ def _onset_table(df: pl.DataFrame, path: Path) -> pl.DataFrame:
     if out["n_params"].null_count() or out.filter(pl.col("detected"))["onset"].null_count():
         raise PlcError(f"{path} has empty n_params or onset cells")
     return out.with_columns(
-        pl.col("size").fill_null(pl.col("n_params").map_elements(_size_name, pl.String))
+        pl.col("size").fill_null(pl.col("n_params").map_elements(_size_name, pl.String)),
+        pl.col("method").fill_null(BASELINE),
     )
 
 
 def _size_name(n: float) -> str:
     return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n:,.0f}"
+
+
+def check_by(by: str | None) -> None:
+    """Bad input for `--by`, before any file is read."""
+    if by is not None and by not in BY:
+        raise PlcError(f"--by takes {' or '.join(BY)}, not {by!r}")
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Distinct methods, the baseline first (every comparison is against it), then by name."""
+    distinct = set(methods)
+    return [BASELINE] * (BASELINE in distinct) + sorted(distinct - {BASELINE})
+
+
+def run_methods(rows: pl.DataFrame) -> dict[str, str]:
+    """Each run's method: the label on its latest row that is not a from-scratch probe (those
+    probe a never-trained copy, labelled 'none' whatever the run trained with). Files from before
+    metric rows carried a method, and empty cells, are the baseline: no remedy was applied then."""
+    import polars as pl
+
+    df = rows
+    if "from_scratch" in df.columns:
+        df = df.filter(~pl.col("from_scratch").fill_null(False))
+    if "method" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias("method"))
+    last = df.sort("task_index").group_by("run_id").agg(pl.col("method").last().fill_null(BASELINE))
+    return dict(zip(last["run_id"].to_list(), last["method"].to_list(), strict=True))
 
 
 def read_probes(metric_files: Sequence[Path]) -> pl.DataFrame:
@@ -220,6 +255,7 @@ class ProbeSeries:
     cycle: list[int] = field(default_factory=list)
     repeats: list[list[float]] = field(default_factory=list)  # normalised value of each repeat
     baseline_task: int | None = None  # the probe eq. 1 divides by (None for --normalize alone)
+    method: str = BASELINE  # the remedies the run trained with (plc.mitigations label)
     smoothed: list[float | None] = field(default_factory=list)
     onset: int | None = None  # task index at the smoothed minimum
     onset_tokens: int | None = None
@@ -345,6 +381,7 @@ def probe_series(
         )
         .sort("run_id", "task_index")
     )
+    methods = run_methods(df)
     out = []
     for (run_id,), rows in per_probe.group_by("run_id", maintain_order=True):
         scratch = rows.filter(pl.col("from_scratch"))
@@ -392,6 +429,7 @@ def probe_series(
                     [_normalised(a, base, normalize) for a in reps] for reps in cont["repeat_auc"]
                 ],
                 baseline_task=baseline_task,
+                method=methods.get(str(run_id), BASELINE),
             )
         )
     out.sort(key=lambda s: (s.n_params, s.run_id))
@@ -805,6 +843,7 @@ class RunOnset:
     onset: float | None  # None: no onset detected
     onset_tokens: int | None
     seed: str | None = None
+    method: str = BASELINE  # the remedies the run trained with (plc.mitigations label)
     minimum_task: int | None = None  # the smoothed minimum, an onset or not
     detected: bool = True
     no_onset: str | None = None
@@ -868,6 +907,40 @@ class DenseSuggestion:
     last_cycle: int
 
 
+def _law_of(fits: Sequence[Fit]) -> str | None:
+    return next((f.law for f in fits if f.model == "loglog"), None)
+
+
+def _exponent_of(fits: Sequence[Fit]) -> str | None:
+    f = next((f for f in fits if f.model == "loglog" and f.b_ci is not None), None)
+    return None if f is None else f"b = {f.b:.2f} [{f.b_ci[0]:.2f}, {f.b_ci[1]:.2f}]"
+
+
+@dataclass
+class GroupFits:
+    """The fits to one group's runs alone (`by="method"`: the runs of one method)."""
+
+    method: str | None  # None: every run, ungrouped
+    runs: list[str]  # the points fitted (run ids, or sizes for table rows without one)
+    fits: list[Fit]
+    fits_skipped: str | None = None  # why this group has no fit (too few points, one size…)
+    bootstrap: BootstrapSummary | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+
+    @property
+    def law(self) -> str | None:
+        return _law_of(self.fits)
+
+    @property
+    def exponent(self) -> str | None:
+        return _exponent_of(self.fits)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {**asdict(self), "law": self.law, "exponent": self.exponent}
+
+
 @dataclass
 class OnsetResult:
     runs: list[RunOnset]
@@ -889,22 +962,30 @@ class OnsetResult:
     dense: list[DenseSuggestion] = field(default_factory=list)
     dense_cycles: str | None = None  # one range covering every run's suggestion
     out: str | None = None
+    by: str | None = None  # "method": the fits are per group, in `groups`, not in `fits`
+    groups: list[GroupFits] = field(default_factory=list)
 
     @property
     def law(self) -> str | None:
         """The log-log law in the form of eq. 2, when that model was fitted."""
-        return next((f.law for f in self.fits if f.model == "loglog"), None)
+        return _law_of(self.fits)
 
     @property
     def exponent(self) -> str | None:
         """The log-log exponent with its bootstrap interval: `b = 0.83 [0.61, 1.05]`."""
-        f = next((f for f in self.fits if f.model == "loglog" and f.b_ci is not None), None)
-        return None if f is None else f"b = {f.b:.2f} [{f.b_ci[0]:.2f}, {f.b_ci[1]:.2f}]"
+        return _exponent_of(self.fits)
+
+    @property
+    def methods(self) -> list[str]:
+        """The runs' methods, the baseline first."""
+        return method_order(r.method for r in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {**asdict(self), "law": self.law, "exponent": self.exponent}
+        out = {**asdict(self), "law": self.law, "exponent": self.exponent}
+        out["groups"] = [g.to_dict() for g in self.groups]
+        return out
 
 
 def collect_onsets(
@@ -937,6 +1018,7 @@ def collect_onsets(
                 n_probes=s.n_probes,
                 onset=float(ev.minimum_task) if ev.detected else None,
                 onset_tokens=s.onset_tokens if ev.detected else None,
+                method=s.method,
                 minimum_task=ev.minimum_task,
                 detected=ev.detected,
                 no_onset=ev.no_onset,
@@ -968,6 +1050,7 @@ def collect_onsets(
                     onset=r["onset"] if r["detected"] else None,
                     onset_tokens=r["onset_tokens"] if r["detected"] else None,
                     seed=r["seed"],
+                    method=r["method"],
                     minimum_task=r["minimum_task"],
                     detected=r["detected"],
                     no_onset=r["no_onset"],
@@ -1115,6 +1198,87 @@ def suggest_dense(series: Sequence[ProbeSeries], cycles: int) -> list[DenseSugge
     return out
 
 
+def split_by_method(runs: Sequence[RunOnset]) -> dict[str, list[RunOnset]]:
+    """The runs of each method, the baseline first."""
+    return {m: [r for r in runs if r.method == m] for m in method_order(r.method for r in runs)}
+
+
+def _check_within_size(points: Sequence[RunOnset]) -> None:
+    sizes = {r.n_params for r in points}
+    if len(sizes) == len(points) and not any(len(r.distribution()[0]) > 1 for r in points):
+        raise PlcError(
+            "--resample within-size resamples each size's runs, but every size here has one "
+            "run and no onset distribution; add runs (seeds) per size or use --resample cases"
+        )
+
+
+def fit_groups(
+    points: Sequence[RunOnset],
+    left_out: Sequence[RunOnset],
+    models: Sequence[str],
+    by: str | None = None,
+) -> list[GroupFits]:
+    """The fits of `models` to the points' (n_params, fit_value): to all of them, or with
+    `by="method"` to each method's alone, the baseline first. A group that cannot be fitted (too
+    few points, a single size…) keeps the reason. Bad input when no group can be fitted and no run
+    was left out of the fits: ungrouped (or with one method), exactly the error of fitting every
+    point; `left_out` are the runs with no onset detected, counted in a group's reason."""
+    check_by(by)
+    if by is None:
+        groups = {None: (list(points), list(left_out))}
+    else:
+        kept, out = split_by_method(points), split_by_method(left_out)
+        groups = {m: (kept.get(m, []), out.get(m, [])) for m in method_order([*kept, *out])}
+    fitted, errors = [], []
+    for method, (mine, theirs) in groups.items():
+        try:
+            fits = [
+                fit_model(m, [r.n_params for r in mine], [r.fit_value for r in mine])
+                for m in models
+            ]
+            skipped = None
+        except PlcError as e:
+            errors.append((method, e))
+            fits = []
+            skipped = str(e)
+            if theirs:
+                skipped += f" (after leaving out {len(theirs)} runs with no onset detected)"
+        fitted.append(GroupFits(method, [r.run_id or r.size for r in mine], fits, skipped))
+    if errors and len(errors) == len(groups) and not left_out:
+        if len(errors) == 1:
+            raise errors[0][1]
+        raise PlcError(
+            "no method's runs can be fitted: " + "; ".join(f"{m}: {e}" for m, e in errors)
+        )
+    return fitted
+
+
+def _predictions(
+    fits: Sequence[Fit],
+    predict: Sequence[float],
+    tokens: float,
+    intervals: dict[str, dict[str, Any]] | None,
+) -> list[Prediction]:
+    """Each fit's onset at the sizes to predict, in tasks and tokens, with bootstrap intervals."""
+    out = []
+    for f in fits:
+        ranges = intervals[f.model]["predict"] if intervals else [None] * len(predict)
+        for pp, tt, rr in zip(
+            predict, f.predict(np.asarray(predict, dtype=float)), ranges, strict=True
+        ):
+            out.append(
+                Prediction(
+                    f.model,
+                    float(pp),
+                    float(tt),
+                    float(tt) * tokens,
+                    onset_tasks_ci=rr,
+                    onset_tokens_ci=None if rr is None else [v * tokens for v in rr],
+                )
+            )
+    return out
+
+
 def fit_onset(
     inputs: Iterable[str | Path],
     models: Sequence[str] = MODELS,
@@ -1134,14 +1298,17 @@ def fit_onset(
     resample: str = "cases",
     seed: int = 0,
     suggest: int | None = None,
+    by: str | None = None,
 ) -> OnsetResult:
     """`plc fit-onset`: onsets per run with their intervals (runs with no onset detected are
     reported and, unless `keep_no_onset`, left out of the fits), the fits of Table V with
     bootstrap intervals when `bootstrap` resamples are asked for, predictions; optionally the
     onset table as Parquet (fit-onset and plot onset read it back) and, with `suggest`, the
-    cycles around each run's minimum to probe densely."""
+    cycles around each run's minimum to probe densely. `by="method"` fits (and bootstraps, and
+    predicts) each method's runs apart; the result's `groups` hold those fits."""
     from plc.store import check_output
 
+    check_by(by)
     check_interval_options(ci, bootstrap, resample)
     if bootstrap is not None and not models:
         raise PlcError("--bootstrap refits the models, but --model none fits nothing")
@@ -1167,56 +1334,32 @@ def fit_onset(
     points = [r for r in runs if r.fit_value is not None and (r.detected or keep_no_onset)]
     for r in points:
         r.fitted = True
-    excluded = [r.run_id or r.size for r in runs if not r.fitted]
+    left_out = [r for r in runs if not r.fitted]
     if bootstrap is not None and resample == "within-size":
-        sizes = {r.n_params for r in points}
-        if len(sizes) == len(points) and not any(len(r.distribution()[0]) > 1 for r in points):
-            raise PlcError(
-                "--resample within-size resamples each size's runs, but every size here has one "
-                "run and no onset distribution; add runs (seeds) per size or use --resample cases"
-            )
-    p = np.array([r.n_params for r in points], dtype=float)
-    t = np.array([r.fit_value for r in points], dtype=float)
-    fits, skipped = [], None
-    try:
-        fits = [fit_model(m, p, t) for m in models]
-    except PlcError as e:
-        if not excluded:
-            raise
-        skipped = f"{e} (after leaving out {len(excluded)} runs with no onset detected)"
-    summary = None
-    if bootstrap is not None and fits:
-        intervals, summary = bootstrap_fits(
-            points, [f.model for f in fits], bootstrap, ci, seed, resample, predict
-        )
-        for f in fits:
-            f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
+        for group in [points] if by is None else split_by_method(points).values():
+            _check_within_size(group)
+    groups = fit_groups(points, left_out, models, by)
     if task_tokens is not None:
         tokens, source = float(task_tokens), "--task-tokens"
     elif (seen := _task_tokens(series)) is not None:
         tokens, source = seen, "from the probe metrics"
     else:
         tokens, source = float(PAPER_TASK_TOKENS), "the paper's, §IV-A"
-    predictions = []
-    for f in fits:
-        ranges = intervals[f.model]["predict"] if summary else [None] * len(predict)
-        for pp, tt, rr in zip(
-            predict, f.predict(np.asarray(predict, dtype=float)), ranges, strict=True
-        ):
-            predictions.append(
-                Prediction(
-                    f.model,
-                    float(pp),
-                    float(tt),
-                    float(tt) * tokens,
-                    onset_tasks_ci=rr,
-                    onset_tokens_ci=None if rr is None else [v * tokens for v in rr],
-                )
+    members = {None: points} if by is None else split_by_method(points)
+    for g in groups:
+        intervals = None
+        if bootstrap is not None and g.fits:
+            intervals, g.bootstrap = bootstrap_fits(
+                members[g.method], [f.model for f in g.fits], bootstrap, ci, seed, resample, predict
             )
+            for f in g.fits:
+                f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
+        g.predictions = _predictions(g.fits, predict, tokens, intervals)
+    whole = groups[0] if by is None else GroupFits(None, [], [])
     result = OnsetResult(
         runs=runs,
-        fits=fits,
-        predictions=predictions,
+        fits=whole.fits,
+        predictions=whole.predictions,
         task_tokens=tokens,
         task_tokens_source=source,
         normalize=normalize,
@@ -1225,15 +1368,17 @@ def fit_onset(
         auc_from=auc_from,
         ci=ci,
         min_rise=min_rise,
-        excluded=excluded,
-        fits_skipped=skipped,
-        bootstrap=summary,
+        excluded=[r.run_id or r.size for r in left_out],
+        fits_skipped=whole.fits_skipped,
+        bootstrap=whole.bootstrap,
         dense=dense,
         dense_cycles=(
             f"{min(d.first_cycle for d in dense)}-{max(d.last_cycle for d in dense)}"
             if dense
             else None
         ),
+        by=by,
+        groups=[] if by is None else groups,
     )
     if out is not None:
         result.out = str(write_onset_table(out, runs, force))

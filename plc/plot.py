@@ -2,7 +2,8 @@
 
 Kinds, the keys of `DRAW`: `auc` (Fig. 2, or Fig. 4 with x=tokens), `probing` (Fig. 9), `onset`
 (Fig. 3; Fig. 10 with all four fits), `correlates` (Fig. 5, 7 top, 11), `dormant-layers` (Fig. 6),
-`entropy` (Fig. 7 bottom). Each kind is one drawing function with the same signature: it fills a
+`entropy` (Fig. 7 bottom); `auc`, `onset` and `correlates` also `by="method"`: one colour per
+mitigation method, the baseline always the first, sizes by line style and marker. Each kind is one drawing function with the same signature: it fills a
 bare `Figure` from the input paths and the options and says which runs it drew and what it could
 not draw. `build_figure` returns the figure without saving it (tests read what is drawn); `plot`
 saves it. No pyplot: no global figure registry, no backend switch. Matplotlib and polars are
@@ -21,13 +22,20 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset import (
+    BASELINE,
+    Fit,
+    RunOnset,
     assess_onset,
+    check_by,
     collect_onsets,
     expand_inputs,
+    fit_groups,
     fit_model,
     format_count,
+    method_order,
     probe_series,
     read_probes,
+    run_methods,
     split_inputs,
 )
 from plc.protocol import CYCLE, PAPER_PROBE_AFTER
@@ -53,6 +61,16 @@ MODEL_COLOR = {
 }
 MODEL_NAME = {"linear": "linear", "linlog": "linear-log", "exp": "exponential", "loglog": "log-log"}
 ONSET_LABEL = "onset of plasticity loss"
+BY_KINDS = ("auc", "onset", "correlates")  # the kinds that draw several runs on one axes
+# Sizes apart within a method's colour: (line style, marker), small to large.
+SIZE_STYLES = (
+    ("-", "o"),
+    ("--", "s"),
+    (":", "^"),
+    ("-.", "D"),
+    ((0, (5, 1, 1, 1)), "v"),
+    ((0, (1, 3)), "P"),
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class PlotOptions:
     window: int = 3
     models: tuple[str, ...] = ("loglog",)
     layer: int | None = None  # entropy: the layer drawn
+    by: str | None = None  # "method": colour by mitigation method (BY_KINDS)
 
 
 class Drawn(NamedTuple):
@@ -100,9 +119,10 @@ def build_figure(
     window: int = 3,
     models: Sequence[str] = ("loglog",),
     layer: int | None = None,
+    by: str | None = None,
 ) -> Drawing:
     """Draw one figure of the paper from metric files (or an onset table), without saving it."""
-    options = _options(kind, x, normalize, probe_after, window, models, layer)
+    options = _options(kind, x, normalize, probe_after, window, models, layer, by)
     return _draw(kind, inputs, options)
 
 
@@ -117,12 +137,13 @@ def plot(
     window: int = 3,
     models: Sequence[str] = ("loglog",),
     layer: int | None = None,
+    by: str | None = None,
     force: bool = False,
 ) -> PlotResult:
     """`plc plot KIND`: draw one figure of the paper and write it to `out` (.png, .svg or .pdf)."""
     from plc.store import atomic_path, check_output
 
-    options = _options(kind, x, normalize, probe_after, window, models, layer)
+    options = _options(kind, x, normalize, probe_after, window, models, layer, by)
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise PlcError(f"--out must end in {', '.join(FORMATS)} (got {out.name})")
@@ -133,9 +154,14 @@ def plot(
     return PlotResult(str(out), kind, drawing.runs, drawing.notes)
 
 
-def _options(kind, x, normalize, probe_after, window, models, layer) -> PlotOptions:
+def _options(kind, x, normalize, probe_after, window, models, layer, by) -> PlotOptions:
     if kind not in DRAW:
         raise PlcError(f"unknown plot kind {kind!r}; choose from {', '.join(DRAW)}")
+    check_by(by)
+    if by is not None and kind not in BY_KINDS:
+        raise PlcError(
+            f"--by {by} colours plot {', '.join(BY_KINDS)}; plot {kind} draws one panel per run"
+        )
     if x not in ("cycle", "tokens"):
         raise PlcError(f"--x must be cycle or tokens, not {x!r}")
     if probe_after == "default":  # Fig. 2 plots every probe; App. B's onset uses zh, de, ru
@@ -147,6 +173,7 @@ def _options(kind, x, normalize, probe_after, window, models, layer) -> PlotOpti
         window=window,
         models=tuple(models),
         layer=layer,
+        by=by,
     )
 
 
@@ -195,6 +222,33 @@ def _colors(n: int) -> list[Any]:
 
     cmap = colormaps["viridis"]
     return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
+
+
+def _method_colors(methods: Iterable[str]) -> dict[str, Any]:
+    """One qualitative colour (tab10) per method: the baseline always the first, which no other
+    method takes, so it reads the same in every figure."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    others = [m for m in method_order(methods) if m != BASELINE]
+    return {BASELINE: cmap(0)} | {m: cmap(1 + i % (cmap.N - 1)) for i, m in enumerate(others)}
+
+
+def _method_looks(runs: Sequence[tuple[str, str, int, str]]) -> dict[str, dict[str, Any]]:
+    """Line keywords per run of (run_id, method, n_params, size), in legend order (the baseline
+    first, then by method; small to large within one): the method's colour, the size's line style
+    and marker, the label "method, size" (with the run id where a method has several runs of one
+    size)."""
+    colors = _method_colors(m for _, m, _, _ in runs)
+    sizes = sorted({n for _, _, n, _ in runs})
+    order = method_order(m for _, m, _, _ in runs)
+    looks = {}
+    for run_id, method, n, size in sorted(runs, key=lambda r: (order.index(r[1]), r[2], r[0])):
+        ls, marker = SIZE_STYLES[sizes.index(n) % len(SIZE_STYLES)]
+        several = sum(m == method and k == n for _, m, k, _ in runs) > 1
+        label = f"{method}, {size or run_id}" + (f" ({run_id})" if several else "")
+        looks[run_id] = {"color": colors[method], "ls": ls, "marker": marker, "label": label}
+    return looks
 
 
 def _labels(runs: Sequence[tuple[str, str]]) -> list[str]:
@@ -302,10 +356,19 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     probes = read_probes(_metric_files(paths, "auc"))
     series = probe_series(probes, "first", options.probe_after)
     ax = _axes(fig, 7.5, 4.5)
-    labels = _labels([(s.size, s.run_id) for s in series])
-    for s, label, color in zip(series, labels, _colors(len(series)), strict=True):
+    if options.by:
+        looks = _method_looks([(s.run_id, s.method, s.n_params, s.size) for s in series])
+    else:
+        labels = _labels([(s.size, s.run_id) for s in series])
+        looks = {
+            s.run_id: {"marker": "o", "color": color, "label": label}
+            for s, label, color in zip(series, labels, _colors(len(series)), strict=True)
+        }
+    of_run = {s.run_id: s for s in series}
+    for run_id, look in looks.items():
+        s = of_run[run_id]
         xs = s.tokens_seen if options.x == "tokens" else _cycles(s.task_index)
-        ax.plot(xs, s.value, marker="o", ms=3, lw=1.5, color=color, label=label)
+        ax.plot(xs, s.value, ms=3, lw=1.5, **look)
     ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
     if options.x == "tokens":
         ax.set_xlabel("Training tokens")
@@ -314,7 +377,12 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         ax.set_xlabel("Cycle")
     ax.set_ylabel("% change in AUC relative to the first end-of-cycle probe")
     ax.set_title("Probe AUC over training")
-    ax.legend(title="model size", fontsize=8, title_fontsize=9, ncol=2 if len(series) > 6 else 1)
+    ax.legend(
+        title="method, model size" if options.by else "model size",
+        fontsize=8,
+        title_fontsize=9,
+        ncol=2 if len(series) > 6 else 1,
+    )
     ax.grid(alpha=0.3)
     return Drawn([s.run_id for s in series], [])
 
@@ -366,6 +434,12 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     notes = []
     if missing:
         notes.append(f"no onset detected: {', '.join(r.run_id or r.size for r in missing)}")
+    ax = _axes(fig, 7, 4.8)
+    grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
+    if options.by:
+        notes += _onset_by_method(ax, runs, missing, grid, options)
+        _onset_axes(ax, t)
+        return Drawn([r.run_id or r.size for r in shown], notes)
     try:
         fits = [
             fit_model(m, [r.n_params for r in runs], [r.onset for r in runs])
@@ -376,36 +450,77 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
             raise
         fits = []
         notes.append(f"no fit: {e}")
-    ax = _axes(fig, 7, 4.8)
     for group, style in ((runs, {"color": "black"}), (missing, {"mfc": "none", "color": "0.5"})):
         if not group:
             continue
-        x = np.array([r.n_params for r in group], dtype=float)
-        y = np.array([r.fit_value for r in group], dtype=float)
-        lo = np.array([r.fit_value if r.onset_lo is None else r.onset_lo for r in group])
-        hi = np.array([r.fit_value if r.onset_hi is None else r.onset_hi for r in group])
         label = "observed onset" if group is runs else "no onset detected (smoothed minimum)"
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", capsize=3, zorder=5, label=label, **style)
-        for r in group:
-            ax.annotate(
-                r.size,
-                (r.n_params, r.fit_value),
-                textcoords="offset points",
-                xytext=(5, -10),
-                fontsize=8,
-            )
-    grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
+        _onset_points(ax, group, label, style)
     for f in fits:
-        y = f.predict(grid)
-        y = np.where(y > 0, y, np.nan)  # a linear form can dip below zero: no log for it
-        ax.plot(
-            grid,
-            y,
-            ls=MODEL_STYLE[f.model],
-            color=MODEL_COLOR[f.model],
-            lw=2,
-            label=f"{MODEL_NAME[f.model]}: {f.law} (R²={f.r2:.3f})",
+        _fit_line(ax, f, grid, MODEL_COLOR[f.model], "")
+    _onset_axes(ax, t)
+    return Drawn([r.run_id or r.size for r in shown], notes)
+
+
+def _onset_points(ax: Axes, group: Sequence[RunOnset], label: str, style: dict[str, Any]) -> None:
+    """Onsets (or minima) with their intervals, each marked with its size."""
+    x = np.array([r.n_params for r in group], dtype=float)
+    y = np.array([r.fit_value for r in group], dtype=float)
+    lo = np.array([r.fit_value if r.onset_lo is None else r.onset_lo for r in group])
+    hi = np.array([r.fit_value if r.onset_hi is None else r.onset_hi for r in group])
+    ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", capsize=3, zorder=5, label=label, **style)
+    for r in group:
+        ax.annotate(
+            r.size,
+            (r.n_params, r.fit_value),
+            textcoords="offset points",
+            xytext=(5, -10),
+            fontsize=8,
         )
+
+
+def _fit_line(ax: Axes, f: Fit, grid: np.ndarray, color: Any, prefix: str) -> None:
+    y = f.predict(grid)
+    y = np.where(y > 0, y, np.nan)  # a linear form can dip below zero: no log for it
+    ax.plot(
+        grid,
+        y,
+        ls=MODEL_STYLE[f.model],
+        color=color,
+        lw=2,
+        label=f"{prefix}{MODEL_NAME[f.model]}: {f.law} (R²={f.r2:.3f})",
+    )
+
+
+def _onset_by_method(
+    ax: Axes,
+    runs: Sequence[RunOnset],
+    missing: Sequence[RunOnset],
+    grid: np.ndarray,
+    options: PlotOptions,
+) -> list[str]:
+    """Each method's onsets and its own fitted law, in the method's colour (line style: the
+    model); a method whose runs cannot be fitted gets a note (bad input only if none can)."""
+    groups = fit_groups(runs, missing, options.models, "method")
+    colors = _method_colors(g.method for g in groups)
+    notes = []
+    for g in groups:
+        color = colors[g.method]
+        seen = [r for r in runs if r.method == g.method]
+        unseen = [r for r in missing if r.method == g.method]
+        if seen:
+            _onset_points(ax, seen, f"{g.method}: observed onset", {"color": color})
+        if unseen:
+            label = f"{g.method}: no onset detected (smoothed minimum)"
+            _onset_points(ax, unseen, label, {"mfc": "none", "color": color})
+        for f in g.fits:
+            _fit_line(ax, f, grid, color, f"{g.method}: ")
+        if g.fits_skipped:
+            notes.append(f"no fit for {g.method}: {g.fits_skipped}")
+    return notes
+
+
+def _onset_axes(ax: Axes, t: np.ndarray) -> None:
+    """Log-log axes in model size and tasks, the y range from the onsets shown."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(t.min() / 2, t.max() * 3)
@@ -415,7 +530,6 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return Drawn([r.run_id or r.size for r in shown], notes)
 
 
 def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
@@ -432,7 +546,15 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             "lazy_pct, collapsed_pct)"
         )
     runs = _runs(whole)
-    colors = _colors(len(runs))
+    if options.by:
+        methods = run_methods(whole)
+        sized = whole.select("run_id", "n_params", "size").unique("run_id")
+        looks = _method_looks([(r, methods[r], n, size) for r, n, size in sized.iter_rows()])
+    else:
+        looks = {
+            run_id: {"marker": "o", "color": color, "label": label}
+            for (run_id, label), color in zip(runs, _colors(len(runs)), strict=True)
+        }
     if len(present) == 4:  # a 2×2 block reads better than 3 + 1
         axes = _grid(fig, 4, width=5.0, height=3.5, ncols=2)
     else:
@@ -440,7 +562,7 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
     for (metric, ylabel), ax in zip(present, axes, strict=True):
         marks = []
         rows = whole.filter(pl.col("metric") == metric)
-        for (run_id, label), color in zip(runs, colors, strict=True):
+        for run_id, look in looks.items():
             r = (
                 rows.filter(pl.col("run_id") == run_id)
                 .group_by("task_index")
@@ -450,7 +572,7 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             if r.height == 0:
                 continue
             xs, ys = _cycles(r["task_index"].to_list()), r["value"].to_numpy()
-            ax.plot(xs, ys, marker="o", ms=3, color=color, label=label)
+            ax.plot(xs, ys, ms=3, **look)
             if run_id in onsets:  # the diagnosis nearest the onset, as the paper's red marker
                 i = int(np.argmin(np.abs(xs - onsets[run_id] / len(CYCLE))))
                 marks.append((xs[i], ys[i]))
