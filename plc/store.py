@@ -126,11 +126,26 @@ class Checkpoint:
 
 
 def history_method(entry: dict[str, Any]) -> str:
-    """What a checkpoint-history entry did beyond plain training ('' if nothing): the label of
-    its plc.mitigations remedies, or the method of a `plc intervene`."""
+    """What a checkpoint-history entry did beyond plain training ('' if nothing): its study arm
+    (`method_label`), or the method of a `plc intervene`."""
     if "intervention" in entry:
         return f"intervene {entry['intervention']}"
-    return str((entry.get("mitigations") or {}).get("label", ""))
+    remedies = str((entry.get("mitigations") or {}).get("label", "none"))
+    label = method_label(remedies, entry.get("weight_decay"), entry.get("preset"))
+    return "" if label == "none" else label
+
+
+def method_label(remedies: str, weight_decay: float | None, preset: str | None) -> str:
+    """A task's arm of a study, as metric rows and `--by method` name it: the remedies' label
+    (plc.mitigations), led by the weight decay where it is not the preset's — the paper's first
+    remedy, and `plc plan --mitigation wd:λ`'s run-id tag ('wd0.1'); 'none' for the baseline."""
+    from plc.presets import PRESETS
+
+    parts = [] if remedies == "none" else [remedies]
+    default = PRESETS[preset].weight_decay if preset in PRESETS else None
+    if weight_decay is not None and default is not None and weight_decay != default:
+        parts.insert(0, f"wd{weight_decay:g}")
+    return "+".join(parts) or "none"
 
 
 def new_meta(
@@ -254,7 +269,7 @@ _KIND_TYPES = {
         "lr": "Float64",
         "grad_norm": "Float64",
         "tokens_per_s": "Float64",
-        "method": "String",  # the remedies the task trained with (plc.mitigations label)
+        "method": "String",  # the task's study arm (store.method_label): 'none', 'wd0.1', 'cbp0.0001'…
         "val_loss": "Float64",  # --val-every: measured after this step; null elsewhere
     },
     "probe": {

@@ -208,7 +208,7 @@ def train_task(
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
-    from plc.store import Checkpoint, check_output, check_tokenizer, metric_path
+    from plc.store import Checkpoint, check_output, check_tokenizer, method_label, metric_path
 
     options = replace(options or TrainOptions(), **overrides)
     if (lang is None) == (mix is None):
@@ -266,7 +266,7 @@ def train_task(
     context_cols = {
         "kind": "train",
         **result_ckpt.row_context(),
-        "method": opts.mitigations.label,
+        "method": method_label(opts.mitigations.label, opts.weight_decay, opts.preset),
     }
 
     state_path = state_path_for(out)

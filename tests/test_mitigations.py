@@ -26,7 +26,8 @@ from plc.mitigations import (
 )
 from plc.model import make_config
 from plc.options import TrainOptions
-from plc.store import load_checkpoint, save_checkpoint
+from plc.presets import get_preset
+from plc.store import load_checkpoint, method_label, save_checkpoint
 from plc.train import make_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -605,3 +606,14 @@ def test_the_loop_applies_and_records_the_remedies(tmp_path):
     )  # fmt: skip
     assert load_checkpoint(plain.out).method == "none"
     assert "mitigations" not in load_checkpoint(plain.out).meta["history"][-1]
+    # Weight decay off the preset's is an arm of a study too (`--mitigation wd:0.1`), so
+    # `--by method` keeps it apart from the baseline; the preset's own decay is the baseline.
+    decayed = train_task(
+        tmp_path / "c0.pt", "en", data=data, metrics=tmp_path / "w", preset="tiny", device="cpu",
+        seq_len=CTX, batch_tokens=4 * CTX, steps=2, out=tmp_path / "wd.pt", weight_decay=0.3,
+        clip_weights=1.0,
+    )  # fmt: skip
+    assert load_checkpoint(decayed.out).method == "wd0.3+clip1"
+    assert set(pl.read_parquet(decayed.metrics)["method"]) == {"wd0.3+clip1"}
+    tiny = get_preset("tiny").weight_decay
+    assert method_label("none", tiny, "tiny") == "none" != method_label("none", 0.3, "tiny")
