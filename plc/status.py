@@ -40,6 +40,7 @@ PLANNED_CHECKPOINT = re.compile(r"([^\s/:$(){}'\"]+)/c(\d+)\.pt\b")
 # `plc plan` names a run's checkpoint folder by its run id: <size>-s<seed>[-variant].
 PLAN_RUN = re.compile(r"^(.+?)-s\d+(?:-.+)?$")
 PLANNED_PROBE = re.compile(r"\bprobe-[^\s/:'\"]+?\.parquet\b")
+PLANNED_LANG = re.compile(r"\btrain-task --lang ([^\s'\"]+)")
 MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet is the deepest layout (bin/plc-continual)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
 
@@ -174,6 +175,7 @@ def _is_plc_plan(plan: Path | None) -> bool:
 class PlannedWork:
     tasks: dict[str, int]  # checkpoint folder name → last task index
     probes: dict[str, set[str]]  # run id → probe metric file names
+    cycle_length: int = len(CYCLE)  # distinct training languages (48 for the control's chains)
 
 
 def planned_work(plan: Path) -> PlannedWork:
@@ -186,7 +188,13 @@ def planned_work(plan: Path) -> PlannedWork:
     for name in PLANNED_PROBE.findall(text):
         if m := METRIC_NAME.match(name):
             probes.setdefault(m.group(2), set()).add(name)
-    return PlannedWork(tasks, probes)
+    langs = set(PLANNED_LANG.findall(text))
+    return PlannedWork(tasks, probes, len(langs) or len(CYCLE))
+
+
+def _cycle(plan: PlannedWork | None) -> int:
+    """Tasks per cycle: the plan's (a custom --cycle, the control's chains), else the paper's."""
+    return plan.cycle_length if plan else len(CYCLE)
 
 
 def _last_write(path: Path) -> float:
@@ -327,8 +335,8 @@ def _run_status(
         tasks_done=tasks_done,
         tasks_planned=tasks_planned,
         last_lang=last_lang,
-        cycles_done=tasks_done // len(CYCLE),
-        cycles_planned=tasks_planned // len(CYCLE) if tasks_planned else None,
+        cycles_done=tasks_done // _cycle(plan),
+        cycles_planned=tasks_planned // _cycle(plan) if tasks_planned else None,
         probes_done=len({m.path.name for m in probe_files}),
         probes_planned=probes_planned,
         auc_change=None,
@@ -431,8 +439,8 @@ def _unreadable_run(folder: Path, ckpts: dict[int, Path], error: str, plan) -> R
         tasks_done=max(ckpts),
         tasks_planned=planned,
         last_lang="",
-        cycles_done=max(ckpts) // len(CYCLE),
-        cycles_planned=planned // len(CYCLE) if planned else None,
+        cycles_done=max(ckpts) // _cycle(plan),
+        cycles_planned=planned // _cycle(plan) if planned else None,
         probes_done=0,
         probes_planned=None,
         auc_change=None,
@@ -456,7 +464,7 @@ def _not_started(folder: str, last: int, plan: PlannedWork) -> RunStatus:
         tasks_planned=last,
         last_lang="",
         cycles_done=0,
-        cycles_planned=last // len(CYCLE),
+        cycles_planned=last // plan.cycle_length,
         probes_done=0,
         probes_planned=None,
         auc_change=None,

@@ -120,6 +120,7 @@ def test_metrics_folder_alone(tiny_study):
 
 def test_planned_work_of_a_plan_makefile(tmp_path):
     from plc.plan import build_plan
+    from plc.snakefile import render_snakefile
 
     plan = build_plan(
         "continual", sizes=["nano"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
@@ -132,6 +133,14 @@ def test_planned_work_of_a_plan_makefile(tmp_path):
         "nano-s0": {"probe-nano-s0-t0-init-vi-scratch.parquet"}
         | {f"probe-nano-s0-t{t}-{lang}-vi.parquet" for t, lang in probed}
     }
+    assert work.cycle_length == 8
+    # A cycle is the plan's own: the control's 24 chains are one, a two-language cycle is two.
+    control = build_plan("control", sizes=["nano"], tasks=24)
+    (tmp_path / "Snakefile").write_text(render_snakefile(control))
+    assert planned_work(tmp_path / "Snakefile").cycle_length == 24
+    short = build_plan("continual", sizes=["nano"], cycles=3, preset="tiny", cycle=["en", "fr"])
+    (tmp_path / "Makefile.short").write_text(short.makefile())
+    assert planned_work(tmp_path / "Makefile.short").cycle_length == 2
 
 
 def test_folder_without_plc_files(tmp_path):
