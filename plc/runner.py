@@ -45,11 +45,20 @@ def run_subprocess(argv: list[str]) -> int:
     ).returncode
 
 
-def _run_job(execute: Execute, argv: list[str], log: str) -> float:
-    """Run one `plc` command in this worker, its output going to a log file."""
+def _run_job(execute: Execute, argv: list[str], log: str, result: str | None = None) -> float:
+    """Run one `plc` command in this worker, its output going to a log file — or, for a job whose
+    result is what it prints (`result`, the target), its standard output to that file, written
+    whole or not at all (as the Makefile's `> $@.tmp && mv`)."""
     t0 = time.perf_counter()
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+    out_path = f"{result}.tmp" if result else log
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log, "w") as f,
+        open(out_path, "w") if result else contextlib.nullcontext(f) as out,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(f),
+    ):
         try:
             code = execute(argv)
         except PlcError as e:
@@ -64,6 +73,8 @@ def _run_job(execute: Execute, argv: list[str], log: str) -> float:
             ) from None
     if isinstance(code, int) and code != 0:
         raise PlcError(f"`plc {argv[0]}` exited with status {code} (log: {log})")
+    if result:
+        os.replace(out_path, result)  # a failed job leaves its .tmp, as Make's recipe does
     return time.perf_counter() - t0
 
 
@@ -108,7 +119,8 @@ def run_plan(
                 # The whole path names the log: several runs each write a c8.pt.
                 name = Path(job.target).as_posix().strip("/").replace("/", "--")
                 log = str(Path(log_dir) / f"{name}.log")
-                running[pool.submit(_run_job, execute, job.command(), log)] = job
+                result = job.target if job.stdout else None
+                running[pool.submit(_run_job, execute, job.command(), log, result)] = job
             if not running:
                 if pending:
                     missing = sorted({d for j in pending for d in j.deps if not Path(d).exists()})
