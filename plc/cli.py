@@ -1303,7 +1303,9 @@ def plot_cmd(
         ..., help="Metric files (plot onset also reads onset tables)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Figure to write: .png, .svg or .pdf."),
-    x: str = typer.Option("cycle", "--x", help="auc: x axis in cycle (Fig. 2) or tokens (Fig. 4)."),
+    x: str = typer.Option(
+        "cycle", "--x", help="auc: x axis in cycle (Fig. 2), tokens (Fig. 4) or task."
+    ),
     model: str = typer.Option(
         "loglog", "--model", help="onset: fitted curve(s); all draws Fig. 10."
     ),

@@ -435,9 +435,10 @@ class _Builder:
         self.jobs.append(Job(target, argv, deps=list(deps), stage="analysis", stdout=stdout))
 
     def onset_and_figures(
-        self, inputs: list[str], n_sizes: int, probes_per_run: int, probe_after: str
+        self, inputs: list[str], n_sizes: int, probes_per_run: int, probe_after: str, x: str = ""
     ) -> None:
-        """fit-onset and the figures over every probe and diagnose file."""
+        """fit-onset and the figures over every probe and diagnose file; `x` the AUC figure's
+        axis where cycles of eight mean nothing (the control: task)."""
         # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
         # An onset needs two probes per run, the centred moving average of App. B three.
         fits = "all" if n_sizes >= MIN_FIT_POINTS else "none"
@@ -457,6 +458,7 @@ class _Builder:
                 continue
             fig = f"{self.figures}/{kind}.png"
             extra = onset_args if kind in ("probing", "onset", "correlates") else []
+            extra += ["--x", x] if kind == "auc" and x else []
             self.analysis(fig, ["plot", kind, INPUTS, *extra, "--out", fig, "--force"], inputs)
 
     def plan(self, problem, sizes, seeds, cycles, cycle, probe_lang, description) -> Plan:
@@ -633,7 +635,7 @@ class _Builder:
                     inputs.append(self.probe(c(k), run_id, k, lang, probe))
                 if every and k % every == 0:
                     inputs.append(self.diagnose(c(k), run_id, k, lang, probe, probe))
-        self.onset_and_figures(inputs, len(sizes), len(probed), "all")
+        self.onset_and_figures(inputs, len(sizes), len(probed), "all", x="task")
         return self.plan(
             "control",
             sizes,

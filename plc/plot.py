@@ -77,7 +77,7 @@ SIZE_STYLES = (
 class PlotOptions:
     """What a drawing function may be asked; each kind reads the fields that concern it."""
 
-    x: str = "cycle"  # auc: cycle (Fig. 2) or tokens (Fig. 4)
+    x: str = "cycle"  # auc: cycle (Fig. 2), tokens (Fig. 4) or task (cycles not of eight)
     normalize: str = "first"
     probe_after: tuple[str, ...] | None = PAPER_PROBE_AFTER
     window: int = 3
@@ -162,8 +162,8 @@ def _options(kind, x, normalize, probe_after, window, models, layer, by) -> Plot
         raise PlcError(
             f"--by {by} colours plot {', '.join(BY_KINDS)}; plot {kind} draws one panel per run"
         )
-    if x not in ("cycle", "tokens"):
-        raise PlcError(f"--x must be cycle or tokens, not {x!r}")
+    if x not in ("cycle", "tokens", "task"):
+        raise PlcError(f"--x must be cycle, tokens or task, not {x!r}")
     if probe_after == "default":  # Fig. 2 plots every probe; App. B's onset uses zh, de, ru
         probe_after = None if kind == "auc" else PAPER_PROBE_AFTER
     return PlotOptions(
@@ -367,15 +367,19 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     of_run = {s.run_id: s for s in series}
     for run_id, look in looks.items():
         s = of_run[run_id]
-        xs = s.tokens_seen if options.x == "tokens" else _cycles(s.task_index)
-        ax.plot(xs, s.value, ms=3, lw=1.5, **look)
+        xs = {"tokens": s.tokens_seen, "task": s.task_index}.get(options.x)
+        ax.plot(_cycles(s.task_index) if xs is None else xs, s.value, ms=3, lw=1.5, **look)
     ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
     if options.x == "tokens":
         ax.set_xlabel("Training tokens")
         _count_axis(ax.xaxis)
     else:
-        ax.set_xlabel("Cycle")
-    ax.set_ylabel("% change in AUC relative to the first end-of-cycle probe")
+        ax.set_xlabel(options.x.capitalize())
+    # Eq. 1 divides by the first probe after a cycle's end, or by the first probe where no probe
+    # follows the paper's end of cycle (the control, custom cycles).
+    first = all(s.baseline_task == s.task_index[0] for s in series)
+    reference = "the first probe" if first else "the first end-of-cycle probe"
+    ax.set_ylabel(f"% change in AUC relative to {reference}")
     ax.set_title("Probe AUC over training")
     ax.legend(
         title="method, model size" if options.by else "model size",

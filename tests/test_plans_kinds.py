@@ -104,7 +104,8 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     fit = analysis(plan, "fit-onset")
     assert flag(fit, "--probe-after") == "all" and flag(fit, "--window") == "3"
     assert flag(fit, "--model") == "none"  # two sizes: onsets, no fits
-    assert flag(analysis(plan, "plot"), "--out").endswith("figures/auc.png")
+    auc = analysis(plan, "plot")
+    assert flag(auc, "--out").endswith("figures/auc.png") and flag(auc, "--x") == "task"
 
 
 def test_plans_take_custom_shapes_between_the_presets():

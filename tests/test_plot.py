@@ -195,6 +195,11 @@ def test_auc_draws_one_line_per_run_with_its_normalised_probes(files, metrics):
     for s, size in zip(ru, SIZES, strict=True):
         assert list(line(ax, size).get_xdata()) == s.tokens_seen
         assert set(s.lang) == {"ru"} and len(s.tokens_seen) == 5  # five cycles
+    # Against the task index (cycles not of eight: the control's chains, a custom --cycle).
+    (ax,) = build_figure("auc", files, x="task").figure.axes
+    assert ax.get_xlabel() == "Task"
+    for s, size in zip(every_probe, SIZES, strict=True):
+        assert list(line(ax, size).get_xdata()) == s.task_index
 
 
 def test_probing_marks_the_onset_plc_onset_finds(files, series):

@@ -1,13 +1,15 @@
 """The remedies of §V-B on the positive control: which one keeps a small model plastic?
 
     python examples/mitigations/run.py [OUT] [--sizes nano,micro] [--tasks 24] [--methods …]
+    python examples/mitigations/run.py OUT --problem continual [--cycles 3] …
 
 One `plc plan control --mitigation …` graph — the same Markov-chain tasks, probes and diagnoses
 for every method — run by two in-process workers (the `plc demo` runner), then a table per size:
 probe AUC at the last probe relative to the baseline's, the onset (or why there is none), the
 rise in jitter units, mean |θ|, dormant %, lazy/collapsed heads, and the training loss cost.
-Writes OUT/table.md. On the real-language cpu preset no run loses plasticity (there is nothing to
-remove), so the study runs on the control, where the baseline does.
+Writes OUT/table.md. `--problem continual` runs the same methods on the real-language protocol
+(the cpu preset, the embedded corpus, probes after zh, de and ru as the demo), where at this scale
+no run loses plasticity: there a method can only show its cost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import polars as pl
 from plc.cli import run_argv
 from plc.onset import fit_onset
 from plc.plan import build_plan
+from plc.protocol import PAPER_PROBE_AFTER
 from plc.runner import run_plan
 from plc.store import read_metrics
 
@@ -31,19 +34,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?", default="mitigations")
     parser.add_argument("--sizes", default="nano,micro")
-    parser.add_argument("--tasks", type=int, default=24)
+    parser.add_argument("--problem", choices=["control", "continual"], default="control")
+    parser.add_argument("--tasks", type=int, default=24, help="control: Markov-chain tasks")
+    parser.add_argument("--cycles", type=int, default=3, help="continual: cycles of eight")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", default=";".join(METHODS), help=";-separated, e.g. none;cbp")
     args = parser.parse_args()
     out = Path(args.out)
 
+    length = (
+        {"tasks": args.tasks}
+        if args.problem == "control"
+        else {"cycles": args.cycles, "probe_after": list(PAPER_PROBE_AFTER), "diagnose_every": 1}
+    )
     plan = build_plan(
-        "control",
+        args.problem,
         sizes=args.sizes.split(","),
-        tasks=args.tasks,
         mitigations=args.methods.split(";"),
         data=str(out / "data"),
         out_dir=str(out),
+        **length,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "Makefile").write_text(plan.makefile())
