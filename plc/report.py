@@ -1,7 +1,8 @@
 """`plc report`: a study on one self-contained HTML page.
 
 Everything the study's files allow, in the order a reader asks for it: where the study stands
-(plc status), the onset of plasticity loss per run, the four fits of Table V and the law, every
+(plc status), the onset of plasticity loss per run as plc fit-onset decides it (with its interval,
+or no onset and why), the four fits of Table V with their intervals and the law, every
 figure `plc plot` can draw from the metrics present, the correlates per diagnose, any other
 tables of the study (transfer, mitigations), and how it was made (the task histories in the
 checkpoints, the plan file, the versions). Figures are PNGs inside the page (base64), styles are
@@ -27,10 +28,11 @@ from plc.onset import MODELS
 if TYPE_CHECKING:
     import polars as pl
 
-    from plc.onset import Fit, ProbeSeries
+    from plc.onset import BootstrapSummary, Fit, OnsetResult, RunOnset
     from plc.status import StatusResult, StudyFiles
 
 WINDOW = 3  # App. B's moving average
+BOOTSTRAP = 1000  # resamples of the runs for the fits' intervals, as plc demo's law
 MAX_TABLE_ROWS = 200
 CORRELATE_COLUMNS = (
     ("param_abs_mean", "mean |θ|", "{:.5g}"),
@@ -173,72 +175,125 @@ class _Page:
         if state.seconds_left:
             self.p(f"Training left: {format_duration(state.seconds_left)} of compute.")
 
-    def add_onsets(self, files: StudyFiles) -> list[ProbeSeries]:
-        """Onset per run as `plc fit-onset --probe-after all --window 3` finds it."""
-        import polars as pl
-
-        from plc.onset import find_onset, format_count, probe_series
-        from plc.store import read_metrics
+    def add_onsets(self, files: StudyFiles) -> OnsetResult | None:
+        """Onset per run as `plc fit-onset --probe-after all --window 3 --bootstrap 1000` decides
+        it (intervals, no onset where the minimum is at an edge or its rise within noise)."""
+        from plc.onset import find_onset, format_count, probe_series, read_probes
 
         self.h2("Onset of plasticity loss", "onset")
-        probes = read_metrics(files.metric_files("probe"), "probe")
-        if probes.height == 0:
+        runs = sorted({m.run_id for m in files.metrics if m.kind == "probe"})
+        if not runs:
             self.note("No probe metrics yet: no onset.")
-            return []
-        self.p(
-            "Per run: the probe AUC normalised by eq. 1 (% change relative to the first probe), "
-            f"a centred moving average of {WINDOW} (App. B), the onset at its minimum "
-            "(as plc fit-onset --probe-after all). Every probe in the metric files is used."
-        )
-        found: list[ProbeSeries] = []
-        rows = []
-        for run_id in sorted(set(probes["run_id"].to_list())):
+            return None
+        # A run with too few probes for a moving average stops fit-onset for every run: such runs
+        # get a row with the reason, and fit-onset reads the others.
+        latest: dict[str, str] = {}
+        unusable: list[tuple[str, str]] = []
+        usable: list[Path] = []
+        methods: set[str] = set()
+        for run_id in runs:
+            paths = files.metric_files("probe", run_id)
             try:
-                (s,) = probe_series(probes.filter(pl.col("run_id") == run_id), "first", None)
+                series = probe_series(read_probes(paths), "first", None)
+                for s in series:
+                    find_onset(s, WINDOW)
             except PlcError as e:
-                rows.append([run_id, "", "", "", "", "", "", str(e)])
+                unusable.append((run_id, str(e)))
                 continue
-            latest = f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})"
-            row = [run_id, s.size, f"{s.n_params:,}", s.n_probes, latest]
-            try:
-                find_onset(s, WINDOW)
-            except PlcError as e:
-                rows.append([*row, "", "", str(e)])
-                continue
-            found.append(s)
-            rows.append([*row, s.onset, format_count(s.onset_tokens or 0), ""])
-        headers = ["run", "size", "n_params", "probes", "latest ΔAUC", "onset (task)"]
-        headers += ["onset (tokens)", "note"]
-        found.sort(key=lambda s: (s.n_params, s.run_id))
-        self.table("onsets", headers, rows, numeric={2, 3, 5, 6})
-        return found
-
-    def add_fits(self, series: list[ProbeSeries]) -> None:
-        import numpy as np
-
-        from plc.onset import MIN_FIT_POINTS, fit_model
-
-        self.h2("Scaling law: the four fits of Table V", "fits")
-        p = np.array([s.n_params for s in series], dtype=float)
-        t = np.array([s.onset for s in series], dtype=float)
-        if p.size < MIN_FIT_POINTS or np.unique(p).size < 2:
-            self.note(
-                f"A fit needs onsets of at least {MIN_FIT_POINTS} runs of at least two sizes; "
-                f"the study has {p.size} run(s) with an onset."
+            for s in series:
+                latest[s.run_id] = f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})"
+                methods.add(s.method)
+            usable += paths
+        res = _fit_onset(usable, "method" if len(methods) > 1 else None) if usable else None
+        level = f"{res.ci if res else 0.95:.0%}".replace("%", " %")
+        if res:
+            self.p(
+                "Per run: the probe AUC normalised by eq. 1 (% change relative to AUC_1, the first "
+                "probe after ru, or the first probe where none follows ru), a centred moving "
+                f"average of {WINDOW} (App. B) and its minimum, as plc "
+                "fit-onset --probe-after all finds them; every probe in the metric files is used. "
+                f"Noise unit: {res.noise}. The minimum is an onset only where it is not the first "
+                "or last smoothed point and the smoothed AUC rises at least "
+                f"{res.min_rise:g} jitter units after it; otherwise no onset is detected, with the "
+                f"reason. Interval: {level} of the smoothed minimum over {res.run_resamples:,} "
+                "resampled series per run. Rate of loss: OLS slope of the AUC change from the "
+                "minimum on, ± its standard error."
             )
+        by = res is not None and res.by is not None
+        headers = ["run", *(["method"] if by else []), "size", "n_params", "probes"]
+        onset = f"onset (task) [{level} interval]"
+        headers += ["latest ΔAUC", onset, "no onset: why"]
+        headers += ["rise (jitter)", "jitter (%)", "rate (%/task ± SE)", "onset (tokens)"]
+        rows = []
+        for r in res.runs if res else []:
+            rows.append(
+                [
+                    r.run_id,
+                    *([r.method] if by else []),
+                    r.size,
+                    f"{r.n_params:,}",
+                    r.n_probes,
+                    latest.get(r.run_id or "", ""),
+                    _onset_cell(r),
+                    r.no_onset or "",
+                    "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
+                    "" if r.jitter is None else f"{r.jitter:.3g}",
+                    ""
+                    if r.rate is None
+                    else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
+                    "" if r.onset_tokens is None else format_count(r.onset_tokens),
+                ]
+            )
+        for run_id, why in unusable:
+            cells = dict.fromkeys(headers, "")
+            cells.update({"run": run_id, onset: "none", "no onset: why": why})
+            rows.append(list(cells.values()))
+        numeric = {i for i, h in enumerate(headers) if h not in ("run", "method", "size")}
+        numeric -= {headers.index("latest ΔAUC"), headers.index("no onset: why")}
+        self.table("onsets", headers, rows, numeric)
+        return res
+
+    def add_fits(self, res: OnsetResult | None) -> None:
+        self.h2("Scaling law: the four fits of Table V", "fits")
+        if res is None:
+            self.note("No run has probes enough for an onset: no fit.")
             return
-        fits: list[Fit] = []
-        for model in MODELS:
-            try:
-                fits.append(fit_model(model, p, t))
-            except PlcError as e:
-                self.note(f"{model}: {e}")
+        if res.excluded:
+            self.p(
+                f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
+                f"{', '.join(res.excluded)}."
+            )
+        if res.fits_skipped:
+            self.note(f"No fit: {res.fits_skipped}")
+        if res.by is None:
+            self._fits(res.fits, res.law, res.exponent, res.bootstrap, "fits")
+        for g in (g for g in res.groups if g.fits or g.fits_skipped):  # none after models=[]
+            self.parts.append(f"<h3>method {_esc(g.method)}</h3>")
+            if g.fits_skipped:
+                self.note(f"No fit for {g.method}: {g.fits_skipped}")
+            self._fits(g.fits, g.law, g.exponent, g.bootstrap, f"fits {g.method}")
+
+    def _fits(
+        self,
+        fits: list[Fit],
+        law: str | None,
+        exponent: str | None,
+        boot: BootstrapSummary | None,
+        title: str,
+    ) -> None:
+        if not fits:
+            return
+        level = f"{boot.ci:.0%}".replace("%", " %") if boot else ""
+        headers = ["model", "formula", "a ± SE", "b ± SE"]
+        headers += [f"a {level} interval", f"b {level} interval"] if boot else []
+        headers += ["R²", "RMSE", "RMSE leave-one-out", "law"]
         rows = [
             [
                 f.model,
                 f.formula,
                 f"{f.a:.6g} ± {f.a_se:.3g}",
                 f"{f.b:.6g} ± {f.b_se:.3g}",
+                *([_interval(f.a_ci), _interval(f.b_ci)] if boot else []),
                 f"{f.r2:.4f}",
                 f"{f.rmse:.3f}",
                 f"{f.loo_rmse:.3f}",
@@ -246,11 +301,21 @@ class _Page:
             ]
             for f in fits
         ]
-        headers = ["model", "formula", "a ± SE", "b ± SE", "R²", "RMSE", "RMSE leave-one-out"]
-        self.table("fits", [*headers, "law"], rows, numeric={2, 3, 4, 5, 6})
-        law = next((f.law for f in fits if f.model == "loglog"), None)
+        self.table(title, headers, rows, numeric=set(range(2, len(headers) - 1)))
         if law:
             self.parts.append(f"<p>The law (eq. 2, log-log): <strong>{_esc(law)}</strong></p>")
+        if exponent:
+            self.parts.append(f"<p>Log-log exponent: <strong>{_esc(exponent)}</strong></p>")
+        if boot:
+            unfit = boot.resamples - boot.used
+            self.p(
+                f"Intervals of the fits: {level} percentile intervals over {boot.resamples:,} "
+                f"resamples of the runs ({boot.resample}, seed {boot.seed}), each run's onset "
+                "drawn from its distribution"
+                + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
+                + ".",
+                "meta",
+            )
 
     def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
         from plc.plot import plot
@@ -378,6 +443,31 @@ class _Page:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
+    """fit-onset on the probe files; where no fit can be made (too few runs with an onset, a
+    single size), the onsets alone, with the reason as `fits_skipped`."""
+    from plc.onset import fit_onset
+
+    options: dict[str, Any] = {"probe_after": None, "window": WINDOW, "by": by}
+    try:
+        return fit_onset(paths, models=list(MODELS), bootstrap=BOOTSTRAP, **options)
+    except PlcError as e:
+        res = fit_onset(paths, models=[], **options)
+        res.fits_skipped = str(e)
+        return res
+
+
+def _onset_cell(r: RunOnset) -> str:
+    """`3 [2, 4]`: the onset with its interval, or none."""
+    if r.onset is None:
+        return "none"
+    return f"{r.onset:g}" + ("" if r.onset_lo is None else f" [{r.onset_lo:g}, {r.onset_hi:g}]")
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def _figure_list(diag: pl.DataFrame) -> list[tuple[str, dict[str, Any], str]]:

@@ -76,7 +76,29 @@ def tiny_report(tiny_study, tmp_path_factory):
     return report(tiny_study, out), out
 
 
+def _onset_rows(page: Page) -> dict[str, dict[str, str]]:
+    return {r["run"]: r for r in page.table("run", "onset (task) [95 % interval]")}
+
+
+def _expected_cells(r) -> dict[str, str]:
+    """The onset table's cells for one of fit-onset's runs."""
+    interval = "" if r.onset_lo is None else f" [{r.onset_lo:g}, {r.onset_hi:g}]"
+    return {
+        "onset (task) [95 % interval]": "none" if r.onset is None else f"{r.onset:g}{interval}",
+        "no onset: why": r.no_onset or "",
+        "rise (jitter)": "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
+        "jitter (%)": "" if r.jitter is None else f"{r.jitter:.3g}",
+        "rate (%/task ± SE)": ""
+        if r.rate is None
+        else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
+        "probes": str(r.n_probes),
+        "n_params": f"{r.n_params:,}",
+    }
+
+
 def test_report_of_a_tiny_study(tiny_study, tiny_report):
+    from plc.onset import MODELS, fit_onset
+
     res, out = tiny_report
     text = out.read_text()
     page = Page(text)
@@ -88,21 +110,32 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     drawn = " ".join(res.figures)
     for fig in ("Fig. 2", "Fig. 4", "Fig. 9", "Fig. 5", "Fig. 6", "Fig. 7"):
         assert fig in drawn
-    # Two sizes: no fit, said so; the onset figure shows the runs' minima (no onset detected).
-    assert any("A fit needs onsets of at least 3 runs" in n for n in res.notes)
     assert "Fig. 3" in drawn
 
+    # Three probes per run: too few for the jitter, so fit-onset detects no onset and fits none.
     metrics = tiny_study / "metrics"
-    onsets = {r["run"]: r for r in page.table("run", "onset (task)")}
-    for run in ("nano-s0", "micro-s0"):
+    probes = sorted(metrics.glob("probe-*.parquet"))
+    fit = fit_onset(probes, models=list(MODELS), probe_after=None, window=3, bootstrap=1000)
+    assert [r.detected for r in fit.runs] == [False, False]
+    assert f"No fit: {fit.fits_skipped}" in res.notes
+    assert "after leaving out 2 runs with no onset detected" in fit.fits_skipped
+    assert not any(t[0][:1] == ["model"] for t in page.tables)  # no fits table
+    onsets = _onset_rows(page)
+    assert sorted(onsets) == ["micro-s0", "nano-s0"]
+    for r in fit.runs:
+        row = onsets[r.run_id]
+        assert {k: row[k] for k in _expected_cells(r)} == _expected_cells(r)
+        assert row["no onset: why"].startswith("too few probes (3) to measure the jitter")
+        assert row["onset (tokens)"] == ""
         aucs = [
-            float(pl.read_parquet(next(metrics.glob(f"probe-{run}-t{t}-*-vi.parquet")))["auc"][0])
+            float(
+                pl.read_parquet(next(metrics.glob(f"probe-{r.run_id}-t{t}-*-vi.parquet")))["auc"][0]
+            )
             for t in (2, 6, 8)
         ]
         change = 100 * (aucs[-1] / aucs[-1] - 1)  # eq. 1's baseline: the first ru probe (task 8)
-        assert onsets[run]["latest ΔAUC"] == f"{change:+.2f} % (task 8)"
-        assert onsets[run]["probes"] == "3"
-        assert onsets[run]["onset (task)"] == "6"  # three probes: the one smoothed point
+        assert row["latest ΔAUC"] == f"{change:+.2f} % (task 8)"
+    assert "The fits leave out 2 run(s) with no onset detected: nano-s0, micro-s0." in text
 
     rows = page.table("run", "task", "cycle", "dormant %")
     diag = pl.read_parquet(metrics / "diagnose-nano-s0-t8-ru.parquet")
@@ -119,12 +152,16 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     assert "Makefile" in text and "plc 0.1.0" in text
 
 
-def _probe_rows(run_id: str, n_params: int, dip: int, n: int = 9) -> list[dict]:
-    """A V-shaped AUC series over tasks 8, 16, … whose smoothed minimum is at index `dip`."""
+def _probe_rows(
+    run_id: str, n_params: int, dip: int, n: int = 12, method: str | None = None
+) -> list[dict]:
+    """A V-shaped AUC series over tasks 8, 16, … with its minimum at index `dip`, its slope 20×
+    the noise (seeded by n_params), so that an interior dip is an onset fit-onset detects."""
+    rng = np.random.default_rng(n_params)
     rows = []
     for i in range(n):
         task = 8 * (i + 1)
-        auc = 1.0 + 0.01 * abs(i - dip)
+        auc = 1.0 + 0.05 * abs(i - dip) + rng.normal(0, 0.0025)
         for step, loss in ((0, auc + 0.5), (10, auc - 0.5)):
             rows.append(
                 {
@@ -141,36 +178,73 @@ def _probe_rows(run_id: str, n_params: int, dip: int, n: int = 9) -> list[dict]:
                     "auc": auc,
                     "tokens_seen": task * 1000,
                     "from_scratch": False,
+                    "method": method,
                 }
             )
     return rows
 
 
-def test_fits_law_and_other_tables(tmp_path):
-    from plc.onset import fit_model
+def _write_study(study, runs: dict[str, tuple]) -> list:
+    """Probe files of runs {run_id: (n_params, dip[, n[, method]])}; their paths."""
     from plc.store import metric_frame, metric_path, write_metrics
 
-    study = tmp_path / "study"
-    points = {"a": (1_000_000, 2), "b": (4_000_000, 4), "c": (16_000_000, 6)}
-    for run_id, (n_params, dip) in points.items():
+    paths = []
+    for run_id, spec in runs.items():
         path = metric_path(study / "metrics", "probe", run_id, 0, "ru", "vi")
-        write_metrics(path, metric_frame("probe", _probe_rows(run_id, n_params, dip)))
+        write_metrics(path, metric_frame("probe", _probe_rows(run_id, *spec)))
+        paths.append(path)
+    return paths
+
+
+def _fit_cells(f) -> dict[str, str]:
+    return {
+        "a ± SE": f"{f.a:.6g} ± {f.a_se:.3g}",
+        "b ± SE": f"{f.b:.6g} ± {f.b_se:.3g}",
+        "a 95 % interval": f"[{f.a_ci[0]:.4g}, {f.a_ci[1]:.4g}]",
+        "b 95 % interval": f"[{f.b_ci[0]:.4g}, {f.b_ci[1]:.4g}]",
+        "R²": f"{f.r2:.4f}",
+        "RMSE": f"{f.rmse:.3f}",
+        "RMSE leave-one-out": f"{f.loo_rmse:.3f}",
+        "law": f.law,
+    }
+
+
+def test_onsets_fits_law_and_other_tables(tmp_path):
+    from plc.onset import MODELS, fit_onset
+
+    study = tmp_path / "study"
+    # d's minimum is its first smoothed point (it rises from the start): no onset, an edge.
+    runs = {"a": (1_000_000, 2), "b": (4_000_000, 4), "c": (16_000_000, 6), "d": (2_000_000, 0)}
+    paths = _write_study(study, runs)
     pl.DataFrame({"lang": ["en", "zh"], "auc": [1.25, 1.5]}).write_csv(study / "transfer.csv")
 
     res = report(study, tmp_path / "r.html")
-    page = Page((tmp_path / "r.html").read_text())
-    onsets = {r["run"]: int(r["onset (task)"]) for r in page.table("run", "onset (task)")}
-    assert onsets == {"a": 24, "b": 40, "c": 56}  # the task at each dip
-    p = np.array([v[0] for v in points.values()], dtype=float)
-    t = np.array([24, 40, 56], dtype=float)
+    text = (tmp_path / "r.html").read_text()
+    page = Page(text)
+    fit = fit_onset(paths, models=list(MODELS), probe_after=None, window=3, bootstrap=1000)
+    onsets = _onset_rows(page)
+    assert list(onsets) == ["a", "d", "b", "c"]  # by size
+    assert {r.run_id: r.onset for r in fit.runs} == {"a": 24, "d": None, "b": 40, "c": 56}
+    for r in fit.runs:
+        row = onsets[r.run_id]
+        assert {k: row[k] for k in _expected_cells(r)} == _expected_cells(r)
+        assert row["onset (tokens)"] == ("" if r.onset is None else f"{r.onset:g}k")
+    assert onsets["c"]["onset (task) [95 % interval]"].startswith("56 [")
+    assert onsets["d"]["onset (task) [95 % interval]"] == "none"
+    assert onsets["d"]["no onset: why"].startswith(
+        "edge minimum: the smoothed minimum is the first smoothed point (task 16)"
+    )
+    assert f"Noise unit: {fit.noise}." in text and "moving average of 3 (App. B)" in text
+    assert "rises at least 3 jitter units after it" in text
+    assert "The fits leave out 1 run(s) with no onset detected: d." in text
+
     fits = {r["model"]: r for r in page.table("model")}
     assert list(fits) == ["linear", "linlog", "exp", "loglog"]
-    for model, row in fits.items():
-        f = fit_model(model, p, t)
-        assert row["law"] == f.law
-        assert row["R²"] == f"{f.r2:.4f}"
-        assert row["RMSE leave-one-out"] == f"{f.loo_rmse:.3f}"
-    assert f"The law (eq. 2, log-log): {fit_model('loglog', p, t).law}" in "".join(page.text)
+    for f in fit.fits:
+        assert {k: fits[f.model][k] for k in _fit_cells(f)} == _fit_cells(f)
+    assert fit.exponent.startswith("b = 0.")
+    assert f"The law (eq. 2, log-log): {fit.law}" in "".join(page.text)
+    assert f"Log-log exponent: {fit.exponent}" in "".join(page.text)
     assert "Fig. 3 / 10" in " ".join(res.figures)
     assert "transfer.csv" in page.headings
     assert page.table("lang") == [{"lang": "en", "auc": "1.25"}, {"lang": "zh", "auc": "1.5"}]
@@ -180,6 +254,62 @@ def test_fits_law_and_other_tables(tmp_path):
         report(study, tmp_path / "r.html")
     with pytest.raises(PlcError, match=r"\.html"):
         report(study, tmp_path / "r.txt")
+
+
+def test_two_sizes_onsets_without_a_fit(tmp_path):
+    """Two runs with an onset, of two sizes: fit-onset cannot fit, the onsets stay. A third run
+    has two probes, too few for the moving average: a row with the reason, not an error."""
+    from plc.onset import fit_onset
+
+    study = tmp_path / "study"
+    paths = _write_study(study, {"a": (1_000_000, 3), "b": (4_000_000, 5)})
+    _write_study(study, {"e": (8_000_000, 1, 2)})
+    res = report(study, tmp_path / "r.html")
+    page = Page((tmp_path / "r.html").read_text())
+    fit = fit_onset(paths, models=[], probe_after=None, window=3)
+    with pytest.raises(PlcError) as e:
+        fit_onset(paths, probe_after=None, window=3)
+    assert f"No fit: {e.value}" in res.notes
+    assert str(e.value).startswith("a fit needs at least 3 (n_params, onset) points")
+    onsets = _onset_rows(page)
+    assert list(onsets) == ["a", "b", "e"]
+    assert onsets["e"]["onset (task) [95 % interval]"] == "none"
+    assert "has 2 probes; a centred moving average of window 3" in onsets["e"]["no onset: why"]
+    assert onsets["e"]["latest ΔAUC"] == onsets["e"]["probes"] == ""
+    assert [onsets[r.run_id]["onset (task) [95 % interval]"] for r in fit.runs] == [
+        f"{r.onset:g} [{r.onset_lo:g}, {r.onset_hi:g}]" for r in fit.runs
+    ]
+    assert [r.onset for r in fit.runs] == [32, 48]
+    assert not any(t[0][:1] == ["model"] for t in page.tables)
+
+
+def test_methods_get_a_column_and_fits_of_their_own(tmp_path):
+    from plc.onset import MODELS, fit_onset
+
+    study = tmp_path / "study"
+    base = {k: (n, dip, 12, "none") for k, n, dip in (("a", 1e6, 2), ("b", 4e6, 4), ("c", 16e6, 6))}
+    wd = {"a-wd": (1_000_000, 5, 12, "wd0.1"), "b-wd": (4_000_000, 7, 12, "wd0.1")}
+    paths = _write_study(study, {k: (int(v[0]), *v[1:]) for k, v in {**base, **wd}.items()})
+    report(study, tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    page = Page(text)
+    fit = fit_onset(
+        paths, models=list(MODELS), probe_after=None, window=3, bootstrap=1000, by="method"
+    )
+    onsets = _onset_rows(page)
+    assert {k: r["method"] for k, r in onsets.items()} == {r.run_id: r.method for r in fit.runs}
+    assert onsets["b-wd"]["method"] == "wd0.1" and onsets["b"]["method"] == "none"
+    for r in fit.runs:
+        assert {k: onsets[r.run_id][k] for k in _expected_cells(r)} == _expected_cells(r)
+    assert "method none" in page.headings and "method wd0.1" in page.headings
+    none, wd01 = fit.groups
+    assert (none.method, wd01.method) == ("none", "wd0.1")
+    assert f"No fit for wd0.1: {wd01.fits_skipped}" in text
+    assert len([t for t in page.tables if t[0][:1] == ["model"]]) == 1  # none's fits only
+    fits = {r["model"]: r for r in page.table("model")}
+    for f in none.fits:
+        assert {k: fits[f.model][k] for k in _fit_cells(f)} == _fit_cells(f)
+    assert f"Log-log exponent: {none.exponent}" in "".join(page.text)
 
 
 def test_folder_without_plc_files(tmp_path):
