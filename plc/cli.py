@@ -1707,6 +1707,8 @@ def demo(
         )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")
+    if res.control_report:
+        console.print(f"positive control's report: {res.control_report}")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
     console.print(f"{res.ran} jobs ran, {res.skipped} were already done, in {res.seconds:.0f} s.")
     console.print(f"[yellow]{res.caveat}[/yellow]")

@@ -49,6 +49,7 @@ class DemoResult:
     fits: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     report: str | None = None  # the study as one HTML page (plc report)
+    control_report: str | None = None  # the positive control's page (a study of its own)
     control: dict | None = None  # the positive control's result (see _control)
     caveat: str = CAVEAT
 
@@ -136,6 +137,10 @@ def demo(
     from plc.report import report
 
     res.report = report(out, out / "report.html", force=True).path
+    if sizes_control:
+        res.control_report = report(
+            out / "control", out / "control" / "report.html", force=True
+        ).path
     return res
 
 

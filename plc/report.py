@@ -90,6 +90,11 @@ def report(
     diag = read_metrics(files.metric_files("diagnose"), "diagnose")
     page = _Page()
     page.add_status(state)
+    for nested in files.nested:  # its runs may reuse this study's run ids: never mixed in
+        where = nested.relative_to(files.root)
+        page.note(
+            f"{where}/ is a study of its own (its own plan), not part of this page: plc report {nested}"
+        )
     series = page.add_onsets(files)
     page.add_fits(series)
     page.add_figures(files, diag)

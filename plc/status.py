@@ -76,6 +76,9 @@ class StudyFiles:
     in_progress: list[Path] = field(default_factory=list)
     plan: Path | None = None
     other_tables: list[Path] = field(default_factory=list)  # Parquet/CSV that are not metrics
+    nested: list[Path] = field(
+        default_factory=list
+    )  # subfolders with their own plan: other studies
 
     def metric_files(self, kind: str | None = None, run_id: str | None = None) -> list[Path]:
         return [
@@ -144,6 +147,9 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
         for d in dirs:
             if d.endswith(".partial"):
                 found.in_progress.append(here_path / d)
+            elif any(_is_plc_plan(here_path / d / name) for name in PLAN_FILES):
+                # e.g. the demo's control/: its runs reuse run ids (nano-s0) of this study's
+                found.nested.append(here_path / d)
             elif not (d.startswith(".") or d.endswith(".zarr")) and depth < MAX_DEPTH:
                 kept.append(d)
         dirs[:] = sorted(kept)
@@ -168,7 +174,7 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
 
 
 def _is_plc_plan(plan: Path | None) -> bool:
-    return plan is not None and "plc" in plan.read_text(errors="replace")[:2000]
+    return plan is not None and plan.is_file() and "plc" in plan.read_text(errors="replace")[:2000]
 
 
 @dataclass

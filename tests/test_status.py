@@ -143,6 +143,20 @@ def test_planned_work_of_a_plan_makefile(tmp_path):
     assert planned_work(tmp_path / "Makefile.short").cycle_length == 2
 
 
+def test_a_folder_with_its_own_plan_is_another_study(tiny_study, tmp_path):
+    # The demo's control/ reuses run ids (nano-s0): walked into, its probes would join this
+    # study's nano-s0 series.
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study, study)
+    nested = study / "control"
+    shutil.copytree(study / "metrics", nested / "metrics")
+    shutil.copy(study / "Makefile", nested / "Makefile")
+    files = find_study_files(study)
+    assert files.nested == [nested]
+    assert not [m for m in files.metrics if nested in m.path.parents]
+    assert len(find_study_files(nested).metrics) == len(files.metrics)
+
+
 def test_folder_without_plc_files(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(PlcError, match="no plc files"):
