@@ -1414,6 +1414,8 @@ def status_cmd(
     for r in res.runs:
         for problem in r.problems:
             err_console.print(f"[red]{r.folder}:[/red] {problem}", highlight=False)
+    for other in res.nested:
+        console.print(f"another study inside, with its own plan: plc status {other}")
     for job in [j for r in res.runs for j in r.jobs] + res.jobs:
         mark = "[red]stale[/red]" if job.stale else "[green]active[/green]"
         console.print(

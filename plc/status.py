@@ -124,6 +124,7 @@ class StatusResult:
     stale_minutes: float
     seconds_left: float | None  # compute left over all runs, one job at a time
     checked_at: float  # Unix time of the reading
+    nested: list[str] = field(default_factory=list)  # subfolders that are studies of their own
 
 
 # ------------------------------------------------------------------------------------- files
@@ -298,6 +299,7 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
         stale_minutes=stale_minutes,
         seconds_left=None if None in left else sum(left),
         checked_at=now,
+        nested=[str(p) for p in files.nested],
     )
 
 

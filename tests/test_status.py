@@ -155,6 +155,8 @@ def test_a_folder_with_its_own_plan_is_another_study(tiny_study, tmp_path):
     assert files.nested == [nested]
     assert not [m for m in files.metrics if nested in m.path.parents]
     assert len(find_study_files(nested).metrics) == len(files.metrics)
+    proc = run_plc("status", study)
+    assert proc.returncode == 0 and f"plc status {nested}" in proc.stdout.replace("\n", "")
 
 
 def test_folder_without_plc_files(tmp_path):
