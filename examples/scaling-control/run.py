@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import linregress
+from scipy.stats import t as t_dist
 
 from plc.cli import run_argv
 from plc.errors import PlcError
@@ -89,7 +91,18 @@ def main() -> None:
         spread = f"{np.mean(rates):+.2f} ± {np.std(rates, ddof=1):.2f}" if len(rates) > 1 else "–"
         lines.append(f"| {size} | {len(onsets)} of {len(mine)} | {mean_onset} | {spread} |")
     law = res.law and f"{res.law}; {res.exponent}"
-    lines += ["", f"Log-log law: {law or f'no fit ({res.fits_skipped})'}"]
+    lines += ["", f"Log-log law of the onset: {law or f'no fit ({res.fits_skipped})'}"]
+    # The rate orders by size where the argmin may not (issue 14): its own log-log slope over
+    # every run, with the regression's standard error and a t interval.
+    pos = [r for r in runs if r.rate is not None and r.rate > 0]
+    if len({r.n_params for r in pos}) >= 2 and len(pos) >= 3:
+        x = np.log([r.n_params for r in pos])
+        fit = linregress(x, np.log([r.rate for r in pos]))
+        half = t_dist.ppf(0.975, len(pos) - 2) * fit.stderr
+        lines.append(
+            f"Rate of loss ∝ P^b over {len(pos)} runs: b = {fit.slope:.2f} ± {fit.stderr:.2f} "
+            f"(95 %: [{fit.slope - half:.2f}, {fit.slope + half:.2f}])"
+        )
     lines += [
         "",
         f"{len(plan.jobs)} jobs, {args.workers} workers: {wall / 60:.1f} min wall, "
