@@ -1612,6 +1612,16 @@ def plan(
     )
 
 
+def _demo_onset_cell(r: dict) -> str:
+    """`6 [4, 10]`; with no onset detected, where the smoothed minimum lies and its interval."""
+    interval = f" [{r['onset_lo']:g}, {r['onset_hi']:g}]" if r.get("onset_lo") is not None else ""
+    if r["onset"] is not None:
+        return f"{r['onset']:g}{interval}"
+    if r.get("minimum_task") is None:
+        return "none"
+    return f"none (minimum {r['minimum_task']}{interval})"
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(
@@ -1687,9 +1697,7 @@ def demo(
             str(r["size"]),
             f"{r['n_params']:,}",
             str(r.get("n_probes") or ""),
-            "none"
-            if r["onset"] is None
-            else f"{r['onset']:g} [{r['onset_lo']:g}, {r['onset_hi']:g}]",
+            _demo_onset_cell(r),
             f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
         )
     console.print(table)

@@ -248,3 +248,13 @@ def test_the_demo_control_line_measures_the_rise_in_jitter_units(tmp_path):
         assert r["rise_jitter"] == pytest.approx(r["rise_pct"] / r["jitter_pct"])
         assert (r["probes"], r["last_task"]) == (15, 24)
     assert by_run["rising"]["detected"] and not by_run["flat"]["detected"]
+
+
+def test_the_demo_prints_every_onset_with_its_interval():
+    from plc.cli import _demo_onset_cell
+
+    row = {"onset": 6.0, "onset_lo": 4.0, "onset_hi": 10.0, "minimum_task": 6}
+    assert _demo_onset_cell(row) == "6 [4, 10]"
+    # No onset detected: where the minimum lies, with its interval, so an edge is visible as one.
+    assert _demo_onset_cell({**row, "onset": None}) == "none (minimum 6 [4, 10])"
+    assert _demo_onset_cell({"onset": None, "onset_lo": None, "minimum_task": None}) == "none"
