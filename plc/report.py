@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from plc import __version__
 from plc.errors import PlcError
 from plc.onset import MODELS
+from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
     import polars as pl
@@ -331,7 +332,7 @@ class _Page:
             self.note("No probe or diagnose metrics yet: no figures.")
             return
         with tempfile.TemporaryDirectory(prefix="plc-report-") as tmp:
-            for i, (kind, options, caption) in enumerate(_figure_list(diag)):
+            for i, (kind, options, caption) in enumerate(_figure_list(diag, files.plan)):
                 out = Path(tmp) / f"{i}.png"
                 try:
                     res = plot(
@@ -475,10 +476,18 @@ def _interval(ci: list[float] | None) -> str:
     return "" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
-def _figure_list(diag: pl.DataFrame) -> list[tuple[str, dict[str, Any], str]]:
-    """Every figure of `plc plot` with its caption; entropy for the first and last layer."""
+def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:
+    """Every figure of `plc plot` with its caption; entropy for the first and last layer. The
+    AUC against tasks where the plan's cycle is not the paper's eight (the control's chains)."""
+    from plc.status import planned_work
+
+    eight = plan is None or planned_work(plan).cycle_length == len(CYCLE)
     figs: list[tuple[str, dict[str, Any], str]] = [
-        ("auc", {}, "Fig. 2: probe AUC over training, % change relative to the first probe"),
+        (
+            "auc",
+            {} if eight else {"x": "task"},
+            "Fig. 2: probe AUC over training, % change relative to the first probe",
+        ),
         ("auc", {"x": "tokens"}, "Fig. 4: the same against training tokens"),
         ("probing", {}, "Fig. 9: normalised AUC per probe, moving average and onset"),
         ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size, four fits"),

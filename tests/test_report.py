@@ -350,3 +350,17 @@ def test_chromium_renders_the_report(tiny_report, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f'data-check="{len(res.figures)} images, 0 broken"' in proc.stdout
+
+
+def test_the_auc_figure_is_drawn_against_tasks_when_the_cycle_is_not_eight(tmp_path):
+    from plc.plan import build_plan
+    from plc.report import _figure_list
+
+    control = tmp_path / "Makefile"
+    control.write_text(build_plan("control", sizes=["nano"], tasks=24).makefile())
+    paper = tmp_path / "Makefile.paper"
+    paper.write_text(build_plan(sizes=["nano"], cycles=2, preset="tiny").makefile())
+    empty = pl.DataFrame()
+    assert _figure_list(empty, control)[0][:2] == ("auc", {"x": "task"})
+    assert _figure_list(empty, paper)[0][:2] == ("auc", {})
+    assert _figure_list(empty, None)[0][:2] == ("auc", {})
