@@ -242,6 +242,16 @@ def build_plan(
     methods = [parse_mitigation(m) for m in (mitigations or ["none"])]
     if len({tag for tag, _ in methods}) < len(methods):
         raise PlcError(f"--mitigation names a method twice: {','.join(mitigations)}")
+    same = [
+        t
+        for t, flags in methods
+        if flags[:1] == ["--weight-decay"] and float(flags[1]) == p.weight_decay
+    ]
+    if same and ("", []) in methods:
+        raise PlcError(
+            f"--mitigation {same[0][:2]}:{same[0][2:]} is the {p.name} preset's own weight decay: "
+            "the same runs as none; drop it or give another λ"
+        )
     b = _Builder(p, data, out_dir, tokenizer, seeds[0], launcher, probe_repeats, methods)
     if problem == "control":
         return b.control(

@@ -400,3 +400,7 @@ def test_mitigation_runs_the_protocol_once_per_method():
             build_plan("control", sizes=["nano"], tasks=4, mitigations=[bad])
     with pytest.raises(PlcError, match="twice"):
         build_plan("control", sizes=["nano"], tasks=4, mitigations=["cbp", "cbp:0.0001"])
+    # The cpu preset already decays by 0.1: that arm would repeat the baseline's runs.
+    with pytest.raises(PlcError, match="cpu preset's own weight decay"):
+        build_plan("continual", sizes=["nano"], mitigations=["none", "wd:0.10"])
+    assert len(build_plan("continual", sizes=["nano"], mitigations=["none", "wd:0"]).jobs) > 0
