@@ -1304,7 +1304,7 @@ def plot_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Figure to write: .png, .svg or .pdf."),
     x: str = typer.Option(
-        "cycle", "--x", help="auc: x axis in cycle (Fig. 2), tokens (Fig. 4) or task."
+        "cycle", "--x", help="x axis: cycle (Fig. 2), task, or tokens (auc: Fig. 4)."
     ),
     model: str = typer.Option(
         "loglog", "--model", help="onset: fitted curve(s); all draws Fig. 10."

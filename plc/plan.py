@@ -37,6 +37,8 @@ from plc.protocol import (
 )
 from plc.sizes import shape_of
 
+X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
+
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
 PROBLEMS = ("continual", "stationary", "control", "transfer", "lr-grid")
 INPUTS = "{inputs}"  # in an argv: the job's input files (`$^` in the Makefile)
@@ -447,8 +449,8 @@ class _Builder:
     def onset_and_figures(
         self, inputs: list[str], n_sizes: int, probes_per_run: int, probe_after: str, x: str = ""
     ) -> None:
-        """fit-onset and the figures over every probe and diagnose file; `x` the AUC figure's
-        axis where cycles of eight mean nothing (the control: task)."""
+        """fit-onset and the figures over every probe and diagnose file; `x` the figures' axis
+        where cycles of eight mean nothing (the control: task)."""
         # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
         # An onset needs two probes per run, the centred moving average of App. B three.
         fits = "all" if n_sizes >= MIN_FIT_POINTS else "none"
@@ -468,7 +470,7 @@ class _Builder:
                 continue
             fig = f"{self.figures}/{kind}.png"
             extra = onset_args if kind in ("probing", "onset", "correlates") else []
-            extra += ["--x", x] if kind == "auc" and x else []
+            extra += ["--x", x] if x and kind in X_KINDS else []
             self.analysis(fig, ["plot", kind, INPUTS, *extra, "--out", fig, "--force"], inputs)
 
     def plan(self, problem, sizes, seeds, cycles, cycle, probe_lang, description) -> Plan:

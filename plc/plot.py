@@ -257,14 +257,17 @@ def _labels(runs: Sequence[tuple[str, str]]) -> list[str]:
     return [(size or run) if sizes.count(size) == 1 else f"{size} ({run})" for size, run in runs]
 
 
-def _cycles(task_index: Sequence[int]) -> np.ndarray:
-    return np.asarray(task_index, dtype=float) / len(CYCLE)
+def _x(task_index: Sequence[int], options: PlotOptions) -> np.ndarray:
+    """Task indices on the x axis asked for: cycles of eight (the paper's figures) or tasks."""
+    tasks = np.asarray(task_index, dtype=float)
+    return tasks if options.x == "task" else tasks / len(CYCLE)
 
 
-def _whole_cycles(ax: Axes) -> None:
-    """Integer ticks: diagnostics are taken at the end of whole cycles."""
+def _task_axis(ax: Axes, options: PlotOptions) -> None:
+    """Label and integer ticks: diagnostics are taken at whole cycles (or tasks)."""
     from matplotlib.ticker import MaxNLocator
 
+    ax.set_xlabel("Task" if options.x == "task" else "Cycle")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -283,8 +286,8 @@ def _plain_log_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def _line_per(ax: Axes, rows: pl.DataFrame, column: str) -> int:
-    """One line per layer (or head): its mean value at each task, against cycles; how many lines."""
+def _line_per(ax: Axes, rows: pl.DataFrame, column: str, options: PlotOptions) -> int:
+    """One line per layer (or head): its mean value at each task; how many lines."""
     import polars as pl
 
     keys = sorted(set(rows[column].to_list()))
@@ -295,7 +298,7 @@ def _line_per(ax: Axes, rows: pl.DataFrame, column: str) -> int:
             .agg(pl.col("value").mean())
             .sort("task_index")
         )
-        x = _cycles(k["task_index"].to_list())
+        x = _x(k["task_index"].to_list(), options)
         ax.plot(x, k["value"], marker="o", ms=2.5, color=color, label=f"{column} {key}")
     return len(keys)
 
@@ -367,14 +370,14 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     of_run = {s.run_id: s for s in series}
     for run_id, look in looks.items():
         s = of_run[run_id]
-        xs = {"tokens": s.tokens_seen, "task": s.task_index}.get(options.x)
-        ax.plot(_cycles(s.task_index) if xs is None else xs, s.value, ms=3, lw=1.5, **look)
+        xs = s.tokens_seen if options.x == "tokens" else _x(s.task_index, options)
+        ax.plot(xs, s.value, ms=3, lw=1.5, **look)
     ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
     if options.x == "tokens":
         ax.set_xlabel("Training tokens")
         _count_axis(ax.xaxis)
     else:
-        ax.set_xlabel(options.x.capitalize())
+        ax.set_xlabel(options.x.capitalize())  # no integer ticks: probes fall within cycles
     # Eq. 1 divides by the first probe after a cycle's end, or by the first probe where no probe
     # follows the paper's end of cycle (the control, custom cycles).
     first = all(s.baseline_task == s.task_index[0] for s in series)
@@ -575,16 +578,15 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             )
             if r.height == 0:
                 continue
-            xs, ys = _cycles(r["task_index"].to_list()), r["value"].to_numpy()
+            xs, ys = _x(r["task_index"].to_list(), options), r["value"].to_numpy()
             ax.plot(xs, ys, ms=3, **look)
             if run_id in onsets:  # the diagnosis nearest the onset, as the paper's red marker
-                i = int(np.argmin(np.abs(xs - onsets[run_id] / len(CYCLE))))
+                i = int(np.argmin(np.abs(xs - _x([onsets[run_id]], options)[0])))
                 marks.append((xs[i], ys[i]))
         if marks:
             mx, my = zip(*marks, strict=True)
             ax.plot(mx, my, "o", color="red", ms=8, zorder=5, label=ONSET_LABEL)
-        ax.set_xlabel("Cycle")
-        _whole_cycles(ax)
+        _task_axis(ax, options)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -602,10 +604,9 @@ def _dormant_layers(fig: Figure, paths: Sequence[Path], options: PlotOptions) ->
     runs = _runs(rows)
     axes = _grid(fig, len(runs), width=5.5, height=4)
     for (run_id, label), ax in zip(runs, axes, strict=True):
-        n_layers = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "layer")
+        n_layers = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "layer", options)
         ax.set_title(label)
-        ax.set_xlabel("Cycle")
-        _whole_cycles(ax)
+        _task_axis(ax, options)
         ax.set_ylabel("dormant MLP units (%)")
         ax.grid(alpha=0.3)
         ax.legend(
@@ -632,7 +633,7 @@ def _entropy(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     axes = _grid(fig, len(runs), width=5.5, height=4)
     notes = []
     for (run_id, label), ax in zip(runs, axes, strict=True):
-        n_heads = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "head")
+        n_heads = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "head", options)
         h = h_max_rows.filter(pl.col("run_id") == run_id)["value"]
         if h.len():
             h_max = float(h.mean())
@@ -642,8 +643,7 @@ def _entropy(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         else:
             notes.append(f"run {run_id}: no h_max rows, lazy/collapsed thresholds not drawn")
         ax.set_title(f"{label}, layer {layer} (0-based)")
-        ax.set_xlabel("Cycle")
-        _whole_cycles(ax)
+        _task_axis(ax, options)
         ax.set_ylabel("attention entropy (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if n_heads > 6 else 1)

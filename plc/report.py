@@ -477,22 +477,19 @@ def _interval(ci: list[float] | None) -> str:
 
 
 def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:
-    """Every figure of `plc plot` with its caption; entropy for the first and last layer. The
-    AUC against tasks where the plan's cycle is not the paper's eight (the control's chains)."""
+    """Every figure of `plc plot` with its caption; entropy for the first and last layer. Against
+    tasks where the plan's cycle is not the paper's eight (the control's chains)."""
     from plc.status import planned_work
 
     eight = plan is None or planned_work(plan).cycle_length == len(CYCLE)
+    x: dict[str, Any] = {} if eight else {"x": "task"}
     figs: list[tuple[str, dict[str, Any], str]] = [
-        (
-            "auc",
-            {} if eight else {"x": "task"},
-            "Fig. 2: probe AUC over training, % change relative to the first probe",
-        ),
+        ("auc", x, "Fig. 2: probe AUC over training, % change relative to the first probe"),
         ("auc", {"x": "tokens"}, "Fig. 4: the same against training tokens"),
         ("probing", {}, "Fig. 9: normalised AUC per probe, moving average and onset"),
         ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size, four fits"),
-        ("correlates", {}, "Fig. 5 / 7 / 11: correlates over cycles, the onset in red"),
-        ("dormant-layers", {}, "Fig. 6: dormant MLP units per layer"),
+        ("correlates", x, "Fig. 5 / 7 / 11: correlates over training, the onset in red"),
+        ("dormant-layers", x, "Fig. 6: dormant MLP units per layer"),
     ]
     layers = []
     if diag.height and "head" in diag.columns:
@@ -502,7 +499,7 @@ def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[
         layers = sorted(set(heads["layer"].drop_nulls().to_list()))
     for layer in dict.fromkeys([layers[0], layers[-1]]) if layers else [None]:
         where = f", layer {layer} (0-based)" if layer is not None else ""
-        figs.append(("entropy", {"layer": layer}, f"Fig. 7 bottom: attention entropy{where}"))
+        figs.append(("entropy", {"layer": layer, **x}, f"Fig. 7 bottom: attention entropy{where}"))
     return figs
 
 

@@ -106,6 +106,14 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     assert flag(fit, "--model") == "none"  # two sizes: onsets, no fits
     auc = analysis(plan, "plot")
     assert flag(auc, "--out").endswith("figures/auc.png") and flag(auc, "--x") == "task"
+    # The control's chains are not cycles of eight: every figure over training is against tasks.
+    figures = {Path(j.target).stem: j for j in stage(plan, "analysis") if j.target.endswith(".png")}
+    assert {k for k, j in figures.items() if "--x" in j.argv} == {
+        "auc",
+        "correlates",
+        "dormant-layers",
+        "entropy",
+    }
 
 
 def test_plans_take_custom_shapes_between_the_presets():

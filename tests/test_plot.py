@@ -278,6 +278,11 @@ def test_correlates_four_panels_and_the_onset_at_the_nearest_diagnosis(files, se
         offset = 0.02 if slope == 0.001 else 0.0
         np.testing.assert_allclose(marker.get_ydata(), [offset + slope * c for c in nearest])
         np.testing.assert_allclose(line(ax, "5M").get_xdata(), [0, 1, 2, 3, 4])
+    # Against tasks (the control's chains): the same points at 8 × the cycle, the same marker.
+    for ax in build_figure("correlates", files, x="task").figure.axes:
+        assert ax.get_xlabel() == "Task"
+        np.testing.assert_allclose(line(ax, "5M").get_xdata(), [0, 8, 16, 24, 32])
+        assert list(line(ax, ONSET_LABEL).get_xdata()) == [8 * c for c in nearest]
 
 
 def test_correlates_draw_only_the_metrics_present_and_no_onset_without_probes(tmp_path):
@@ -302,6 +307,9 @@ def test_dormant_layers_one_panel_per_run_one_line_per_layer(files):
             drawn = line(ax, f"layer {layer}")
             np.testing.assert_allclose(drawn.get_xdata(), [0, 1, 2, 3, 4])
             np.testing.assert_allclose(drawn.get_ydata(), [c * (layer + 1) for c in range(5)])
+    for ax in build_figure("dormant-layers", files, x="task").figure.axes:
+        assert ax.get_xlabel() == "Task"
+        np.testing.assert_allclose(line(ax, "layer 0").get_xdata(), [0, 8, 16, 24, 32])
 
 
 def test_entropy_one_line_per_head_of_the_chosen_layer_and_the_bands(files, tmp_path):

@@ -362,5 +362,7 @@ def test_the_auc_figure_is_drawn_against_tasks_when_the_cycle_is_not_eight(tmp_p
     paper.write_text(build_plan(sizes=["nano"], cycles=2, preset="tiny").makefile())
     empty = pl.DataFrame()
     assert _figure_list(empty, control)[0][:2] == ("auc", {"x": "task"})
+    over_training = [o for k, o, _ in _figure_list(empty, control) if k != "auc"]
+    assert [o.get("x") for o in over_training] == [None, None, "task", "task", "task"]
     assert _figure_list(empty, paper)[0][:2] == ("auc", {})
     assert _figure_list(empty, None)[0][:2] == ("auc", {})
