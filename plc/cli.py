@@ -1130,11 +1130,11 @@ def _print_onsets(res) -> None:
 
 def _onset_cell(r) -> str:
     """A run's onset with its interval, or none and the short reason (edge minimum, …)."""
+    from plc.onset import format_onset
+
     if r.onset is None:
         return "none" + (f": {r.no_onset.split(':')[0]}" if r.no_onset else "")
-    return f"{r.onset:g}" + (
-        f" {_interval(r.onset_lo, r.onset_hi)}" if r.onset_lo is not None else ""
-    )
+    return format_onset(r.onset, r.onset_lo, r.onset_hi)
 
 
 def _print_method_comparison(res) -> None:
@@ -1614,12 +1614,14 @@ def plan(
 
 def _demo_onset_cell(r: dict) -> str:
     """`6 [4, 10]`; with no onset detected, where the smoothed minimum lies and its interval."""
-    interval = f" [{r['onset_lo']:g}, {r['onset_hi']:g}]" if r.get("onset_lo") is not None else ""
+    from plc.onset import format_onset
+
+    lo, hi = r.get("onset_lo"), r.get("onset_hi")
     if r["onset"] is not None:
-        return f"{r['onset']:g}{interval}"
+        return format_onset(r["onset"], lo, hi)
     if r.get("minimum_task") is None:
         return "none"
-    return f"none (minimum {r['minimum_task']}{interval})"
+    return f"none (minimum {format_onset(r['minimum_task'], lo, hi)})"
 
 
 @app.command()

@@ -821,6 +821,11 @@ def parse_numbers(text: str | None, what: str) -> list[float]:
     return out
 
 
+def format_onset(task: float, lo: float | None, hi: float | None) -> str:
+    """`6 [4, 10]`: a task index (an onset, or a smoothed minimum) with its interval, if any."""
+    return f"{task:g}" + ("" if lo is None or hi is None else f" [{lo:g}, {hi:g}]")
+
+
 def format_count(x: float) -> str:
     """Tokens or parameters in short form: 1.8T, 5B, 314.8M, 950."""
     for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
@@ -1335,8 +1340,9 @@ def fit_onset(
     for r in points:
         r.fitted = True
     left_out = [r for r in runs if not r.fitted]
+    members = {None: points} if by is None else split_by_method(points)
     if bootstrap is not None and resample == "within-size":
-        for group in [points] if by is None else split_by_method(points).values():
+        for group in members.values():
             _check_within_size(group)
     groups = fit_groups(points, left_out, models, by)
     if task_tokens is not None:
@@ -1345,7 +1351,6 @@ def fit_onset(
         tokens, source = seen, "from the probe metrics"
     else:
         tokens, source = float(PAPER_TASK_TOKENS), "the paper's, §IV-A"
-    members = {None: points} if by is None else split_by_method(points)
     for g in groups:
         intervals = None
         if bootstrap is not None and g.fits:

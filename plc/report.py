@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS
+from plc.onset import MODELS, format_onset
 from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
@@ -467,9 +467,7 @@ def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
 
 def _onset_cell(r: RunOnset) -> str:
     """`3 [2, 4]`: the onset with its interval, or none."""
-    if r.onset is None:
-        return "none"
-    return f"{r.onset:g}" + ("" if r.onset_lo is None else f" [{r.onset_lo:g}, {r.onset_hi:g}]")
+    return "none" if r.onset is None else format_onset(r.onset, r.onset_lo, r.onset_hi)
 
 
 def _interval(ci: list[float] | None) -> str:

@@ -89,7 +89,7 @@ def main() -> None:
             {
                 "run": run_id,
                 "size": r.size,
-                # The run id's tag names the method (weight decay is not a plc.mitigations label).
+                # The run id's tag names the method as `--mitigation` spelt it (sp0.8_0.01).
                 "method": run_id.split("-", 2)[2] if run_id.count("-") >= 2 else "baseline",
                 "auc_last": auc,
                 "auc_mean": per_ckpt["auc"].mean(),
