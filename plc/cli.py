@@ -955,10 +955,10 @@ def fit_onset_cmd(
         "--auc-from",
         help="0: the probe curve's area from step 0 (as probe stored it); first: recomputed without the step-0 evaluation.",
     ),
-    min_rise: float = typer.Option(
-        3.0,
-        "--min-rise",
-        help="Jitter units the smoothed AUC must rise after its minimum for an onset.",
+    alpha: float = typer.Option(
+        0.05,
+        "--alpha",
+        help="False-alarm rate of the test of a rise after the minimum (per run).",
     ),
     keep_no_onset: bool = typer.Option(
         False, "--keep-no-onset", help="Fit runs with no onset detected too, at their minimum."
@@ -1012,7 +1012,7 @@ def fit_onset_cmd(
         force=force,
         auc_from=auc_from,
         ci=ci,
-        min_rise=min_rise,
+        alpha=alpha,
         keep_no_onset=keep_no_onset,
         bootstrap=bootstrap,
         resample=resample,
@@ -1035,64 +1035,29 @@ def _interval(lo: float | None, hi: float | None, fmt: str = "g") -> str:
 
 
 def _print_onsets(res) -> None:
-    """fit-onset's tables: runs with their evidence, fits, predictions, dense-probing ranges."""
-    from plc.onset import format_count
+    """fit-onset's tables: runs with their verdicts, pooled sizes, fits, predictions, dense probing."""
+    from plc.onset import view
 
-    level = f"{res.ci:.0%}"
     runs = Table(title="Onset of plasticity loss per run")
-    with_ids = any(r.run_id for r in res.runs)  # an onset table may have no run ids
-    evidence = any(r.jitter is not None for r in res.runs)
-    intervals = any(r.onset_lo is not None for r in res.runs)
-    unit = "%" if res.normalize == "first" else "ratio"
-    columns = ["run", "size", *(["method"] if res.by else []), "n_params", "probes", "onset (task)"]
-    columns += [f"{level} interval"] if intervals else []
-    columns += ["onset (tokens)"]
-    if evidence:
-        columns += ["most likely", f"jitter ({unit})", "rise (jitter)", "rate (%/task)"]
-    for col in columns:
-        if col != "run" or with_ids:
-            runs.add_column(
-                col, justify="left" if col in ("run", "size", "method", "most likely") else "right"
-            )
-    for r in res.runs:
-        cells = [r.run_id or ""] if with_ids else []
-        cells += [
-            r.size,
-            *([r.method] if res.by else []),
-            f"{r.n_params:,}",
-            "" if r.n_probes is None else str(r.n_probes),
-            "none" if r.onset is None else f"{r.onset:g}",
-        ]
-        if intervals:
-            cells.append(_interval(r.onset_lo, r.onset_hi) if r.detected else "")
-        cells += [
-            "" if r.onset_tokens is None else format_count(r.onset_tokens),
-        ]
-        if evidence:
-            top = sorted((r.onset_mass or {}).items(), key=lambda kv: -kv[1])[:3]
-            cells += [
-                ", ".join(f"{t} {p:.0%}" for t, p in top),
-                "" if r.jitter is None else f"{r.jitter:.3g}",
-                "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
-                ""
-                if r.rate is None
-                else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
-            ]
+    for c in view.run_columns(res):
+        runs.add_column(c.name, justify="right" if c.numeric else "left")
+    for r, cells in zip(res.runs, view.run_rows(res), strict=True):
         runs.add_row(*cells, style=None if r.detected else "dim")
     console.print(runs)
     for r in res.runs:
-        if not r.detected:
-            console.print(
-                f"{r.run_id or r.size}: [yellow]no onset detected[/yellow] ({r.no_onset})"
-            )
-    if evidence:
-        console.print(
-            f"Intervals: {level} of the smoothed minimum over {res.run_resamples:,} resampled series "
-            "per run (residuals around the 3-point trend, and probe repeats where there are "
-            f"several); most likely: its mass per task. Noise unit: {res.noise}. An onset needs a "
-            f"rise of {res.min_rise:g} jitter units; rate: OLS slope of the AUC change from the "
-            "minimum on, ± its standard error."
-        )
+        if r.p_value is not None or not r.detected:
+            console.print(view.verdict(r))
+    if any(r.noise_sd is not None for r in res.runs):
+        console.print(view.method_text(res))
+    if res.sizes:
+        headers, rows = view.size_columns(res)
+        sizes = Table(title="Onset per size, pooled over its seeds")
+        for h in headers:
+            sizes.add_column(h, justify="left" if h in ("size", "method") else "right")
+        for row in rows:
+            sizes.add_row(*row)
+        console.print(sizes)
+        console.print(view.POOLED)
     if res.excluded:
         console.print(
             f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
@@ -1128,17 +1093,10 @@ def _print_onsets(res) -> None:
         console.print(f"wrote [bold]{res.out}[/bold]")
 
 
-def _onset_cell(r) -> str:
-    """A run's onset with its interval, or none and the short reason (edge minimum, …)."""
-    from plc.onset import format_onset
-
-    if r.onset is None:
-        return "none" + (f": {r.no_onset.split(':')[0]}" if r.no_onset else "")
-    return format_onset(r.onset, r.onset_lo, r.onset_hi)
-
-
 def _print_method_comparison(res) -> None:
     """Does a method delay the onset? Each size's onsets side by side, one column per method."""
+    from plc.onset.view import onset_cell
+
     methods = res.methods
     table = Table(title=f"Onset per size and method (task, {res.ci:.0%} interval)")
     table.add_column("size")
@@ -1151,7 +1109,7 @@ def _print_method_comparison(res) -> None:
         for m in methods:
             mine = [r for r in at if r.method == m]
             several = len(mine) > 1
-            cells.append("\n".join(f"{r.run_id}: " * several + _onset_cell(r) for r in mine) or "–")
+            cells.append("\n".join(f"{r.run_id}: " * several + onset_cell(r) for r in mine) or "–")
         table.add_row(at[0].size, *cells, end_section=i == len(sizes) - 1)
     groups = {g.method: g for g in res.groups}
     if any(g.law for g in res.groups):
@@ -1232,6 +1190,52 @@ def _print_fits(group, points: int, res) -> None:
                 cells.append("" if lo is None else f"[{format_count(lo)}, {format_count(hi)}]")
             pred.add_row(*cells)
         console.print(pred)
+
+
+@app.command("simulate-onset")
+def simulate_onset_cmd(
+    reps: int = typer.Option(100, "--reps", help="Studies per case."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulation."),
+    cycles: int = typer.Option(8, "--cycles", help="Cycles of probes after zh, de and ru."),
+    alpha: float = typer.Option(0.05, "--alpha", help="False-alarm rate of the test."),
+    ci: float = typer.Option(0.95, "--ci", help="Level of the onset's interval."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Calibrate fit-onset's test and interval on synthetic studies with a known onset."""
+    from plc.onset.calibrate import calibrate
+    from plc.onset.detect import check_alpha
+
+    check_alpha(alpha)
+    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci)
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    level = f"{ci:.0%}"
+    table = Table(
+        title=f"fit-onset on synthetic studies ({reps} per case, {cycles} cycles, seed {seed})"
+    )
+    columns = ["trend", "noise", "offsets", "seeds", "runs", f"onset detected (α = {alpha:g})"]
+    columns += [f"{level} coverage", "median width (tasks)", "pooled coverage / width"]
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("trend", "noise") else "right")
+    for r in res.rows:
+        c = r.case
+        table.add_row(
+            c.name,
+            "white" if c.rho == 0 else f"AR({c.rho:g})",
+            "+3/−2/0 %" if c.offsets else "none",
+            str(c.seeds),
+            str(r.runs),
+            f"{r.detected:.0%} ± {r.detected_se:.0%}",
+            "" if r.coverage is None else f"{r.coverage:.0%} ± {r.coverage_se:.0%}",
+            "" if r.width is None else f"{r.width:.1f} ± {r.width_se:.1f}",
+            "" if r.pooled_coverage is None else f"{r.pooled_coverage:.0%} / {r.pooled_width:.1f}",
+        )
+    console.print(table)
+    console.print(
+        "Onset detected: the false-alarm rate where the trend is flat, the power otherwise. Noise "
+        "SD 1 %; an onset's rise is 10 % to the last probe. ± Monte-Carlo standard errors."
+    )
 
 
 @app.command("fit-lr")
@@ -1612,18 +1616,6 @@ def plan(
     )
 
 
-def _demo_onset_cell(r: dict) -> str:
-    """`6 [4, 10]`; with no onset detected, where the smoothed minimum lies and its interval."""
-    from plc.onset import format_onset
-
-    lo, hi = r.get("onset_lo"), r.get("onset_hi")
-    if r["onset"] is not None:
-        return format_onset(r["onset"], lo, hi)
-    if r.get("minimum_task") is None:
-        return "none"
-    return f"none (minimum {format_onset(r['minimum_task'], lo, hi)})"
-
-
 @app.command()
 def demo(
     out: Path = typer.Option(
@@ -1691,6 +1683,8 @@ def demo(
     if as_json:
         emit_json(res)
         return
+    from plc.onset import view
+
     table = Table(title=f"Onset of plasticity loss ({res.preset} preset, {res.cycles} cycles)")
     for col in ("size", "non-emb params", "probes", "onset (task)", "onset (tokens)"):
         table.add_column(col, justify="left" if col == "size" else "right")
@@ -1699,23 +1693,19 @@ def demo(
             str(r["size"]),
             f"{r['n_params']:,}",
             str(r.get("n_probes") or ""),
-            _demo_onset_cell(r),
+            view.onset_cell(r),
             f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
         )
     console.print(table)
     for r in res.onsets:
-        if r["onset"] is None:
-            console.print(f"{r['size']}: no onset detected ({r['no_onset']})")
+        console.print(view.verdict(r))
     console.print(f"log-log law: [bold]{res.law}[/bold]")
     for r in (res.control or {}).get("runs", []):
-        verdict = "plasticity loss detected" if r["detected"] else "not detected"
         console.print(
             f"positive control ({r['size']}, Markov-chain tasks): probe AUC at task "
-            f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe = "
-            f"{r['rise_jitter']:.1f} jitter units (jitter {r['jitter_pct']:.1f} %): "
-            f"[bold]{verdict}[/bold] (threshold {res.control['threshold_jitter']:g}); after its "
-            f"smoothed minimum (task {r['minimum_task']}) it rises "
-            f"{r['rise_after_minimum_jitter']:.1f} jitter units"
+            f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe "
+            f"({r['rise_pct'] / r['noise_sd_pct']:.1f} noise SDs of {r['noise_sd_pct']:.1f} %); "
+            f"[bold]{view.verdict(r)}[/bold]"
         )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")

@@ -18,9 +18,6 @@ from plc.plan import Plan, build_plan
 from plc.protocol import PAPER_PROBE_AFTER
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
-# The control's AUC rise must clear this many jitter units to count as plasticity loss detected.
-DETECTED_AT = 3.0
-
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
 WEIGHTS = {"train": 1.0, "probe": 1.2, "diagnose": 0.6, "analysis": 0.5, "data": 0.3, "init": 0.3}
 
@@ -145,15 +142,14 @@ def demo(
 
 
 def _control(probe_files: list[Path]) -> dict:
-    """The positive control's verdict per run: the AUC change at the last probe (eq. 1, % of the
-    first probe) in % and in units of the checkpoint-to-checkpoint jitter; detected at ≥ 3. Beside
-    it, fit-onset's measure: the rise of the smoothed AUC after its minimum, in jitter units."""
-    from plc.onset import assess_onset, jitter, probe_series, read_probes
+    """The positive control's verdict per run as fit-onset gives it on every probe (eq. 1 against
+    the first probe): the onset with its p-value and interval, or why there is none; beside it the
+    AUC change at the last probe, in % and in noise SDs of the series."""
+    from plc.onset import ALPHA, assess_onset, probe_series, read_probes
 
     runs = []
     for s in probe_series(read_probes(probe_files), "first", None):
-        noise = jitter(s.value)
-        evidence = assess_onset(s)
+        ev = assess_onset(s)
         runs.append(
             {
                 "run_id": s.run_id,
@@ -161,14 +157,19 @@ def _control(probe_files: list[Path]) -> dict:
                 "probes": len(s.value),
                 "last_task": s.task_index[-1],
                 "rise_pct": s.value[-1],
-                "jitter_pct": noise,
-                "rise_jitter": s.value[-1] / noise,
-                "detected": bool(s.value[-1] / noise >= DETECTED_AT),
-                "minimum_task": evidence.minimum_task,
-                "rise_after_minimum_jitter": evidence.rise_jitter,
+                "noise_sd_pct": ev.noise_sd,
+                "rho": ev.rho,
+                "detected": ev.detected,
+                "onset": float(ev.minimum_task) if ev.detected else None,
+                "at_start": ev.at_start,
+                "p_value": ev.p_value,
+                "onset_lo": ev.onset_lo,
+                "onset_hi": ev.onset_hi,
+                "minimum_task": ev.minimum_task,
+                "no_onset": ev.no_onset,
             }
         )
-    return {"threshold_jitter": DETECTED_AT, "runs": runs}
+    return {"alpha": ALPHA, "runs": runs}
 
 
 def _summarise(res: DemoResult, onset_table: Path) -> None:

@@ -182,7 +182,7 @@ def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
 
 def read_grid(inputs: Iterable[str | Path]) -> list[GridPoint]:
     """Grid results from train metric files and/or CSV grid tables, sorted by d_model and rate."""
-    from plc.onset import expand_inputs
+    from plc.store import expand_inputs
 
     paths = expand_inputs(inputs)
     tables = [p for p in paths if p.suffix.lower() == ".csv"]

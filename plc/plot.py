@@ -407,14 +407,15 @@ def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         ax.plot(
             s.task_index, smooth, color="orange", lw=2, label=f"moving average ({options.window})"
         )
-        i = s.task_index.index(s.onset)
+        i = s.task_index.index(ev.minimum_task)
         if ev.detected:
             style = {"color": "red"}
-            mark = f"onset: task {s.onset} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
-        else:  # the minimum, as an open marker: an edge minimum or a rise within noise
+            mark = f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
+            mark += f", p = {ev.p_value:.3f}"
+        else:  # the minimum, as an open marker: still falling or a rise within noise
             style = {"mfc": "none", "color": "0.4"}
-            mark = f"minimum: task {s.onset}, no onset detected"
-        ax.plot(s.onset, smooth[i], "o", ms=8, zorder=5, label=mark, **style)
+            mark = f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
+        ax.plot(ev.minimum_task, s.value[i], "o", ms=8, zorder=5, label=mark, **style)
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS, format_onset
+from plc.onset import MODELS
 from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from plc.onset import BootstrapSummary, Fit, OnsetResult, RunOnset
+    from plc.onset import BootstrapSummary, Fit, OnsetResult
     from plc.status import StatusResult, StudyFiles
 
 WINDOW = 3  # App. B's moving average
@@ -182,16 +182,17 @@ class _Page:
             self.p(f"Training left: {format_duration(state.seconds_left)} of compute.")
 
     def add_onsets(self, files: StudyFiles) -> OnsetResult | None:
-        """Onset per run as `plc fit-onset --probe-after all --window 3 --bootstrap 1000` decides
-        it (intervals, no onset where the minimum is at an edge or its rise within noise)."""
-        from plc.onset import find_onset, format_count, probe_series, read_probes
+        """Onset per run as `plc fit-onset --probe-after all --bootstrap 1000` decides it (the
+        test of a rise after the minimum, the onset's interval, or no onset and why)."""
+        from plc.onset import probe_series, read_probes, view
+        from plc.onset.detect import series_design
 
         self.h2("Onset of plasticity loss", "onset")
         runs = sorted({m.run_id for m in files.metrics if m.kind == "probe"})
         if not runs:
             self.note("No probe metrics yet: no onset.")
             return None
-        # A run with too few probes for a moving average stops fit-onset for every run: such runs
+        # A run with too few probes for the noise model stops fit-onset for every run: such runs
         # get a row with the reason, and fit-onset reads the others.
         latest: dict[str, str] = {}
         unusable: list[tuple[str, str]] = []
@@ -202,7 +203,7 @@ class _Page:
             try:
                 series = probe_series(read_probes(paths), "first", None)
                 for s in series:
-                    find_onset(s, WINDOW)
+                    series_design(s)
             except PlcError as e:
                 unusable.append((run_id, str(e)))
                 continue
@@ -211,52 +212,40 @@ class _Page:
                 methods.add(s.method)
             usable += paths
         res = _fit_onset(usable, "method" if len(methods) > 1 else None) if usable else None
-        level = f"{res.ci if res else 0.95:.0%}".replace("%", " %")
         if res:
             self.p(
                 "Per run: the probe AUC normalised by eq. 1 (% change relative to AUC_1, the first "
-                "probe after ru, or the first probe where none follows ru), a centred moving "
-                f"average of {WINDOW} (App. B) and its minimum, as plc "
-                "fit-onset --probe-after all finds them; every probe in the metric files is used. "
-                f"Noise unit: {res.noise}. The minimum is an onset only where it is not the first "
-                "or last smoothed point and the smoothed AUC rises at least "
-                f"{res.min_rise:g} jitter units after it; otherwise no onset is detected, with the "
-                f"reason. Interval: {level} of the smoothed minimum over {res.run_resamples:,} "
-                "resampled series per run. Rate of loss: OLS slope of the AUC change from the "
-                "minimum on, ± its standard error."
+                "probe after ru, or the first probe where none follows ru), every probe in the "
+                "metric files, as plc fit-onset --probe-after all reads it. "
+                + view.method_text(res)
             )
-        by = res is not None and res.by is not None
-        headers = ["run", *(["method"] if by else []), "size", "n_params", "probes"]
-        onset = f"onset (task) [{level} interval]"
-        headers += ["latest ΔAUC", onset, "no onset: why"]
-        headers += ["rise (jitter)", "jitter (%)", "rate (%/task ± SE)", "onset (tokens)"]
+            columns = view.run_columns(res)
+        else:
+            columns = [view.Column("run", lambda r: r.run_id, False)]
+        at = next(i for i, c in enumerate(columns) if c.name == "probes") + 1 if res else 1
+        headers = [c.name for c in columns]
+        headers[at:at] = ["latest ΔAUC"]
+        headers.append("no onset: why")
         rows = []
-        for r in res.runs if res else []:
-            rows.append(
-                [
-                    r.run_id,
-                    *([r.method] if by else []),
-                    r.size,
-                    f"{r.n_params:,}",
-                    r.n_probes,
-                    latest.get(r.run_id or "", ""),
-                    _onset_cell(r),
-                    r.no_onset or "",
-                    "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
-                    "" if r.jitter is None else f"{r.jitter:.3g}",
-                    ""
-                    if r.rate is None
-                    else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
-                    "" if r.onset_tokens is None else format_count(r.onset_tokens),
-                ]
-            )
+        for r, cells in zip(
+            res.runs if res else [], view.run_rows(res) if res else [], strict=True
+        ):
+            cells[at:at] = [latest.get(r.run_id or "", "")]
+            rows.append([*cells, r.no_onset or ""])
+        onset = next(h for h in headers if h.startswith("onset (task)")) if res else None
         for run_id, why in unusable:
             cells = dict.fromkeys(headers, "")
-            cells.update({"run": run_id, onset: "none", "no onset: why": why})
+            cells.update({"run": run_id, "no onset: why": why})
+            if onset:
+                cells[onset] = "none"
             rows.append(list(cells.values()))
-        numeric = {i for i, h in enumerate(headers) if h not in ("run", "method", "size")}
-        numeric -= {headers.index("latest ΔAUC"), headers.index("no onset: why")}
+        text = {"run", "method", "size", "latest ΔAUC", "no onset: why", onset}
+        numeric = {i for i, h in enumerate(headers) if h not in text}
         self.table("onsets", headers, rows, numeric)
+        if res and res.sizes:
+            headers, rows = view.size_columns(res)
+            self.table("onset per size", headers, rows, set(range(2, len(headers))))
+            self.p(view.POOLED, "meta")
         return res
 
     def add_fits(self, res: OnsetResult | None) -> None:
@@ -456,18 +445,13 @@ def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
     single size), the onsets alone, with the reason as `fits_skipped`."""
     from plc.onset import fit_onset
 
-    options: dict[str, Any] = {"probe_after": None, "window": WINDOW, "by": by}
+    options: dict[str, Any] = {"probe_after": None, "by": by}
     try:
         return fit_onset(paths, models=list(MODELS), bootstrap=BOOTSTRAP, **options)
     except PlcError as e:
         res = fit_onset(paths, models=[], **options)
         res.fits_skipped = str(e)
         return res
-
-
-def _onset_cell(r: RunOnset) -> str:
-    """`3 [2, 4]`: the onset with its interval, or none."""
-    return "none" if r.onset is None else format_onset(r.onset, r.onset_lo, r.onset_hi)
 
 
 def _interval(ci: list[float] | None) -> str:

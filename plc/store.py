@@ -11,6 +11,7 @@ with the columns of COMMON_COLUMNS on every row.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -346,6 +347,22 @@ def write_metrics(
     with atomic_path(path, force) as tmp:
         df.write_parquet(tmp)
     return Path(path)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Paths as given, with glob patterns expanded (a quoted `metrics/*.parquet` works too)."""
+    paths: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if Path(text).exists():
+            paths.append(Path(text))
+        elif glob.has_magic(text):
+            paths.extend(Path(p) for p in sorted(glob.glob(text)))
+        else:
+            raise PlcError(f"no input file at {text}")
+    if not paths:
+        raise PlcError("no input files match " + " ".join(map(str, inputs)))
+    return paths
 
 
 def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) -> pl.DataFrame:

@@ -213,8 +213,8 @@ class TensorBoardResult:
 
 def metric_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Metric files from files, globs and folders (a folder: its plc metric files)."""
-    from plc.onset import expand_inputs
     from plc.status import METRIC_NAME
+    from plc.store import expand_inputs
 
     paths: list[Path] = []
     for p in expand_inputs(inputs):

@@ -58,8 +58,7 @@ def transfer_table(
     """
     import polars as pl
 
-    from plc.onset import expand_inputs
-    from plc.store import atomic_path, check_output, read_metrics
+    from plc.store import atomic_path, check_output, expand_inputs, read_metrics
 
     if out is not None:
         out = Path(out)

@@ -234,10 +234,10 @@ def paper_probe_tasks(cycles: int) -> list[int]:
 
 
 def write_run(folder: Path, run_id, size, n_params, onset, cycles=8, en_probes=True):
-    """A run whose AUC is a parabola in the task index with its minimum at `onset`, plus probes
+    """A run whose AUC falls and rises linearly in the task index with its minimum at `onset`, plus probes
     after en (far better transfer, as Table III) that would drag the minimum if kept."""
     for t in paper_probe_tasks(cycles):
-        write_probe(folder, run_id, size, n_params, t, 3.0 + 1e-4 * (t - onset) ** 2)
+        write_probe(folder, run_id, size, n_params, t, 3.0 + 2e-3 * abs(t - onset))
     if en_probes:
         for c in range(cycles):
             t = 8 * c + 1
@@ -381,11 +381,29 @@ def test_cli_bad_inputs(tmp_path, runs):
     # A run with a single probe; --normalize alone without a from-scratch probe.
     single = tmp_path / "single"
     write_probe(single, "s", "5M", 5, 8, 3.0)
-    assert_bad_input(run_plc("fit-onset", *single.glob("*.parquet")), "single probe")
-    no_scratch = tmp_path / "noscratch"
+    assert_bad_input(run_plc("fit-onset", *single.glob("*.parquet")), "needs at least 5")
+    # Two cycles of zh/de/ru probes: 6, and the three offsets, two slopes, ρ and σ need 7.
+    short = tmp_path / "short"
     for t in paper_probe_tasks(2):
+        write_probe(short, "n", "5M", 5, t, 3.0 + t / 100)
+    assert_bad_input(
+        run_plc("fit-onset", *short.glob("*.parquet")), "has 6 probes", "3 per-language", "7"
+    )
+    no_scratch = tmp_path / "noscratch"
+    for t in paper_probe_tasks(3):
         write_probe(no_scratch, "n", "5M", 5, t, 3.0 + t / 100)
     files = sorted(no_scratch.glob("*.parquet"))
+    for alpha in ("0", "1", "-0.1"):
+        assert_bad_input(run_plc("fit-onset", *files, "--alpha", alpha), "--alpha", "between 0")
+    # Probe files of two probe languages in one run.
+    mixed = tmp_path / "mixed"
+    for t in paper_probe_tasks(3):
+        f = write_probe(mixed, "n", "5M", 5, t, 3.0 + t / 100)
+        if t == 14:
+            pl.read_parquet(f).with_columns(pl.lit("ja").alias("probe_lang")).write_parquet(f)
+    assert_bad_input(
+        run_plc("fit-onset", *mixed.glob("*.parquet")), "two probe languages", "ja, vi"
+    )
     assert_bad_input(run_plc("fit-onset", *files, "--normalize", "alone"), "no from-scratch probe")
     assert_bad_input(run_plc("fit-onset", *files, "--window", "2"), "odd")
     assert_bad_input(run_plc("fit-onset", *files, "--model", "cubic"), "unknown --model")

@@ -1,0 +1,152 @@
+"""What fit-onset's results look like in a table: which columns, and how each cell reads. One view
+for `plc fit-onset`, `plc demo` and `plc report`, so that a verdict reads the same everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plc.onset.table import OnsetResult, RunOnset
+
+
+def format_onset(task: float, lo: float | None, hi: float | None) -> str:
+    """`6 [4, 10]`: a task index (an onset, or a minimum) with its interval, if any."""
+    return f"{task:g}" + ("" if lo is None or hi is None else f" [{lo:g}, {hi:g}]")
+
+
+def format_count(x: float) -> str:
+    """Tokens or parameters in short form: 1.8T, 5B, 314.8M, 950."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.4g}{unit}" if abs(x) < 1e15 else f"{x:.3g}"
+    return f"{x:.4g}"
+
+
+def _run(r: RunOnset | Mapping[str, Any]) -> Any:
+    """A run as attributes: a RunOnset, or a row of the onset table (plc demo reads it back)."""
+    return SimpleNamespace(**r) if isinstance(r, Mapping) else r
+
+
+def onset_cell(r: RunOnset | Mapping[str, Any]) -> str:
+    """`6 [4, 10]`, `2 [2, 4] (from the start)`; with no onset detected, `none (still falling)` or
+    `none (minimum 6 [6, 18])`: where the fitted trend is lowest and its interval."""
+    r = _run(r)
+    lo, hi = getattr(r, "onset_lo", None), getattr(r, "onset_hi", None)
+    if r.onset is not None:
+        return format_onset(r.onset, lo, hi) + (" (from the start)" if r.at_start else "")
+    if (r.no_onset or "").startswith("no onset yet"):
+        return "none (still falling)"
+    if getattr(r, "minimum_task", None) is None:
+        return "none"
+    return f"none (minimum {format_onset(r.minimum_task, lo, hi)})"
+
+
+def verdict(r: RunOnset | Mapping[str, Any]) -> str:
+    """One line per run: `onset at task 2 [2, 4] (from the start), p = 0.002`, or why there is
+    none."""
+    r = _run(r)
+    name = r.run_id or r.size
+    if r.onset is None:
+        return f"{name}: no onset detected ({r.no_onset})"
+    lo, hi = getattr(r, "onset_lo", None), getattr(r, "onset_hi", None)
+    where = f"onset at task {format_onset(r.onset, lo, hi)}"
+    where += " (from the start)" if r.at_start else ""
+    p = "" if r.p_value is None else f", p = {r.p_value:.3f}"
+    return f"{name}: {where}{p}"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def _rate(r: Any) -> str:
+    if r.rate is None:
+        return ""
+    return f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}")
+
+
+@dataclass
+class Column:
+    name: str
+    cell: Callable[[Any], str]
+    numeric: bool = True
+
+
+def run_columns(res: OnsetResult) -> list[Column]:
+    """The per-run table's columns: the verdict (onset with its interval, p-value), then the
+    descriptive ones (Table IV's smoothed minimum, the rise in noise SDs, the noise, the rate)."""
+    level = f"{res.ci:.0%}".replace("%", " %")
+    unit = "%" if res.normalize == "first" else "ratio"
+    cols = []
+    if any(r.run_id for r in res.runs):  # an onset table may have no run ids
+        cols.append(Column("run", lambda r: r.run_id or "", False))
+    cols.append(Column("size", lambda r: r.size, False))
+    if res.by:
+        cols.append(Column("method", lambda r: r.method, False))
+    cols += [
+        Column("n_params", lambda r: f"{r.n_params:,}"),
+        Column("probes", lambda r: "" if r.n_probes is None else str(r.n_probes)),
+        Column(f"onset (task) [{level}]", onset_cell),
+        Column("p", lambda r: _num(r.p_value, ".3f")),
+        Column(
+            "onset (tokens)",
+            lambda r: "" if r.onset_tokens is None else format_count(r.onset_tokens),
+        ),
+    ]
+    if any(r.noise_sd is not None for r in res.runs):
+        cols += [
+            Column("Table IV minimum", lambda r: _num(r.smoothed_minimum, "d")),
+            Column("rise (noise SD)", lambda r: _num(r.rise_sd, ".1f")),
+            Column(f"noise SD ({unit})", lambda r: _num(r.noise_sd, ".3g")),
+            Column("ρ", lambda r: _num(r.rho, ".2f")),
+            Column("rate (%/task)", _rate),
+        ]
+    return cols
+
+
+def run_rows(res: OnsetResult) -> list[list[str]]:
+    """The per-run table's cells, one row per run, in run_columns' order."""
+    cols = run_columns(res)
+    return [[c.cell(r) for c in cols] for r in res.runs]
+
+
+def method_text(res: OnsetResult) -> str:
+    """How the per-run verdicts were made, for a caption under the table."""
+    level = f"{res.ci:.0%}".replace("%", " %")
+    return (
+        f"Onset: the minimum of a broken-stick trend fitted with {res.noise}; detected where "
+        f"the data reject 'no rise after the minimum' at α = {res.alpha:g} (p from "
+        f"{res.null_samples} samples of the fitted null); interval: {level} of the minimum over "
+        f"{res.alt_samples} samples of the fitted alternative. Table IV minimum: the paper's "
+        "read-out (3-point moving average), descriptive; rate: OLS slope of the AUC change from "
+        "the minimum on, ± its standard error (docs/estimators.md)."
+    )
+
+
+def size_columns(res: OnsetResult) -> tuple[list[str], list[list[str]]]:
+    """The pooled onset of each size with several seeds: headers and rows."""
+    level = f"{res.ci:.0%}".replace("%", " %")
+    headers = ["size", *(["method"] if res.by else []), "seeds", "onset detected", "mean onset"]
+    headers.append(f"{level} interval (seeds resampled)")
+    rows = []
+    for s in res.sizes:
+        rows.append(
+            [
+                s.size,
+                *([s.method] if res.by else []),
+                str(s.seeds),
+                f"{s.detected} of {s.seeds}",
+                _num(s.onset, ".1f"),
+                "" if s.onset_lo is None else f"[{s.onset_lo:.1f}, {s.onset_hi:.1f}]",
+            ]
+        )
+    return headers, rows
+
+
+POOLED = (
+    "Pooled: the mean onset of a size's runs with an onset detected; its interval over resamples "
+    "that draw those runs with replacement, each drawing its onset from its own distribution."
+)
