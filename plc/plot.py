@@ -24,6 +24,8 @@ from plc.errors import PlcError
 from plc.onset import (
     BASELINE,
     Fit,
+    OnsetEvidence,
+    ProbeSeries,
     RunOnset,
     assess_onset,
     check_by,
@@ -33,11 +35,13 @@ from plc.onset import (
     fit_model,
     format_count,
     method_order,
+    moving_average,
     probe_series,
     read_probes,
     run_methods,
     split_inputs,
 )
+from plc.onset.detect import TooFewProbes
 from plc.protocol import CYCLE, PAPER_PROBE_AFTER
 
 if TYPE_CHECKING:
@@ -394,28 +398,41 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     return Drawn([s.run_id for s in series], [])
 
 
+def _evidence(s: ProbeSeries, window: int) -> OnsetEvidence | None:
+    """fit-onset's verdict on a run; None where its probes are too few for the noise model."""
+    try:
+        return assess_onset(s, window)
+    except TooFewProbes:
+        return None
+
+
 def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 9: normalised AUC per probe, its moving average and the onset, one panel per run."""
     probes = read_probes(_metric_files(paths, "probing"))
     series = probe_series(probes, options.normalize, options.probe_after)
-    evidence = [assess_onset(s, options.window) for s in series]
+    evidence = [_evidence(s, options.window) for s in series]
     axes = _grid(fig, len(series))
     labels = _labels([(s.size, s.run_id) for s in series])
     for s, ev, ax, label in zip(series, evidence, axes, labels, strict=True):
         ax.plot(s.task_index, s.value, color="tab:blue", marker="o", ms=3, lw=1, label="probe")
-        smooth = np.array([np.nan if v is None else v for v in s.smoothed])
-        ax.plot(
-            s.task_index, smooth, color="orange", lw=2, label=f"moving average ({options.window})"
-        )
-        i = s.task_index.index(ev.minimum_task)
-        if ev.detected:
-            style = {"color": "red"}
-            mark = f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
-            mark += f", p = {ev.p_value:.3f}"
-        else:  # the minimum, as an open marker: still falling or a rise within noise
-            style = {"mfc": "none", "color": "0.4"}
-            mark = f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
-        ax.plot(ev.minimum_task, s.value[i], "o", ms=8, zorder=5, label=mark, **style)
+        if s.n_probes >= options.window:
+            ax.plot(
+                s.task_index,
+                moving_average(s.value, options.window),
+                color="orange",
+                lw=2,
+                label=f"moving average ({options.window})",
+            )
+        if ev is not None:  # None: too few probes for the noise model
+            i = s.task_index.index(ev.minimum_task)
+            if ev.detected:
+                style = {"color": "red"}
+                mark = f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
+                mark += f", p = {ev.p_value:.3f}"
+            else:  # the minimum, as an open marker: still falling or a rise within noise
+                style = {"mfc": "none", "color": "0.4"}
+                mark = f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
+            ax.plot(ev.minimum_task, s.value[i], "o", ms=8, zorder=5, label=mark, **style)
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(

@@ -185,15 +185,15 @@ class _Page:
         """Onset per run as `plc fit-onset --probe-after all --bootstrap 1000` decides it (the
         test of a rise after the minimum, the onset's interval, or no onset and why)."""
         from plc.onset import probe_series, read_probes, view
-        from plc.onset.detect import series_design
+        from plc.onset.series import check_series
 
         self.h2("Onset of plasticity loss", "onset")
         runs = sorted({m.run_id for m in files.metrics if m.kind == "probe"})
         if not runs:
             self.note("No probe metrics yet: no onset.")
             return None
-        # A run with too few probes for the noise model stops fit-onset for every run: such runs
-        # get a row with the reason, and fit-onset reads the others.
+        # A run with a single probe stops fit-onset for every run: such runs get a row with the
+        # reason, and fit-onset reads the others.
         latest: dict[str, str] = {}
         unusable: list[tuple[str, str]] = []
         usable: list[Path] = []
@@ -203,7 +203,7 @@ class _Page:
             try:
                 series = probe_series(read_probes(paths), "first", None)
                 for s in series:
-                    series_design(s)
+                    check_series(s)
             except PlcError as e:
                 unusable.append((run_id, str(e)))
                 continue

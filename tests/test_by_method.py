@@ -208,7 +208,7 @@ def test_cli_fit_onset_reports_a_skipped_method(tmp_path, monkeypatch, capsys):
     rows = [(5e6, 6, "none"), (2e7, 12, "none"), (1e8, 30, "none"), (5e6, 9, "cbp")]
     proc = cli(monkeypatch, capsys, "fit-onset", table_of(tmp_path, rows), "--by", "method")
     assert proc.returncode == 0, proc.stderr
-    assert "No fit for cbp: a fit needs at least 3" in " ".join(proc.stdout.split())
+    assert "No fit for cbp: no law: one model size" in " ".join(proc.stdout.split())
 
 
 def test_cli_by_bad_input(files, tmp_path, monkeypatch, capsys):
@@ -289,7 +289,7 @@ def test_onset_points_and_law_per_method(files, study):
 def test_onset_notes_a_method_it_cannot_fit(tmp_path):
     rows = [(5e6, 6, "none"), (2e7, 12, "none"), (1e8, 30, "none"), (5e6, 9, "cbp")]
     d = build_figure("onset", [table_of(tmp_path, rows)], by="method")
-    assert len(d.notes) == 1 and d.notes[0].startswith("no fit for cbp: a fit needs at least 3")
+    assert len(d.notes) == 1 and d.notes[0].startswith("no fit for cbp: no law: one model size")
     (ax,) = d.figure.axes
     assert [
         ln.get_label().split(":")[0] for ln in ax.get_lines() if "log-log" in ln.get_label()

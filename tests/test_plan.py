@@ -91,8 +91,10 @@ def test_demo_runs_in_process_and_resumes(tmp_path):
     res = demo(tmp_path / "d", **kw)
     assert res.skipped == 0 and res.ran == res.jobs
     assert [r["size"] for r in res.onsets] == ["nano", "micro"]
-    # One cycle of zh, de, ru probes leaves one smoothed point (task 6): an edge, not an onset.
-    assert all(r["onset"] is None and r["minimum_task"] == 6 for r in res.onsets)
+    # One cycle of zh, de, ru probes: three, too few for the noise model, so no onset.
+    assert all(
+        r["onset"] is None and r["no_onset"].startswith("too few probes (3)") for r in res.onsets
+    )
     assert all(Path(f).stat().st_size > 1000 for f in res.figures)
     assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
     assert "<img" in Path(res.report).read_text()  # the study's page, figures embedded
@@ -223,8 +225,9 @@ def test_bin_continual_with_another_cycle_and_probe_language(tmp_path):
     ]
 
 
-def test_the_demo_control_line_measures_the_rise_in_jitter_units(tmp_path):
-    """The positive control's verdict: the AUC change at the last probe over the jitter."""
+def test_the_demo_control_line_gives_fit_onsets_verdict(tmp_path):
+    """The positive control's verdict is fit-onset's: a rise from the first probe on is an onset
+    at the first probe with its p-value; a flat series has none."""
     from test_onset import write_probe
 
     from plc.demo import _control
@@ -245,16 +248,24 @@ def test_the_demo_control_line_measures_the_rise_in_jitter_units(tmp_path):
         r = by_run[run]
         # eq. 1: relative to the first end-of-cycle probe (these files name task 8's language ru)
         assert r["rise_pct"] == pytest.approx(100 * (values[-1] / values[tasks.index(8)] - 1))
-        assert r["rise_jitter"] == pytest.approx(r["rise_pct"] / r["jitter_pct"])
         assert (r["probes"], r["last_task"]) == (15, 24)
-    assert by_run["rising"]["detected"] and not by_run["flat"]["detected"]
+    rising, flat = by_run["rising"], by_run["flat"]
+    assert rising["detected"] and rising["at_start"] and rising["onset"] == 1
+    assert rising["p_value"] < 0.05 and not flat["detected"] and flat["p_value"] >= 0.05
 
 
 def test_the_demo_prints_every_onset_with_its_interval():
-    from plc.cli import _demo_onset_cell
+    from plc.onset.view import onset_cell, verdict
 
-    row = {"onset": 6.0, "onset_lo": 4.0, "onset_hi": 10.0, "minimum_task": 6}
-    assert _demo_onset_cell(row) == "6 [4, 10]"
-    # No onset detected: where the minimum lies, with its interval, so an edge is visible as one.
-    assert _demo_onset_cell({**row, "onset": None}) == "none (minimum 6 [4, 10])"
-    assert _demo_onset_cell({"onset": None, "onset_lo": None, "minimum_task": None}) == "none"
+    row = {"run_id": "nano-s0", "onset": 6.0, "onset_lo": 4.0, "onset_hi": 10.0}
+    row |= {"minimum_task": 6, "at_start": False, "no_onset": None, "p_value": 0.01}
+    assert onset_cell(row) == "6 [4, 10]"
+    assert verdict(row) == "nano-s0: onset at task 6 [4, 10], p = 0.010"
+    start = {**row, "onset": 2.0, "onset_lo": 2.0, "onset_hi": 4.0, "at_start": True}
+    assert verdict(start) == "nano-s0: onset at task 2 [2, 4] (from the start), p = 0.010"
+    # No onset detected: where the minimum lies, with its interval, or that it is still falling.
+    none = {**row, "onset": None, "no_onset": "no significant rise after the minimum: p = 0.3"}
+    assert onset_cell(none) == "none (minimum 6 [4, 10])"
+    falling = {**none, "no_onset": "no onset yet: still falling at the last probe (task 24)"}
+    assert onset_cell(falling) == "none (still falling)"
+    assert onset_cell({**none, "onset_lo": None, "minimum_task": None}) == "none"

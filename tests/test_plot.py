@@ -209,15 +209,16 @@ def test_probing_marks_the_onset_plc_onset_finds(files, series):
         assert ax.get_title() == size and len(ax.get_lines()) == 3
         ev = assess_onset(s, 3)
         mark = (
-            f"onset: task {s.onset} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
+            f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}], "
+            f"p = {ev.p_value:.3f}"
             if ev.detected
-            else f"minimum: task {s.onset}, no onset detected"
+            else f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
         )
         assert legend(ax) == ["probe", "moving average (3)", mark]
         marker = line(ax, mark)
-        i = s.task_index.index(s.onset)
-        assert list(marker.get_xdata()) == [s.onset]
-        assert list(marker.get_ydata()) == pytest.approx([s.smoothed[i]])
+        i = s.task_index.index(ev.minimum_task)
+        assert list(marker.get_xdata()) == [ev.minimum_task]
+        assert list(marker.get_ydata()) == pytest.approx([s.value[i]])
         smooth = line(ax, "moving average (3)").get_ydata()
         assert np.isnan(smooth[0]) and np.isnan(smooth[-1])  # no half-empty windows
         np.testing.assert_allclose(smooth[1:-1], s.smoothed[1:-1])

@@ -80,20 +80,12 @@ def _onset_rows(page: Page) -> dict[str, dict[str, str]]:
     return {r["run"]: r for r in page.table("run", "onset (task) [95 % interval]")}
 
 
-def _expected_cells(r) -> dict[str, str]:
-    """The onset table's cells for one of fit-onset's runs."""
-    interval = "" if r.onset_lo is None else f" [{r.onset_lo:g}, {r.onset_hi:g}]"
-    return {
-        "onset (task) [95 % interval]": "none" if r.onset is None else f"{r.onset:g}{interval}",
-        "no onset: why": r.no_onset or "",
-        "rise (jitter)": "" if r.rise_jitter is None else f"{r.rise_jitter:.1f}",
-        "jitter (%)": "" if r.jitter is None else f"{r.jitter:.3g}",
-        "rate (%/task ± SE)": ""
-        if r.rate is None
-        else f"{r.rate:+.3g}" + ("" if r.rate_se is None else f" ± {r.rate_se:.2g}"),
-        "probes": str(r.n_probes),
-        "n_params": f"{r.n_params:,}",
-    }
+def _expected_cells(res, r) -> dict[str, str]:
+    """The onset table's cells for one of fit-onset's runs: the view fit-onset prints."""
+    from plc.onset import view
+
+    cells = {c.name: c.cell(r) for c in view.run_columns(res)}
+    return {**cells, "no onset: why": r.no_onset or ""}
 
 
 def test_report_of_a_tiny_study(tiny_study, tiny_report):
@@ -110,9 +102,9 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     drawn = " ".join(res.figures)
     for fig in ("Fig. 2", "Fig. 4", "Fig. 9", "Fig. 5", "Fig. 6", "Fig. 7"):
         assert fig in drawn
-    assert "Fig. 3" in drawn
+    assert "Fig. 3" not in drawn  # no run has probes enough for a minimum to draw
 
-    # Three probes per run: too few for the jitter, so fit-onset detects no onset and fits none.
+    # Three probes per run: too few for the noise model, so fit-onset detects no onset, fits none.
     metrics = tiny_study / "metrics"
     probes = sorted(metrics.glob("probe-*.parquet"))
     fit = fit_onset(probes, models=list(MODELS), probe_after=None, window=3, bootstrap=1000)
@@ -124,8 +116,8 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     assert sorted(onsets) == ["micro-s0", "nano-s0"]
     for r in fit.runs:
         row = onsets[r.run_id]
-        assert {k: row[k] for k in _expected_cells(r)} == _expected_cells(r)
-        assert row["no onset: why"].startswith("too few probes (3) to measure the jitter")
+        assert {k: row[k] for k in _expected_cells(fit, r)} == _expected_cells(fit, r)
+        assert row["no onset: why"].startswith("too few probes (3): the noise model")
         assert row["onset (tokens)"] == ""
         aucs = [
             float(
@@ -213,8 +205,9 @@ def test_onsets_fits_law_and_other_tables(tmp_path):
     from plc.onset import MODELS, fit_onset
 
     study = tmp_path / "study"
-    # d's minimum is its first smoothed point (it rises from the start): no onset, an edge.
+    # d rises from its first probe on: an onset there; e is still falling at its last probe.
     runs = {"a": (1_000_000, 2), "b": (4_000_000, 4), "c": (16_000_000, 6), "d": (2_000_000, 0)}
+    runs["e"] = (8_000_000, 11)
     paths = _write_study(study, runs)
     pl.DataFrame({"lang": ["en", "zh"], "auc": [1.25, 1.5]}).write_csv(study / "transfer.csv")
 
@@ -223,20 +216,20 @@ def test_onsets_fits_law_and_other_tables(tmp_path):
     page = Page(text)
     fit = fit_onset(paths, models=list(MODELS), probe_after=None, window=3, bootstrap=1000)
     onsets = _onset_rows(page)
-    assert list(onsets) == ["a", "d", "b", "c"]  # by size
-    assert {r.run_id: r.onset for r in fit.runs} == {"a": 24, "d": None, "b": 40, "c": 56}
+    assert list(onsets) == ["a", "d", "b", "e", "c"]  # by size
+    got = {r.run_id: r.onset for r in fit.runs}
+    assert got == {"a": 24, "d": 8, "b": 40, "e": None, "c": 56}
     for r in fit.runs:
         row = onsets[r.run_id]
-        assert {k: row[k] for k in _expected_cells(r)} == _expected_cells(r)
+        assert {k: row[k] for k in _expected_cells(fit, r)} == _expected_cells(fit, r)
         assert row["onset (tokens)"] == ("" if r.onset is None else f"{r.onset:g}k")
+        assert row["p"] == f"{r.p_value:.3f}"
     assert onsets["c"]["onset (task) [95 % interval]"].startswith("56 [")
-    assert onsets["d"]["onset (task) [95 % interval]"] == "none"
-    assert onsets["d"]["no onset: why"].startswith(
-        "edge minimum: the smoothed minimum is the first smoothed point (task 16)"
-    )
-    assert f"Noise unit: {fit.noise}." in text and "moving average of 3 (App. B)" in text
-    assert "rises at least 3 jitter units after it" in text
-    assert "The fits leave out 1 run(s) with no onset detected: d." in text
+    assert onsets["d"]["onset (task) [95 % interval]"].endswith("(from the start)")
+    assert onsets["e"]["onset (task) [95 % interval]"] == "none (still falling)"
+    assert onsets["e"]["no onset: why"].startswith("no onset yet: still falling at the last probe")
+    assert "AR(1) residuals" in text and "α = 0.05" in text
+    assert "The fits leave out 1 run(s) with no onset detected: e." in text
 
     fits = {r["model"]: r for r in page.table("model")}
     assert list(fits) == ["linear", "linlog", "exp", "loglog"]
@@ -258,7 +251,7 @@ def test_onsets_fits_law_and_other_tables(tmp_path):
 
 def test_two_sizes_onsets_without_a_fit(tmp_path):
     """Two runs with an onset, of two sizes: fit-onset cannot fit, the onsets stay. A third run
-    has two probes, too few for the moving average: a row with the reason, not an error."""
+    has two probes, too few for the noise model: a row with the reason, not an error."""
     from plc.onset import fit_onset
 
     study = tmp_path / "study"
@@ -269,13 +262,13 @@ def test_two_sizes_onsets_without_a_fit(tmp_path):
     fit = fit_onset(paths, models=[], probe_after=None, window=3)
     with pytest.raises(PlcError) as e:
         fit_onset(paths, probe_after=None, window=3)
-    assert f"No fit: {e.value}" in res.notes
+    assert f"No fit: {e.value} (after leaving out 1 runs with no onset detected)" in res.notes
     assert str(e.value).startswith("a fit needs at least 3 (n_params, onset) points")
     onsets = _onset_rows(page)
     assert list(onsets) == ["a", "b", "e"]
     assert onsets["e"]["onset (task) [95 % interval]"] == "none"
-    assert "has 2 probes; a centred moving average of window 3" in onsets["e"]["no onset: why"]
-    assert onsets["e"]["latest ΔAUC"] == onsets["e"]["probes"] == ""
+    assert onsets["e"]["no onset: why"].startswith("too few probes (2): the noise model")
+    assert onsets["e"]["probes"] == "2"
     assert [onsets[r.run_id]["onset (task) [95 % interval]"] for r in fit.runs] == [
         f"{r.onset:g} [{r.onset_lo:g}, {r.onset_hi:g}]" for r in fit.runs
     ]
@@ -300,7 +293,7 @@ def test_methods_get_a_column_and_fits_of_their_own(tmp_path):
     assert {k: r["method"] for k, r in onsets.items()} == {r.run_id: r.method for r in fit.runs}
     assert onsets["b-wd"]["method"] == "wd0.1" and onsets["b"]["method"] == "none"
     for r in fit.runs:
-        assert {k: onsets[r.run_id][k] for k in _expected_cells(r)} == _expected_cells(r)
+        assert {k: onsets[r.run_id][k] for k in _expected_cells(fit, r)} == _expected_cells(fit, r)
     assert "method none" in page.headings and "method wd0.1" in page.headings
     none, wd01 = fit.groups
     assert (none.method, wd01.method) == ("none", "wd0.1")

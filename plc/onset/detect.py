@@ -22,7 +22,7 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset.noise import MAX_RHO, Design, Fits, min_probes, offset_groups, simulate
-from plc.onset.series import ProbeSeries, find_onset, jitter
+from plc.onset.series import ProbeSeries, check_series, find_onset, jitter
 
 ALPHA = 0.05
 NULL_SAMPLES = 400  # p-values to ±0.011 at 0.05
@@ -183,16 +183,29 @@ def check_alpha(alpha: float) -> None:
         raise PlcError(f"--alpha is a false-alarm rate between 0 and 1 (e.g. 0.05), not {alpha:g}")
 
 
-def series_design(series: ProbeSeries) -> tuple[Design, list[str]]:
-    """The noise model's design of a run; bad input if it has too few probes for it."""
-    groups, names = offset_groups(series.lang)
-    need = min_probes(len(names))
-    if series.n_probes < need:
-        what = f"{len(names)} per-language offsets" if names else "one intercept"
-        raise PlcError(
+class TooFewProbes(PlcError):
+    """A run with fewer probes than the noise model needs: bad input for one series; fit-onset
+    reports it as a run with no onset (a plan's analysis runs after the first probes too)."""
+
+    def __init__(self, series: ProbeSeries, need: int, offsets: int) -> None:
+        what = f"{offsets} per-language offsets" if offsets else "one intercept"
+        self.reason = (
+            f"too few probes ({series.n_probes}): the noise model (a broken-stick trend with "
+            f"{what}, AR(1) residuals) needs at least {need}"
+        )
+        super().__init__(
             f"run {series.run_id} has {series.n_probes} probes; the noise model (a broken-stick "
             f"trend with {what}, AR(1) residuals) needs at least {need}"
         )
+
+
+def series_design(series: ProbeSeries) -> tuple[Design, list[str]]:
+    """The noise model's design of a run; bad input if it has too few probes for it."""
+    check_series(series)
+    groups, names = offset_groups(series.lang)
+    need = min_probes(len(names))
+    if series.n_probes < need:
+        raise TooFewProbes(series, need, len(names))
     return Design(np.asarray(series.task_index, dtype=float), groups), names
 
 

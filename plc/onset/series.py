@@ -281,13 +281,18 @@ def onset_position(smoothed: Sequence[float]) -> int:
     return int(np.flatnonzero(tied)[0])
 
 
-def find_onset(series: ProbeSeries, window: int = 3) -> ProbeSeries:
-    """Smooth the series and set its onset (task index and tokens seen at that probe)."""
+def check_series(series: ProbeSeries) -> None:
+    """Bad input: a run with a single probe has no series to find an onset in."""
     if series.n_probes < 2:
         where = f"task {series.task_index[0]}" if series.task_index else "none"
         raise PlcError(
             f"run {series.run_id} has a single probe ({where}); an onset needs a series of probes"
         )
+
+
+def find_onset(series: ProbeSeries, window: int = 3) -> ProbeSeries:
+    """Smooth the series and set its onset (task index and tokens seen at that probe)."""
+    check_series(series)
     if series.n_probes < window:
         raise PlcError(
             f"run {series.run_id} has {series.n_probes} probes; a centred moving average of "

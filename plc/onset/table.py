@@ -24,7 +24,14 @@ from plc.onset.bootstrap import (
     check_interval_options,
     pool_seeds,
 )
-from plc.onset.detect import ALPHA, ALT_SAMPLES, NULL_SAMPLES, assess_onset, check_alpha
+from plc.onset.detect import (
+    ALPHA,
+    ALT_SAMPLES,
+    NULL_SAMPLES,
+    TooFewProbes,
+    assess_onset,
+    check_alpha,
+)
 from plc.onset.fit import MODELS, Fit, fit_model
 from plc.onset.inputs import (
     BASELINE,
@@ -216,7 +223,11 @@ def collect_onsets(
     )
     runs = []
     for s in series:
-        ev = assess_onset(s, window, ci, alpha, seed)
+        try:
+            ev = assess_onset(s, window, ci, alpha, seed)
+        except TooFewProbes as e:
+            runs.append(_too_few(s, e.reason))
+            continue
         runs.append(
             RunOnset(
                 run_id=s.run_id,
@@ -287,6 +298,23 @@ def collect_onsets(
     return runs, series
 
 
+def _too_few(s: ProbeSeries, reason: str) -> RunOnset:
+    """A run reported without a verdict: its probes are too few for the noise model."""
+    return RunOnset(
+        run_id=s.run_id,
+        size=s.size,
+        n_params=s.n_params,
+        n_probes=s.n_probes,
+        onset=None,
+        onset_tokens=None,
+        method=s.method,
+        detected=False,
+        no_onset=reason,
+        probe_repeats=s.n_repeats,
+        baseline_task=s.baseline_task,
+    )
+
+
 def _task_tokens(series: Sequence[ProbeSeries]) -> float | None:
     """Tokens per task seen in the probed checkpoints (median of tokens_seen / task_index)."""
     ratios = [
@@ -307,6 +335,8 @@ def suggest_dense(
         raise PlcError(f"--suggest-dense takes a number of cycles ≥ 0, not {cycles}")
     out = []
     for s in series:
+        if minima.get(s.run_id) is None:  # too few probes for a minimum
+            continue
         c = s.cycle[s.task_index.index(minima[s.run_id])]
         out.append(
             DenseSuggestion(

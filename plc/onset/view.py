@@ -89,7 +89,7 @@ def run_columns(res: OnsetResult) -> list[Column]:
     cols += [
         Column("n_params", lambda r: f"{r.n_params:,}"),
         Column("probes", lambda r: "" if r.n_probes is None else str(r.n_probes)),
-        Column(f"onset (task) [{level}]", onset_cell),
+        Column(f"onset (task) [{level} interval]", onset_cell),
         Column("p", lambda r: _num(r.p_value, ".3f")),
         Column(
             "onset (tokens)",
