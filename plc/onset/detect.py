@@ -104,31 +104,35 @@ def judge_onset(
     fit = design.fit(y[None, :])
     n = design.n
     lr = float(fit.lr[0])
-    # The fitted null and its bootstrap.
+    best_is_null = fit.loglik0[0] >= fit.loglik1[0]
+    still_falling = bool(best_is_null and _falls_at_end(design, y, fit))
     mean0, _ = design.trend(y, int(fit.cand0[0]), float(fit.rho0[0]))
+    if not np.isfinite(fit.loglik1[0]):  # no trend rises after its minimum
+        rho0, var0 = _corrected(
+            design, mean0, float(fit.rho0[0]), float(fit.var0[0]), 0, repeat_var, rng, pilot_samples
+        )
+        return Verdict(1.0, False, n - 1, still_falling, rho0, math.sqrt(var0), 0.0, np.array([]))
+    # The noise is measured around the alternative: a null trend misfits a series that rises, and
+    # its residuals would count that misfit as slow noise (and hide the rise in it).
+    cand1, rho1 = int(fit.cand1[0]), float(fit.rho1[0])
+    mean1, trend1 = design.trend(y, cand1, rho1)
     rho0, var0 = _corrected(
         design, mean0, float(fit.rho0[0]), float(fit.var0[0]), 0, repeat_var, rng, pilot_samples
     )
     null = design.fit(_draw(mean0, rho0, var0, repeat_var, null_samples, rng))
-    p = (1 + int((null.lr >= lr - 1e-9).sum())) / (null_samples + 1)
-    best_is_null = fit.loglik0[0] >= fit.loglik1[0]
-    still_falling = bool(best_is_null and _falls_at_end(design, y, fit))
-    if not np.isfinite(fit.loglik1[0]):  # no trend rises after its minimum
-        return Verdict(1.0, False, n - 1, still_falling, rho0, math.sqrt(var0), 0.0, np.array([]))
-    cand1, rho1 = int(fit.cand1[0]), float(fit.rho1[0])
-    mean1, trend1 = design.trend(y, cand1, rho1)
-    knot = int(fit.knot[0])
-    rho1c, var1 = _corrected(
+    rho, var = _corrected(
         design, mean1, rho1, float(fit.var1[0]), 1, repeat_var, rng, pilot_samples
     )
-    alt: Fits = design.fit(_draw(mean1, rho1c, var1, repeat_var, alt_samples, rng))
+    p = (1 + int((null.lr >= lr - 1e-9).sum())) / (null_samples + 1)
+    alt: Fits = design.fit(_draw(mean1, rho, var, repeat_var, alt_samples, rng))
+    knot = int(fit.knot[0])
     return Verdict(
         p_value=p,
         detected=p < alpha,
         knot=knot,
         still_falling=still_falling,
-        rho=rho1c,
-        noise_sd=math.sqrt(var1),
+        rho=rho,
+        noise_sd=math.sqrt(var),
         rise=float(trend1[knot:].max() - trend1[knot]),
         knots=alt.knot,
     )

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # The ρ grid of the profile likelihood: finer near 1, where the likelihood is steep.
-RHOS = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
-MAX_RHO = 0.95
+RHOS = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9])
+MAX_RHO = 0.9
 CHUNK = 2000  # series per batch: bounds the memory of the projections
 
 
@@ -108,6 +108,8 @@ class Design:
                     self.slope_rows[r, :, ci, : s.shape[1]] = rows.T
         self.kind = np.array([kind for kind, _, _ in cands])
         self.knot_of = np.array([j for _, j, _ in cands])
+        self.before = t[self.knot_of] - t[0]  # span of each candidate's first slope
+        self.after = t[-1] - t[self.knot_of]  # and of its second
         self.logdet = 0.5 * np.log(1 - rhos**2)
 
     def columns(self, cand: int) -> np.ndarray:
@@ -133,14 +135,20 @@ class Design:
         b1, b2 = slopes[..., 0], slopes[..., 1]
         kind = self.kind[None, None, :]
         # Which candidates are non-increasing (null) and which rise after their minimum.
+        # Null, "no rise after the minimum": the trend's lowest point is its last (or it is flat).
+        # Alternative: a rise follows the trend's lowest point. A rise-then-fall stick is either:
+        # its start lies below its end (lowest at the start) or above it (lowest at the end).
+        start_below_end = -b1 * self.before < b2 * self.after
+        rise_fall = (kind == "stick") & (b1 > 0) & (b2 <= 0)
         null = (
             (kind == "flat")
             | ((kind == "fall") & (b1 <= 0))
             | ((kind == "hinge") & (b1 <= 0))  # a hinge's one slope is in the first column
             | ((kind == "stick") & (b1 <= 0) & (b2 <= 0))
+            | (rise_fall & ~start_below_end)
         )
         alt = ((kind == "fall") & (b1 > 0)) | ((kind == "hinge") & (b1 > 0))
-        alt |= (kind == "stick") & (b2 > 0)
+        alt |= ((kind == "stick") & (b2 > 0)) | (rise_fall & start_below_end)
         # The onset of an alternative: its knot, or the first probe where it rises from the start.
         start = ((kind == "fall") | (kind == "stick")) & (b1 > 0)
         knot = np.where(start, 0, self.knot_of[None, None, :])
