@@ -14,8 +14,9 @@ that is a broken stick with its knot τ at a probed task:
 Its faces are trends too: flat (b1 = b2 = 0), fall-then-flat or rise-then-flat (b2 = 0), flat-then
 -rise or flat-then-fall (b1 = 0). Every candidate is fitted by generalised least squares (the
 Prais–Winsten transform of ρ) at each ρ of a grid and profiled over σ, so each (ρ, candidate)
-has a log-likelihood; the signs of its slopes say whether it belongs to the null ("no rise after
-the minimum": non-increasing) or to the alternative (a rise after the minimum at τ).
+has a log-likelihood. Where the fitted trend is lowest says which hypothesis it belongs to: the
+null, "no rise after the minimum" (lowest at the last probe, or flat), or the alternative, a rise
+after the minimum, whose onset is that minimum (a knot, or the first probe).
 
 Everything here works on many series of one design at once (the data and its parametric
 bootstrap samples), with the design's projections computed once.
