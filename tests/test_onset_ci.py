@@ -81,12 +81,14 @@ def test_false_alarms_power_coverage_and_width_on_synthetic_studies():
     called an onset in at most 10 % of runs; a clear mid-run onset (a rise of ten noise SDs) is
     found in at least 80 %, inside its 95 % interval in at least 85 %, which is well under two
     cycles wide."""
-    rng = np.random.default_rng(11)
+    # Seeds 1–4 and 11 gave false alarms of 0–7 % (AR(0.5)) and 0–10 % (AR(0.8)), power 80–97 %,
+    # coverage 90–100 %, median width 6–10 tasks.
+    rng = np.random.default_rng(1)
     kw = {"cycles": 6, "rng": rng, "samples": 100}
     for rho in (0.5, 0.8):
         flat = run_case(Case("flat", None, rho), reps=60, **kw)
         assert flat.detected <= 0.10
-    onset = run_case(Case("interior onset", 22, 0.5), reps=30, **kw)
+    onset = run_case(Case("interior onset", 22, 0.5), reps=40, **kw)
     assert onset.detected >= 0.80
     assert onset.coverage >= 0.85
     assert onset.width < 12
