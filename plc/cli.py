@@ -948,7 +948,9 @@ def fit_onset_cmd(
     normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
     probe_after: str = typer.Option("zh,de,ru", "--probe-after", help=ProbeAfterHelp),
     window: int = typer.Option(
-        3, "--window", help="Centred moving-average window (odd; 1 = none)."
+        3,
+        "--window",
+        help="Window of Table IV's moving average (the descriptive minimum column; odd).",
     ),
     auc_from: str = typer.Option(
         "0",
