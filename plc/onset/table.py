@@ -48,7 +48,9 @@ from plc.store import expand_inputs
 
 PAPER_TASK_TOKENS = 5_000_000_000  # §IV-A: each task instance is 5B tokens
 ONE_SIZE = "no law: one model size (a fit needs at least two)"
-NOISE_MODEL = "per-language offsets and AR(1) residuals, by profile likelihood"
+NOISE_MODEL = (
+    "per-language offsets (where languages repeat) and AR(1) residuals, by profile likelihood"
+)
 
 
 @dataclass
