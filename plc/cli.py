@@ -88,6 +88,33 @@ def train_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `plc plan` one option per PlanOptions field; it receives them as `options`. A field's
+    flag text is parsed by the field's own parser (PlanOptions.from_flags)."""
+    from plc.plan.options import PlanOptions
+
+    sig = signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+    added = []
+    for f in dataclasses.fields(PlanOptions):
+        kind = f.metadata["cli_type"]
+        default = None if f.metadata["parse"] else f.default
+        names = f.metadata["flag"].split(",")
+        option = typer.Option(default, *names, help=f.metadata["help"])
+        annotation = kind if default is not None else kind | None
+        added.append(Parameter(f.name, Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(PlanOptions)}
+        return command(**kwargs, options=PlanOptions.from_flags(**values))
+
+    params = own + added
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 def emit_json(obj: Any) -> None:
     """One JSON object on stdout, for pipelines."""
     if dataclasses.is_dataclass(obj):
@@ -1478,137 +1505,33 @@ def metrics_tensorboard_cmd(
 
 
 @app.command()
+@plan_options
 def plan(
     problem: str = typer.Argument(
         ..., help="continual, stationary, control (Markov chains), transfer (Table III) or lr-grid."
-    ),
-    sizes: str = typer.Option(
-        None, "--sizes", help="Model sizes, e.g. micro,mini (default: the preset's)."
-    ),
-    cycles: int = typer.Option(
-        None, "--cycles", help="Times through the cycle (default: the preset's)."
-    ),
-    preset: str = typer.Option(
-        None,
-        "--preset",
-        help="paper, cpu, control or tiny (default: control for control, else cpu).",
-    ),
-    cycle: str = typer.Option(
-        None, "--cycle", help="The training languages in order (default en,zh,fr,ja,es,de,pt,ru)."
-    ),
-    probe_lang: str = typer.Option(
-        None, "--probe-lang", help="The probe language, never trained on (default vi)."
-    ),
-    probe_after: str = typer.Option(
-        None, "--probe-after", help="Probe after these languages (default: the cycle's last)."
-    ),
-    dense_cycles: str = typer.Option(
-        None,
-        "--dense-cycles",
-        help="App. B's second stage: in cycles A-B also probe after --dense-after.",
-    ),
-    dense_after: str = typer.Option(
-        None, "--dense-after", help="Languages probed in the dense cycles (default zh,de,ru)."
-    ),
-    diagnose_every: int = typer.Option(
-        None, "--diagnose-every", help="Diagnose every K cycles (control: tasks; 0 = never)."
-    ),
-    tasks: int = typer.Option(None, "--tasks", help="control: tasks, one Markov chain each (48)."),
-    seeds: str = typer.Option(
-        "0", "--seeds", "--seed", help="Seeds: one independent run per size and seed, e.g. 0,1,2."
-    ),
-    weight_decay: float = typer.Option(
-        None, "--weight-decay", help="AdamW weight decay of every task (default: the preset's)."
-    ),
-    reset_optimizer: bool = typer.Option(
-        None,
-        "--reset-optimizer/--continue-optimizer",
-        help="Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
-    ),
-    probe_repeats: int = typer.Option(
-        None,
-        "--probe-repeats",
-        help="Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
-    ),
-    lrs: str = typer.Option(
-        None, "--lrs", help="lr-grid: peak learning rates (default App. A's seven)."
-    ),
-    val_every: int = typer.Option(
-        None, "--val-every", help="lr-grid: steps between validations (default: probe cadence)."
-    ),
-    mitigation: list[str] = typer.Option(
-        None,
-        "--mitigation",
-        help="Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
-        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
-    ),
-    data: str = typer.Option("data", "--data", help="Folder of token stores."),
-    out_dir: str = typer.Option(
-        "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
-    ),
-    tokenizer: str = typer.Option(
-        None, "--tokenizer", help="byte, qwen3 or hf:NAME (default: the preset's)."
-    ),
-    source: str = typer.Option(
-        None, "--source", help="Text source for `plc shard` ({lang} is replaced; default embedded)."
-    ),
-    launcher: str = typer.Option(
-        "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     ),
     fmt: str = typer.Option(
         "make", "--format", help="make (a Makefile) or snakemake (a Snakefile, for Slurm too)."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the plan file here (default stdout)."
+        None, "--output", "-o", help="Write the plan file here, and plan.json beside it."
     ),
     force: bool = ForceOpt,
+    *,
+    options,
 ) -> None:
     """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
     Slurm); a rerun finishes what is missing."""
-    from plc.plan import build_plan, parse_list, parse_lrs, parse_range, parse_seeds
+    from plc.plan import build_plan, render, write_plan
 
-    if fmt not in ("make", "snakemake"):
-        raise PlcError(f"unknown --format {fmt!r}; choose make or snakemake")
-    the_plan = build_plan(
-        problem,
-        sizes=parse_list(sizes),
-        cycles=cycles,
-        preset=preset,
-        cycle=parse_list(cycle),
-        probe_lang=probe_lang,
-        probe_after=parse_list(probe_after),
-        dense_cycles=parse_range(dense_cycles, "--dense-cycles"),
-        dense_after=parse_list(dense_after),
-        diagnose_every=diagnose_every,
-        tasks=tasks,
-        seeds=parse_seeds(seeds),
-        weight_decay=weight_decay,
-        mitigations=mitigation or None,
-        reset_optimizer=reset_optimizer,
-        probe_repeats=probe_repeats,
-        lrs=parse_lrs(lrs),
-        val_every=val_every,
-        data=data,
-        out_dir=out_dir,
-        tokenizer=tokenizer,
-        source=source,
-        launcher=launcher,
-    )
-    if fmt == "snakemake":
-        from plc.snakefile import render_snakefile
-
-        text = render_snakefile(the_plan)
-    else:
-        text = the_plan.makefile()
+    the_plan = build_plan(problem, options)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(render(the_plan, fmt))
         return
-    from plc.store import atomic_path
-
-    with atomic_path(output, force) as tmp:
-        tmp.write_text(text)
+    path, data = write_plan(the_plan, output, fmt, force=force)
     err_console.print(
-        f"wrote [bold]{output}[/bold]: {len(the_plan.jobs)} jobs, {the_plan.n_tasks} tasks"
+        f"wrote [bold]{path}[/bold] and {data.name}: {len(the_plan.jobs)} jobs, "
+        f"{the_plan.n_tasks} tasks"
     )
 
 
