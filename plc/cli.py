@@ -102,7 +102,9 @@ def plan_options(command: Callable[..., None]) -> Callable[..., None]:
         names = f.metadata["flag"].split(",")
         option = typer.Option(default, *names, help=f.metadata["help"])
         annotation = kind if default is not None else kind | None
-        added.append(Parameter(f.name, Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+        added.append(
+            Parameter(f.name, Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        )
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
@@ -973,7 +975,11 @@ def fit_onset_cmd(
         "all", "--model", help="linear, linlog, exp, loglog, all, or none (onsets only)."
     ),
     normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
-    probe_after: str = typer.Option("zh,de,ru", "--probe-after", help=ProbeAfterHelp),
+    probe_after: str = typer.Option(
+        None,
+        "--probe-after",
+        help=ProbeAfterHelp + " Default: the plan's (plan.json beside the metrics), else zh,de,ru.",
+    ),
     window: int = typer.Option(
         3, "--window", help="Centred moving-average window (odd; 1 = none)."
     ),
@@ -1026,12 +1032,15 @@ def fit_onset_cmd(
 ) -> None:
     """Onset of plasticity loss per run, with intervals, and its scaling law: the fits of Table V."""
     from plc.onset import fit_onset, parse_models, parse_numbers, parse_probe_after
+    from plc.plan import probe_after_of
 
     res = fit_onset(
         inputs,
         models=parse_models(model),
         normalize=normalize,
-        probe_after=parse_probe_after(probe_after),
+        probe_after=probe_after_of(inputs)
+        if probe_after is None
+        else parse_probe_after(probe_after),
         window=window,
         predict=parse_numbers(predict, "--predict"),
         task_tokens=(parse_numbers(task_tokens, "--task-tokens") or [None])[0],

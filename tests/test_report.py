@@ -353,13 +353,12 @@ def test_chromium_renders_the_report(tiny_report, tmp_path):
 
 
 def test_the_auc_figure_is_drawn_against_tasks_when_the_cycle_is_not_eight(tmp_path):
-    from plc.plan import build_plan
+    from plc.plan import build_plan, write_plan
     from plc.report import _figure_list
 
-    control = tmp_path / "Makefile"
-    control.write_text(build_plan("control", sizes=["nano"], tasks=24).makefile())
-    paper = tmp_path / "Makefile.paper"
-    paper.write_text(build_plan(sizes=["nano"], cycles=2, preset="tiny").makefile())
+    _, control = write_plan(build_plan("control", sizes=["nano"], tasks=24), tmp_path / "Makefile")
+    plan = build_plan(sizes=["nano"], cycles=2, preset="tiny")
+    _, paper = write_plan(plan, tmp_path / "Makefile.paper")
     empty = pl.DataFrame()
     assert _figure_list(empty, control)[0][:2] == ("auc", {"x": "task"})
     over_training = [o for k, o, _ in _figure_list(empty, control) if k != "auc"]

@@ -54,7 +54,7 @@ def test_finished_study(tiny_study):
 def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
     """`plc plan -o DIR/Makefile` layout (DIR/runs/<run id>/, DIR/runs/metrics/); nano stopped
     after task 6 with task 7 saving resumable state, a stale temporary file, micro not started."""
-    from plc.plan import build_plan
+    from plc.plan import build_plan, write_plan
 
     plan = build_plan(
         "continual",
@@ -64,7 +64,7 @@ def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
         probe_after=["zh", "de", "ru"],
         out_dir="runs",
     )
-    (tmp_path / "Makefile").write_text(plan.makefile())
+    write_plan(plan, tmp_path / "Makefile")
     runs = tmp_path / "runs"
     shutil.copytree(tiny_study / "nano-s0", runs / "nano-s0")
     metrics = runs / "metrics"
@@ -118,15 +118,14 @@ def test_metrics_folder_alone(tiny_study):
     assert nano.size == "nano" and nano.n_params > 0
 
 
-def test_planned_work_of_a_plan_makefile(tmp_path):
-    from plc.plan import build_plan
-    from plc.snakefile import render_snakefile
+def test_planned_work_of_a_plan_json(tmp_path):
+    from plc.plan import build_plan, write_plan
 
     plan = build_plan(
         "continual", sizes=["nano"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
     )
-    (tmp_path / "Makefile").write_text(plan.makefile())
-    work = planned_work(tmp_path / "Makefile")
+    _, data = write_plan(plan, tmp_path / "Makefile")
+    work = planned_work(data)
     assert work.tasks == {"nano-s0": 16}
     probed = [(2, "zh"), (6, "de"), (8, "ru"), (10, "zh"), (14, "de"), (16, "ru")]
     assert work.probes == {
@@ -136,11 +135,15 @@ def test_planned_work_of_a_plan_makefile(tmp_path):
     assert work.cycle_length == 8
     # A cycle is the plan's own: the control's 24 chains are one, a two-language cycle is two.
     control = build_plan("control", sizes=["nano"], tasks=24)
-    (tmp_path / "Snakefile").write_text(render_snakefile(control))
-    assert planned_work(tmp_path / "Snakefile").cycle_length == 24
+    _, data = write_plan(control, tmp_path / "control" / "Snakefile", "snakemake")
+    assert planned_work(data).cycle_length == 24
     short = build_plan("continual", sizes=["nano"], cycles=3, preset="tiny", cycle=["en", "fr"])
-    (tmp_path / "Makefile.short").write_text(short.makefile())
-    assert planned_work(tmp_path / "Makefile.short").cycle_length == 2
+    _, data = write_plan(short, tmp_path / "Makefile.short")
+    assert data.name == "Makefile.short.plan.json" and planned_work(data).cycle_length == 2
+    # A Makefile alone is shown, not parsed: nothing is planned without its plan.json.
+    (tmp_path / "plan.json").unlink()
+    files = find_study_files(tmp_path)
+    assert files.plan == tmp_path / "Makefile" and files.plan_data is None
 
 
 def test_a_folder_with_its_own_plan_is_another_study(tiny_study, tmp_path):

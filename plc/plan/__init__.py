@@ -19,7 +19,14 @@ the preset (`-wd0.1`, `-lr0.003`, `-cont`/`-reset`, the method), and its checkpo
 """
 
 from plc.plan.build import BUILDERS, build_plan
-from plc.plan.files import plan_json_path, plan_of_metrics, read_plan, render, write_plan
+from plc.plan.files import (
+    plan_json_path,
+    plan_of_metrics,
+    probe_after_of,
+    read_plan,
+    render,
+    write_plan,
+)
 from plc.plan.jobs import INPUTS, STAGES, Job, Plan, Run
 from plc.plan.options import KINDS, PlanOptions
 
@@ -35,6 +42,7 @@ __all__ = [
     "build_plan",
     "plan_json_path",
     "plan_of_metrics",
+    "probe_after_of",
     "read_plan",
     "render",
     "write_plan",

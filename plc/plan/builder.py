@@ -237,7 +237,9 @@ class Builder:
         self.jobs.append(Job("diagnose", out, inputs, "diagnose", args, **self._of(run, task)))
         return out
 
-    def analysis(self, output: str, argv: list[str], inputs: list[str], stdout: bool = False) -> None:
+    def analysis(
+        self, output: str, argv: list[str], inputs: list[str], stdout: bool = False
+    ) -> None:
         command, *args = argv
         self.jobs.append(Job(command, output, list(inputs), "analysis", args, stdout=stdout))
 

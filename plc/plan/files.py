@@ -13,6 +13,7 @@ from pathlib import Path
 
 from plc.errors import PlcError
 from plc.plan.jobs import Plan
+from plc.protocol import default_probe_after
 
 FORMATS = ("make", "snakemake")
 PLAN_JSON = "plan.json"
@@ -66,12 +67,14 @@ def read_plan(path: str | os.PathLike) -> Plan:
 
 
 def plan_of_metrics(paths: Iterable[str | os.PathLike]) -> Plan | None:
-    """The plan whose metrics folder holds these files: a plan.json (or *.plan.json) up to
-    SEARCH_UP folders above the first, whose `metrics` names that folder; None if none does."""
+    """The plan whose metrics folder holds these files (the first names it: a file, a glob or
+    the folder): a plan.json (or *.plan.json) up to SEARCH_UP folders above it whose `metrics` is
+    that folder; None if there is none."""
     first = next(iter(paths), None)
     if first is None:
         return None
-    folder = Path(first).resolve().parent
+    folder = Path(first) if Path(first).is_dir() else Path(first).parent
+    folder = folder.resolve()
     for here in [folder, *folder.parents][: SEARCH_UP + 1]:
         for candidate in sorted(here.glob(f"*{PLAN_JSON}")):
             try:
@@ -81,3 +84,10 @@ def plan_of_metrics(paths: Iterable[str | os.PathLike]) -> Plan | None:
             if (here / plan.metrics).resolve() == folder:
                 return plan
     return None
+
+
+def probe_after_of(paths: Iterable[str | os.PathLike]) -> tuple[str, ...] | None:
+    """fit-onset's default probe positions: those of the plan the metric files belong to (None:
+    every probe), else the protocol's (plc.protocol.default_probe_after)."""
+    plan = plan_of_metrics(paths)
+    return default_probe_after() if plan is None else plan.probe_after

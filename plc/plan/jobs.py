@@ -112,7 +112,9 @@ class Plan:
 
     def tasks_of(self, run_id: str) -> int:
         """The last task index a run's training reaches."""
-        return max((j.task or 0 for j in self.jobs if j.stage == "train" and j.run_id == run_id), default=0)
+        return max(
+            (j.task or 0 for j in self.jobs if j.stage == "train" and j.run_id == run_id), default=0
+        )
 
     def probes_of(self, run_id: str) -> list[str]:
         """The probe metric files a run writes."""

@@ -6,6 +6,7 @@ import shlex
 
 from plc.plan.jobs import INPUTS, STAGES, Job, Plan
 
+
 def render_makefile(plan: Plan) -> str:
     """A readable Makefile: one rule per file, exact prerequisites, paths shortened to variables."""
     prefixes = [(plan.metrics, "$(METRICS)"), (plan.out_dir, "$(RUNS)"), (plan.data, "$(DATA)")]

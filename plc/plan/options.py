@@ -147,7 +147,11 @@ class PlanOptions:
         cli_type=int,
     )
     lrs: tuple[float, ...] | None = _opt(
-        None, "--lrs", "lr-grid: peak learning rates (default App. A's seven).", ("lr-grid",), parse_lrs
+        None,
+        "--lrs",
+        "lr-grid: peak learning rates (default App. A's seven).",
+        ("lr-grid",),
+        parse_lrs,
     )
     val_every: int | None = _opt(
         None,
@@ -193,8 +197,14 @@ class PlanOptions:
                 shape_of(s)
             if len(set(self.sizes)) < len(self.sizes):
                 raise PlcError(f"--sizes names a size twice: {','.join(self.sizes)}")
-        if not self.seeds or any(s < 0 for s in self.seeds) or len(set(self.seeds)) < len(self.seeds):
-            raise PlcError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        if (
+            not self.seeds
+            or any(s < 0 for s in self.seeds)
+            or len(set(self.seeds)) < len(self.seeds)
+        ):
+            raise PlcError(
+                f"--seeds must be distinct non-negative integers, got {list(self.seeds)}"
+            )
         if self.cycles is not None and self.cycles <= 0:
             raise PlcError("--cycles must be positive")
         if self.tasks is not None and self.tasks < 2:
@@ -218,7 +228,9 @@ class PlanOptions:
             if len(set(self.cycle)) < len(self.cycle):
                 raise PlcError(f"--cycle names a language twice: {','.join(self.cycle)}")
         lrs = self.lrs
-        if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs)):
+        if lrs is not None and (
+            not lrs or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs)
+        ):
             raise PlcError(f"--lrs must be distinct positive rates, got {list(lrs)}")
         if self.val_every is not None and self.val_every < 1:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
