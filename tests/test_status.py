@@ -10,7 +10,7 @@ import time
 
 import polars as pl
 import pytest
-from conftest import assert_bad_input, run_plc
+from conftest import assert_bad_input, copy_with_a_second_cycle_of_probes, run_plc
 
 from plc.errors import PlcError
 from plc.status import find_study_files, planned_work, status
@@ -34,11 +34,9 @@ def test_finished_study(tiny_study):
         assert r.last_checkpoint == str(tiny_study / r.run_id / "c8.pt") and r.last_lang == "ru"
         assert (r.probes_done, r.probes_planned) == (4, 4)  # from scratch, after zh, de, ru
         assert r.state == "done" and r.jobs == [] and r.seconds_left == 0
-        # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the
-        # latest probe is that baseline itself.
-        first, last = _probe_auc(metrics, r.run_id, 8), _probe_auc(metrics, r.run_id, 8)
-        assert r.auc_change == pytest.approx(100 * (last / first - 1), abs=1e-12) == 0.0
-        assert r.auc_change_task == 8
+        # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the latest
+        # probe is that baseline (a later one: test_auc_change_is_eq_1_at_the_latest_probe).
+        assert (r.auc_change, r.auc_change_task) == (0.0, 8)
         # One smoothed point of three probes: its minimum is the latest, no onset yet.
         assert r.onset is None and r.onset_note.startswith("not yet")
         diag = pl.read_parquet(metrics / f"diagnose-{r.run_id}-t8-ru.parquet")
@@ -49,6 +47,17 @@ def test_finished_study(tiny_study):
             _median_rate(metrics / f"train-{r.run_id}-t8-ru.parquet")
         )
     assert res.seconds_left == 0 and res.jobs == []
+
+
+def test_auc_change_is_eq_1_at_the_latest_probe(tiny_study, tmp_path):
+    study = copy_with_a_second_cycle_of_probes(tiny_study, tmp_path / "study", rise=1.1)
+    nano = next(r for r in status(study).runs if r.run_id == "nano-s0")
+    assert nano.auc_change == pytest.approx(10.0, abs=1e-4) and nano.auc_change_task == 16
+    # Independently of status: the same from the two files eq. 1 names.
+    first = _probe_auc(study / "metrics", "nano-s0", 8)
+    assert nano.auc_change == pytest.approx(
+        100 * (_probe_auc(study / "metrics", "nano-s0", 16) / first - 1)
+    )
 
 
 def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):

@@ -220,8 +220,6 @@ class PlanOptions:
         if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
             lo, hi = self.dense_cycles
             raise PlcError(f"--dense-cycles {lo}-{hi}: the first cycle is after the last")
-        if self.dense_after is not None and self.dense_cycles is None:
-            raise PlcError("--dense-after needs --dense-cycles (the cycles to probe densely)")
         if self.cycle is not None:
             if not self.cycle:
                 raise PlcError("--cycle names no language")

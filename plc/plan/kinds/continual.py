@@ -39,6 +39,8 @@ def cyclic(b: Builder) -> Plan:
         if not dense_after:
             raise PlcError("--dense-cycles needs --dense-after: zh,de,ru are not in the cycle")
         dense = set(dense_after)
+    elif o.dense_after is not None:
+        raise PlcError("--dense-after needs --dense-cycles (the cycles to probe densely)")
     entropy = ENTROPY_LANG if ENTROPY_LANG in cycle else probe_lang
     diagnose_every = 1 if o.diagnose_every is None else o.diagnose_every
     b.shards(cycle, probe_lang, source)
