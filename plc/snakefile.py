@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from plc.plan import INPUTS, Job, Plan
+from plc.plan.jobs import INPUTS, Job, Plan
 
 if TYPE_CHECKING:
     from plc.presets import Preset

@@ -13,6 +13,7 @@ in-progress file and "stale" one older than `stale_minutes` (its job died or han
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -24,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
-from plc.plan.files import PLAN_FILES, PLAN_JSON, read_plan
-from plc.plan.jobs import Plan
 from plc.protocol import CYCLE
 
 if TYPE_CHECKING:
@@ -36,6 +35,10 @@ METRIC_NAME = re.compile(r"^(train|probe|diagnose)-(.+?)-t(\d+)-([^-.]+)(?:-([^.
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
 IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
+# A study's plan: the Makefile or Snakefile `plc plan` wrote, and beside it plan.json, the plan as
+# data (FORMATS.md), which says what is planned.
+PLAN_FILES = ("Makefile", "Snakefile")
+PLAN_JSON = "plan.json"
 MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet is the deepest layout (bin/plc-continual)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
 
@@ -191,17 +194,30 @@ class PlannedWork:
     runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # folder name → (run id, size)
 
 
-def planned_work(plan: Path | Plan) -> PlannedWork:
-    """Checkpoints and probes a plan.json (or the Plan read from it) names."""
-    if not isinstance(plan, Plan):
-        plan = read_plan(plan)
-    tasks, probes, runs = {}, {}, {}
-    for run in plan.runs:
-        name = Path(run.folder).name
-        tasks[name] = plan.tasks_of(run.run_id)
-        probes[run.run_id] = {Path(p).name for p in plan.probes_of(run.run_id)}
-        runs[name] = (run.run_id, run.size)
-    return PlannedWork(tasks, probes, len(plan.cycle), runs)
+def planned_work(plan: Path) -> PlannedWork:
+    """Checkpoints and probes a plan.json names (FORMATS.md: its runs, and each job's stage, run
+    id, task and output)."""
+    try:
+        data = json.loads(plan.read_text())
+        runs, jobs, cycle = data["runs"], data["jobs"], data["cycle"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlcError(f"cannot read the plan {plan}: {e!r}; write it again with plc plan") from e
+    tasks: dict[str, int] = {}
+    probes: dict[str, set[str]] = {}
+    names: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        folder = Path(run["folder"]).name
+        names[folder] = (run["run_id"], run["size"])
+        tasks[folder] = 0
+        probes[run["run_id"]] = set()
+    for job in jobs:
+        rid = job["run_id"]
+        if job["stage"] == "train":
+            folder = Path(job["output"]).parent.name
+            tasks[folder] = max(tasks[folder], job["task"])
+        elif job["stage"] == "probe":
+            probes[rid].add(Path(job["output"]).name)
+    return PlannedWork(tasks, probes, len(cycle), names)
 
 
 def _cycle(plan: PlannedWork | None) -> int:

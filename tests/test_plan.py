@@ -14,6 +14,7 @@ import pytest
 from conftest import assert_bad_input, run_plc
 
 from plc.plan import build_plan
+from plc.plan.make import render_makefile
 from plc.protocol import CYCLE
 
 
@@ -66,14 +67,16 @@ def test_makefile_is_readable_and_uses_the_launcher():
         probe_after=["ru"],
         launcher="torchrun --nproc_per_node 8",
     )
-    text = plan.makefile()
+    text = render_makefile(plan)
     assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
     assert "$(RUNS)/nano-s0/c3.pt: $(RUNS)/nano-s0/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
     assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano-s0/c2.pt" in text
     # One size: its onset but no fits; two probes: no moving average.
     assert "\t$(PLC) fit-onset $^ --model none --probe-after ru --window 1 " in text
     assert "figures/onset.png" not in text and "figures/probing.png" in text
-    one_probe = build_plan(sizes=["nano"], cycles=1, preset="tiny", probe_after=["ru"]).makefile()
+    one_probe = render_makefile(
+        build_plan(sizes=["nano"], cycles=1, preset="tiny", probe_after=["ru"])
+    )
     assert "fit-onset" not in one_probe and "probing.png" not in one_probe
     assert "export PLC_THREADS ?= 1" in text
 

@@ -14,6 +14,7 @@ import plc.plan
 from plc.cli import app
 from plc.errors import PlcError
 from plc.plan import KINDS, Plan, PlanOptions, build_plan
+from plc.plan.make import render_makefile
 
 
 def _train(plan: Plan) -> list:
@@ -183,7 +184,7 @@ CASES = {
         "continual",
         ["--launcher", "torchrun --nproc_per_node 2"],
         "torchrun --nproc_per_node 2",
-        lambda p: "PLC_TRAIN ?= torchrun --nproc_per_node 2 -m plc" in p.makefile(),
+        lambda p: "PLC_TRAIN ?= torchrun --nproc_per_node 2 -m plc" in render_makefile(p),
     ),
 }
 

@@ -11,6 +11,7 @@ from plc.errors import PlcError
 from plc.plan import build_plan
 from plc.plan.kinds.control import CONTROL_DENSE, CONTROL_EVERY
 from plc.plan.kinds.lr_grid import PAPER_LR_GRID
+from plc.plan.make import render_makefile
 from plc.protocol import CYCLE
 
 
@@ -47,7 +48,7 @@ def test_a_cycle_of_other_languages_and_another_probe_language():
         ("de", "de")
     ] * 2
     assert plan.cycle == ("en", "fr") and plan.probe_lang == "de" and plan.n_tasks == 4
-    assert "2 cycles of 2 tasks (en,fr), probe de" in plan.makefile().splitlines()[0]
+    assert "2 cycles of 2 tasks (en,fr), probe de" in render_makefile(plan).splitlines()[0]
 
 
 def test_the_paper_cycle_keeps_the_default_diagnose_languages():
@@ -292,7 +293,7 @@ def test_stationary_is_one_run_of_continued_tasks():
     train = stage(plan, "train")
     assert ["--continue" in j.argv for j in train] == [True] * 8
     assert flag(analysis(plan, "fit-onset"), "--probe-after") == "all"
-    assert "optimizer continued (one warm-up)" in plan.makefile().splitlines()[0]
+    assert "optimizer continued (one warm-up)" in render_makefile(plan).splitlines()[0]
     reset = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=True)
     assert not any("--continue" in j.argv for j in stage(reset, "train"))
     assert flag(stage(reset, "init")[0], "--run-id") == "nano-s0-reset"
@@ -366,8 +367,8 @@ def test_lr_grid_one_task_per_size_and_rate_then_fit_lr():
     assert fit.argv[1:] == [
         f"runs/metrics/train-{j.output.split('/')[1]}-t1-en.parquet" for j in train
     ]
-    assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in plan.makefile()
-    assert "> $@.tmp && mv $@.tmp $@" in plan.makefile()
+    assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in render_makefile(plan)
+    assert "> $@.tmp && mv $@.tmp $@" in render_makefile(plan)
     from plc.snakefile import render_snakefile
 
     assert "train-314M-s0-lr0.003-t1-en.parquet > {output:q}" in render_snakefile(plan)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from plc.errors import PlcError
 from plc.plan.jobs import Plan
+from plc.plan.make import render_makefile
 from plc.protocol import default_probe_after
+from plc.status import PLAN_FILES, PLAN_JSON  # the names plc status looks for in a study
 
 FORMATS = ("make", "snakemake")
-PLAN_JSON = "plan.json"
-PLAN_FILES = ("Makefile", "Snakefile")  # the names `plc status` looks for in a study's folder
 SEARCH_UP = 3  # folders above a metric file where fit-onset looks for its plan.json
 
 
@@ -36,7 +36,7 @@ def render(plan: Plan, fmt: str = "make") -> str:
         from plc.snakefile import render_snakefile
 
         return render_snakefile(plan)
-    return plan.makefile()
+    return render_makefile(plan)
 
 
 def write_plan(

@@ -105,21 +105,6 @@ class Plan:
         """Training tasks of the whole plan."""
         return sum(job.stage == "train" for job in self.jobs)
 
-    def makefile(self) -> str:
-        from plc.plan.make import render_makefile
-
-        return render_makefile(self)
-
-    def tasks_of(self, run_id: str) -> int:
-        """The last task index a run's training reaches."""
-        return max(
-            (j.task or 0 for j in self.jobs if j.stage == "train" and j.run_id == run_id), default=0
-        )
-
-    def probes_of(self, run_id: str) -> list[str]:
-        """The probe metric files a run writes."""
-        return [j.output for j in self.jobs if j.stage == "probe" and j.run_id == run_id]
-
     def to_json(self) -> dict[str, Any]:
         """plan.json (FORMATS.md)."""
         return {"format": "plc-plan", "version": PLAN_JSON_VERSION, **asdict(self)}
