@@ -48,6 +48,35 @@ EvalSeedOpt = typer.Option(
 )
 
 
+def options_of(
+    cls: type, option: Callable[[dataclasses.Field], tuple[Any, Any]], build: Callable[..., Any]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator giving a command one option per field of the dataclass `cls`: `option(field)`
+    is its (typer.Option, annotation); the command receives `build(**values)` as `options`."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        sig = signature(command, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "options"]
+        added = []
+        for f in dataclasses.fields(cls):
+            default, annotation = option(f)
+            added.append(
+                Parameter(f.name, Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            )
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)}
+            return command(**kwargs, options=build(**values))
+
+        params = own + added
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
 def train_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command one option per TrainOptions field; it receives them as `options`.
 
@@ -56,36 +85,18 @@ def train_options(command: Callable[..., None]) -> Callable[..., None]:
     """
     from plc.options import TrainOptions
 
-    sig = signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "options"]
-    added = []
-    for f in dataclasses.fields(TrainOptions):
+    def option(f: dataclasses.Field) -> tuple[Any, Any]:
         default = "auto" if f.name == "lr" else f.default
         kind = f.metadata["cli_type"]
-        option = typer.Option(
+        flag = typer.Option(
             default,
             f.metadata["flag"],
             help=f.metadata["help"],
             rich_help_panel=f.metadata["panel"],
         )
-        added.append(
-            Parameter(
-                f.name,
-                Parameter.KEYWORD_ONLY,
-                default=option,
-                annotation=kind if default is not None else kind | None,
-            )
-        )
+        return flag, kind if default is not None else kind | None
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(TrainOptions)}
-        return command(**kwargs, options=TrainOptions(**fields))
-
-    params = own + added
-    wrapper.__signature__ = sig.replace(parameters=params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+    return options_of(TrainOptions, option, TrainOptions)(command)
 
 
 def plan_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -93,28 +104,13 @@ def plan_options(command: Callable[..., None]) -> Callable[..., None]:
     flag text is parsed by the field's own parser (PlanOptions.from_flags)."""
     from plc.plan.options import PlanOptions
 
-    sig = signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "options"]
-    added = []
-    for f in dataclasses.fields(PlanOptions):
+    def option(f: dataclasses.Field) -> tuple[Any, Any]:
         kind = f.metadata["cli_type"]
         default = None if f.metadata["parse"] else f.default
-        names = f.metadata["flag"].split(",")
-        option = typer.Option(default, *names, help=f.metadata["help"])
-        annotation = kind if default is not None else kind | None
-        added.append(
-            Parameter(f.name, Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-        )
+        flag = typer.Option(default, *f.metadata["flag"].split(","), help=f.metadata["help"])
+        return flag, kind if default is not None else kind | None
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(PlanOptions)}
-        return command(**kwargs, options=PlanOptions.from_flags(**values))
-
-    params = own + added
-    wrapper.__signature__ = sig.replace(parameters=params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+    return options_of(PlanOptions, option, PlanOptions.from_flags)(command)
 
 
 def emit_json(obj: Any) -> None:
