@@ -9,7 +9,7 @@ alone happen at construction; checks that need the preset or the cycle happen in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
@@ -239,10 +239,8 @@ class PlanOptions:
         kw = {}
         for f in fields(cls):
             value, parse = values[f.name], f.metadata["parse"]
-            if parse is not None and value is not None:
-                kw[f.name] = parse(value)
-            elif value is not None:
-                kw[f.name] = value
+            if value is not None:  # not given: the field's default
+                kw[f.name] = value if parse is None else parse(value)
         return cls(**kw)
 
     def check_kind(self, kind: str) -> None:
@@ -258,10 +256,6 @@ class PlanOptions:
                 raise PlcError(
                     f"{flag} is not for the {kind} plan ({flag} is for the {names} plan{plural})"
                 )
-
-    def with_defaults(self, **defaults: Any) -> PlanOptions:
-        """These options with the fields still None set to `defaults`."""
-        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
 def display_flag(name: str) -> str:
