@@ -130,10 +130,13 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
         "2",
         "--preset",
         "tiny",
+        "--probe-after",
+        "ru",
         "-o",
         tmp_path / "Makefile",
     )
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "plan.json").exists()
     proc = _make(["-j2"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     metrics = sorted(p.name for p in (tmp_path / "runs" / "metrics").glob("*.parquet"))
