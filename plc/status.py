@@ -39,7 +39,7 @@ IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
 # data (FORMATS.md), which says what is planned.
 PLAN_FILES = ("Makefile", "Snakefile")
 PLAN_JSON = "plan.json"
-MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet is the deepest layout (bin/plc-continual)
+MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet: the deepest layout (bin/ before plan.json)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
 
 
