@@ -48,6 +48,35 @@ EvalSeedOpt = typer.Option(
 )
 
 
+def options_of(
+    cls: type, option: Callable[[dataclasses.Field], tuple[Any, Any]], build: Callable[..., Any]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator giving a command one option per field of the dataclass `cls`: `option(field)`
+    is its (typer.Option, annotation); the command receives `build(**values)` as `options`."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        sig = signature(command, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "options"]
+        added = []
+        for f in dataclasses.fields(cls):
+            default, annotation = option(f)
+            added.append(
+                Parameter(f.name, Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            )
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)}
+            return command(**kwargs, options=build(**values))
+
+        params = own + added
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
 def train_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command one option per TrainOptions field; it receives them as `options`.
 
@@ -56,36 +85,32 @@ def train_options(command: Callable[..., None]) -> Callable[..., None]:
     """
     from plc.options import TrainOptions
 
-    sig = signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "options"]
-    added = []
-    for f in dataclasses.fields(TrainOptions):
+    def option(f: dataclasses.Field) -> tuple[Any, Any]:
         default = "auto" if f.name == "lr" else f.default
         kind = f.metadata["cli_type"]
-        option = typer.Option(
+        flag = typer.Option(
             default,
             f.metadata["flag"],
             help=f.metadata["help"],
             rich_help_panel=f.metadata["panel"],
         )
-        added.append(
-            Parameter(
-                f.name,
-                Parameter.KEYWORD_ONLY,
-                default=option,
-                annotation=kind if default is not None else kind | None,
-            )
-        )
+        return flag, kind if default is not None else kind | None
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(TrainOptions)}
-        return command(**kwargs, options=TrainOptions(**fields))
+    return options_of(TrainOptions, option, TrainOptions)(command)
 
-    params = own + added
-    wrapper.__signature__ = sig.replace(parameters=params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+
+def plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `plc plan` one option per PlanOptions field; it receives them as `options`. A field's
+    flag text is parsed by the field's own parser (PlanOptions.from_flags)."""
+    from plc.plan.options import PlanOptions
+
+    def option(f: dataclasses.Field) -> tuple[Any, Any]:
+        kind = f.metadata["cli_type"]
+        default = None if f.metadata["parse"] else f.default
+        flag = typer.Option(default, *f.metadata["flag"].split(","), help=f.metadata["help"])
+        return flag, kind if default is not None else kind | None
+
+    return options_of(PlanOptions, option, PlanOptions.from_flags)(command)
 
 
 def emit_json(obj: Any) -> None:
@@ -946,7 +971,11 @@ def fit_onset_cmd(
         "all", "--model", help="linear, linlog, exp, loglog, all, or none (onsets only)."
     ),
     normalize: str = typer.Option("first", "--normalize", help=NormalizeHelp),
-    probe_after: str = typer.Option("zh,de,ru", "--probe-after", help=ProbeAfterHelp),
+    probe_after: str = typer.Option(
+        None,
+        "--probe-after",
+        help=ProbeAfterHelp + " Default: the plan's (plan.json beside the metrics), else zh,de,ru.",
+    ),
     window: int = typer.Option(
         3,
         "--window",
@@ -1001,12 +1030,15 @@ def fit_onset_cmd(
 ) -> None:
     """Onset of plasticity loss per run, with intervals, and its scaling law: the fits of Table V."""
     from plc.onset import fit_onset, parse_models, parse_numbers, parse_probe_after
+    from plc.plan import probe_after_of
 
     res = fit_onset(
         inputs,
         models=parse_models(model),
         normalize=normalize,
-        probe_after=parse_probe_after(probe_after),
+        probe_after=probe_after_of(inputs)
+        if probe_after is None
+        else parse_probe_after(probe_after),
         window=window,
         predict=parse_numbers(predict, "--predict"),
         task_tokens=(parse_numbers(task_tokens, "--task-tokens") or [None])[0],
@@ -1484,137 +1516,33 @@ def metrics_tensorboard_cmd(
 
 
 @app.command()
+@plan_options
 def plan(
     problem: str = typer.Argument(
         ..., help="continual, stationary, control (Markov chains), transfer (Table III) or lr-grid."
-    ),
-    sizes: str = typer.Option(
-        None, "--sizes", help="Model sizes, e.g. micro,mini (default: the preset's)."
-    ),
-    cycles: int = typer.Option(
-        None, "--cycles", help="Times through the cycle (default: the preset's)."
-    ),
-    preset: str = typer.Option(
-        None,
-        "--preset",
-        help="paper, cpu, control or tiny (default: control for control, else cpu).",
-    ),
-    cycle: str = typer.Option(
-        None, "--cycle", help="The training languages in order (default en,zh,fr,ja,es,de,pt,ru)."
-    ),
-    probe_lang: str = typer.Option(
-        None, "--probe-lang", help="The probe language, never trained on (default vi)."
-    ),
-    probe_after: str = typer.Option(
-        None, "--probe-after", help="Probe after these languages (default: the cycle's last)."
-    ),
-    dense_cycles: str = typer.Option(
-        None,
-        "--dense-cycles",
-        help="App. B's second stage: in cycles A-B also probe after --dense-after.",
-    ),
-    dense_after: str = typer.Option(
-        None, "--dense-after", help="Languages probed in the dense cycles (default zh,de,ru)."
-    ),
-    diagnose_every: int = typer.Option(
-        None, "--diagnose-every", help="Diagnose every K cycles (control: tasks; 0 = never)."
-    ),
-    tasks: int = typer.Option(None, "--tasks", help="control: tasks, one Markov chain each (48)."),
-    seeds: str = typer.Option(
-        "0", "--seeds", "--seed", help="Seeds: one independent run per size and seed, e.g. 0,1,2."
-    ),
-    weight_decay: float = typer.Option(
-        None, "--weight-decay", help="AdamW weight decay of every task (default: the preset's)."
-    ),
-    reset_optimizer: bool = typer.Option(
-        None,
-        "--reset-optimizer/--continue-optimizer",
-        help="Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
-    ),
-    probe_repeats: int = typer.Option(
-        None,
-        "--probe-repeats",
-        help="Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
-    ),
-    lrs: str = typer.Option(
-        None, "--lrs", help="lr-grid: peak learning rates (default App. A's seven)."
-    ),
-    val_every: int = typer.Option(
-        None, "--val-every", help="lr-grid: steps between validations (default: probe cadence)."
-    ),
-    mitigation: list[str] = typer.Option(
-        None,
-        "--mitigation",
-        help="Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
-        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
-    ),
-    data: str = typer.Option("data", "--data", help="Folder of token stores."),
-    out_dir: str = typer.Option(
-        "runs", "--out-dir", help="Folder of checkpoints, metrics and figures."
-    ),
-    tokenizer: str = typer.Option(
-        None, "--tokenizer", help="byte, qwen3 or hf:NAME (default: the preset's)."
-    ),
-    source: str = typer.Option(
-        None, "--source", help="Text source for `plc shard` ({lang} is replaced; default embedded)."
-    ),
-    launcher: str = typer.Option(
-        "", "--launcher", help="Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     ),
     fmt: str = typer.Option(
         "make", "--format", help="make (a Makefile) or snakemake (a Snakefile, for Slurm too)."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the plan file here (default stdout)."
+        None, "--output", "-o", help="Write the plan file here, and plan.json beside it."
     ),
     force: bool = ForceOpt,
+    *,
+    options,
 ) -> None:
     """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
     Slurm); a rerun finishes what is missing."""
-    from plc.plan import build_plan, parse_list, parse_lrs, parse_range, parse_seeds
+    from plc.plan import build_plan, render, write_plan
 
-    if fmt not in ("make", "snakemake"):
-        raise PlcError(f"unknown --format {fmt!r}; choose make or snakemake")
-    the_plan = build_plan(
-        problem,
-        sizes=parse_list(sizes),
-        cycles=cycles,
-        preset=preset,
-        cycle=parse_list(cycle),
-        probe_lang=probe_lang,
-        probe_after=parse_list(probe_after),
-        dense_cycles=parse_range(dense_cycles, "--dense-cycles"),
-        dense_after=parse_list(dense_after),
-        diagnose_every=diagnose_every,
-        tasks=tasks,
-        seeds=parse_seeds(seeds),
-        weight_decay=weight_decay,
-        mitigations=mitigation or None,
-        reset_optimizer=reset_optimizer,
-        probe_repeats=probe_repeats,
-        lrs=parse_lrs(lrs),
-        val_every=val_every,
-        data=data,
-        out_dir=out_dir,
-        tokenizer=tokenizer,
-        source=source,
-        launcher=launcher,
-    )
-    if fmt == "snakemake":
-        from plc.snakefile import render_snakefile
-
-        text = render_snakefile(the_plan)
-    else:
-        text = the_plan.makefile()
+    the_plan = build_plan(problem, options)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(render(the_plan, fmt))
         return
-    from plc.store import atomic_path
-
-    with atomic_path(output, force) as tmp:
-        tmp.write_text(text)
+    path, data = write_plan(the_plan, output, fmt, force=force)
     err_console.print(
-        f"wrote [bold]{output}[/bold]: {len(the_plan.jobs)} jobs, {the_plan.n_tasks} tasks"
+        f"wrote [bold]{path}[/bold] and {data.name}: {len(the_plan.jobs)} jobs, "
+        f"{the_plan.n_tasks} tasks"
     )
 
 

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from plc.plan import Plan, build_plan
-from plc.protocol import PAPER_PROBE_AFTER
+from plc.plan import Plan, build_plan, write_plan
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
@@ -80,27 +79,24 @@ def demo(
         sizes=sizes,
         cycles=cycles,
         preset=preset,
-        probe_after=list(probe_after or PAPER_PROBE_AFTER),
+        probe_after=probe_after,  # None: the protocol's default (plc.protocol)
         diagnose_every=1,
         data=str(out / "data"),
         out_dir=str(out),
-        seed=seed,
+        seeds=[seed],
     )
-    out.mkdir(parents=True, exist_ok=True)
-    makefile = out / "Makefile"
-    makefile.write_text(plan.makefile())
+    makefile, _ = write_plan(plan, out / "Makefile", force=True)
     sizes_control = ["nano"] if control is None else list(control)
     jobs = list(plan.jobs)
     if sizes_control:
         positive = build_plan(
             "control",
             sizes=sizes_control,
-            seed=seed,
+            seeds=[seed],
             data=str(out / "control" / "data"),
             out_dir=str(out / "control"),
         )
-        (out / "control").mkdir(exist_ok=True)
-        (out / "control" / "Makefile").write_text(positive.makefile())
+        write_plan(positive, out / "control" / "Makefile", force=True)
         jobs += positive.jobs
     both = replace(plan, jobs=jobs)  # one pool for both graphs: the workers stay busy
     if on_start:
@@ -125,7 +121,7 @@ def demo(
         cycles=plan.cycles,
         preset=preset,
         figures=[
-            j.target for j in plan.jobs if j.stage == "analysis" and j.target.endswith(".png")
+            j.output for j in plan.jobs if j.stage == "analysis" and j.output.endswith(".png")
         ],
     )
     _summarise(res, out / "onset.parquet")

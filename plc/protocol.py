@@ -22,6 +22,12 @@ PLOT_KINDS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entrop
 MIN_FIT_POINTS = 3
 
 
+def default_probe_after(cycle: tuple[str, ...] = CYCLE) -> tuple[str, ...]:
+    """Where a run probes unless told (plan, fit-onset, demo, bin/): App. B's zh, de and ru in the
+    paper's cycle; in another cycle its last language (a probe after every cycle's end)."""
+    return PAPER_PROBE_AFTER if tuple(cycle) == CYCLE else (cycle[-1],)
+
+
 def cycle_of(task_index: int, cycle_len: int = len(CYCLE)) -> int:
     """Cycle number of the checkpoint after `task_index` tasks: tasks 1–8 are cycle 1, 0 is cycle 0."""
     return 0 if task_index <= 0 else (task_index - 1) // cycle_len + 1

@@ -321,7 +321,7 @@ class _Page:
             self.note("No probe or diagnose metrics yet: no figures.")
             return
         with tempfile.TemporaryDirectory(prefix="plc-report-") as tmp:
-            for i, (kind, options, caption) in enumerate(_figure_list(diag, files.plan)):
+            for i, (kind, options, caption) in enumerate(_figure_list(diag, files.plan_data)):
                 out = Path(tmp) / f"{i}.png"
                 try:
                     res = plot(
@@ -460,10 +460,10 @@ def _interval(ci: list[float] | None) -> str:
 
 def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:
     """Every figure of `plc plot` with its caption; entropy for the first and last layer. Against
-    tasks where the plan's cycle is not the paper's eight (the control's chains)."""
-    from plc.status import planned_work
+    tasks where the plan's cycle (plan.json) is not the paper's eight (the control's chains)."""
+    from plc.plan import read_plan
 
-    eight = plan is None or planned_work(plan).cycle_length == len(CYCLE)
+    eight = plan is None or len(read_plan(plan).cycle) == len(CYCLE)
     x: dict[str, Any] = {} if eight else {"x": "task"}
     figs: list[tuple[str, dict[str, Any], str]] = [
         ("auc", x, "Fig. 2: probe AUC over training, % change relative to the first probe"),

@@ -87,19 +87,19 @@ def run_plan(
     on_done: Callable[[JobDone], None] | None = None,
 ) -> list[JobDone]:
     """Run every job whose target is missing; jobs start once the jobs making their inputs are done."""
-    producer = {job.target: job for job in plan.jobs}
+    producer = {job.output: job for job in plan.jobs}
     done: set[str] = set()
     results: list[JobDone] = []
     pending = list(plan.jobs)
 
     def finish(job: Job, seconds: float, skipped: bool) -> None:
-        done.add(job.target)
+        done.add(job.output)
         results.append(JobDone(job, seconds, skipped))
         if on_done:
             on_done(results[-1])
 
     def ready(job: Job) -> bool:
-        return all(d in done or (d not in producer and Path(d).exists()) for d in job.deps)
+        return all(d in done or (d not in producer and Path(d).exists()) for d in job.inputs)
 
     running: dict[Future, Job] = {}
     # spawn, not fork: a parent that already runs torch's thread pools (a notebook, a test) would
@@ -113,19 +113,19 @@ def run_plan(
                 if not ready(job):
                     continue
                 pending.remove(job)
-                if Path(job.target).exists():
+                if Path(job.output).exists():
                     finish(job, 0.0, True)
                     continue
                 # The whole path names the log: several runs each write a c8.pt.
-                name = Path(job.target).as_posix().strip("/").replace("/", "--")
+                name = Path(job.output).as_posix().strip("/").replace("/", "--")
                 log = str(Path(log_dir) / f"{name}.log")
-                result = job.target if job.stdout else None
-                running[pool.submit(_run_job, execute, job.command(), log, result)] = job
+                result = job.output if job.stdout else None
+                running[pool.submit(_run_job, execute, job.command_line(), log, result)] = job
             if not running:
                 if pending:
-                    missing = sorted({d for j in pending for d in j.deps if not Path(d).exists()})
+                    missing = sorted({d for j in pending for d in j.inputs if not Path(d).exists()})
                     raise PlcError(
-                        f"cannot run {pending[0].target}: missing {', '.join(missing[:3])}"
+                        f"cannot run {pending[0].output}: missing {', '.join(missing[:3])}"
                     )
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

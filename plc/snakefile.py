@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from plc.plan import INPUTS, Job, Plan
+from plc.plan.jobs import INPUTS, Job, Plan
 
 if TYPE_CHECKING:
     from plc.presets import Preset
@@ -64,10 +64,10 @@ def job_resources(
     job: Job, *, size: str | None, tokenizer: str, preset: Preset, launcher: str
 ) -> JobResources:
     """Threads, GPUs, host memory and FLOPs of one job of a plan; `size` is the model it works
-    on (None for data and analysis jobs)."""
+    on (the job's own, None for data and analysis jobs)."""
     from plc.sizes import train_flops_per_token
 
-    command = job.argv[0]
+    command = job.command
     if size is None or not (job.launch or command in ("init", "diagnose")):
         return JobResources(threads=1, gpus=0, mem_mb=PLAIN_MB, flops=0.0)
     c = _config(size, tokenizer, preset)
@@ -96,27 +96,6 @@ def job_resources(
     return JobResources(procs, 0, procs * per_proc, flops)
 
 
-def _sizes(plan: Plan) -> dict[str, str]:
-    """The model size each job works on: init names it, and every job reading a file of a size
-    works on that size (analysis jobs read several and get none)."""
-    size: dict[str, str] = {}
-    for job in plan.jobs:
-        if job.argv[0] == "init":
-            size[job.target] = job.argv[job.argv.index("--size") + 1]
-            continue
-        found = {size[d] for d in job.deps if d in size}
-        if len(found) == 1:
-            size[job.target] = found.pop()
-    return size
-
-
-def _tokenizer(plan: Plan) -> str:
-    for job in plan.jobs:
-        if "--tokenizer" in job.argv:
-            return job.argv[job.argv.index("--tokenizer") + 1]
-    return "byte"
-
-
 def _rule_names(plan: Plan) -> list[str]:
     """Readable unique rule names: the command and the target's path below its folder
     (train_nano_s0_c3, probe_nano_s0_t8_ru_vi, plot_auc)."""
@@ -124,14 +103,14 @@ def _rule_names(plan: Plan) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     for job in plan.jobs:
-        rel = job.target
+        rel = job.output
         for root in roots:
             if rel.startswith(root + "/"):
                 rel = rel[len(root) + 1 :]
                 break
         rel = re.sub(r"(\.zarr/zarr\.json|\.parquet|\.pt|\.png)$", "", rel)
         slug = re.sub(r"\W+", "_", rel).strip("_")
-        prefix = re.sub(r"\W+", "_", RULE_PREFIX.get(job.argv[0], job.argv[0]))
+        prefix = re.sub(r"\W+", "_", RULE_PREFIX.get(job.command, job.command))
         name = slug if slug.startswith(prefix + "_") else f"{prefix}_{slug}"
         unique, n = name, 1
         while unique in seen:
@@ -165,8 +144,6 @@ def render_snakefile(plan: Plan) -> str:
     from plc.presets import get_preset
 
     preset = get_preset(plan.preset)
-    tokenizer = _tokenizer(plan)
-    sizes = _sizes(plan)
     launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
     lines = [
         f"# plc protocol: {plan.description}; preset {plan.preset}, "
@@ -206,18 +183,18 @@ def render_snakefile(plan: Plan) -> str:
         "# checkpoint whose dependents are up to date unless it is asked for (Make does).",
         "rule all:",
         "    input:",
-        *[f"        {_q(job.target)}," for job in plan.jobs],
+        *[f"        {_q(job.output)}," for job in plan.jobs],
         "",
     ]
     for job, name in zip(plan.jobs, _rule_names(plan), strict=True):
         r = job_resources(
             job,
-            size=sizes.get(job.target),
-            tokenizer=tokenizer,
+            size=job.size,
+            tokenizer=plan.tokenizer,
             preset=preset,
             launcher=plan.launcher,
         )
-        if job.argv[0] == "shard":
+        if job.command == "shard":
             runtime = "SHARD_MINUTES"
         elif r.gpus:
             runtime = f"minutes({r.flops:.4g}, gpus={r.gpus})"
@@ -227,11 +204,11 @@ def render_snakefile(plan: Plan) -> str:
         if r.gpus:
             resources.append(f"gpu={r.gpus}")
         lines += ["", f"rule {name}:"]
-        if job.deps:
-            lines += ["    input:", *[f"        {_q(d)}," for d in job.deps]]
+        if job.inputs:
+            lines += ["    input:", *[f"        {_q(d)}," for d in job.inputs]]
         lines += [
             "    output:",
-            f"        {_q(job.target)},",
+            f"        {_q(job.output)},",
             f"    threads: {r.threads}",
             "    resources:",
             *[f"        {res}," for res in resources],

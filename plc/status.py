@@ -4,7 +4,7 @@ Whatever runs the plan (make, Snakemake, a shell loop), the study's state is in 
 checkpoints `<folder>/cN.pt` (the last one per folder says the tasks done), metric files (probes,
 diagnoses, training throughput), the resumable state a long job keeps beside its output
 (`*.resume`), the temporary names of writes in progress (`.<name>.*.tmp`, `.<name>.partial`), and
-the plan file (Makefile or Snakefile) in the folder, whose file names say what is planned.
+the plan.json that `plc plan` wrote beside its Makefile or Snakefile, which says what is planned.
 
 A job leaves no trace while it runs unless it saves resumable state, so "running" means a recent
 in-progress file and "stale" one older than `stale_minutes` (its job died or hangs).
@@ -13,6 +13,7 @@ in-progress file and "stale" one older than `stale_minutes` (its job died or han
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -34,14 +35,11 @@ METRIC_NAME = re.compile(r"^(train|probe|diagnose)-(.+?)-t(\d+)-([^-.]+)(?:-([^.
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
 IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
+# A study's plan: the Makefile or Snakefile `plc plan` wrote, and beside it plan.json, the plan as
+# data (FORMATS.md), which says what is planned.
 PLAN_FILES = ("Makefile", "Snakefile")
-# Names of files in a plan: `<folder>/cN.pt` targets and probe metric files.
-PLANNED_CHECKPOINT = re.compile(r"([^\s/:$(){}'\"]+)/c(\d+)\.pt\b")
-# `plc plan` names a run's checkpoint folder by its run id: <size>-s<seed>[-variant].
-PLAN_RUN = re.compile(r"^(.+?)-s\d+(?:-.+)?$")
-PLANNED_PROBE = re.compile(r"\bprobe-[^\s/:'\"]+?\.parquet\b")
-PLANNED_LANG = re.compile(r"\btrain-task --lang ([^\s'\"]+)")
-MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet is the deepest layout (bin/plc-continual)
+PLAN_JSON = "plan.json"
+MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet: the deepest layout (bin/ before plan.json)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
 
 
@@ -74,7 +72,8 @@ class StudyFiles:
     checkpoints: dict[Path, dict[int, Path]] = field(default_factory=dict)  # folder → {N: cN.pt}
     metrics: list[MetricFile] = field(default_factory=list)
     in_progress: list[Path] = field(default_factory=list)
-    plan: Path | None = None
+    plan: Path | None = None  # the Makefile or Snakefile, as written
+    plan_data: Path | None = None  # its plan.json: what the study plans
     other_tables: list[Path] = field(default_factory=list)  # Parquet/CSV that are not metrics
     nested: list[Path] = field(
         default_factory=list
@@ -140,6 +139,8 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
         if (root / name).is_file():
             found.plan = root / name
             break
+    if (root / PLAN_JSON).is_file():
+        found.plan_data = root / PLAN_JSON
     base_depth = len(root.parts)
     for here, dirs, files in os.walk(root):
         here_path = Path(here)
@@ -148,7 +149,7 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
         for d in dirs:
             if d.endswith(".partial"):
                 found.in_progress.append(here_path / d)
-            elif any(_is_plc_plan(here_path / d / name) for name in PLAN_FILES):
+            elif _is_plc_plan(here_path / d):
                 # e.g. the demo's control/: its runs reuse run ids (nano-s0) of this study's
                 found.nested.append(here_path / d)
             elif not (d.startswith(".") or d.endswith(".zarr")) and depth < MAX_DEPTH:
@@ -166,7 +167,7 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
             elif f.endswith((".parquet", ".csv")) and not f.startswith("."):
                 found.other_tables.append(path)
     found.metrics.sort(key=lambda m: (m.run_id, m.task_index, m.kind, m.suffix))
-    if not (found.checkpoints or found.metrics or found.in_progress or _is_plc_plan(found.plan)):
+    if not (found.checkpoints or found.metrics or found.in_progress or _is_plc_plan(root)):
         raise PlcError(
             f"no plc files in {root} (no checkpoints cN.pt, metric files or plc plan); "
             "point it at a plan's folder"
@@ -174,8 +175,15 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
     return found
 
 
-def _is_plc_plan(plan: Path | None) -> bool:
-    return plan is not None and plan.is_file() and "plc" in plan.read_text(errors="replace")[:2000]
+def _is_plc_plan(folder: Path) -> bool:
+    """The folder holds a study's plan: a plan.json, or a Makefile or Snakefile plc wrote."""
+    if (folder / PLAN_JSON).is_file():
+        return True
+    for name in PLAN_FILES:
+        plan = folder / name
+        if plan.is_file() and "plc" in plan.read_text(errors="replace")[:2000]:
+            return True
+    return False
 
 
 @dataclass
@@ -183,20 +191,33 @@ class PlannedWork:
     tasks: dict[str, int]  # checkpoint folder name → last task index
     probes: dict[str, set[str]]  # run id → probe metric file names
     cycle_length: int = len(CYCLE)  # distinct training languages (48 for the control's chains)
+    runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # folder name → (run id, size)
 
 
 def planned_work(plan: Path) -> PlannedWork:
-    """Checkpoints and probes a plan file names (any format that spells its file names out)."""
-    text = plan.read_text(errors="replace")
+    """Checkpoints and probes a plan.json names (FORMATS.md: its runs, and each job's stage, run
+    id, task and output)."""
+    try:
+        data = json.loads(plan.read_text())
+        runs, jobs, cycle = data["runs"], data["jobs"], data["cycle"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlcError(f"cannot read the plan {plan}: {e!r}; write it again with plc plan") from e
     tasks: dict[str, int] = {}
-    for folder, n in PLANNED_CHECKPOINT.findall(text):
-        tasks[folder] = max(tasks.get(folder, 0), int(n))
     probes: dict[str, set[str]] = {}
-    for name in PLANNED_PROBE.findall(text):
-        if m := METRIC_NAME.match(name):
-            probes.setdefault(m.group(2), set()).add(name)
-    langs = set(PLANNED_LANG.findall(text))
-    return PlannedWork(tasks, probes, len(langs) or len(CYCLE))
+    names: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        folder = Path(run["folder"]).name
+        names[folder] = (run["run_id"], run["size"])
+        tasks[folder] = 0
+        probes[run["run_id"]] = set()
+    for job in jobs:
+        rid = job["run_id"]
+        if job["stage"] == "train":
+            folder = Path(job["output"]).parent.name
+            tasks[folder] = max(tasks[folder], job["task"])
+        elif job["stage"] == "probe":
+            probes[rid].add(Path(job["output"]).name)
+    return PlannedWork(tasks, probes, len(cycle), names)
 
 
 def _cycle(plan: PlannedWork | None) -> int:
@@ -241,7 +262,7 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
 
     if not stale_minutes > 0:
         raise PlcError(f"--stale-minutes must be positive, got {stale_minutes}")
-    plan = planned_work(files.plan) if files.plan else None
+    plan = planned_work(files.plan_data) if files.plan_data else None
     now = time.time()
 
     metas: dict[Path, dict[str, Any]] = {}
@@ -461,10 +482,10 @@ def _unreadable_run(folder: Path, ckpts: dict[int, Path], error: str, plan) -> R
 
 
 def _not_started(folder: str, last: int, plan: PlannedWork) -> RunStatus:
-    run = PLAN_RUN.match(folder)
+    run_id, size = plan.runs[folder]
     return RunStatus(
-        run_id=folder if run else "",
-        size=run.group(1) if run else folder,
+        run_id=run_id,
+        size=size,
         n_params=None,
         folder=None,
         last_checkpoint=None,

@@ -87,3 +87,25 @@ def tiny_study(tmp_path_factory) -> Path:
         execute=run_argv,
     )
     return out
+
+
+def copy_with_a_second_cycle_of_probes(study: Path, to: Path, rise: float = 1.1) -> Path:
+    """A copy of `study` whose nano-s0 has probes of a second cycle: after zh (task 10, 0.9× the
+    AUC of task 8) and after ru (task 16, `rise`× it), so that eq. 1's latest change is
+    100·(rise − 1) % at task 16, known without the code under test."""
+    import shutil
+
+    import polars as pl
+
+    shutil.copytree(study, to)
+    metrics = to / "metrics"
+    first = pl.read_parquet(metrics / "probe-nano-s0-t8-ru-vi.parquet")
+    for task, lang, factor in ((10, "zh", 0.9), (16, "ru", rise)):
+        rows = first.with_columns(
+            pl.lit(task, first["task_index"].dtype).alias("task_index"),
+            pl.lit(2, first["cycle"].dtype).alias("cycle"),
+            pl.lit(lang).alias("lang"),
+            (pl.col("auc") * factor).cast(first["auc"].dtype),
+        )
+        rows.write_parquet(metrics / f"probe-nano-s0-t{task}-{lang}-vi.parquet")
+    return to

@@ -14,6 +14,7 @@ import pytest
 from conftest import assert_bad_input, run_plc
 
 from plc.plan import build_plan
+from plc.plan.make import render_makefile
 from plc.protocol import CYCLE
 
 
@@ -30,20 +31,24 @@ def test_continual_plan_has_the_protocol_shape():
     assert langs == [*CYCLE, *CYCLE]
     # Each task trains the previous checkpoint: c(k-1) → c(k).
     first = by_stage["train"][0]
-    assert first.deps[0].endswith("nano-s0/c0.pt") and first.target.endswith("nano-s0/c1.pt")
+    assert first.inputs[0].endswith("nano-s0/c0.pt") and first.output.endswith("nano-s0/c1.pt")
     # Probes after zh, de, ru of both cycles, plus one from-scratch baseline, per size.
-    probes = [j for j in by_stage["probe"] if "micro" in j.target]
+    probes = [j for j in by_stage["probe"] if "micro" in j.output]
     assert len(probes) == 1 + 3 * 2
     assert sum("--from-scratch" in j.argv for j in probes) == 1
-    tasks = sorted(int(Path(j.deps[0]).stem[1:]) for j in probes if "--from-scratch" not in j.argv)
+    tasks = sorted(
+        int(Path(j.inputs[0]).stem[1:]) for j in probes if "--from-scratch" not in j.argv
+    )
     assert tasks == [2, 6, 8, 10, 14, 16]
-    assert [Path(j.deps[0]).stem for j in by_stage["diagnose"] if "micro" in j.target] == [
+    assert [Path(j.inputs[0]).stem for j in by_stage["diagnose"] if "micro" in j.output] == [
         "c8",
         "c16",
     ]
     # Analysis reads every probe and diagnose file.
     fit = next(j for j in by_stage["analysis"] if j.argv[0] == "fit-onset")
-    assert len(fit.deps) == 2 * (7 + 2) and fit.command()[1 : 1 + len(fit.deps)] == fit.deps
+    assert (
+        len(fit.inputs) == 2 * (7 + 2) and fit.command_line()[1 : 1 + len(fit.inputs)] == fit.inputs
+    )
 
 
 def test_stationary_plan_mixes_and_probes_every_task():
@@ -56,16 +61,22 @@ def test_stationary_plan_mixes_and_probes_every_task():
 
 def test_makefile_is_readable_and_uses_the_launcher():
     plan = build_plan(
-        sizes=["nano"], cycles=2, preset="tiny", launcher="torchrun --nproc_per_node 8"
+        sizes=["nano"],
+        cycles=2,
+        preset="tiny",
+        probe_after=["ru"],
+        launcher="torchrun --nproc_per_node 8",
     )
-    text = plan.makefile()
+    text = render_makefile(plan)
     assert "PLC_TRAIN ?= torchrun --nproc_per_node 8 -m plc" in text
     assert "$(RUNS)/nano-s0/c3.pt: $(RUNS)/nano-s0/c2.pt $(DATA)/fr.zarr/zarr.json\n" in text
     assert "\t$(PLC_TRAIN) train-task --lang fr --ckpt $(RUNS)/nano-s0/c2.pt" in text
     # One size: its onset but no fits; two probes: no moving average.
     assert "\t$(PLC) fit-onset $^ --model none --probe-after ru --window 1 " in text
     assert "figures/onset.png" not in text and "figures/probing.png" in text
-    one_probe = build_plan(sizes=["nano"], cycles=1, preset="tiny").makefile()
+    one_probe = render_makefile(
+        build_plan(sizes=["nano"], cycles=1, preset="tiny", probe_after=["ru"])
+    )
     assert "fit-onset" not in one_probe and "probing.png" not in one_probe
     assert "export PLC_THREADS ?= 1" in text
 
@@ -121,10 +132,13 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
         "2",
         "--preset",
         "tiny",
+        "--probe-after",
+        "ru",
         "-o",
         tmp_path / "Makefile",
     )
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "plan.json").exists()
     proc = _make(["-j2"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     metrics = sorted(p.name for p in (tmp_path / "runs" / "metrics").glob("*.parquet"))
@@ -150,19 +164,13 @@ def test_makefile_end_to_end_idempotent_and_recovers(tmp_path):
     assert _make(["-q"], tmp_path).returncode == 0
 
 
-def _has_continue() -> bool:
-    return "--continue" in run_plc("train-task", "--help").stdout
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script, reset",
     [("plc-continual", ""), ("plc-stationary", "1"), ("plc-stationary", "")],
     ids=["continual", "stationary-reset", "stationary-continue"],
 )
-def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script, reset):
-    if script == "plc-stationary" and not reset and not _has_continue():
-        pytest.skip("train-task has no --continue yet (the stationary script's default)")
+def test_bin_scripts_run_the_plan_of_their_kind(tmp_path, script, reset):
     env = {
         **os.environ,
         "DATA": str(tmp_path / "data"),
@@ -174,17 +182,17 @@ def test_bin_scripts_compose_the_commands_with_plain_shell(tmp_path, script, res
     argv.append(str(tmp_path / "run"))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "run" / "c8.pt").exists()
+    run = "nano-s0-reset" if script == "plc-stationary" and reset else "nano-s0"
+    assert (tmp_path / "run" / run / "c8.pt").exists()
     outputs = sorted((tmp_path / "run").rglob("*.p*"))  # checkpoints and metric files
     probes = [p for p in outputs if p.name.startswith("probe-")]
     assert len(probes) == (1 + 3 if script == "plc-continual" else 1 + 8)
     assert len([p for p in outputs if p.name.startswith("diagnose-")]) == 1
-    run = "nano-s0-reset" if reset else "nano-s0"
     assert all(p.name.startswith(f"probe-{run}-t") for p in probes)
     if script == "plc-stationary":  # one run of continued tasks unless RESET_OPTIMIZER=1
         from plc.store import load_checkpoint
 
-        history = load_checkpoint(tmp_path / "run" / "c8.pt").meta["history"]
+        history = load_checkpoint(tmp_path / "run" / run / "c8.pt").meta["history"]
         assert [bool(h.get("continued")) for h in history] == [not reset] * 8
     assert "Onset of plasticity loss per run" in proc.stdout
     # A rerun skips everything that exists (as the header promises): no file is written again.
@@ -221,7 +229,8 @@ def test_bin_continual_with_another_cycle_and_probe_language(tmp_path):
         [script, "--probe-lang", "en", "nano"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "plc-continual: --probe-lang en is in the cycle en,zh,fr,ja,es,de,pt,ru"
+        "plc-continual: --probe-lang en is in the cycle en,zh,fr,ja,es,de,pt,ru: the probe "
+        "language must be one the model never trains on"
     ]
 
 

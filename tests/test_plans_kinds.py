@@ -8,7 +8,10 @@ import pytest
 from conftest import assert_bad_input, cli
 
 from plc.errors import PlcError
-from plc.plan import CONTROL_DENSE, CONTROL_EVERY, PAPER_LR_GRID, build_plan
+from plc.plan import build_plan
+from plc.plan.kinds.control import CONTROL_DENSE, CONTROL_EVERY
+from plc.plan.kinds.lr_grid import PAPER_LR_GRID
+from plc.plan.make import render_makefile
 from plc.protocol import CYCLE
 
 
@@ -34,7 +37,7 @@ def test_a_cycle_of_other_languages_and_another_probe_language():
     probes = stage(plan, "probe")
     assert {flag(j, "--lang") for j in probes} == {"de"}
     # Probes after the cycle's last language by default; one from-scratch baseline.
-    assert [j.target.rsplit("/", 1)[1] for j in probes] == [
+    assert [j.output.rsplit("/", 1)[1] for j in probes] == [
         "probe-nano-s0-t0-init-de-scratch.parquet",
         "probe-nano-s0-t2-fr-de.parquet",
         "probe-nano-s0-t4-fr-de.parquet",
@@ -45,13 +48,13 @@ def test_a_cycle_of_other_languages_and_another_probe_language():
         ("de", "de")
     ] * 2
     assert plan.cycle == ("en", "fr") and plan.probe_lang == "de" and plan.n_tasks == 4
-    assert "2 cycles of 2 tasks (en,fr), probe de" in plan.makefile().splitlines()[0]
+    assert "2 cycles of 2 tasks (en,fr), probe de" in render_makefile(plan).splitlines()[0]
 
 
 def test_the_paper_cycle_keeps_the_default_diagnose_languages():
     (diag,) = stage(build_plan(sizes=["nano"], cycles=1, preset="tiny"), "diagnose")
     assert "--dormant-lang" not in diag.argv and "--entropy-lang" not in diag.argv
-    assert diag.deps[1:] == ["data/vi.zarr/zarr.json", "data/ru.zarr/zarr.json"]
+    assert diag.inputs[1:] == ["data/vi.zarr/zarr.json", "data/ru.zarr/zarr.json"]
 
 
 def test_languages_need_a_store_or_a_source_that_makes_one(tmp_path):
@@ -64,7 +67,7 @@ def test_languages_need_a_store_or_a_source_that_makes_one(tmp_path):
     (tmp_path / "xx.zarr" / "zarr.json").write_text("{}")
     plan = build_plan(preset="tiny", cycle=["en", "xx"], data=str(tmp_path))
     assert [flag(j, "--lang") for j in stage(plan, "data")] == ["en", "vi"]
-    assert stage(plan, "train")[1].deps == ["runs/nano-s0/c1.pt", f"{tmp_path}/xx.zarr/zarr.json"]
+    assert stage(plan, "train")[1].inputs == ["runs/nano-s0/c1.pt", f"{tmp_path}/xx.zarr/zarr.json"]
     # A folder per language: the plan checks the folder is there.
     (tmp_path / "texts" / "en").mkdir(parents=True)
     with pytest.raises(PlcError, match="texts/fr does not exist"):
@@ -86,11 +89,11 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
         ("m02", "markov:2,symbols=256"),
     ]
     assert len(shards) == 25 and flag(shards[-1], "--lang") == "m24"
-    nano = [j for j in stage(plan, "train") if "nano-s0/" in j.target]
+    nano = [j for j in stage(plan, "train") if "nano-s0/" in j.output]
     assert [flag(j, "--lang") for j in nano] == [f"m{k:02d}" for k in range(1, 25)]
     assert all(flag(j, "--preset") == "control" and "--weight-decay" not in j.argv for j in nano)
-    probes = [j for j in stage(plan, "probe") if "nano-s0" in j.target]
-    tasks = [int(j.target.split("-t")[1].split("-")[0]) for j in probes]
+    probes = [j for j in stage(plan, "probe") if "nano-s0" in j.output]
+    tasks = [int(j.output.split("-t")[1].split("-")[0]) for j in probes]
     assert tasks == [0, *range(1, CONTROL_DENSE + 1), 16, 20, 24]
     assert {flag(j, "--lang") for j in probes} == {"m00"}
     # Two probe seeds per checkpoint by default (the from-scratch baseline too).
@@ -98,7 +101,7 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     assert not any("--repeats" in j.argv for j in stage(build_plan(preset="tiny"), "probe"))
     one = build_plan("control", sizes=["nano"], tasks=2, probe_repeats=1)
     assert not any("--repeats" in j.argv for j in stage(one, "probe"))
-    diag = [j for j in stage(plan, "diagnose") if "nano-s0" in j.target]
+    diag = [j for j in stage(plan, "diagnose") if "nano-s0" in j.output]
     assert len(diag) == 24 // CONTROL_EVERY
     assert (flag(diag[0], "--dormant-lang"), flag(diag[0], "--entropy-lang")) == ("m00", "m00")
     fit = analysis(plan, "fit-onset")
@@ -107,7 +110,7 @@ def test_control_plan_one_chain_per_task_dense_then_sparse_probes():
     auc = analysis(plan, "plot")
     assert flag(auc, "--out").endswith("figures/auc.png") and flag(auc, "--x") == "task"
     # The control's chains are not cycles of eight: every figure over training is against tasks.
-    figures = {Path(j.target).stem: j for j in stage(plan, "analysis") if j.target.endswith(".png")}
+    figures = {Path(j.output).stem: j for j in stage(plan, "analysis") if j.output.endswith(".png")}
     assert {k for k, j in figures.items() if "--x" in j.argv} == {
         "auc",
         "correlates",
@@ -124,14 +127,14 @@ def test_plans_take_custom_shapes_between_the_presets():
     assert [flag(j, "--size") for j in inits] == ["nano", "L2-d64"]
     assert [flag(j, "--run-id") for j in inits] == ["nano-s0", "L2-d64-s0"]
     # Shorter than the diagnose cadence: no diagnoses, so no figure drawn from them.
-    figures = {Path(j.target).stem for j in stage(plan, "analysis") if j.target.endswith(".png")}
+    figures = {Path(j.output).stem for j in stage(plan, "analysis") if j.output.endswith(".png")}
     assert figures == {"auc", "probing"}
 
 
 def test_control_weight_decay_reaches_the_tasks_and_the_run_ids():
     plan = build_plan("control", sizes=["nano"], tasks=4, weight_decay=0.1, seeds=[0, 1])
     train = stage(plan, "train")
-    assert {j.target.split("/")[1] for j in train} == {"nano-s0-wd0.1", "nano-s1-wd0.1"}
+    assert {j.output.split("/")[1] for j in train} == {"nano-s0-wd0.1", "nano-s1-wd0.1"}
     assert all(flag(j, "--weight-decay") == "0.1" for j in train)
     # The probe is the instrument: it keeps the preset's settings in both arms.
     assert not any("--weight-decay" in j.argv for j in stage(plan, "probe"))
@@ -148,7 +151,7 @@ def test_control_bad_inputs():
         (dict(cycle=["en"]), "--cycle is not for the control"),
         (dict(source="embedded"), "--source is not for the control"),
         (dict(tokenizer="qwen3"), "byte tokens"),
-        (dict(reset_optimizer=False), "fresh optimizer"),
+        (dict(reset_optimizer=False), "--reset-optimizer is not for the control plan"),
     ):
         with pytest.raises(PlcError, match=match):
             build_plan("control", sizes=["nano"], **kwargs)
@@ -184,8 +187,10 @@ def test_plan_cli_control_flags(monkeypatch, capsys):
 
 
 def test_dense_cycles_probe_zh_de_ru_only_inside_the_band():
-    plan = build_plan(sizes=["nano"], cycles=5, preset="tiny", dense_cycles=(2, 3))
-    probed = [int(j.target.split("-t")[1].split("-")[0]) for j in stage(plan, "probe")]
+    plan = build_plan(
+        sizes=["nano"], cycles=5, preset="tiny", probe_after=["ru"], dense_cycles=(2, 3)
+    )
+    probed = [int(j.output.split("-t")[1].split("-")[0]) for j in stage(plan, "probe")]
     ru = [8, 16, 24, 32, 40]
     band = [10, 14, 18, 22]  # zh and de of cycles 2 and 3
     assert probed == [0, *sorted(ru + band)]
@@ -194,9 +199,14 @@ def test_dense_cycles_probe_zh_de_ru_only_inside_the_band():
     probing = next(j for j in stage(plan, "analysis") if j.argv[:2] == ["plot", "probing"])
     assert flag(probing, "--probe-after") == "zh,de,ru"
     custom = build_plan(
-        sizes=["nano"], cycles=2, preset="tiny", dense_cycles=(2, 2), dense_after=["fr"]
+        sizes=["nano"],
+        cycles=2,
+        preset="tiny",
+        probe_after=["ru"],
+        dense_cycles=(2, 2),
+        dense_after=["fr"],
     )
-    assert [int(j.target.split("-t")[1].split("-")[0]) for j in stage(custom, "probe")] == [
+    assert [int(j.output.split("-t")[1].split("-")[0]) for j in stage(custom, "probe")] == [
         0,
         8,
         11,
@@ -261,7 +271,7 @@ def test_seeds_are_independent_runs_pooled_by_fit_onset():
     ]
     assert plan.n_tasks == 6 * 16 and plan.seeds == [0, 1, 2] and plan.seed == 0
     fit = analysis(plan, "fit-onset")
-    assert len({d.split("probe-")[1].split("-t")[0] for d in fit.deps if "probe-" in d}) == 6
+    assert len({d.split("probe-")[1].split("-t")[0] for d in fit.inputs if "probe-" in d}) == 6
     # One set of stores, sharded with the first seed.
     assert {flag(j, "--seed") for j in stage(plan, "data")} == {"0"}
     with pytest.raises(PlcError, match="distinct non-negative"):
@@ -283,7 +293,7 @@ def test_stationary_is_one_run_of_continued_tasks():
     train = stage(plan, "train")
     assert ["--continue" in j.argv for j in train] == [True] * 8
     assert flag(analysis(plan, "fit-onset"), "--probe-after") == "all"
-    assert "optimizer continued (one warm-up)" in plan.makefile().splitlines()[0]
+    assert "optimizer continued (one warm-up)" in render_makefile(plan).splitlines()[0]
     reset = build_plan("stationary", sizes=["nano"], cycles=1, preset="tiny", reset_optimizer=True)
     assert not any("--continue" in j.argv for j in stage(reset, "train"))
     assert flag(stage(reset, "init")[0], "--run-id") == "nano-s0-reset"
@@ -300,18 +310,18 @@ def test_stationary_is_one_run_of_continued_tasks():
 
 def test_transfer_plan_one_task_of_each_language_from_initialisation():
     plan = build_plan("transfer", sizes=["nano", "micro"], preset="tiny")
-    train = [j for j in stage(plan, "train") if "nano-s0/" in j.target]
+    train = [j for j in stage(plan, "train") if "nano-s0/" in j.output]
     assert [flag(j, "--lang") for j in train] == list(CYCLE)
     assert {flag(j, "--ckpt") for j in train} == {"runs/nano-s0/c0.pt"}
-    assert [j.target for j in train][:2] == ["runs/nano-s0/c1-en.pt", "runs/nano-s0/c1-zh.pt"]
-    probes = [j for j in stage(plan, "probe") if "nano-s0" in j.target]
-    assert [j.target.rsplit("/", 1)[1] for j in probes][:2] == [
+    assert [j.output for j in train][:2] == ["runs/nano-s0/c1-en.pt", "runs/nano-s0/c1-zh.pt"]
+    probes = [j for j in stage(plan, "probe") if "nano-s0" in j.output]
+    assert [j.output.rsplit("/", 1)[1] for j in probes][:2] == [
         "probe-nano-s0-t0-init-vi-scratch.parquet",
         "probe-nano-s0-t1-en-vi.parquet",
     ]
     tables = [j for j in stage(plan, "analysis") if j.argv[0] == "transfer-table"]
     assert [flag(j, "--out") for j in tables] == ["runs/transfer.csv", "runs/figures/transfer.png"]
-    assert all(len(j.deps) == 2 * 9 for j in tables)
+    assert all(len(j.inputs) == 2 * 9 for j in tables)
     assert plan.n_tasks == 16
 
 
@@ -327,7 +337,7 @@ def test_transfer_plan_without_the_stores(tmp_path):
         ("transfer", dict(diagnose_every=1), "--diagnose-every is not for the transfer"),
         ("lr-grid", dict(probe_after=["ru"]), "--probe-after is not for the lr-grid plan"),
         ("lr-grid", dict(probe_repeats=2), "--probe-repeats is not for the lr-grid plan"),
-        ("transfer", dict(reset_optimizer=True), "fresh optimizer"),
+        ("transfer", dict(reset_optimizer=True), "--reset-optimizer is not for the transfer"),
     ],
 )
 def test_flags_a_plan_kind_has_no_use_for(problem, kwargs, match):
@@ -342,21 +352,23 @@ def test_lr_grid_one_task_per_size_and_rate_then_fit_lr():
     plan = build_plan("lr-grid", sizes=["5M", "314M"], preset="paper", lrs=[1e-3, 3e-3])
     assert [flag(j, "--lang") for j in stage(plan, "data")] == ["en"]
     train = stage(plan, "train")
-    assert [(j.target, flag(j, "--lr")) for j in train] == [
+    assert [(j.output, flag(j, "--lr")) for j in train] == [
         ("runs/5M-s0-lr0.001/c1.pt", "0.001"),
         ("runs/314M-s0-lr0.001/c1.pt", "0.001"),
         ("runs/5M-s0-lr0.003/c1.pt", "0.003"),
         ("runs/314M-s0-lr0.003/c1.pt", "0.003"),
     ]
     assert {flag(j, "--val-every") for j in train} == {"95"}  # the paper's probe cadence
-    assert {flag(j, "--ckpt") for j in train} == {j.target for j in stage(plan, "init")}
+    assert {flag(j, "--ckpt") for j in train} == {j.output for j in stage(plan, "init")}
     fit = analysis(plan, "fit-lr")
-    assert fit.stdout and fit.target == "runs/lr-fit.txt" and fit.deps == [j.target for j in train]
+    assert (
+        fit.stdout and fit.output == "runs/lr-fit.txt" and fit.inputs == [j.output for j in train]
+    )
     assert fit.argv[1:] == [
-        f"runs/metrics/train-{j.target.split('/')[1]}-t1-en.parquet" for j in train
+        f"runs/metrics/train-{j.output.split('/')[1]}-t1-en.parquet" for j in train
     ]
-    assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in plan.makefile()
-    assert "> $@.tmp && mv $@.tmp $@" in plan.makefile()
+    assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in render_makefile(plan)
+    assert "> $@.tmp && mv $@.tmp $@" in render_makefile(plan)
     from plc.snakefile import render_snakefile
 
     assert "train-314M-s0-lr0.003-t1-en.parquet > {output:q}" in render_snakefile(plan)
@@ -391,7 +403,7 @@ def test_mitigation_runs_the_protocol_once_per_method():
         "control", sizes=["nano"], tasks=4, mitigations=["none", "cbp", "sp:0.8,0.01", "redo:0.1,5"]
     )
     trains = [j for j in plan.jobs if j.stage == "train"]
-    runs = {j.target.split("/")[-2]: j.argv for j in trains if j.target.endswith("c4.pt")}
+    runs = {j.output.split("/")[-2]: j.argv for j in trains if j.output.endswith("c4.pt")}
     assert set(runs) == {"nano-s0", "nano-s0-cbp0.0001", "nano-s0-sp0.8_0.01", "nano-s0-redo0.1_5"}
     assert "--cbp" not in runs["nano-s0"] and "--shrink-perturb" not in runs["nano-s0"]
     argv = runs["nano-s0-cbp0.0001"]

@@ -6,11 +6,12 @@ import base64
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import assert_bad_input, run_plc
+from conftest import assert_bad_input, copy_with_a_second_cycle_of_probes, run_plc
 
 from plc.errors import PlcError
 from plc.report import report
@@ -119,14 +120,8 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
         assert {k: row[k] for k in _expected_cells(fit, r)} == _expected_cells(fit, r)
         assert row["no onset: why"].startswith("too few probes (3): the noise model")
         assert row["onset (tokens)"] == ""
-        aucs = [
-            float(
-                pl.read_parquet(next(metrics.glob(f"probe-{r.run_id}-t{t}-*-vi.parquet")))["auc"][0]
-            )
-            for t in (2, 6, 8)
-        ]
-        change = 100 * (aucs[-1] / aucs[-1] - 1)  # eq. 1's baseline: the first ru probe (task 8)
-        assert row["latest ΔAUC"] == f"{change:+.2f} % (task 8)"
+        # One cycle: the latest probe is eq. 1's baseline (a later one: the next test).
+        assert row["latest ΔAUC"] == "+0.00 % (task 8)"
     assert "The fits leave out 2 run(s) with no onset detected: nano-s0, micro-s0." in text
 
     rows = page.table("run", "task", "cycle", "dormant %")
@@ -142,6 +137,13 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
         assert t[1][:2] == ["1–8", "en zh fr ja es de pt ru"]
         assert "preset tiny" in t[1][2] and "grad_clip none" in t[1][2]
     assert "Makefile" in text and "plc 0.1.0" in text
+
+
+def test_report_latest_auc_change_against_the_first_ru_probe(tiny_study, tmp_path):
+    study = copy_with_a_second_cycle_of_probes(tiny_study, tmp_path / "study", rise=1.1)
+    out = report(study, tmp_path / "report.html").path
+    row = _onset_rows(Page(Path(out).read_text()))["nano-s0"]
+    assert row["latest ΔAUC"] == "+10.00 % (task 16)"  # 1.1× the task-8 AUC, by construction
 
 
 def _probe_rows(
@@ -346,13 +348,12 @@ def test_chromium_renders_the_report(tiny_report, tmp_path):
 
 
 def test_the_auc_figure_is_drawn_against_tasks_when_the_cycle_is_not_eight(tmp_path):
-    from plc.plan import build_plan
+    from plc.plan import build_plan, write_plan
     from plc.report import _figure_list
 
-    control = tmp_path / "Makefile"
-    control.write_text(build_plan("control", sizes=["nano"], tasks=24).makefile())
-    paper = tmp_path / "Makefile.paper"
-    paper.write_text(build_plan(sizes=["nano"], cycles=2, preset="tiny").makefile())
+    _, control = write_plan(build_plan("control", sizes=["nano"], tasks=24), tmp_path / "Makefile")
+    plan = build_plan(sizes=["nano"], cycles=2, preset="tiny")
+    _, paper = write_plan(plan, tmp_path / "Makefile.paper")
     empty = pl.DataFrame()
     assert _figure_list(empty, control)[0][:2] == ("auc", {"x": "task"})
     over_training = [o for k, o, _ in _figure_list(empty, control) if k != "auc"]

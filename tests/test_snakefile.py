@@ -55,27 +55,41 @@ def test_snakefile_has_the_makefile_jobs_one_rule_per_file():
     plan = build_plan(sizes=["nano", "micro"], cycles=2, preset="tiny", data="da ta{1}")
     rules = parse_rules(render_snakefile(plan))
     everything = rules.pop("all")["input"]
-    assert everything == [job.target for job in plan.jobs]
+    assert everything == [job.output for job in plan.jobs]
     assert len(rules) == len(plan.jobs)
     for job, rule in zip(plan.jobs, rules.values(), strict=True):
-        assert rule["output"] == [job.target]
-        assert rule["input"] == job.deps
+        assert rule["output"] == [job.output]
+        assert rule["input"] == job.inputs
         prog = "{PLC_TRAIN}" if job.launch else "{PLC}"
-        shell = rule["shell"].replace("{input:q}", shlex.join(job.deps))
-        assert shell.replace("{{", "{").replace("}}", "}") == f"{prog} {shlex.join(job.command())}"
+        shell = rule["shell"].replace("{input:q}", shlex.join(job.inputs))
+        assert (
+            shell.replace("{{", "{").replace("}}", "}")
+            == f"{prog} {shlex.join(job.command_line())}"
+        )
     assert {int(r["threads"]) for r in rules.values()} == {1}  # CPU presets: one thread per job
     assert not any("gpu" in r["resources"] for r in rules.values())
 
 
-def test_plc_status_reads_the_same_plan_from_either_file(tmp_path):
+def test_plan_json_beside_either_file_is_the_plan_status_reads(tmp_path):
+    from plc.plan import read_plan, write_plan
     from plc.status import planned_work
 
     plan = build_plan(sizes=["nano", "micro"], cycles=2, preset="tiny", probe_after=["zh", "ru"])
-    (tmp_path / "Makefile").write_text(plan.makefile())
-    (tmp_path / "Snakefile").write_text(render_snakefile(plan))
-    from_make = planned_work(tmp_path / "Makefile")
-    assert planned_work(tmp_path / "Snakefile") == from_make
-    assert from_make.tasks == {"nano-s0": 16, "micro-s0": 16}
+    _, make_json = write_plan(plan, tmp_path / "make" / "Makefile")
+    _, snake_json = write_plan(plan, tmp_path / "snake" / "Snakefile", "snakemake")
+    assert make_json == tmp_path / "make" / "plan.json"
+    # The data round-trips, and the Snakefile (its resources included) renders from it alone.
+    assert read_plan(snake_json) == read_plan(make_json) == plan
+    assert render_snakefile(read_plan(snake_json)) == (tmp_path / "snake" / "Snakefile").read_text()
+    work = planned_work(make_json)
+    assert work.tasks == {"nano-s0": 16, "micro-s0": 16} and work.cycle_length == 8
+    # zh is task 2 of a cycle, ru task 8: two cycles of each, and the from-scratch probe.
+    for size in ("nano", "micro"):
+        expected = {f"probe-{size}-s0-t0-init-vi-scratch.parquet"}
+        expected |= {f"probe-{size}-s0-t{8 * c + k}-{lang}-vi.parquet" for c in (0, 1)
+                     for k, lang in ((2, "zh"), (8, "ru"))}  # fmt: skip
+        assert work.probes[f"{size}-s0"] == expected
+    assert work.runs == {"nano-s0": ("nano-s0", "nano"), "micro-s0": ("micro-s0", "micro")}
 
 
 def test_gpu_jobs_ask_for_the_launchers_gpus_and_the_presets_compute():
@@ -101,7 +115,7 @@ def test_gpu_jobs_ask_for_the_launchers_gpus_and_the_presets_compute():
     # The FLOPs of a task are those of examples/paper/README.md's cost table (PFLOP per task).
     paper = get_preset("paper")
     kw = dict(tokenizer="qwen3", preset=paper, launcher=plan.launcher)
-    jobs = {j.target: j for j in plan.jobs}
+    jobs = {j.output: j for j in plan.jobs}
     for size, pflop in (("5M", 1_683), ("314M", 16_528)):
         r = job_resources(jobs[f"runs/{size}-s0/c1.pt"], size=size, **kw)
         assert round(r.flops / 1e15) == pflop
@@ -128,7 +142,7 @@ def test_launcher_processes():
 def test_unknown_format_is_bad_input(tmp_path):
     proc = run_plc("plan", "continual", "--format", "ninja", "-o", tmp_path / "x")
     assert_bad_input(proc, "--format", "make or snakemake")
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.plan.json").exists()
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -166,6 +180,7 @@ def _snakemake(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_snakemake_runs_the_plan_as_make_does(tmp_path):
     args = ["plan", "continual", "--sizes", "nano,micro", "--cycles", "2", "--preset", "cpu"]
+    args += ["--probe-after", "ru"]  # the plan this test always ran (the default is now zh,de,ru)
     make_dir, snake_dir = tmp_path / "make", tmp_path / "snake"
     assert run_plc(*args, "-o", make_dir / "Makefile").returncode == 0
     proc = run_plc(*args, "--format", "snakemake", "-o", snake_dir / "Snakefile")
@@ -205,10 +220,10 @@ def test_snakemake_runs_the_plan_as_make_does(tmp_path):
     plan = build_plan(sizes=["nano", "micro"], cycles=2, preset="cpu")
     downstream = {lost}
     for job in plan.jobs:  # in dependency order
-        if downstream & set(job.deps):
-            downstream.add(job.target)
+        if downstream & set(job.inputs):
+            downstream.add(job.output)
     redone = {f for f, t in _files(snake_dir).items() if t != snaked[f]}
-    targets = {job.target for job in plan.jobs}
+    targets = {job.output for job in plan.jobs}
     assert redone & targets == downstream
     # Besides targets, only the files those jobs write alongside (task 16's training curve,
     # its diagnose's per-unit store).

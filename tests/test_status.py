@@ -10,7 +10,7 @@ import time
 
 import polars as pl
 import pytest
-from conftest import assert_bad_input, run_plc
+from conftest import assert_bad_input, copy_with_a_second_cycle_of_probes, run_plc
 
 from plc.errors import PlcError
 from plc.status import find_study_files, planned_work, status
@@ -34,11 +34,9 @@ def test_finished_study(tiny_study):
         assert r.last_checkpoint == str(tiny_study / r.run_id / "c8.pt") and r.last_lang == "ru"
         assert (r.probes_done, r.probes_planned) == (4, 4)  # from scratch, after zh, de, ru
         assert r.state == "done" and r.jobs == [] and r.seconds_left == 0
-        # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the
-        # latest probe is that baseline itself.
-        first, last = _probe_auc(metrics, r.run_id, 8), _probe_auc(metrics, r.run_id, 8)
-        assert r.auc_change == pytest.approx(100 * (last / first - 1), abs=1e-12) == 0.0
-        assert r.auc_change_task == 8
+        # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the latest
+        # probe is that baseline (a later one: test_auc_change_is_eq_1_at_the_latest_probe).
+        assert (r.auc_change, r.auc_change_task) == (0.0, 8)
         # One smoothed point of three probes: its minimum is the latest, no onset yet.
         assert r.onset is None and r.onset_note.startswith("not yet")
         diag = pl.read_parquet(metrics / f"diagnose-{r.run_id}-t8-ru.parquet")
@@ -51,10 +49,21 @@ def test_finished_study(tiny_study):
     assert res.seconds_left == 0 and res.jobs == []
 
 
+def test_auc_change_is_eq_1_at_the_latest_probe(tiny_study, tmp_path):
+    study = copy_with_a_second_cycle_of_probes(tiny_study, tmp_path / "study", rise=1.1)
+    nano = next(r for r in status(study).runs if r.run_id == "nano-s0")
+    assert nano.auc_change == pytest.approx(10.0, abs=1e-4) and nano.auc_change_task == 16
+    # Independently of status: the same from the two files eq. 1 names.
+    first = _probe_auc(study / "metrics", "nano-s0", 8)
+    assert nano.auc_change == pytest.approx(
+        100 * (_probe_auc(study / "metrics", "nano-s0", 16) / first - 1)
+    )
+
+
 def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
     """`plc plan -o DIR/Makefile` layout (DIR/runs/<run id>/, DIR/runs/metrics/); nano stopped
     after task 6 with task 7 saving resumable state, a stale temporary file, micro not started."""
-    from plc.plan import build_plan
+    from plc.plan import build_plan, write_plan
 
     plan = build_plan(
         "continual",
@@ -64,7 +73,7 @@ def test_run_in_progress_in_the_plan_layout(tiny_study, tmp_path):
         probe_after=["zh", "de", "ru"],
         out_dir="runs",
     )
-    (tmp_path / "Makefile").write_text(plan.makefile())
+    write_plan(plan, tmp_path / "Makefile")
     runs = tmp_path / "runs"
     shutil.copytree(tiny_study / "nano-s0", runs / "nano-s0")
     metrics = runs / "metrics"
@@ -118,15 +127,14 @@ def test_metrics_folder_alone(tiny_study):
     assert nano.size == "nano" and nano.n_params > 0
 
 
-def test_planned_work_of_a_plan_makefile(tmp_path):
-    from plc.plan import build_plan
-    from plc.snakefile import render_snakefile
+def test_planned_work_of_a_plan_json(tmp_path):
+    from plc.plan import build_plan, write_plan
 
     plan = build_plan(
         "continual", sizes=["nano"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
     )
-    (tmp_path / "Makefile").write_text(plan.makefile())
-    work = planned_work(tmp_path / "Makefile")
+    _, data = write_plan(plan, tmp_path / "Makefile")
+    work = planned_work(data)
     assert work.tasks == {"nano-s0": 16}
     probed = [(2, "zh"), (6, "de"), (8, "ru"), (10, "zh"), (14, "de"), (16, "ru")]
     assert work.probes == {
@@ -136,11 +144,15 @@ def test_planned_work_of_a_plan_makefile(tmp_path):
     assert work.cycle_length == 8
     # A cycle is the plan's own: the control's 24 chains are one, a two-language cycle is two.
     control = build_plan("control", sizes=["nano"], tasks=24)
-    (tmp_path / "Snakefile").write_text(render_snakefile(control))
-    assert planned_work(tmp_path / "Snakefile").cycle_length == 24
+    _, data = write_plan(control, tmp_path / "control" / "Snakefile", "snakemake")
+    assert planned_work(data).cycle_length == 24
     short = build_plan("continual", sizes=["nano"], cycles=3, preset="tiny", cycle=["en", "fr"])
-    (tmp_path / "Makefile.short").write_text(short.makefile())
-    assert planned_work(tmp_path / "Makefile.short").cycle_length == 2
+    _, data = write_plan(short, tmp_path / "Makefile.short")
+    assert data.name == "Makefile.short.plan.json" and planned_work(data).cycle_length == 2
+    # A Makefile alone is shown, not parsed: nothing is planned without its plan.json.
+    (tmp_path / "plan.json").unlink()
+    files = find_study_files(tmp_path)
+    assert files.plan == tmp_path / "Makefile" and files.plan_data is None
 
 
 def test_a_folder_with_its_own_plan_is_another_study(tiny_study, tmp_path):

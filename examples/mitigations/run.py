@@ -22,7 +22,7 @@ import polars as pl
 
 from plc.cli import run_argv
 from plc.onset import fit_onset
-from plc.plan import build_plan
+from plc.plan import build_plan, write_plan
 from plc.protocol import PAPER_PROBE_AFTER
 from plc.runner import run_plan
 from plc.store import read_metrics
@@ -56,7 +56,7 @@ def main() -> None:
         **length,
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "Makefile").write_text(plan.makefile())
+    write_plan(plan, out / "Makefile", force=True)  # and plan.json, which plc status reads
     t0 = time.perf_counter()
     run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
     seconds = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from scipy.stats import t as t_dist
 from plc.cli import run_argv
 from plc.errors import PlcError
 from plc.onset import fit_onset
-from plc.plan import build_plan
+from plc.plan import build_plan, write_plan
 from plc.runner import run_plan
 
 
@@ -50,7 +50,7 @@ def main() -> None:
         out_dir=str(out),
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "Makefile").write_text(plan.makefile())
+    write_plan(plan, out / "Makefile", force=True)  # and plan.json, which plc status reads
     t0, cpu0 = time.perf_counter(), os.times()
     run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
     wall = time.perf_counter() - t0

@@ -1,0 +1,275 @@
+"""The jobs every plan kind shares: token stores, initial checkpoints, tasks, probes, diagnostics,
+the onset fit and the figures; and the settings every kind resolves the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from plc.errors import PlcError
+from plc.plan.jobs import INPUTS, Job, Plan, Run, number
+from plc.plan.options import PlanOptions, parse_mitigation
+from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
+
+X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
+CONTROL_REPEATS = 2  # the control's probe seeds per probed checkpoint (its jitter dominates)
+
+
+def metric_file(
+    metrics: str, kind: str, run_id: str, task: int, lang: str, suffix: str = ""
+) -> str:
+    from plc.store import metric_path
+
+    return str(metric_path(metrics, kind, run_id, task, lang, suffix or None))
+
+
+def can_shard(source: str, lang: str) -> str | None:
+    """None if `source` can make the store of `lang`, else why not."""
+    if source.startswith(("hf:", "markov:")):
+        return None
+    if source == "embedded":
+        from plc.data.sources import embedded_languages
+
+        if lang in embedded_languages():
+            return None
+        return f"the embedded corpus has no {lang!r}"
+    path = source.replace("{lang}", lang)
+    return None if Path(path).exists() else f"{path} does not exist"
+
+
+class Builder:
+    """One plan under construction: the options resolved against the preset, and its jobs."""
+
+    def __init__(self, kind: str, o: PlanOptions):
+        from plc.presets import get_preset
+
+        o.check_kind(kind)
+        self.kind, self.o = kind, o
+        self.p = p = get_preset(o.preset or ("control" if kind == "control" else "cpu"))
+        self.sizes = list(p.sizes if o.sizes is None else o.sizes)
+        self.seeds = list(o.seeds)
+        self.tokenizer = p.tokenizer if o.tokenizer is None else o.tokenizer
+        self.probe_repeats = o.probe_repeats or (CONTROL_REPEATS if kind == "control" else 1)
+        self.data, self.out_dir, self.launcher = o.data, o.out_dir, o.launcher
+        self.metrics, self.figures = f"{o.out_dir}/metrics", f"{o.out_dir}/figures"
+        self.methods = self._methods()
+        self.preset = {"preset": p.name}
+        self.jobs: list[Job] = []
+        self.runs: list[Run] = []
+
+    def _methods(self) -> list[tuple[str, dict[str, Any]]]:
+        """(run id tag, TrainOptions fields) of every --mitigation."""
+        specs = self.o.mitigations or ("none",)
+        methods = [parse_mitigation(m) for m in specs]
+        if len({tag for tag, _ in methods}) < len(methods):
+            raise PlcError(f"--mitigation names a method twice: {','.join(specs)}")
+        same = [
+            t
+            for t, train in methods
+            if list(train) == ["weight_decay"] and train["weight_decay"] == self.p.weight_decay
+        ]
+        if same and ("", {}) in methods:
+            raise PlcError(
+                f"--mitigation {same[0][:2]}:{same[0][2:]} is the {self.p.name} preset's own "
+                "weight decay: the same runs as none; drop it or give another λ"
+            )
+        return methods
+
+    def languages(self) -> tuple[tuple[str, ...], str, str]:
+        """(cycle, probe language, source) of a plan on text, checked."""
+        cycle = CYCLE if self.o.cycle is None else self.o.cycle
+        probe_lang = PROBE_LANG if self.o.probe_lang is None else self.o.probe_lang
+        if probe_lang in cycle:
+            raise PlcError(
+                f"--probe-lang {probe_lang} is in the cycle {','.join(cycle)}: the probe language "
+                "must be one the model never trains on"
+            )
+        return cycle, probe_lang, "embedded" if self.o.source is None else self.o.source
+
+    def plan(
+        self,
+        description: str,
+        cycle: Sequence[str],
+        probe_lang: str,
+        probe_after: Sequence[str] | None,
+        cycles: int = 1,
+    ) -> Plan:
+        return Plan(
+            kind=self.kind,
+            description=description,
+            preset=self.p.name,
+            tokenizer=self.tokenizer,
+            sizes=self.sizes,
+            seeds=self.seeds,
+            cycles=cycles,
+            cycle=tuple(cycle),
+            probe_lang=probe_lang,
+            probe_after=None if probe_after is None else tuple(probe_after),
+            data=self.data,
+            out_dir=self.out_dir,
+            metrics=self.metrics,
+            figures=self.figures,
+            launcher=self.launcher,
+            runs=self.runs,
+            jobs=self.jobs,
+        )
+
+    # ---------------------------------------------------------------------------- runs
+
+    def each_run(self, tags: Sequence[str] = ()) -> list[tuple[Run, dict[str, Any]]]:
+        """Every run (methods outermost, then sizes, then seeds) with its method's TrainOptions
+        fields; `tags` name what else differs from the preset (`wd0.05`, `reset`, `lr0.001`)."""
+        out = []
+        for method, train in self.methods:
+            for size in self.sizes:
+                for seed in self.seeds:
+                    run_id = "-".join([size, f"s{seed}", *tags, *([method] if method else [])])
+                    run = Run(run_id, size, seed, f"{self.out_dir}/{run_id}", method)
+                    self.runs.append(run)
+                    out.append((run, train))
+        return out
+
+    def weight_decay(self) -> tuple[list[str], dict[str, Any]]:
+        """(run id tags, TrainOptions fields) of --weight-decay (a tag where not the preset's)."""
+        wd = self.o.weight_decay
+        if wd is None:
+            return [], {}
+        return ([] if wd == self.p.weight_decay else [f"wd{number(wd)}"]), {"weight_decay": wd}
+
+    # ---------------------------------------------------------------------------- jobs
+
+    def store(self, lang: str) -> str:
+        return f"{self.data}/{lang}.zarr/zarr.json"
+
+    def shard(self, lang: str, source: str, budget: tuple[int | None, int | None]) -> None:
+        """A shard job for `lang`, or none if its store exists and `source` cannot make it."""
+        why = can_shard(source, lang)
+        if why is not None:
+            if Path(self.store(lang)).exists():
+                return  # an existing store is an input of the plan, not one of its jobs
+            raise PlcError(
+                f"no token store {self.data}/{lang}.zarr and --source {source} cannot make one "
+                f"({why}); shard it first or give a --source that has it"
+            )
+        train, val = budget
+        args = ["--lang", lang, "--source", source.replace("{lang}", lang)]
+        args += ["--tokenizer", self.tokenizer, "--out", f"{self.data}/{lang}.zarr"]
+        args += [] if train is None else ["--train-tokens", str(train)]
+        args += [] if val is None else ["--val-tokens", str(val)]
+        args += ["--seed", str(self.seeds[0]), "--force"]
+        self.jobs.append(Job("shard", self.store(lang), stage="data", args=args))
+
+    def shards(self, cycle: Sequence[str], probe_lang: str, source: str) -> None:
+        for lang in cycle:
+            self.shard(lang, source, self.p.shard_tokens)
+        self.shard(probe_lang, source, self.p.probe_shard_tokens)
+
+    def init(self, run: Run) -> str:
+        out = f"{run.folder}/c0.pt"
+        args = ["--size", run.size, "--preset", self.p.name, "--tokenizer", self.tokenizer]
+        args += ["--seed", str(run.seed), "--run-id", run.run_id, "--out", out, "--force"]
+        self.jobs.append(Job("init", out, stage="init", args=args, **self._of(run, 0)))
+        return out
+
+    def train(
+        self,
+        run: Run,
+        task: int,
+        src: str,
+        out: str,
+        what: list[str],
+        stores: list[str],
+        train: dict[str, Any],
+        after: Sequence[str] = (),
+    ) -> None:
+        """Task `task` of `run` from checkpoint `src`: `what` its data (--lang L, --mix …), `train`
+        the TrainOptions fields it sets beside the preset, `after` train-task's own flags."""
+        self.jobs.append(
+            Job(
+                "train-task",
+                out,
+                [src, *stores],
+                "train",
+                args=[*what, "--ckpt", src, "--data", self.data, "--out", out],
+                train={**self.preset, **train},
+                args_after=[*after, "--metrics", self.metrics, "--force"],
+                launch=True,
+                **self._of(run, task),
+            )
+        )
+
+    def probe(self, run: Run, task: int, ckpt: str, task_lang: str, probe_lang: str) -> str:
+        out = metric_file(self.metrics, "probe", run.run_id, task, task_lang, probe_lang)
+        self._probe(run, task, ckpt, probe_lang, out, [])
+        return out
+
+    def scratch_probe(self, run: Run, c0: str, probe_lang: str) -> str:
+        out = metric_file(self.metrics, "probe", run.run_id, 0, "", f"{probe_lang}-scratch")
+        self._probe(run, 0, c0, probe_lang, out, ["--from-scratch"])
+        return out
+
+    def _probe(self, run: Run, task: int, ckpt: str, lang: str, out: str, extra: list[str]) -> None:
+        repeats = ["--repeats", str(self.probe_repeats)] if self.probe_repeats > 1 else []
+        self.jobs.append(
+            Job(
+                "probe",
+                out,
+                [ckpt, self.store(lang)],
+                "probe",
+                args=[ckpt, "--data", self.data, "--lang", lang],
+                train=dict(self.preset),
+                args_after=[*extra, *repeats, "--metrics", self.metrics, "--force"],
+                launch=True,
+                **self._of(run, task),
+            )
+        )
+
+    def diagnose(
+        self, run: Run, task: int, ckpt: str, task_lang: str, probe_lang: str, entropy: str
+    ) -> str:
+        out = metric_file(self.metrics, "diagnose", run.run_id, task, task_lang)
+        args = [ckpt, "--data", self.data, "--preset", self.p.name]
+        args += [] if probe_lang == PROBE_LANG else ["--dormant-lang", probe_lang]
+        args += [] if entropy == ENTROPY_LANG else ["--entropy-lang", entropy]
+        args += ["--metrics", self.metrics, "--force"]
+        inputs = [ckpt, *dict.fromkeys([self.store(probe_lang), self.store(entropy)])]
+        self.jobs.append(Job("diagnose", out, inputs, "diagnose", args, **self._of(run, task)))
+        return out
+
+    def analysis(
+        self, output: str, argv: list[str], inputs: list[str], stdout: bool = False
+    ) -> None:
+        command, *args = argv
+        self.jobs.append(Job(command, output, list(inputs), "analysis", args, stdout=stdout))
+
+    @staticmethod
+    def _of(run: Run, task: int) -> dict[str, Any]:
+        return {"run_id": run.run_id, "size": run.size, "task": task}
+
+    def onset_and_figures(
+        self, inputs: list[str], probes_per_run: int, probe_after: str, x: str = ""
+    ) -> None:
+        """fit-onset and the figures over every probe and diagnose file; `x` the figures' axis
+        where cycles of eight mean nothing (the control: task)."""
+        # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
+        # An onset needs two probes per run, the centred moving average of App. B three.
+        fits = "all" if len(self.sizes) >= MIN_FIT_POINTS else "none"
+        onset_args = ["--probe-after", probe_after]
+        onset_args += ["--window", "3" if probes_per_run >= 3 else "1"]
+        if probes_per_run >= 2:
+            onset = f"{self.out_dir}/onset.parquet"
+            argv = ["fit-onset", INPUTS, "--model", fits, *onset_args, "--out", onset, "--force"]
+            self.analysis(onset, argv, inputs)
+        diagnosed = any(j.stage == "diagnose" for j in self.jobs)
+        for kind in PLOT_KINDS:
+            if kind in ("probing", "onset") and probes_per_run < 2:
+                continue
+            if kind in ("correlates", "dormant-layers", "entropy") and not diagnosed:
+                continue  # e.g. a control shorter than its diagnose cadence
+            if kind == "onset" and fits == "none":
+                continue
+            fig = f"{self.figures}/{kind}.png"
+            extra = onset_args if kind in ("probing", "onset", "correlates") else []
+            extra += ["--x", x] if x and kind in X_KINDS else []
+            self.analysis(fig, ["plot", kind, INPUTS, *extra, "--out", fig, "--force"], inputs)

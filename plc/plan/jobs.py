@@ -1,0 +1,125 @@
+"""A plan as data: its jobs, its runs, and the one function that turns a job into a command line.
+
+A job is a `plc` subcommand with the file it writes (`output`), the files it reads (`inputs`), the
+run, model size and task it belongs to, and the TrainOptions fields it sets (`train`). The same
+data renders as a Makefile (plc.plan.make), a Snakefile (plc.snakefile) and `plan.json`
+(FORMATS.md), which `plc status`, `plc report` and `plc fit-onset` read back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from plc.errors import PlcError
+
+INPUTS = "{inputs}"  # in a job's arguments: its input files (`$^` in the Makefile)
+STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
+PLAN_JSON_VERSION = 1
+
+
+def number(value: float) -> str:
+    """A number as a flag value and run id tag: `0.1`, `0.0001`, `1e-05`, `0`; the full repr where
+    six digits would round it."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
+def train_flags(train: dict[str, Any]) -> list[str]:
+    """TrainOptions fields → their flags, in the order the plan set them."""
+    from plc.options import flag_of
+
+    out: list[str] = []
+    for name, value in train.items():
+        out += [flag_of(name), number(value) if isinstance(value, float) else str(value)]
+    return out
+
+
+@dataclass
+class Job:
+    command: str  # the plc subcommand
+    output: str  # the file it writes: the Make target
+    inputs: list[str] = field(default_factory=list)  # the files it reads: its prerequisites
+    stage: str = ""  # one of STAGES
+    args: list[str] = field(default_factory=list)  # arguments before the training settings
+    train: dict[str, Any] = field(default_factory=dict)  # TrainOptions field → value it sets
+    args_after: list[str] = field(default_factory=list)  # arguments after them
+    run_id: str | None = None  # None for jobs of the study (stores, analysis)
+    size: str | None = None  # the model it works on
+    task: int | None = None  # the task index of the checkpoint it writes or reads
+    launch: bool = False  # a training job: run under the launcher (torchrun) if one is given
+    stdout: bool = False  # the command prints its result: its standard output is the output
+
+    @property
+    def argv(self) -> list[str]:
+        """The `plc` arguments, INPUTS where the input files go: the one place a job becomes a
+        command line (the Makefile, the Snakefile and the runner all render this)."""
+        return [self.command, *self.args, *train_flags(self.train), *self.args_after]
+
+    def command_line(self) -> list[str]:
+        """The `plc` arguments with the input files spliced in."""
+        out: list[str] = []
+        for arg in self.argv:
+            out.extend(self.inputs) if arg == INPUTS else out.append(arg)
+        return out
+
+
+@dataclass
+class Run:
+    """One (method, size, seed) run of a plan; its checkpoints live in `folder`."""
+
+    run_id: str
+    size: str
+    seed: int
+    folder: str
+    method: str = ""  # the --mitigation tag ('' for none)
+
+
+@dataclass
+class Plan:
+    kind: str  # continual, stationary, control, transfer, lr-grid
+    description: str  # one line for the plan file's header
+    preset: str
+    tokenizer: str
+    sizes: list[str]
+    seeds: list[int]
+    cycles: int
+    cycle: tuple[str, ...]  # the training languages (the control: its chains)
+    probe_lang: str
+    probe_after: tuple[str, ...] | None  # the languages fit-onset keeps; None: every probe
+    data: str
+    out_dir: str
+    metrics: str
+    figures: str
+    launcher: str = ""
+    runs: list[Run] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        """The first seed: the token stores are sharded with it."""
+        return self.seeds[0]
+
+    @property
+    def n_tasks(self) -> int:
+        """Training tasks of the whole plan."""
+        return sum(job.stage == "train" for job in self.jobs)
+
+    def to_json(self) -> dict[str, Any]:
+        """plan.json (FORMATS.md)."""
+        return {"format": "plc-plan", "version": PLAN_JSON_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str = "plan.json") -> Plan:
+        if obj.get("format") != "plc-plan" or obj.get("version") != PLAN_JSON_VERSION:
+            raise PlcError(
+                f"{where} is not a plc plan of version {PLAN_JSON_VERSION}; "
+                "write it again with plc plan"
+            )
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in obj.items() if k in known}
+        kw["cycle"] = tuple(kw["cycle"])
+        kw["probe_after"] = None if kw["probe_after"] is None else tuple(kw["probe_after"])
+        kw["runs"] = [Run(**r) for r in kw["runs"]]
+        kw["jobs"] = [Job(**j) for j in kw["jobs"]]
+        return cls(**kw)

@@ -1,0 +1,318 @@
+"""`PlanOptions`: every setting of `plc plan`, one field per flag, and the kinds that use it.
+
+Each field declares its flag, its help, how the flag's text parses and the plan kinds that accept
+it (`plc.cli` builds the `plan` command's options from these alone). A field set away from its
+default for a kind that does not list it is an error naming the kinds that do. Checks of a field
+alone happen at construction; checks that need the preset or the cycle happen in the kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from plc.errors import PlcError
+
+KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
+CYCLIC = ("continual", "stationary")
+LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
+
+
+def parse_list(text: str | None) -> tuple[str, ...] | None:
+    """`a,b,c` → ('a', 'b', 'c'); None or blank → None."""
+    if text is None or not text.strip():
+        return None
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in parse_list(text) or ())
+    except ValueError as e:
+        raise PlcError(f"--seeds must be integers such as 0,1,2, got {text!r}") from e
+
+
+def parse_range(text: str | None) -> tuple[int, int] | None:
+    """`4-9` → (4, 9); `5` → (5, 5)."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition("-")
+    try:
+        return int(lo), int(hi if sep else lo)
+    except ValueError as e:
+        raise PlcError(f"--dense-cycles takes a range of cycles such as 4-9, got {text!r}") from e
+
+
+def parse_lrs(text: str | None) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(x) for x in parse_list(text) or ()) or None
+    except ValueError as e:
+        raise PlcError(f"--lrs must be numbers such as 1e-4,3e-4, got {text!r}") from e
+
+
+def _opt(
+    default: Any,
+    flag: str,
+    help: str,
+    kinds: tuple[str, ...] = KINDS,
+    parse: Callable[[Any], Any] | None = None,
+    cli_type: type = str,
+) -> Any:
+    """A field with its flag (`--a/--b` for a switch; `--a,--b` for aliases), its help, the kinds
+    that accept it, and `parse` from the flag's `cli_type` value to the field's."""
+    meta = {"flag": flag, "help": help, "kinds": kinds, "parse": parse, "cli_type": cli_type}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    sizes: tuple[str, ...] | None = _opt(
+        None, "--sizes", "Model sizes, e.g. micro,mini (default: the preset's).", parse=parse_list
+    )
+    cycles: int | None = _opt(
+        None, "--cycles", "Times through the cycle (default: the preset's).", CYCLIC, cli_type=int
+    )
+    preset: str | None = _opt(
+        None, "--preset", "paper, cpu, control or tiny (default: control for control, else cpu)."
+    )
+    cycle: tuple[str, ...] | None = _opt(
+        None,
+        "--cycle",
+        "The training languages in order (default en,zh,fr,ja,es,de,pt,ru).",
+        LANGUAGES,
+        parse_list,
+    )
+    probe_lang: str | None = _opt(
+        None,
+        "--probe-lang",
+        "The probe language, never trained on (default vi).",
+        ("continual", "stationary", "transfer"),
+    )
+    probe_after: tuple[str, ...] | None = _opt(
+        None,
+        "--probe-after",
+        "Probe after these languages (default: zh,de,ru in the paper's cycle, else its last).",
+        ("continual",),
+        parse_list,
+    )
+    dense_cycles: tuple[int, int] | None = _opt(
+        None,
+        "--dense-cycles",
+        "App. B's second stage: in cycles A-B also probe after --dense-after.",
+        ("continual",),
+        parse_range,
+    )
+    dense_after: tuple[str, ...] | None = _opt(
+        None,
+        "--dense-after",
+        "Languages probed in the dense cycles (default zh,de,ru).",
+        ("continual",),
+        parse_list,
+    )
+    diagnose_every: int | None = _opt(
+        None,
+        "--diagnose-every",
+        "Diagnose every K cycles (control: tasks; 0 = never).",
+        (*CYCLIC, "control"),
+        cli_type=int,
+    )
+    tasks: int | None = _opt(
+        None, "--tasks", "control: tasks, one Markov chain each (48).", ("control",), cli_type=int
+    )
+    seeds: tuple[int, ...] = _opt(
+        (0,),
+        "--seeds,--seed",
+        "Seeds: one independent run per size and seed, e.g. 0,1,2 (default 0).",
+        parse=parse_seeds,
+    )
+    weight_decay: float | None = _opt(
+        None,
+        "--weight-decay",
+        "AdamW weight decay of every task (default: the preset's).",
+        cli_type=float,
+    )
+    reset_optimizer: bool | None = _opt(
+        None,
+        "--reset-optimizer/--continue-optimizer",
+        "Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
+        CYCLIC,
+        cli_type=bool,
+    )
+    probe_repeats: int | None = _opt(
+        None,
+        "--probe-repeats",
+        "Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
+        (*CYCLIC, "control", "transfer"),
+        cli_type=int,
+    )
+    lrs: tuple[float, ...] | None = _opt(
+        None,
+        "--lrs",
+        "lr-grid: peak learning rates (default App. A's seven).",
+        ("lr-grid",),
+        parse_lrs,
+    )
+    val_every: int | None = _opt(
+        None,
+        "--val-every",
+        "lr-grid: steps between validations (default: probe cadence).",
+        ("lr-grid",),
+        cli_type=int,
+    )
+    mitigations: tuple[str, ...] | None = _opt(
+        None,
+        "--mitigation",
+        "Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
+        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
+        parse=lambda values: tuple(values) or None,  # typer gives [] for none
+        cli_type=list[str],
+    )
+    data: str = _opt("data", "--data", "Folder of token stores.")
+    out_dir: str = _opt("runs", "--out-dir", "Folder of checkpoints, metrics and figures.")
+    tokenizer: str | None = _opt(
+        None, "--tokenizer", "byte, qwen3 or hf:NAME (default: the preset's)."
+    )
+    source: str | None = _opt(
+        None,
+        "--source",
+        "Text source for `plc shard` ({lang} is replaced; default embedded).",
+        LANGUAGES,
+    )
+    launcher: str = _opt(
+        "", "--launcher", "Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # lists from Python callers: tuples, so the options stay frozen
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        if self.sizes is not None:
+            from plc.sizes import shape_of
+
+            if not self.sizes:
+                raise PlcError("give at least one size")
+            for s in self.sizes:
+                shape_of(s)
+            if len(set(self.sizes)) < len(self.sizes):
+                raise PlcError(f"--sizes names a size twice: {','.join(self.sizes)}")
+        if (
+            not self.seeds
+            or any(s < 0 for s in self.seeds)
+            or len(set(self.seeds)) < len(self.seeds)
+        ):
+            raise PlcError(
+                f"--seeds must be distinct non-negative integers, got {list(self.seeds)}"
+            )
+        if self.cycles is not None and self.cycles <= 0:
+            raise PlcError("--cycles must be positive")
+        if self.tasks is not None and self.tasks < 2:
+            raise PlcError(f"--tasks must be at least 2, got {self.tasks}")
+        if self.probe_repeats is not None and self.probe_repeats < 1:
+            raise PlcError(f"--probe-repeats must be at least 1, got {self.probe_repeats}")
+        if self.diagnose_every is not None and self.diagnose_every < 0:
+            raise PlcError("--diagnose-every must be ≥ 0 (0 = never)")
+        if self.weight_decay is not None:
+            from plc.options import TrainOptions
+
+            TrainOptions(weight_decay=self.weight_decay)  # its check, once
+        if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
+            lo, hi = self.dense_cycles
+            raise PlcError(f"--dense-cycles {lo}-{hi}: the first cycle is after the last")
+        if self.cycle is not None:
+            if not self.cycle:
+                raise PlcError("--cycle names no language")
+            if len(set(self.cycle)) < len(self.cycle):
+                raise PlcError(f"--cycle names a language twice: {','.join(self.cycle)}")
+        lrs = self.lrs
+        if lrs is not None and (
+            not lrs or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs)
+        ):
+            raise PlcError(f"--lrs must be distinct positive rates, got {list(lrs)}")
+        if self.val_every is not None and self.val_every < 1:
+            raise PlcError(f"--val-every must be positive, got {self.val_every}")
+
+    @classmethod
+    def from_flags(cls, **values: Any) -> PlanOptions:
+        """The options from the flags' values (`cli_type` each): every field parsed once."""
+        kw = {}
+        for f in fields(cls):
+            value, parse = values[f.name], f.metadata["parse"]
+            if value is not None:  # not given: the field's default
+                kw[f.name] = value if parse is None else parse(value)
+        return cls(**kw)
+
+    def check_kind(self, kind: str) -> None:
+        """Every field set away from its default is one `kind` uses."""
+        if kind not in KINDS:
+            raise PlcError(f"unknown problem {kind!r}; choose one of {', '.join(KINDS)}")
+        for f in fields(self):
+            kinds = f.metadata["kinds"]
+            if kind not in kinds and getattr(self, f.name) != f.default:
+                flag = display_flag(f.name)
+                plural = "s" if len(kinds) > 1 else ""
+                names = ", ".join(kinds[:-1]) + " and " * (len(kinds) > 1) + kinds[-1]
+                raise PlcError(
+                    f"{flag} is not for the {kind} plan ({flag} is for the {names} plan{plural})"
+                )
+
+
+def display_flag(name: str) -> str:
+    """A field's flag as a user types it (the first of its names)."""
+    flag = next(f.metadata["flag"] for f in fields(PlanOptions) if f.name == name)
+    return flag.split(",")[0].split("/")[0]
+
+
+# --mitigation NAME[:ARGS] → TrainOptions fields (plc.mitigations; defaults of the reference code).
+# The one place plan flags meet remedy names: a remedies module can replace `parse_mitigation`.
+MITIGATIONS = {
+    "none": ("", None),
+    "wd": ("weight_decay", None),
+    "clip": ("clip_weights", "1"),
+    "l2init": ("l2_init", "0.01"),
+    "sp": ("shrink_perturb", None),
+    "sp-step": ("shrink_perturb", None),
+    "cbp": ("cbp", "0.0001"),
+    "redo": ("redo", "0.025"),
+}
+
+
+def parse_mitigation(spec: str) -> tuple[str, dict[str, Any]]:
+    """`cbp:1e-4`, `sp:0.8,0.01`, `redo:0.025,100` (τ, every K steps), `none` → (run id tag,
+    the TrainOptions fields it sets); the values are checked as TrainOptions checks them."""
+    name, _, args = spec.partition(":")
+    if name not in MITIGATIONS:
+        raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(MITIGATIONS)}")
+    field_name, default = MITIGATIONS[name]
+    if name == "none":
+        if args:
+            raise PlcError("--mitigation none takes no arguments")
+        return "", {}
+    args = args or default
+    if args is None:
+        raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")
+    tag = name + args.replace(",", "_")
+    train: dict[str, Any] = {}
+    if name == "sp-step":
+        train["shrink_perturb_at"] = "step"
+    if name == "redo" and "," in args:
+        args, every = args.split(",", 1)
+        train["redo_every"] = _parse_value(every)
+    train[field_name] = args if field_name == "shrink_perturb" else _parse_value(args)
+    from plc.options import TrainOptions
+
+    try:
+        TrainOptions(**train)
+    except (TypeError, ValueError) as e:
+        raise PlcError(f"--mitigation {spec!r}: {e}") from e
+    return tag, train
+
+
+def _parse_value(text: str) -> float | int | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
