@@ -39,8 +39,8 @@ def test_finished_study(tiny_study):
         first, last = _probe_auc(metrics, r.run_id, 8), _probe_auc(metrics, r.run_id, 8)
         assert r.auc_change == pytest.approx(100 * (last / first - 1), abs=1e-12) == 0.0
         assert r.auc_change_task == 8
-        # One smoothed point of three probes: its minimum is the latest, no onset yet.
-        assert r.onset is None and r.onset_note.startswith("not yet")
+        # Three probes: fit-onset's verdict, too few to measure the jitter, no onset.
+        assert r.onset is None and r.onset_note.startswith("none (too few probes (3)")
         diag = pl.read_parquet(metrics / f"diagnose-{r.run_id}-t8-ru.parquet")
         whole = diag.filter(pl.col("metric") == "dormant_pct", pl.col("layer").is_null())
         assert r.last_diagnose == 8
