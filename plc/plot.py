@@ -329,6 +329,7 @@ def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int]
     probes = read_metrics(_metric_files(paths, "correlates"), "probe")
     onsets: dict[str, int] = {}
     notes: list[str] = []
+    none: dict[str, list[str]] = {}  # runs by the reason they have no onset: one note each
     if probes.height == 0:
         return onsets, ["no probe rows: no onset marked"]
     for run_id in sorted(set(probes["run_id"].to_list())):
@@ -342,7 +343,9 @@ def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int]
         if ev.detected:
             onsets[run_id] = ev.minimum_task
         else:
-            notes.append(f"no onset marked for {run_id}: no onset detected ({ev.no_onset})")
+            none.setdefault(ev.no_onset or "", []).append(run_id)
+    for why, runs in none.items():
+        notes.append(f"no onset marked for {', '.join(runs)}: no onset detected ({why})")
     return onsets, notes
 
 
@@ -559,7 +562,8 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
         methods = run_methods(whole)
         sized = whole.select("run_id", "n_params", "size").unique("run_id")
         looks = _method_looks([(r, methods[r], n, size) for r, n, size in sized.iter_rows()])
-    else:  # sizes apart by marker and line style too: equal values (0 % lazy) overlap exactly
+    else:  # sizes apart by line style and open marker, nested small to large in size, so
+        # equal values (0 % lazy heads in every run) hide none of them
         looks = {}
         for i, ((run_id, label), color) in enumerate(zip(runs, _colors(len(runs)), strict=True)):
             ls, marker = SIZE_STYLES[i % len(SIZE_STYLES)]
@@ -569,6 +573,7 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
                 "ls": ls,
                 "marker": marker,
                 "mfc": "none",
+                "ms": 3 + 2 * (len(runs) - 1 - i),
             }
     if len(present) == 4:  # a 2×2 block reads better than 3 + 1
         axes = _grid(fig, 4, width=5.0, height=3.5, ncols=2)
@@ -587,7 +592,7 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             if r.height == 0:
                 continue
             xs, ys = _x(r["task_index"].to_list(), options), r["value"].to_numpy()
-            ax.plot(xs, ys, ms=3, clip_on=False, **look)  # markers at 0 % whole
+            ax.plot(xs, ys, **{"ms": 3, **look}, clip_on=False, zorder=3)  # 0 %: above the axis
             if run_id in onsets:  # the diagnosis nearest the onset, as the paper's red marker
                 i = int(np.argmin(np.abs(xs - _x([onsets[run_id]], options)[0])))
                 marks.append((xs[i], ys[i]))

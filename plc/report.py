@@ -489,7 +489,7 @@ def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[
         ("auc", {"x": "tokens"}, "Fig. 4: the same against training tokens"),
         ("probing", {}, "Fig. 9: AUC change per probe, its moving average and minimum"),
         ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size"),
-        ("correlates", x, "Fig. 5 / 7 / 11: correlates over training, the onset in red"),
+        ("correlates", x, "Fig. 5 / 7 / 11: correlates over training"),
         ("dormant-layers", x, "Fig. 6: dormant MLP units per layer"),
     ]
     layers = []
@@ -506,13 +506,19 @@ def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[
 
 def _drawn_caption(caption: str, fig: Figure) -> str:
     """The caption completed from what the figure draws: Fig. 2's reference probe as its axis
-    names it, the fits of Fig. 3 / 10 that could be made (none when too few onsets)."""
+    names it, the fits of Fig. 3 / 10 that could be made (none when too few onsets), the onsets
+    Fig. 5 marks (none where none is detected)."""
+    from plc.plot import ONSET_LABEL
+
     ax = fig.axes[0]
     if caption.startswith("Fig. 2"):
         return f"{caption}: {ax.get_ylabel()}"
     if caption.startswith("Fig. 3"):
         fits = [line for line in ax.get_lines() if "(R²=" in str(line.get_label())]
         return f"{caption}, " + (f"{len(fits)} fit(s) of Table V" if fits else "no fit drawn")
+    if caption.startswith("Fig. 5"):
+        marked = any(line.get_label() == ONSET_LABEL for a in fig.axes for line in a.get_lines())
+        return f"{caption}, " + ("the onset in red" if marked else "no onset detected to mark")
     return caption
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+from test_plot import write_diagnose
 from test_report import Page, _write_study
 
 from plc.plot import build_figure
@@ -39,10 +40,10 @@ def test_the_page_states_one_verdict_per_run(tmp_path):
         stated[row["run"]].add(_verdict(row[ONSET]))
     for r in status(study).runs:  # plc status, as the command prints it
         stated[r.run_id].add("none" if r.onset is None else f"{r.onset:g}")
-    for note in res.notes:  # "no onset marked for d: …", "no onset detected: d"
-        for run in stated:
-            if re.search(rf"\b(for|detected:) {run}\b", note):
-                stated[run].add("none")
+    for note in res.notes:  # "no onset marked for a, d: …", "no onset detected: d"
+        for named in re.findall(r"no onset (?:marked for|detected:) ([\w, -]+)", note):
+            for run in named.split(", "):
+                stated[run.strip()].add("none")
     # Fig. 9 as the report draws it (e's two probes stop the figure, as fit-onset): each
     # panel's marker says onset or minimum.
     fig9 = build_figure("probing", paths[:4], probe_after=None, window=WINDOW).figure
@@ -58,9 +59,18 @@ def test_the_page_states_one_verdict_per_run(tmp_path):
 def test_captions_say_what_the_figures_draw(tmp_path):
     study = tmp_path / "study"
     _write_study(study, {"a": (1_000_000, 2), "b": (4_000_000, 4), "c": (16_000_000, 6)})
+    for run, n_params in (("a", 1_000_000), ("b", 4_000_000), ("c", 16_000_000)):
+        write_diagnose(study / "metrics", run, run, n_params)
     figures = report(study, tmp_path / "r.html").figures
     assert "Fig. 2: probe AUC over training: % change in AUC relative to the first probe" in figures
     assert "Fig. 3 / 10: onset against model size, 4 fit(s) of Table V" in figures
+    assert "Fig. 5 / 7 / 11: correlates over training, the onset in red" in figures
+
+    edge = tmp_path / "edge"  # one run, an edge minimum: nothing to mark in red
+    _write_study(edge, {"d": (2_000_000, 0)})
+    write_diagnose(edge / "metrics", "d", "d", 2_000_000)
+    figures = report(edge, tmp_path / "edge.html").figures
+    assert "Fig. 5 / 7 / 11: correlates over training, no onset detected to mark" in figures
 
     two = tmp_path / "two"  # two onsets and an edge minimum: no fit, the points drawn
     _write_study(two, {"a": (1_000_000, 3), "b": (4_000_000, 5), "d": (2_000_000, 0)})
