@@ -1561,6 +1561,11 @@ def demo(
         help="Sizes of the positive control run beside it (Markov-chain tasks); none for none.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    keep_checkpoints: bool = typer.Option(
+        False,
+        "--keep-checkpoints",
+        help="Keep every checkpoint (default: each run's last; the others take ~0.8 GB).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the continual protocol end to end on the embedded corpus and summarise it."""
@@ -1606,6 +1611,7 @@ def demo(
             seed=seed,
             workers=workers,
             control=[] if control == "none" else control.split(","),
+            keep_checkpoints=keep_checkpoints,
             execute=run_argv,
             on_start=on_start,
             on_done=on_done,
@@ -1643,6 +1649,11 @@ def demo(
         console.print(f"positive control's report: {res.control_report}")
     console.print(f"Makefile: {res.makefile} (rerun or extend with `make -f {res.makefile} -j2`)")
     console.print(f"{res.ran} jobs ran, {res.skipped} were already done, in {res.seconds:.0f} s.")
+    if res.removed:
+        console.print(
+            f"removed {len(res.removed)} checkpoints a later task trained from (each run's last "
+            "stays; --keep-checkpoints keeps all)"
+        )
     console.print(f"[yellow]{res.caveat}[/yellow]")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from plc.plan import Plan, build_plan, write_plan
+from plc.plan import Job, Plan, build_plan, write_plan
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
@@ -46,6 +46,7 @@ class DemoResult:
     figures: list[str] = field(default_factory=list)
     report: str | None = None  # the study as one HTML page (plc report)
     control_report: str | None = None  # the positive control's page (a study of its own)
+    removed: list[str] = field(default_factory=list)  # checkpoints removed (no --keep-checkpoints)
     control: dict | None = None  # the positive control's result (see _control)
     caveat: str = CAVEAT
 
@@ -60,6 +61,7 @@ def demo(
     seed: int = 0,
     workers: int = 2,
     control: list[str] | None = None,
+    keep_checkpoints: bool = False,
     execute: Execute = run_subprocess,
     on_start: Callable[[Plan, float], None] | None = None,
     on_done: Callable[[JobDone, float], None] | None = None,
@@ -72,7 +74,11 @@ def demo(
 
     `execute` runs one job's `plc` command (a fresh process each by default; the command line
     runs them inside its worker processes). `on_start(plan, total_work)` and
-    `on_done(job, work)` report progress (work in units of one training task)."""
+    `on_done(job, work)` report progress (work in units of one training task).
+
+    Unless `keep_checkpoints`, only each run's last checkpoint stays (the report's provenance and
+    a longer run start from it); the others are removed at the end, and the Makefiles name them
+    secondary, so neither `make` nor a rerun retrains them while what was made from them stands."""
     out = Path(out)
     plan = build_plan(
         "continual",
@@ -85,7 +91,9 @@ def demo(
         out_dir=str(out),
         seeds=[seed],
     )
-    makefile, _ = write_plan(plan, out / "Makefile", force=True)
+    makefile, _ = write_plan(
+        plan, out / "Makefile", force=True, epilogue=_secondary_rule(plan, keep_checkpoints)
+    )
     sizes_control = ["nano"] if control is None else list(control)
     jobs = list(plan.jobs)
     if sizes_control:
@@ -96,9 +104,16 @@ def demo(
             data=str(out / "control" / "data"),
             out_dir=str(out / "control"),
         )
-        write_plan(positive, out / "control" / "Makefile", force=True)
+        write_plan(
+            positive,
+            out / "control" / "Makefile",
+            force=True,
+            epilogue=_secondary_rule(positive, keep_checkpoints),
+        )
         jobs += positive.jobs
-    both = replace(plan, jobs=jobs)  # one pool for both graphs: the workers stay busy
+    secondary = set() if keep_checkpoints else _intermediate_checkpoints(jobs)
+    # one pool for both graphs: the workers stay busy
+    both = replace(plan, jobs=_to_run(jobs, secondary))
     if on_start:
         on_start(both, sum(WEIGHTS[j.stage] for j in jobs))
 
@@ -116,7 +131,7 @@ def demo(
         seconds=time.perf_counter() - t0,
         jobs=len(jobs),
         ran=sum(not d.skipped for d in done),
-        skipped=sum(d.skipped for d in done),
+        skipped=len(jobs) - sum(not d.skipped for d in done),
         sizes=plan.sizes,
         cycles=plan.cycles,
         preset=preset,
@@ -124,6 +139,9 @@ def demo(
             j.output for j in plan.jobs if j.stage == "analysis" and j.output.endswith(".png")
         ],
     )
+    res.removed = [t for t in sorted(secondary) if Path(t).exists()]
+    for t in res.removed:
+        Path(t).unlink()
     _summarise(res, out / "onset.parquet")
     if sizes_control:
         res.control = _control(sorted((out / "control" / "metrics").glob("probe-*.parquet")))
@@ -135,6 +153,38 @@ def demo(
             out / "control", out / "control" / "report.html", force=True
         ).path
     return res
+
+
+def _intermediate_checkpoints(jobs: list[Job]) -> set[str]:
+    """The checkpoints a later task trains from: all but each run's last."""
+    return {d for j in jobs if j.stage == "train" for d in j.inputs if d.endswith(".pt")}
+
+
+def _secondary_rule(plan: Plan, keep_checkpoints: bool) -> str:
+    """Make's rule for the checkpoints the demo removes: secondary files are remade only when
+    something that needs them must be (the same rule as `_to_run`)."""
+    if keep_checkpoints:
+        return ""
+    runs = plan.out_dir.rstrip("/") + "/"
+    names = sorted(_intermediate_checkpoints(plan.jobs))
+    names = ["$(RUNS)/" + n[len(runs) :] if n.startswith(runs) else n for n in names]
+    return (
+        "\n# plc demo keeps each run's last checkpoint only (--keep-checkpoints keeps all): make"
+        "\n# retrains the others only where something made from them is missing.\n"
+        f".SECONDARY: {' '.join(names)}\n"
+    )
+
+
+def _to_run(jobs: list[Job], secondary: set[str]) -> list[Job]:
+    """The jobs to run: those whose target is missing, except a missing secondary checkpoint that
+    no job to run needs (Make's rule), so a rerun does not retrain the removed checkpoints."""
+    must = {j.output for j in jobs if j.output not in secondary and not Path(j.output).exists()}
+    while True:
+        needed = {d for j in jobs if j.output in must for d in j.inputs} & secondary
+        new = {d for d in needed if not Path(d).exists()} - must
+        if not new:
+            return [j for j in jobs if j.output in must]
+        must |= new
 
 
 def _control(probe_files: list[Path]) -> dict:

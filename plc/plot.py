@@ -283,11 +283,13 @@ def _count_axis(axis) -> None:
 
 
 def _plain_log_axis(axis) -> None:
-    """Log ticks labelled 5, 10, 20, 50, 100 (tasks read better than 10^1)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Log ticks labelled 5, 10, 20, 50, 100 (tasks read better than 10^1); minor ticks unlabelled,
+    or matplotlib labels them 6×10⁰ beside the plain 5 when a range spans under two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _line_per(ax: Axes, rows: pl.DataFrame, column: str, options: PlotOptions) -> int:
@@ -331,6 +333,7 @@ def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int]
     probes = read_metrics(_metric_files(paths, "correlates"), "probe")
     onsets: dict[str, int] = {}
     notes: list[str] = []
+    none: dict[str, list[str]] = {}  # runs by the reason they have no onset: one note each
     if probes.height == 0:
         return onsets, ["no probe rows: no onset marked"]
     for run_id in sorted(set(probes["run_id"].to_list())):
@@ -344,7 +347,9 @@ def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int]
         if ev.detected:
             onsets[run_id] = ev.minimum_task
         else:
-            notes.append(f"no onset marked for {run_id}: no onset detected ({ev.no_onset})")
+            none.setdefault(ev.no_onset or "", []).append(run_id)
+    for why, runs in none.items():
+        notes.append(f"no onset marked for {', '.join(runs)}: no onset detected ({why})")
     return onsets, notes
 
 
@@ -438,7 +443,7 @@ def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         ax.set_ylabel(
             "AUC / AUC of probe language alone"
             if options.normalize == "alone"
-            else "% change in AUC"
+            else f"% change in AUC vs the probe at task {s.baseline_task}"
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -575,11 +580,19 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
         methods = run_methods(whole)
         sized = whole.select("run_id", "n_params", "size").unique("run_id")
         looks = _method_looks([(r, methods[r], n, size) for r, n, size in sized.iter_rows()])
-    else:
-        looks = {
-            run_id: {"marker": "o", "color": color, "label": label}
-            for (run_id, label), color in zip(runs, _colors(len(runs)), strict=True)
-        }
+    else:  # sizes apart by line style and open marker, nested small to large in size, so
+        # equal values (0 % lazy heads in every run) hide none of them
+        looks = {}
+        for i, ((run_id, label), color) in enumerate(zip(runs, _colors(len(runs)), strict=True)):
+            ls, marker = SIZE_STYLES[i % len(SIZE_STYLES)]
+            looks[run_id] = {
+                "color": color,
+                "label": label,
+                "ls": ls,
+                "marker": marker,
+                "mfc": "none",
+                "ms": 3 + 2 * (len(runs) - 1 - i),
+            }
     if len(present) == 4:  # a 2×2 block reads better than 3 + 1
         axes = _grid(fig, 4, width=5.0, height=3.5, ncols=2)
     else:
@@ -597,7 +610,7 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             if r.height == 0:
                 continue
             xs, ys = _x(r["task_index"].to_list(), options), r["value"].to_numpy()
-            ax.plot(xs, ys, ms=3, **look)
+            ax.plot(xs, ys, **{"ms": 3, **look}, clip_on=False, zorder=3)  # 0 %: above the axis
             if run_id in onsets:  # the diagnosis nearest the onset, as the paper's red marker
                 i = int(np.argmin(np.abs(xs - _x([onsets[run_id]], options)[0])))
                 marks.append((xs[i], ys[i]))
@@ -606,8 +619,12 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
             ax.plot(mx, my, "o", color="red", ms=8, zorder=5, label=ONSET_LABEL)
         _task_axis(ax, options)
         ax.set_ylabel(ylabel)
+        if ylabel.endswith("(%)"):  # no negative percentages, and a flat 0 % sits on the floor
+            top = max(float(np.nanmax(line.get_ydata())) for line in ax.get_lines())
+            ax.set_ylim(0, min(105.0, max(1.0, 1.1 * top)))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.suptitle("Correlates of plasticity loss over training")
     return Drawn([run_id for run_id, _ in runs], notes)
 
 

@@ -12,6 +12,8 @@ CYCLE = ("en", "zh", "fr", "ja", "es", "de", "pt", "ru")
 PROBE_LANG = "vi"
 # App. B: extended probing after the languages whose transfer to vi is like ru's (Table III).
 PAPER_PROBE_AFTER = ("zh", "de", "ru")
+# App. B: the onset is the minimum of a centred moving average of this many probes.
+ONSET_WINDOW = 3
 # §V-B: entropy is measured on ru, dormant units on the probe language.
 ENTROPY_LANG = "ru"
 

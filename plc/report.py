@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
-import tempfile
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -23,16 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS
-from plc.protocol import CYCLE
+from plc.onset import MODELS, format_onset
+from plc.protocol import CYCLE, ONSET_WINDOW
 
 if TYPE_CHECKING:
     import polars as pl
+    from matplotlib.figure import Figure
 
     from plc.onset import BootstrapSummary, Fit, OnsetResult
     from plc.status import StatusResult, StudyFiles
 
-WINDOW = 3  # App. B's moving average
+WINDOW = ONSET_WINDOW  # App. B's moving average, as plc status
 BOOTSTRAP = 1000  # resamples of the runs for the fits' intervals, as plc demo's law
 MAX_TABLE_ROWS = 200
 CORRELATE_COLUMNS = (
@@ -147,6 +148,8 @@ class _Page:
         self.parts.append(f'<p class="{cls}">{_esc(text)}</p>' if cls else f"<p>{_esc(text)}</p>")
 
     def note(self, text: str) -> None:
+        if text in self.notes:  # e.g. every entropy figure missing the same run's thresholds
+            return
         self.notes.append(text)
         self.p(text, "note")
 
@@ -313,31 +316,30 @@ class _Page:
             )
 
     def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
-        from plc.plot import plot
+        from plc.plot import build_figure
 
         self.h2("Figures", "figures")
         inputs = files.metric_files("probe") + files.metric_files("diagnose")
         if not inputs:
             self.note("No probe or diagnose metrics yet: no figures.")
             return
-        with tempfile.TemporaryDirectory(prefix="plc-report-") as tmp:
-            for i, (kind, options, caption) in enumerate(_figure_list(diag, files.plan_data)):
-                out = Path(tmp) / f"{i}.png"
-                try:
-                    res = plot(
-                        kind, inputs, out, probe_after=None, window=WINDOW, **options, force=True
-                    )
-                except PlcError as e:
-                    self.note(f"{caption}: not drawn ({e})")
-                    continue
-                data = base64.b64encode(out.read_bytes()).decode("ascii")
-                self.figures.append(caption)
-                self.parts.append(
-                    f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{_esc(caption)}</figcaption></figure>"
-                )
-                for n in res.notes:
-                    self.note(f"{caption}: {n}")
+        for kind, options, caption in _figure_list(diag, files.plan_data):
+            try:
+                drawing = build_figure(kind, inputs, probe_after=None, window=WINDOW, **options)
+            except PlcError as e:
+                self.note(f"{caption}: not drawn ({e})")
+                continue
+            caption = _drawn_caption(caption, drawing.figure)
+            png = io.BytesIO()
+            drawing.figure.savefig(png, format="png", dpi=150)
+            data = base64.b64encode(png.getvalue()).decode("ascii")
+            self.figures.append(caption)
+            self.parts.append(
+                f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_esc(caption)}</figcaption></figure>"
+            )
+            for n in drawing.notes:
+                self.note(f"{caption}: {n}")
 
     def add_correlates(self, diag: pl.DataFrame) -> None:
         import polars as pl
@@ -459,18 +461,19 @@ def _interval(ci: list[float] | None) -> str:
 
 
 def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:
-    """Every figure of `plc plot` with its caption; entropy for the first and last layer. Against
-    tasks where the plan's cycle (plan.json) is not the paper's eight (the control's chains)."""
+    """Every figure of `plc plot` with its caption; entropy for every layer, so every size's
+    every layer is drawn. Against tasks where the plan's cycle is not the paper's eight (the
+    control's chains)."""
     from plc.plan import read_plan
 
     eight = plan is None or len(read_plan(plan).cycle) == len(CYCLE)
     x: dict[str, Any] = {} if eight else {"x": "task"}
     figs: list[tuple[str, dict[str, Any], str]] = [
-        ("auc", x, "Fig. 2: probe AUC over training, % change relative to the first probe"),
+        ("auc", x, "Fig. 2: probe AUC over training"),
         ("auc", {"x": "tokens"}, "Fig. 4: the same against training tokens"),
-        ("probing", {}, "Fig. 9: normalised AUC per probe, moving average and onset"),
-        ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size, four fits"),
-        ("correlates", x, "Fig. 5 / 7 / 11: correlates over training, the onset in red"),
+        ("probing", {}, "Fig. 9: AUC change per probe, its moving average and minimum"),
+        ("onset", {"models": list(MODELS)}, "Fig. 3 / 10: onset against model size"),
+        ("correlates", x, "Fig. 5 / 7 / 11: correlates over training"),
         ("dormant-layers", x, "Fig. 6: dormant MLP units per layer"),
     ]
     layers = []
@@ -479,10 +482,28 @@ def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[
 
         heads = diag.filter((pl.col("metric") == "entropy") & pl.col("head").is_not_null())
         layers = sorted(set(heads["layer"].drop_nulls().to_list()))
-    for layer in dict.fromkeys([layers[0], layers[-1]]) if layers else [None]:
+    for layer in layers or [None]:
         where = f", layer {layer} (0-based)" if layer is not None else ""
         figs.append(("entropy", {"layer": layer, **x}, f"Fig. 7 bottom: attention entropy{where}"))
     return figs
+
+
+def _drawn_caption(caption: str, fig: Figure) -> str:
+    """The caption completed from what the figure draws: Fig. 2's reference probe as its axis
+    names it, the fits of Fig. 3 / 10 that could be made (none when too few onsets), the onsets
+    Fig. 5 marks (none where none is detected)."""
+    from plc.plot import ONSET_LABEL
+
+    ax = fig.axes[0]
+    if caption.startswith("Fig. 2"):
+        return f"{caption}: {ax.get_ylabel()}"
+    if caption.startswith("Fig. 3"):
+        fits = [line for line in ax.get_lines() if "(R²=" in str(line.get_label())]
+        return f"{caption}, " + (f"{len(fits)} fit(s) of Table V" if fits else "no fit drawn")
+    if caption.startswith("Fig. 5"):
+        marked = any(line.get_label() == ONSET_LABEL for a in fig.axes for line in a.get_lines())
+        return f"{caption}, " + ("the onset in red" if marked else "no onset detected to mark")
+    return caption
 
 
 def _history_rows(history: list[dict[str, Any]]) -> list[list[str]]:

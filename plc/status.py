@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
-from plc.protocol import CYCLE
+from plc.protocol import CYCLE, ONSET_WINDOW
 
 if TYPE_CHECKING:
     import polars as pl
@@ -105,6 +105,8 @@ class RunStatus:
     auc_change_task: int | None
     onset: int | None  # task index of the onset so far
     onset_note: str  # why there is none yet
+    onset_lo: float | None = None  # the onset's interval, as fit-onset gives it
+    onset_hi: float | None = None
     last_diagnose: int | None = None  # task index
     diagnose: dict[str, float] = field(default_factory=dict)  # WATCHED values at last_diagnose
     tokens_per_s: float | None = None  # median of the latest complete task
@@ -373,7 +375,7 @@ def _run_status(
         onset=None,
         onset_note="not yet (no probes)",
     )
-    _probe_summary(status, probes)
+    _probe_summary(status, probes, [m.path for m in probe_files])
     if diag:
         latest = max(diag, key=lambda m: m.task_index)
         status.last_diagnose = latest.task_index
@@ -388,11 +390,12 @@ def _first_row(paths: list[Path]) -> dict[str, Any]:
     return pl.read_parquet(paths[0], n_rows=1).row(0, named=True) if paths else {}
 
 
-def _probe_summary(status: RunStatus, probes: pl.DataFrame) -> None:
-    """Latest AUC change (eq. 1) and the onset so far (App. B: moving average of 3, minimum)."""
+def _probe_summary(status: RunStatus, probes: pl.DataFrame, paths: list[Path]) -> None:
+    """Latest AUC change (eq. 1) and the onset so far: fit-onset's verdict on the run's probes
+    (App. B's moving average of 3, every probe), so status and report never disagree with it."""
     import polars as pl
 
-    from plc.onset import find_onset, probe_series
+    from plc.onset import fit_onset, probe_series
 
     if probes.height == 0 or "from_scratch" in probes.columns and probes["from_scratch"].all():
         if probes.height:
@@ -405,16 +408,15 @@ def _probe_summary(status: RunStatus, probes: pl.DataFrame) -> None:
         return
     status.auc_change = series.value[-1]
     status.auc_change_task = series.task_index[-1]
-    window = 3
-    if series.n_probes < window:
-        status.onset_note = f"not yet ({series.n_probes} of {window} probes)"
+    if series.n_probes < ONSET_WINDOW:
+        status.onset_note = f"not yet ({series.n_probes} of {ONSET_WINDOW} probes)"
         return
-    find_onset(series, window)
-    # At the last smoothed point the curve may still be falling: no onset yet.
-    if series.task_index.index(series.onset) == series.n_probes - 1 - window // 2:
-        status.onset_note = "not yet (lowest at the latest probe)"
+    (run,) = fit_onset(paths, models=[], probe_after=None, window=ONSET_WINDOW).runs
+    if run.onset is None:
+        status.onset_note = f"none ({(run.no_onset or 'not detected').split(':')[0]})"
         return
-    status.onset, status.onset_note = series.onset, ""
+    status.onset, status.onset_note = int(run.onset), ""
+    status.onset_lo, status.onset_hi = run.onset_lo, run.onset_hi
 
 
 def _whole_model(diag: pl.DataFrame) -> dict[str, float]:
@@ -536,6 +538,8 @@ def format_duration(seconds: float | None) -> str:
 
 def run_rows(runs: Iterable[RunStatus]) -> list[dict[str, str]]:
     """The status table as text cells (the CLI's table and the report's use the same)."""
+    from plc.onset import format_onset
+
     out = []
     for r in runs:
         planned = f"/{r.tasks_planned}" if r.tasks_planned is not None else ""
@@ -564,7 +568,9 @@ def run_rows(runs: Iterable[RunStatus]) -> list[dict[str, str]]:
                 "ΔAUC (eq. 1)": ""
                 if r.auc_change is None
                 else f"{r.auc_change:+.2f} % (task {r.auc_change_task})",
-                "onset so far": f"task {r.onset}" if r.onset is not None else r.onset_note,
+                "onset so far": r.onset_note
+                if r.onset is None
+                else f"task {format_onset(r.onset, r.onset_lo, r.onset_hi)}",
                 "last diagnose": diag,
                 "tokens/s": "" if r.tokens_per_s is None else f"{r.tokens_per_s:,.0f}",
                 "time left": format_duration(r.seconds_left) if r.seconds_left else "",

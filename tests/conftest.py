@@ -71,8 +71,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
     """A finished tiny-preset study (`plc demo` layout: Makefile, <run id>/cN.pt, metrics/): nano and
-    micro, one cycle, probes after zh, de, ru and from scratch, a diagnose at task 8. Built once
-    per session (~30 s); tests copy it before changing anything."""
+    micro, one cycle, probes after zh, de, ru and from scratch, a diagnose at task 8, every
+    checkpoint kept. Built once per session (~30 s); tests copy it before changing anything."""
     from plc.cli import run_argv
     from plc.demo import demo
 
@@ -84,6 +84,7 @@ def tiny_study(tmp_path_factory) -> Path:
         preset="tiny",
         workers=2,
         control=[],
+        keep_checkpoints=True,  # tests read the checkpoints of every task
         execute=run_argv,
     )
     return out

@@ -223,7 +223,8 @@ def test_probing_marks_the_onset_plc_onset_finds(files, series):
         assert np.isnan(smooth[0]) and np.isnan(smooth[-1])  # no half-empty windows
         np.testing.assert_allclose(smooth[1:-1], s.smoothed[1:-1])
         assert list(line(ax, "probe").get_xdata()) == s.task_index
-        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Task", "% change in AUC")
+        assert ax.get_xlabel() == "Task"
+        assert ax.get_ylabel() == f"% change in AUC vs the probe at task {s.baseline_task}"
     (ax, *_) = build_figure("probing", files, normalize="alone", window=5).figure.axes
     assert ax.get_ylabel() == "AUC / AUC of probe language alone"
     assert legend(ax)[1] == "moving average (5)"

@@ -37,8 +37,8 @@ def test_finished_study(tiny_study):
         # eq. 1 against the first end-of-cycle probe (task 8, after ru): one cycle, so the latest
         # probe is that baseline (a later one: test_auc_change_is_eq_1_at_the_latest_probe).
         assert (r.auc_change, r.auc_change_task) == (0.0, 8)
-        # One smoothed point of three probes: its minimum is the latest, no onset yet.
-        assert r.onset is None and r.onset_note.startswith("not yet")
+        # Three probes: fit-onset's verdict, too few to measure the noise, no onset.
+        assert r.onset is None and r.onset_note.startswith("none (too few probes (3)")
         diag = pl.read_parquet(metrics / f"diagnose-{r.run_id}-t8-ru.parquet")
         whole = diag.filter(pl.col("metric") == "dormant_pct", pl.col("layer").is_null())
         assert r.last_diagnose == 8

@@ -40,12 +40,18 @@ def render(plan: Plan, fmt: str = "make") -> str:
 
 
 def write_plan(
-    plan: Plan, output: str | os.PathLike, fmt: str = "make", *, force: bool = False
+    plan: Plan,
+    output: str | os.PathLike,
+    fmt: str = "make",
+    *,
+    force: bool = False,
+    epilogue: str = "",
 ) -> tuple[Path, Path]:
-    """Write the plan file and its plan.json (both or neither); returns their paths."""
+    """Write the plan file and its plan.json (both or neither); returns their paths. `epilogue`
+    is text appended to the plan file (the demo's rule for the checkpoints it removes)."""
     from plc.store import atomic_path, check_output
 
-    text = render(plan, fmt)
+    text = render(plan, fmt) + epilogue
     output, data = Path(output), plan_json_path(output)
     check_output(output, force)
     check_output(data, force)
