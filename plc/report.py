@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS, format_onset
+from plc.onset import MODELS
 from plc.protocol import CYCLE, ONSET_WINDOW
 
 if TYPE_CHECKING:
