@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plc.errors import PlcError
@@ -303,60 +303,16 @@ def _tag(value: float) -> str:
     return f"{value:g}"
 
 
-# --mitigation NAME[:ARGS] → the train-task flags (plc.mitigations; defaults of the reference code)
-MITIGATIONS = {
-    "none": ([], None),
-    "wd": (["--weight-decay"], None),
-    "clip": (["--clip-weights"], "1"),
-    "l2init": (["--l2-init"], "0.01"),
-    "sp": (["--shrink-perturb"], None),
-    "sp-step": (["--shrink-perturb-at", "step", "--shrink-perturb"], None),
-    "cbp": (["--cbp"], "0.0001"),
-    "redo": (["--redo"], "0.025"),
-}
-
-
 def parse_mitigation(spec: str) -> tuple[str, list[str]]:
-    """`cbp:1e-4`, `sp:0.8,0.01`, `redo:0.025,100` (τ, every K steps), `none` → (run id tag,
-    train-task flags); the values are checked as the flags would be (one-line PlcError)."""
-    name, _, args = spec.partition(":")
-    if name not in MITIGATIONS:
-        raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(MITIGATIONS)}")
-    flags, default = MITIGATIONS[name]
-    if name == "none":
-        if args:
-            raise PlcError("--mitigation none takes no arguments")
-        return "", []
-    args = args or default
-    if args is None:
-        raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")
-    tag = name + args.replace(",", "_")
-    if name == "redo" and "," in args:
-        tau, every = args.split(",", 1)
-        flags, args = ["--redo-every", every, "--redo"], tau
-    values = [*flags, args]
-    from plc.options import TrainOptions
+    """`--mitigation NAME[:ARGS]` (plc.options.parse_mitigation) → (run id tag, train-task flags);
+    the tag is the method's name in metric file names (plc.store.method_tag), '' for none."""
+    from plc.options import arm_label, option_argv
+    from plc.options import parse_mitigation as arm_fields
+    from plc.store import method_tag
 
-    names = {f.metadata["flag"]: f.name for f in fields(TrainOptions)}
-    try:
-        TrainOptions(
-            **{
-                names[flag]: _parse_value(value)
-                for flag, value in zip(values[::2], values[1::2], strict=True)
-            }
-        )
-    except (TypeError, ValueError) as e:
-        raise PlcError(f"--mitigation {spec!r}: {e}") from e
-    return tag, values
-
-
-def _parse_value(text: str) -> float | int | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    values = arm_fields(spec)
+    label = arm_label(values)
+    return ("" if label == "none" else method_tag(label)), option_argv(values)
 
 
 class _Builder:

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE
+from plc.store import parse_metric_name
 
 if TYPE_CHECKING:
     import polars as pl
 
 CHECKPOINT_NAME = re.compile(r"^c(\d+)\.pt$")
-METRIC_NAME = re.compile(r"^(train|probe|diagnose)-(.+?)-t(\d+)-([^-.]+)(?:-([^.]+))?\.parquet$")
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
 IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
@@ -158,9 +158,10 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
             path = here_path / f
             if m := CHECKPOINT_NAME.match(f):
                 found.checkpoints.setdefault(here_path, {})[int(m.group(1))] = path
-            elif m := METRIC_NAME.match(f):
-                kind, run_id, task, lang, suffix = m.groups()
-                found.metrics.append(MetricFile(path, kind, run_id, int(task), lang, suffix or ""))
+            elif m := parse_metric_name(f):
+                found.metrics.append(
+                    MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
+                )
             elif f.endswith(".resume") or (f.startswith(".") and f.endswith((".tmp", ".partial"))):
                 found.in_progress.append(path)
             elif f.endswith((".parquet", ".csv")) and not f.startswith("."):
@@ -193,8 +194,8 @@ def planned_work(plan: Path) -> PlannedWork:
         tasks[folder] = max(tasks.get(folder, 0), int(n))
     probes: dict[str, set[str]] = {}
     for name in PLANNED_PROBE.findall(text):
-        if m := METRIC_NAME.match(name):
-            probes.setdefault(m.group(2), set()).add(name)
+        if m := parse_metric_name(name):
+            probes.setdefault(m.run, set()).add(name)
     langs = set(PLANNED_LANG.findall(text))
     return PlannedWork(tasks, probes, len(langs) or len(CYCLE))
 
