@@ -45,9 +45,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
     A crash or kill inside the block leaves the final name untouched (no half-written file).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise PlcError(f"{path} exists; pass --force to overwrite it")
+    path = check_output(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
