@@ -602,15 +602,27 @@ def export(
     console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
 
 
+def _remedy_option(method: str, name: str, flag: str | None = None) -> Any:
+    """`plc intervene METHOD`'s option for the remedy field `name` (plc.options.MitigationOptions):
+    its flag (or `flag`), its help, and the default of the `plc plan --mitigation METHOD` arm."""
+    from plc.options import ARMS, MitigationOptions
+
+    f = next(f for f in dataclasses.fields(MitigationOptions) if f.name == name)
+    default = ARMS[method][2] if method in ARMS else None
+    return typer.Option(
+        None if default is None else f.metadata["cli_type"](default),
+        flag or f.metadata["flag"],
+        help=f"{method}: {f.metadata['help']}",
+    )
+
+
 @app.command()
 def intervene(
     method: str = typer.Argument(..., help="shrink-perturb or redo."),
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c47x.pt)."),
-    shrink_perturb: str = typer.Option(
-        None, "--shrink-perturb", help="shrink-perturb: λ,σ of θ ← λθ + σ·ε (ε like the init)."
-    ),
-    tau: float = typer.Option(0.025, "--tau", help="redo: reset units with dormancy score ≤ τ."),
+    shrink_perturb: str = _remedy_option("shrink-perturb", "shrink_perturb"),
+    tau: float = _remedy_option("redo", "redo", "--tau"),
     data: Path = DataOpt,
     lang: str = typer.Option(None, "--lang", help="redo: language whose windows score units."),
     seqs: int = typer.Option(256, "--seqs", help="redo: evaluation windows scored."),

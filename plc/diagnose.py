@@ -291,7 +291,10 @@ def diagnose(
 
     ctx = ckpt.row_context()
     out = check_output(
-        metric_path(metrics, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"]), force
+        metric_path(
+            metrics, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"], None, ckpt.method
+        ),
+        force,
     )
     units_out = check_output(out.with_name(out.stem + "-units.zarr"), force) if dormant else None
 

@@ -6,18 +6,29 @@ them executes no extra code), calls `at_task_start` once before the first step o
 `after_step` right after every `optimizer.step()`. All work is in place under no_grad.
 
 - clip_weights κ (Elsayed et al. 2024): after every step (and at task start) every nn.Linear weight
-  and bias is clamped to ±κ/√fan_in of its layer (fan_in = in_features, for the bias too). Not
-  clipped: the token embedding, which is also the tied output head (as a lookup table it has no
-  fan-in, and bounding it would bound the logit scale), the position table and sink vectors
-  (lookup tables too), and LayerNorm gains and biases (initialised at 1 and 0, not on a fan-in
-  scale: κ = 1 would pin every gain at or below its initial value). Applied last in `after_step`,
-  so the bound holds after every step whatever else ran.
-- l2_init λ (Kumar et al. 2024), decoupled: after every step θ ← θ − η_t·λ·(θ − θ₀) for every
-  parameter, η_t the step's learning rate. This is the SGD step of the penalty (λ/2)‖θ − θ₀‖²
-  applied outside Adam's normalisation, as AdamW applies its weight decay (with θ₀ = 0 it is that
-  decay, same coefficient): cheaper than a loss term (no extra backward work) and unaffected by
-  gradient clipping. AdamW's own decay towards 0 stays as configured; set the weight decay to 0 for
-  L2-init alone. θ₀ is the run's initial weights (`initial_state`).
+  and bias is clamped to ±κ·7·σ, σ the std of the layer's weight initialisation (GPT.init_stds:
+  0.02, residual projections 0.02/√(2L)). Elsayed et al. clip at κ times the bound of the
+  initialisation itself — for their uniform init U(−b, b), ±κ·b, so that κ = 1 clips nothing at
+  initialisation. A normal init has no bound; 7σ is where it effectively ends: a draw lies beyond
+  with probability 2.6e-12, 8e-4 expected weights in all of the paper's 314M (CLIP_STDS), so κ = 1
+  clips nothing at initialisation at any size and the bound scales with the init as theirs does.
+  (The PyTorch-default bound 1/√fan_in, used before, is no bound of this model's init: at κ = 1 it
+  already clipped 0.5 % of the fresh weights at 5M and 16 % at 314M, a remedy that grew with
+  size.) A bias, initialised at 0, shares its weight's bound. Not clipped: the token embedding,
+  which is also the tied output head (bounding it would bound the logit scale), the position table
+  and sink vectors (lookup tables), and LayerNorm gains and biases (initialised at 1 and 0, not on
+  the weights' scale: κ = 1 would pin every gain near its initial value). Applied last in
+  `after_step`, so the bound holds after every step whatever else ran.
+- l2_init λ (Kumar et al. 2024, regenerative regularisation), decoupled: after every step
+  θ ← θ − η_t·λ·(θ − θ₀) for every parameter, η_t the step's learning rate, θ₀ the run's initial
+  weights (`initial_state`). This is AdamW's decoupled weight decay θ ← θ − η_t·λ·θ with its
+  target moved from 0 to θ₀ — the same λ means the same strength of pull (λ = 0.1 is the paper's
+  decay aimed at θ₀) — and the SGD step of the penalty (λ/2)‖θ − θ₀‖² applied outside Adam's
+  normalisation, as mohmdelsayed/weight-clipping's `l2_init.py` applies it. It *replaces* the decay
+  towards 0: with --l2-init the weight decay defaults to 0 (TrainOptions.default_weight_decay), so
+  θ₀ is the fixed point of the regulariser; `--weight-decay` set explicitly adds a decay towards 0
+  on top. `plc plan --mitigation l2init` takes λ = 0.1, comparable to the `wd:0.1` arm (Kumar et
+  al.'s best λ = 1e-2 is for the coupled penalty under Adam, another scale). --l2-init 0 is off.
 - shrink_perturb (λ, σ) (Ash & Adams 2020), at "task" start (default) or after every "step":
   θ ← λθ + σ·ε, ε a fresh draw of the initialisation (GPT.init_stds: N(0, 0.02), residual
   projections N(0, 0.02/√(2L)); zero for Linear biases, which are initialised at 0 and so only
@@ -28,9 +39,11 @@ them executes no extra code), calls `at_task_start` once before the first step o
   activation, mean over the step's real tokens; w_out its column of mlp.c_proj), bias-corrected by
   1 − η^age; units older than the maturity m are eligible, ρ·(eligible) units per layer are
   replaced per step (fractions carried over), those of least corrected utility. A replaced unit
-  gets new incoming weights from the initialisation, bias 0, outgoing weights 0, age, utility and
-  mean activation 0; as in gnt.py, mlp.c_proj's bias absorbs the unit's mean contribution
-  (w_out · its bias-corrected mean activation), so the layer's mean output is unchanged.
+  gets new incoming weights from the initialisation, bias 0, outgoing weights 0, age and utility 0.
+  As in the reference code, the next layer's bias is not touched: gnt.py's
+  correction of mlp.c_proj's bias by the removed unit's mean contribution reads
+  `mean_feature_act` after `test_features` has zeroed it, so it adds 0, and cbp_linear.py has none
+  (adding the contribution, as plc did before, accumulates in a bias that gets no weight decay).
 - redo τ (ReDo, Sokar et al. 2023): at task start (on the task's first batch) and, with redo_every
   K, after every K-th step (on that step's batch), the MLP units whose dormancy score — the same
   `plc.diagnose.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
@@ -39,7 +52,10 @@ them executes no extra code), calls `at_task_start` once before the first step o
 Optimizer state of a reset unit (CBP, ReDo): the AdamW first and second moments of its row of
 mlp.c_fc.weight, its entry of mlp.c_fc.bias and its column of mlp.c_proj.weight are zeroed. AdamW
 keeps one `step` count per parameter tensor, not per unit, so the step is kept (as dopamine's
-ReDo does): the first update of a reset unit is then about (1−β₁)/√(1−β₂) ≈ 0.45 of a full one.
+ReDo does): the first update of a reset unit is then about (1−β₁)/√(1−β₂) ≈ 0.45 of a full one
+(β = 0.9, 0.95), reaching full size after about 7 steps of a steady gradient. gnt.py's AdamGnT keeps a step per
+element and resets it, so there a new unit's first update is full-sized; matching that would need
+a per-element step in the optimizer, which the one training loop's AdamW does not have.
 
 Randomness (new weights, perturbations) comes from generators seeded by (seed, task index, step,
 method), never the global RNG: every DDP rank draws the same numbers, a resumed task draws what the
@@ -49,15 +65,15 @@ CBP and ReDo are summed over ranks, so every rank resets the same units.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
+from plc.options import ARMS, MitigationOptions
 
 if TYPE_CHECKING:
     import torch
@@ -65,120 +81,14 @@ if TYPE_CHECKING:
     from plc.model import GPT
     from plc.store import Checkpoint
 
-DEFAULT_REDO_TAU = 0.025  # Plasticine's threshold
-SHRINK_AT = ("task", "step")
+# Weight clipping's bound in init stds: κ = 1 clamps at 7σ of the layer's normal init, beyond
+# which a draw falls with probability 2.6e-12 — 8e-4 expected weights of the paper's 314M
+# (3.1e8 Linear weights): κ = 1 clips no weight at initialisation at any size of the paper.
+CLIP_STDS = 7.0
+DEFAULT_REDO_TAU = float(ARMS["redo"][2])  # Plasticine's threshold, the plan's redo arm's
 INTERVENE_METHODS = ("shrink-perturb", "redo")
 # Generator streams: one per method, so enabling one never changes another's draws.
 _SHRINK, _CBP, _REDO = 1, 2, 3
-
-
-def _positive(name: str, v: float) -> None:
-    if not (math.isfinite(v) and v > 0):
-        raise PlcError(f"{name} must be a positive number, got {v}")
-
-
-@dataclass(frozen=True)
-class MitigationOptions:
-    """Which remedies a task trains with (None = off). See the module docstring for each."""
-
-    clip_weights: float | None = None  # κ
-    l2_init: float | None = None  # λ
-    shrink_perturb: tuple[float, float] | None = None  # (λ, σ), or the flag's text "λ,σ"
-    shrink_perturb_at: str = "task"  # "task" | "step"
-    cbp: float | None = None  # ρ, replacement rate per step
-    cbp_maturity: int = 100  # m, steps
-    cbp_decay: float = 0.99  # η
-    redo: float | None = None  # τ
-    redo_every: int | None = None  # K steps; None = at task start only
-
-    def __post_init__(self) -> None:
-        if isinstance(self.shrink_perturb, str):  # the flag's text, "λ,σ"
-            object.__setattr__(self, "shrink_perturb", parse_shrink_perturb(self.shrink_perturb))
-        elif self.shrink_perturb is not None:
-            object.__setattr__(self, "shrink_perturb", tuple(self.shrink_perturb))
-        if self.clip_weights is not None:
-            _positive("--clip-weights κ", self.clip_weights)
-        if self.l2_init is not None:
-            _positive("--l2-init λ", self.l2_init)
-        if self.shrink_perturb is not None:
-            if len(self.shrink_perturb) != 2:
-                raise PlcError(f"--shrink-perturb needs λ,σ, got {self.shrink_perturb!r}")
-            shrink, sigma = self.shrink_perturb
-            if not 0 < shrink <= 1:
-                raise PlcError(f"--shrink-perturb λ must be in (0, 1], got {shrink}")
-            if not (math.isfinite(sigma) and sigma >= 0):
-                raise PlcError(f"--shrink-perturb σ must be 0 or more, got {sigma}")
-        if self.shrink_perturb_at not in SHRINK_AT:
-            raise PlcError(
-                f"--shrink-perturb-at must be task or step, got {self.shrink_perturb_at!r}"
-            )
-        if self.cbp is not None and not 0 < self.cbp <= 1:
-            raise PlcError(f"--cbp ρ must be in (0, 1], got {self.cbp}")
-        if self.cbp_maturity < 0:
-            raise PlcError(f"--cbp-maturity must be 0 or more, got {self.cbp_maturity}")
-        if not 0 <= self.cbp_decay < 1:
-            raise PlcError(f"--cbp-decay η must be in [0, 1), got {self.cbp_decay}")
-        if self.redo is not None and not 0 <= self.redo < 1:
-            raise PlcError(f"--redo τ must be in [0, 1), got {self.redo}")
-        if self.redo_every is not None:
-            if self.redo is None:
-                raise PlcError("--redo-every goes with --redo τ")
-            if self.redo_every <= 0:
-                raise PlcError(f"--redo-every must be positive, got {self.redo_every}")
-
-    @classmethod
-    def of(cls, options: Any) -> MitigationOptions:
-        """The mitigation fields of any object that has them by the same names (TrainOptions)."""
-        return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
-
-    @property
-    def active(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.clip_weights, self.l2_init, self.shrink_perturb, self.cbp, self.redo)
-        )
-
-    @property
-    def label(self) -> str:
-        """A short name of the enabled methods, for run ids and metric rows ('none' if none)."""
-        parts = []
-        if self.clip_weights is not None:
-            parts.append(f"clip{self.clip_weights:g}")
-        if self.l2_init is not None:
-            parts.append(f"l2init{self.l2_init:g}")
-        if self.shrink_perturb is not None:
-            shrink, sigma = self.shrink_perturb
-            parts.append(f"sp{shrink:g},{sigma:g}@{self.shrink_perturb_at}")
-        if self.cbp is not None:
-            parts.append(f"cbp{self.cbp:g}")
-        if self.redo is not None:
-            parts.append(f"redo{self.redo:g}" + (f"@{self.redo_every}" if self.redo_every else ""))
-        return "+".join(parts) or "none"
-
-    def record(self) -> dict[str, Any]:
-        """The enabled methods and their settings (plain values) for a checkpoint's history."""
-        rec: dict[str, Any] = {"label": self.label}
-        if self.clip_weights is not None:
-            rec["clip_weights"] = self.clip_weights
-        if self.l2_init is not None:
-            rec["l2_init"] = self.l2_init
-        if self.shrink_perturb is not None:
-            rec["shrink_perturb"] = list(self.shrink_perturb)
-            rec["shrink_perturb_at"] = self.shrink_perturb_at
-        if self.cbp is not None:
-            rec.update(cbp=self.cbp, cbp_maturity=self.cbp_maturity, cbp_decay=self.cbp_decay)
-        if self.redo is not None:
-            rec.update(redo=self.redo, redo_every=self.redo_every)
-        return rec
-
-
-def parse_shrink_perturb(text: str) -> tuple[float, float]:
-    """'λ,σ' (the --shrink-perturb flag) → (λ, σ); the values are checked by MitigationOptions."""
-    try:
-        shrink, sigma = (float(x) for x in text.split(","))
-    except ValueError as e:
-        raise PlcError(f"--shrink-perturb takes λ,σ (e.g. 0.8,0.01), got {text!r}") from e
-    return shrink, sigma
 
 
 # ----------------------------------------------------------------------------------------- θ₀
@@ -284,8 +194,9 @@ class Mitigations:
         for mod_name, module in model.named_modules():
             for p_name, p in module.named_parameters(recurse=False):
                 name = f"{mod_name}.{p_name}" if mod_name else p_name
-                if isinstance(module, nn.Linear):
-                    self._clip.append((p, 1.0 / math.sqrt(module.in_features)))
+                if isinstance(module, nn.Linear):  # the bias shares its weight's bound
+                    std = self.stds[f"{mod_name}.weight"]
+                    self._clip.append((p, CLIP_STDS * std))
                 if not isinstance(module, nn.LayerNorm):
                     self._shrink.append((p, self.stds[name]))
         self._theta0: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -401,7 +312,7 @@ class Mitigations:
         for layer in range(dormant.shape[0]):
             idx = torch.nonzero(dormant[layer]).flatten()
             if idx.numel():
-                self._reinit_units(layer, idx, gen, absorb=False)
+                self._reinit_units(layer, idx, gen)
             reset.append(idx.tolist())
         self.counters["redo_reset"] += sum(len(r) for r in reset)
         return reset
@@ -415,12 +326,10 @@ class Mitigations:
         dev = self.model.transformer.wte.weight.device
         shape = (c.n_layer, 4 * c.d_model)
         self.cbp_util = torch.zeros(shape, device=dev)
-        self.cbp_mean_act = torch.zeros(shape, device=dev)
         self.cbp_ages = torch.zeros(shape, device=dev)
         self.cbp_acc = [0.0] * c.n_layer
         # This step's sums over its training forwards (all micro-batches).
         self._abs_sum = torch.zeros(shape, device=dev)
-        self._sum = torch.zeros(shape, device=dev)
         self._tokens = torch.zeros((), device=dev)
         for layer, block in enumerate(self.model.transformer.h):
             self._handles.append(block.mlp.act.register_forward_hook(self._cbp_hook(layer)))
@@ -436,7 +345,6 @@ class Mitigations:
                 return
             h = out.detach()[:, n_sink:]
             self._abs_sum[layer] += h.abs().sum(dim=(0, 1), dtype=torch.float32)
-            self._sum[layer] += h.sum(dim=(0, 1), dtype=torch.float32)
             if layer == 0:
                 self._tokens += h.shape[0] * h.shape[1]
 
@@ -450,7 +358,7 @@ class Mitigations:
         if _distributed():
             import torch.distributed as dist
 
-            for t in (self._abs_sum, self._sum, self._tokens):
+            for t in (self._abs_sum, self._tokens):
                 dist.all_reduce(t)
         if not self._tokens:
             return
@@ -458,10 +366,8 @@ class Mitigations:
         blocks = self.model.transformer.h
         self.cbp_ages += 1
         w_out = torch.stack([b.mlp.c_proj.weight.abs().mean(dim=0) for b in blocks]).float()
-        self.cbp_mean_act.mul_(eta).add_(self._sum / self._tokens, alpha=1 - eta)
         self.cbp_util.mul_(eta).add_(self._abs_sum / self._tokens * w_out, alpha=1 - eta)
         self._abs_sum.zero_()
-        self._sum.zero_()
         self._tokens.zero_()
         correction = 1 - eta**self.cbp_ages
         eligible = self.cbp_ages > o.cbp_maturity
@@ -476,28 +382,17 @@ class Mitigations:
             utility = self.cbp_util[layer, candidates] / correction[layer, candidates]
             idx = candidates[torch.topk(-utility, n).indices]
             gen = gen or self._generator(candidates.device, _CBP, step)
-            self._reinit_units(layer, idx, gen, absorb=True, correction=correction[layer, idx])
+            self._reinit_units(layer, idx, gen)
             self.counters["cbp_replaced"] += n
 
     # ------------------------------------------------------------------------------- shared
 
-    def _reinit_units(
-        self,
-        layer: int,
-        idx: torch.Tensor,
-        gen: torch.Generator,
-        *,
-        absorb: bool,
-        correction: torch.Tensor | None = None,
-    ) -> None:
+    def _reinit_units(self, layer: int, idx: torch.Tensor, gen: torch.Generator) -> None:
         """New incoming weights (the init), incoming bias 0, outgoing weights 0, moments 0."""
         import torch
 
         mlp = self.model.transformer.h[layer].mlp
         fc_w, fc_b, proj_w = mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight
-        if absorb:
-            mean_act = self.cbp_mean_act[layer, idx] / correction
-            mlp.c_proj.bias += (proj_w[:, idx].float() @ mean_act).to(mlp.c_proj.bias.dtype)
         std = self.stds[f"transformer.h.{layer}.mlp.c_fc.weight"]
         new = torch.randn((idx.numel(), fc_w.shape[1]), generator=gen, device=fc_w.device)
         fc_w[idx] = (new * std).to(fc_w.dtype)
@@ -509,7 +404,7 @@ class Mitigations:
                 if state and key in state:
                     state[key][index] = 0
         if self.options.cbp is not None:
-            for t in (self.cbp_util, self.cbp_mean_act, self.cbp_ages):
+            for t in (self.cbp_util, self.cbp_ages):
                 t[layer, idx] = 0
 
     def _chunks(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -532,7 +427,6 @@ class Mitigations:
         if self.options.cbp is not None:
             state["cbp"] = {
                 "util": self.cbp_util.cpu(),
-                "mean_act": self.cbp_mean_act.cpu(),
                 "ages": self.cbp_ages.cpu(),
                 "acc": list(self.cbp_acc),
             }
@@ -547,7 +441,7 @@ class Mitigations:
         if self.options.cbp is not None and cbp is not None:
             if tuple(cbp["util"].shape) != tuple(self.cbp_util.shape):
                 raise PlcError("the carried CBP statistics are for another model shape")
-            for name in ("util", "mean_act", "ages"):
+            for name in ("util", "ages"):  # an older state's mean activations go unused
                 getattr(self, f"cbp_{name}").copy_(cbp[name])
             self.cbp_acc = [float(a) for a in cbp["acc"]]
 

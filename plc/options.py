@@ -31,12 +31,152 @@ def _flag(default: Any, flag: str, help: str, cli_type: type, panel: str = "Trai
 
 
 def _remedy(default: Any, flag: str, help: str, cli_type: type) -> Any:
-    """A field of plc.mitigations.MitigationOptions (same name), listed under Mitigations."""
+    """A field of MitigationOptions: a remedy's setting, listed under Mitigations by --help."""
     return _flag(default, flag, help, cli_type, "Mitigations (plc.mitigations; default off)")
 
 
+SHRINK_AT = ("task", "step")
+
+
+def _positive(name: str, v: float) -> None:
+    if not (math.isfinite(v) and v > 0):
+        raise PlcError(f"{name} must be a positive number, got {v}")
+
+
 @dataclass(frozen=True)
-class TrainOptions:
+class MitigationOptions:
+    """Which remedies a task trains with (None = off): declared here once, inherited by
+    TrainOptions (so each is one flag of every training command), read by plc.mitigations (whose
+    docstring defines each method), `plc plan --mitigation` (`parse_mitigation`) and `plc
+    intervene`."""
+
+    clip_weights: float | None = _remedy(
+        None,
+        "--clip-weights",
+        "κ: clamp Linear weights and biases to ±κ·7·(the layer's init std) after every step.",
+        float,
+    )
+    l2_init: float | None = _remedy(
+        None,
+        "--l2-init",
+        "λ: θ ← θ − lr·λ·(θ − θ₀) after every step, instead of weight decay towards 0 (0 = off).",
+        float,
+    )
+    shrink_perturb: tuple[float, float] | str | None = _remedy(
+        None, "--shrink-perturb", "λ,σ: θ ← λθ + σ·ε (ε like the initialisation).", str
+    )
+    shrink_perturb_at: str = _remedy(
+        "task", "--shrink-perturb-at", "task (at its start) or step (after every step).", str
+    )
+    cbp: float | None = _remedy(
+        None, "--cbp", "ρ: continual backprop's replacement rate per step (1e-4).", float
+    )
+    cbp_maturity: int = _remedy(100, "--cbp-maturity", "CBP: steps before a unit is eligible.", int)
+    cbp_decay: float = _remedy(0.99, "--cbp-decay", "CBP: utility decay η.", float)
+    redo: float | None = _remedy(
+        None, "--redo", "τ: ReDo resets MLP units whose dormancy score is ≤ τ (0.025).", float
+    )
+    redo_every: int | None = _remedy(
+        None, "--redo-every", "ReDo every K steps too (default: at task start only).", int
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shrink_perturb, str):  # the flag's text, "λ,σ"
+            object.__setattr__(self, "shrink_perturb", parse_shrink_perturb(self.shrink_perturb))
+        elif self.shrink_perturb is not None:
+            object.__setattr__(self, "shrink_perturb", tuple(self.shrink_perturb))
+        if self.clip_weights is not None:
+            _positive("--clip-weights κ", self.clip_weights)
+        if self.l2_init is not None:
+            if not (math.isfinite(self.l2_init) and self.l2_init >= 0):
+                raise PlcError(f"--l2-init λ must be 0 (off) or more, got {self.l2_init}")
+            if self.l2_init == 0:  # as --weight-decay 0: sweeps write `for l in 0 1e-3 1e-2`
+                object.__setattr__(self, "l2_init", None)
+        if self.shrink_perturb is not None:
+            if len(self.shrink_perturb) != 2:
+                raise PlcError(f"--shrink-perturb needs λ,σ, got {self.shrink_perturb!r}")
+            shrink, sigma = self.shrink_perturb
+            if not 0 < shrink <= 1:
+                raise PlcError(f"--shrink-perturb λ must be in (0, 1], got {shrink}")
+            if not (math.isfinite(sigma) and sigma >= 0):
+                raise PlcError(f"--shrink-perturb σ must be 0 or more, got {sigma}")
+        if self.shrink_perturb_at not in SHRINK_AT:
+            raise PlcError(
+                f"--shrink-perturb-at must be task or step, got {self.shrink_perturb_at!r}"
+            )
+        if self.cbp is not None and not 0 < self.cbp <= 1:
+            raise PlcError(f"--cbp ρ must be in (0, 1], got {self.cbp}")
+        if self.cbp_maturity < 0:
+            raise PlcError(f"--cbp-maturity must be 0 or more, got {self.cbp_maturity}")
+        if not 0 <= self.cbp_decay < 1:
+            raise PlcError(f"--cbp-decay η must be in [0, 1), got {self.cbp_decay}")
+        if self.redo is not None and not 0 <= self.redo < 1:
+            raise PlcError(f"--redo τ must be in [0, 1), got {self.redo}")
+        if self.redo_every is not None:
+            if self.redo is None:
+                raise PlcError("--redo-every goes with --redo τ")
+            if self.redo_every <= 0:
+                raise PlcError(f"--redo-every must be positive, got {self.redo_every}")
+
+    @classmethod
+    def of(cls, options: Any) -> MitigationOptions:
+        """The mitigation fields of any object that has them by the same names (TrainOptions)."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.clip_weights, self.l2_init, self.shrink_perturb, self.cbp, self.redo)
+        )
+
+    @property
+    def label(self) -> str:
+        """A short name of the enabled methods, for run ids and metric rows ('none' if none)."""
+        parts = []
+        if self.clip_weights is not None:
+            parts.append(f"clip{self.clip_weights:g}")
+        if self.l2_init is not None:
+            parts.append(f"l2init{self.l2_init:g}")
+        if self.shrink_perturb is not None:
+            shrink, sigma = self.shrink_perturb
+            parts.append(f"sp{shrink:g},{sigma:g}@{self.shrink_perturb_at}")
+        if self.cbp is not None:
+            parts.append(f"cbp{self.cbp:g}")
+        if self.redo is not None:
+            parts.append(f"redo{self.redo:g}" + (f"@{self.redo_every}" if self.redo_every else ""))
+        return "+".join(parts) or "none"
+
+    def record(self) -> dict[str, Any]:
+        """The enabled methods and their settings (plain values) for a checkpoint's history."""
+        rec: dict[str, Any] = {"label": self.label}
+        if self.clip_weights is not None:
+            rec["clip_weights"] = self.clip_weights
+        if self.l2_init is not None:
+            rec["l2_init"] = self.l2_init
+        if self.shrink_perturb is not None:
+            rec["shrink_perturb"] = list(self.shrink_perturb)
+            rec["shrink_perturb_at"] = self.shrink_perturb_at
+        if self.cbp is not None:
+            rec.update(cbp=self.cbp, cbp_maturity=self.cbp_maturity, cbp_decay=self.cbp_decay)
+        if self.redo is not None:
+            rec.update(redo=self.redo, redo_every=self.redo_every)
+        return rec
+
+
+def parse_shrink_perturb(text: str) -> tuple[float, float]:
+    """'λ,σ' (the --shrink-perturb flag) → (λ, σ); the values are checked by MitigationOptions."""
+    try:
+        shrink, sigma = (float(x) for x in text.split(","))
+    except ValueError as e:
+        raise PlcError(f"--shrink-perturb takes λ,σ (e.g. 0.8,0.01), got {text!r}") from e
+    return shrink, sigma
+
+
+@dataclass(frozen=True)
+class TrainOptions(MitigationOptions):
+    """Every setting of a training run; the remedies' fields are MitigationOptions'."""
+
     preset: str | None = _flag(
         None,
         "--preset",
@@ -71,32 +211,6 @@ class TrainOptions:
         "Live TensorBoard scalars in this folder (default $PLC_TENSORBOARD; plc[track]).",
         str,
     )
-    clip_weights: float | None = _remedy(
-        None, "--clip-weights", "κ: clamp Linear weights to ±κ/√fan_in after every step.", float
-    )
-    l2_init: float | None = _remedy(
-        None,
-        "--l2-init",
-        "λ: decay towards the run's initial weights θ₀ (paper's best 1e-2).",
-        float,
-    )
-    shrink_perturb: str | None = _remedy(
-        None, "--shrink-perturb", "λ,σ: θ ← λθ + σ·ε (ε like the initialisation).", str
-    )
-    shrink_perturb_at: str = _remedy(
-        "task", "--shrink-perturb-at", "task (at its start) or step (after every step).", str
-    )
-    cbp: float | None = _remedy(
-        None, "--cbp", "ρ: continual backprop's replacement rate per step (1e-4).", float
-    )
-    cbp_maturity: int = _remedy(100, "--cbp-maturity", "CBP: steps before a unit is eligible.", int)
-    cbp_decay: float = _remedy(0.99, "--cbp-decay", "CBP: utility decay η.", float)
-    redo: float | None = _remedy(
-        None, "--redo", "τ: ReDo resets MLP units whose dormancy score is ≤ τ (0.025).", float
-    )
-    redo_every: int | None = _remedy(
-        None, "--redo-every", "ReDo every K steps too (default: at task start only).", int
-    )
 
     def __post_init__(self) -> None:
         if isinstance(self.lr, str):
@@ -122,13 +236,11 @@ class TrainOptions:
                 raise PlcError(f"{flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
         if not self.adam_eps > 0:
             raise PlcError(f"--adam-eps must be positive, got {self.adam_eps}")
-        _ = self.mitigations  # built to validate the remedies' settings
+        super().__post_init__()
 
     @property
-    def mitigations(self):  # -> plc.mitigations.MitigationOptions
-        """The remedies' settings, as plc.mitigations takes them."""
-        from plc.mitigations import MitigationOptions
-
+    def mitigations(self) -> MitigationOptions:
+        """The remedies' settings alone, as plc.mitigations takes them."""
         return MitigationOptions.of(self)
 
     # ------------------------------------------------------------------------ resolved values
@@ -179,6 +291,8 @@ class TrainOptions:
         - steps from --tokens (or the preset's tokens per task, or per probe if `probe`), rounded
           up to whole batches;
         - lr None: the paper's rule from `d_model` (Table II);
+        - weight_decay None: the preset's, or 0 with --l2-init (its decay towards θ₀ replaces the
+          decay towards 0; `default_weight_decay`);
         - micro_batch None: the preset's, lowered to the largest divisor of the sequences each of
           `world_size` ranks holds (a preset's 16 must not break `--batch-tokens 2048
           --seq-len 256`); an explicit --micro-batch that does not divide is an error;
@@ -231,8 +345,15 @@ class TrainOptions:
             seq_len=seq_len,
             lr=lr,
             warmup=p.warmup if self.warmup is None else self.warmup,
-            weight_decay=p.weight_decay if self.weight_decay is None else self.weight_decay,
+            weight_decay=self.default_weight_decay(p.weight_decay)
+            if self.weight_decay is None
+            else self.weight_decay,
         )
+
+    def default_weight_decay(self, preset_decay: float) -> float:
+        """AdamW's decay towards 0 when --weight-decay is not given: the preset's, except with
+        L2-init, which replaces it (Kumar et al.: decay towards θ₀ instead of towards 0)."""
+        return 0.0 if self.l2_init is not None else preset_decay
 
     def record(self) -> dict[str, Any]:
         """The resolved settings as a checkpoint's task history and a resume signature hold them."""
@@ -257,3 +378,80 @@ def _parse_lr(text: str) -> float | None:
     if not (value > 0 and math.isfinite(value)):
         raise PlcError(f"--lr must be positive, got {text}")
     return value
+
+
+# ------------------------------------------------------------------- plc plan --mitigation
+
+# A study arm by name: the fields its ARGS fill (in order; one field takes the whole text, as
+# `sp:λ,σ`), ARGS as --help spells them, their default (the reference code's; None = required),
+# and fixed fields.
+ARMS: dict[str, tuple[tuple[str, ...], str, str | None, dict[str, Any]]] = {
+    "none": ((), "", None, {}),
+    "wd": (("weight_decay",), "λ", None, {}),
+    "clip": (("clip_weights",), "κ", "1", {}),
+    # The paper's AdamW decay 0.1 in the same decoupled form, aimed at θ₀: comparable to wd:0.1.
+    "l2init": (("l2_init",), "λ", "0.1", {}),
+    "sp": (("shrink_perturb",), "λ,σ", None, {}),
+    "sp-step": (("shrink_perturb",), "λ,σ", None, {"shrink_perturb_at": "step"}),
+    "cbp": (("cbp",), "ρ", "0.0001", {}),
+    "redo": (("redo", "redo_every"), "τ[,K]", "0.025", {}),
+}
+
+
+def arm_help() -> str:
+    """The arms as `--mitigation`'s help lists them: none, wd:λ, clip[:κ], …"""
+    spelt = []
+    for name, (_, args, default, _) in ARMS.items():
+        spelt.append(name if not args else f"{name}[:{args}]" if default else f"{name}:{args}")
+    return ", ".join(spelt)
+
+
+def parse_mitigation(spec: str) -> dict[str, Any]:
+    """`plc plan --mitigation NAME[:ARGS]` → the TrainOptions fields of that arm, checked as the
+    flags would be: `cbp:1e-4` → {'cbp': 0.0001}, `sp-step:0.8,0.01`, `redo:0.025,100` (τ, every
+    K steps), `none` → {}. One-line PlcError on anything else."""
+    name, _, args = spec.partition(":")
+    if name not in ARMS:
+        raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(ARMS)}")
+    names, _, default, fixed = ARMS[name]
+    if not names:
+        if args:
+            raise PlcError(f"--mitigation {name} takes no arguments")
+        return {}
+    args = args or default
+    if args is None:
+        raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")
+    texts = [args] if len(names) == 1 else args.split(",")
+    if len(texts) > len(names):
+        raise PlcError(f"--mitigation {spec!r}: {name} takes at most {len(names)} values")
+    kinds = {f.name: f.metadata["cli_type"] for f in fields(TrainOptions)}
+    values = dict(fixed)
+    for field_name, text in zip(names, texts, strict=False):  # redo: K may be left out
+        try:
+            values[field_name] = kinds[field_name](text)
+        except ValueError as e:
+            raise PlcError(f"--mitigation {spec!r}: {text!r} is not a number") from e
+    TrainOptions(**values)  # the flags' own checks
+    return values
+
+
+def arm_label(values: dict[str, Any]) -> str:
+    """The method label (as metric rows carry it: plc.store.method_label) of an arm's fields."""
+    remedies = MitigationOptions(**{k: v for k, v in values.items() if k != "weight_decay"})
+    parts = [] if "weight_decay" not in values else [f"wd{values['weight_decay']:g}"]
+    parts += [] if remedies.label == "none" else [remedies.label]
+    return "+".join(parts) or "none"
+
+
+def option_argv(values: dict[str, Any]) -> list[str]:
+    """TrainOptions fields → the training commands' flags that set them."""
+    argv = []
+    for name, value in values.items():
+        argv += [flag_of(name), _text(value)]
+    return argv
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):  # '1', '0.0001': short, and exact
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)

@@ -149,7 +149,9 @@ def probe(
     suffix = f"{lang}-scratch" if from_scratch else lang
     if probe_seed is not None:
         suffix += f"-p{probe_seed}"
-    out = metric_path(metrics, "probe", ctx["run_id"], ctx["task_index"], ctx["lang"], suffix)
+    out = metric_path(
+        metrics, "probe", ctx["run_id"], ctx["task_index"], ctx["lang"], suffix, probed.method
+    )
     seeds = list(range(first_seed, first_seed + repeats))
     state_paths = [state_path_for(out.with_name(f"{out.name}.p{s}")) for s in seeds]
     resuming = any(sp.exists() for sp in state_paths)

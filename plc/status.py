@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE, ONSET_WINDOW
+from plc.store import parse_metric_name
 
 if TYPE_CHECKING:
     import polars as pl
 
 CHECKPOINT_NAME = re.compile(r"^c(\d+)\.pt$")
-METRIC_NAME = re.compile(r"^(train|probe|diagnose)-(.+?)-t(\d+)-([^-.]+)(?:-([^.]+))?\.parquet$")
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
 IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
@@ -161,9 +161,10 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
             path = here_path / f
             if m := CHECKPOINT_NAME.match(f):
                 found.checkpoints.setdefault(here_path, {})[int(m.group(1))] = path
-            elif m := METRIC_NAME.match(f):
-                kind, run_id, task, lang, suffix = m.groups()
-                found.metrics.append(MetricFile(path, kind, run_id, int(task), lang, suffix or ""))
+            elif m := parse_metric_name(f):
+                found.metrics.append(
+                    MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
+                )
             elif f.endswith(".resume") or (f.startswith(".") and f.endswith((".tmp", ".partial"))):
                 found.in_progress.append(path)
             elif f.endswith((".parquet", ".csv")) and not f.startswith("."):

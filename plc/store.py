@@ -4,8 +4,10 @@ Checkpoint (`cN.pt`): a dict of tensors and plain Python values only, so it load
 `torch.load(weights_only=True)` and a stranger's file cannot run code:
     {"format": "plc-checkpoint", "version": 1, "config": {...}, "model": state_dict, "meta": {...}}
 Metrics: long-format Parquet, one file per command run,
-    <dir>/<kind>-<run_id>-t<task_index>-<lang>[-<suffix>].parquet
-with the columns of COMMON_COLUMNS on every row.
+    <dir>/<kind>-<run>-t<task_index>-<lang>[-<suffix>].parquet
+<run> the run id, followed by the method's tag where the checkpoint was trained with a method the
+run id does not already name (`metric_run`), so variants trained from one checkpoint never share a
+file; with the columns of COMMON_COLUMNS on every row.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,9 +46,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
     A crash or kill inside the block leaves the final name untouched (no half-written file).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise PlcError(f"{path} exists; pass --force to overwrite it")
+    path = check_output(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its private 0600 would survive the rename, and nobody else in the group could
     # read a study. Created as open() creates any file, the umask gives the mode.
@@ -59,10 +60,16 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse early (before hours of work) to overwrite an existing output without --force."""
+    """Refuse early (before hours of work) to overwrite an existing output without --force.
+
+    The file may be another run's (a variant from the same checkpoint): the message says where
+    else to write before it says how to replace it."""
     path = Path(path)
     if path.exists() and not force:
-        raise PlcError(f"{path} exists; pass --force to overwrite it")
+        raise PlcError(
+            f"{path} exists; write elsewhere (another --out or --metrics), or pass --force "
+            "only to replace this same run's earlier output"
+        )
     return path
 
 
@@ -145,6 +152,8 @@ def method_label(remedies: str, weight_decay: float | None, preset: str | None) 
 
     parts = [] if remedies == "none" else [remedies]
     default = PRESETS[preset].weight_decay if preset in PRESETS else None
+    if default is not None and any(p.startswith("l2init") for p in remedies.split("+")):
+        default = 0.0  # L2-init replaces the decay towards 0 (TrainOptions.default_weight_decay)
     if weight_decay is not None and default is not None and weight_decay != default:
         parts.insert(0, f"wd{weight_decay:g}")
     return "+".join(parts) or "none"
@@ -317,6 +326,23 @@ def metric_frame(kind: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=metric_schema(kind))
 
 
+def method_tag(label: str) -> str:
+    """A method label (`method_label`) as file names and plan run ids spell it: 'cbp0.0001',
+    'sp0.8,0.01@task' → 'sp0.8_0.01', 'redo0.025@100' → 'redo0.025_100', 'intervene redo' →
+    'intervene_redo'."""
+    return label.replace("@task", "").replace(",", "_").replace("@", "_").replace(" ", "_")
+
+
+def metric_run(run_id: str, method: str = "none") -> str:
+    """The run part of a metric file's name: the run id, followed by the method's tag unless the
+    run id already names it (a plan's do: nano-s0-cbp0.0001, nano-s0-wd0.01-cbp0.0001)."""
+    if method in ("", "none"):
+        return run_id
+    tag = method_tag(method)
+    parts = run_id.split("-")
+    return run_id if all(t in parts for t in tag.split("+")) else f"{run_id}-{tag}"
+
+
 def metric_path(
     directory: str | os.PathLike,
     kind: str,
@@ -324,11 +350,35 @@ def metric_path(
     task_index: int,
     lang: str,
     suffix: str | None = None,
+    method: str = "none",
 ) -> Path:
-    name = f"{kind}-{run_id}-t{task_index}-{lang or 'init'}"
+    """The metric file of a command run on the checkpoint of `run_id` after `task_index` (`lang`
+    its last task), trained with `method` (its label: Checkpoint.method, `method_label`)."""
+    name = f"{kind}-{metric_run(run_id, method)}-t{task_index}-{lang or 'init'}"
     if suffix:
         name += f"-{suffix}"
     return Path(directory) / f"{name}.parquet"
+
+
+METRIC_NAME = re.compile(r"^(train|probe|diagnose)-(.+?)-t(\d+)-([^-.]+)(?:-([^.]+))?\.parquet$")
+
+
+@dataclass(frozen=True)
+class MetricName:
+    kind: str
+    run: str  # the run id, with the method's tag where the file name carries it (`metric_run`)
+    task_index: int
+    lang: str  # 'init' for a fresh checkpoint
+    suffix: str
+
+
+def parse_metric_name(name: str) -> MetricName | None:
+    """What `metric_path` wrote into a file name; None for any other name."""
+    m = METRIC_NAME.match(name)
+    if m is None:
+        return None
+    kind, run, task, lang, suffix = m.groups()
+    return MetricName(kind, run, int(task), lang, suffix or "")
 
 
 def write_metrics(

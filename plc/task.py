@@ -272,7 +272,9 @@ def train_task(
     state_path = state_path_for(out)
     metrics_file = None
     if metrics is not None:
-        metrics_file = metric_path(metrics, "train", base.run_id, task_index, label)
+        metrics_file = metric_path(
+            metrics, "train", base.run_id, task_index, label, None, context_cols["method"]
+        )
         if not state_path.exists():
             check_output(metrics_file, force)
     signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +19,9 @@ from plc.data.tokenstore import write_store
 from plc.diagnose import diagnose
 from plc.errors import PlcError
 from plc.init import build_model, init_checkpoint
-from plc.mitigations import (
-    MitigationOptions,
-    Mitigations,
-    initial_state,
-    intervene,
-    parse_shrink_perturb,
-)
-from plc.model import make_config
-from plc.options import TrainOptions
+from plc.mitigations import CLIP_STDS, InitialState, Mitigations, initial_state, intervene
+from plc.model import GPT, make_config
+from plc.options import MitigationOptions, TrainOptions, parse_shrink_perturb
 from plc.presets import get_preset
 from plc.store import load_checkpoint, method_label, save_checkpoint
 from plc.train import make_optimizer
@@ -127,7 +123,46 @@ def test_options_label_record_and_parsing():
         parse_shrink_perturb("0.8")
 
 
+def test_plan_arms_are_the_options_fields():
+    """`plc plan --mitigation NAME:ARGS` is parsed into TrainOptions fields (declared once)."""
+    from plc.options import ARMS, arm_help, arm_label, option_argv, parse_mitigation
+    from plc.plan import parse_mitigation as plan_arm
+
+    assert parse_mitigation("none") == {}
+    assert parse_mitigation("l2init") == {"l2_init": 0.1}  # the paper's decay, aimed at θ₀
+    assert parse_mitigation("clip") == {"clip_weights": 1.0}
+    assert parse_mitigation("redo:0.1,5") == {"redo": 0.1, "redo_every": 5}
+    sp_step = parse_mitigation("sp-step:0.8,0.01")
+    assert TrainOptions(**sp_step).label == "sp0.8,0.01@step" == arm_label(sp_step)
+    assert option_argv(sp_step) == [
+        "--shrink-perturb-at", "step", "--shrink-perturb", "0.8,0.01"
+    ]  # fmt: skip
+    assert plan_arm("l2init") == ("l2init0.1", ["--l2-init", "0.1"])
+    assert plan_arm("wd:0.01") == ("wd0.01", ["--weight-decay", "0.01"])
+    assert plan_arm("sp:0.8,0.01")[0] == "sp0.8_0.01" and plan_arm("cbp:1e-4")[0] == "cbp0.0001"
+    assert plan_arm("l2init:0") == ("", ["--l2-init", "0"])  # off: the baseline's runs
+    for name in ARMS:
+        assert name in arm_help()
+    with pytest.raises(PlcError, match="at most 2 values"):
+        parse_mitigation("redo:0.1,5,6")
+    with pytest.raises(PlcError, match="not a number"):
+        parse_mitigation("cbp:fast")
+
+
 # ------------------------------------------------------------------------------- clipping
+
+
+def _clip_bounds(model):
+    """Linear parameter name → its clip bound at κ = 1, by hand: 7 init stds of the layer's weight
+    (0.02; the residual projections 0.02/√(2L))."""
+    residual = 0.02 / math.sqrt(2 * model.config.n_layer)
+    bounds = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            std = residual if name.endswith("c_proj") else 0.02
+            for p in ("weight", "bias"):
+                bounds[f"{name}.{p}"] = CLIP_STDS * std
+    return bounds
 
 
 def test_clipped_weights_never_exceed_their_bound_after_a_step():
@@ -137,16 +172,54 @@ def test_clipped_weights_never_exceed_their_bound_after_a_step():
     # lr 0.05 moves every weight far beyond its bound within a few steps.
     _train(model, mit, steps=3, lr=0.05)
     hit = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            bound = kappa / math.sqrt(module.in_features)
-            for p in (module.weight, module.bias):
-                assert p.abs().max() <= bound, name
-                hit += int((p.abs() == bound).sum())
+    params = dict(model.named_parameters())
+    for name, bound in _clip_bounds(model).items():
+        p = params[name]
+        assert p.abs().max() <= kappa * bound, name
+        hit += int((p.abs() == kappa * bound).sum())
     assert hit > 0  # the clamp was active
     # Not clipped: LayerNorm gains (init 1 > any bound here) and the tied embedding.
-    assert model.transformer.ln_f.weight.abs().max() > kappa / math.sqrt(64)
-    assert model.transformer.wte.weight.abs().max() > kappa / math.sqrt(64)
+    assert model.transformer.ln_f.weight.abs().max() > kappa * CLIP_STDS * 0.02
+    assert model.transformer.wte.weight.abs().max() > kappa * CLIP_STDS * 0.02
+
+
+@pytest.mark.parametrize("size", ["5M", "314M"])
+def test_kappa_one_clips_nothing_at_initialisation_at_the_smallest_and_largest_sizes(size):
+    """The paper's smallest and largest shapes, built on the meta device (no memory): every
+    clipped tensor's bound is 7 stds of its own init, so the expected number of fresh weights at
+    or beyond it is below 1e-3 for the whole model — where the old bound 1/√fan_in already
+    clipped 0.5 % (5M) and 16 % (314M) of the attention and MLP input weights."""
+    with torch.device("meta"):
+        model = GPT(make_config(size, vocab_size=50_000, context=1024))
+    stds = model.init_stds()
+    mit = Mitigations(MitigationOptions(clip_weights=1.0)).attach(model, None)
+    clipped = {id(p): bound for p, bound in mit._clip}
+    expected_clipped = 0.0
+    fan_in_fraction = {}
+    for name, bound in _clip_bounds(model).items():
+        p = model.get_parameter(name)
+        assert clipped[id(p)] == pytest.approx(bound), name
+        if name.endswith("weight"):
+            std = stds[name]
+            expected_clipped += p.numel() * math.erfc(bound / std / math.sqrt(2))
+            old = 1 / math.sqrt(p.shape[1])
+            fan_in_fraction[name.split(".")[-2]] = math.erfc(old / std / math.sqrt(2))
+    assert expected_clipped < 1e-3
+    # What the issue measured for the old bound: the remedy grew with size.
+    assert fan_in_fraction["c_fc"] == pytest.approx({"5M": 0.005, "314M": 0.16}[size], rel=0.05)
+
+
+def test_kappa_one_leaves_a_fresh_5m_model_untouched():
+    model = build_model(make_config("5M", vocab_size=320, context=CTX), 0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    mit = Mitigations(MitigationOptions(clip_weights=1.0)).attach(model, None)
+    with torch.no_grad():
+        mit.clip()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with torch.no_grad():  # and it does clip once a weight grows past 7 stds
+        model.transformer.h[0].attn.c_attn.weight[0, 0] = 1.0
+        mit.clip()
+    assert model.transformer.h[0].attn.c_attn.weight[0, 0].item() == pytest.approx(0.14)
 
 
 # -------------------------------------------------------------------------------- L2-init
@@ -179,6 +252,44 @@ def test_l2_init_pulls_towards_theta0_and_is_still_at_theta0(tmp_path):
         expected = -lr * lam * (before[n] - theta0.state[n])
         torch.testing.assert_close(p - before[n], expected, rtol=1e-5, atol=1e-7)
     assert mit.record()["theta0"] == theta0.source
+
+
+def test_l2_init_replaces_the_decay_towards_zero_its_fixed_point_is_theta0():
+    # The arm's weight decay: 0 unless asked for (it replaces the preset's 0.1, not adds to it).
+    assert TrainOptions(l2_init=0.1).resolve(preset="cpu", d_model=64).weight_decay == 0.0
+    asked = TrainOptions(l2_init=0.1, weight_decay=0.1).resolve(preset="cpu", d_model=64)
+    assert asked.weight_decay == 0.1
+    off = TrainOptions(l2_init=0.0)  # as --weight-decay 0: sweeps write `for l in 0 1e-3 1e-2`
+    assert off.l2_init is None and not off.mitigations.active
+    assert off.resolve(preset="cpu", d_model=64).weight_decay == 0.1
+    assert method_label("l2init0.1", 0.0, "cpu") == "l2init0.1"  # not wd0+l2init0.1
+    assert method_label("l2init0.1", 0.1, "cpu") == "wd0.1+l2init0.1"
+
+    lam, lr = 0.1, 0.1
+    opts = TrainOptions(l2_init=lam).resolve(preset="cpu", d_model=64)
+    model = _model()
+    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = make_optimizer(model, replace(opts, lr=lr))
+    mit = Mitigations(opts.mitigations).attach(model, opt, init=InitialState(dict(theta0), "test"))
+
+    def steps(k):  # the loop's calls with a zero gradient: only the regularisers move θ
+        for step in range(k):
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            opt.step()
+            mit.after_step(step)
+
+    steps(20)  # at θ₀ the update is zero: θ₀ is the fixed point, not 0.9·θ₀ (or 0.09·θ₀)
+    assert all(torch.equal(p, theta0[n]) for n, p in model.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    delta = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.add_(delta[n])
+    steps(10)  # every step takes lr·λ of the way back to θ₀
+    for n, p in model.named_parameters():
+        expected = theta0[n] + (1 - lr * lam) ** 10 * delta[n]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_theta0_sources_and_refusals(tmp_path):
@@ -314,8 +425,8 @@ def test_cbp_replaces_the_expected_units_and_resets_exactly_their_moments():
     assert sum(counts) == mit.counters["cbp_replaced"] == mit.record()["cbp_replaced"]
 
 
-def test_cbp_picks_least_utility_and_the_next_bias_absorbs_the_mean_contribution():
-    # η = 0: utility and mean activation are this step's, no bias correction; ρ·256 = 1 per step.
+def test_cbp_picks_least_utility_and_leaves_the_next_bias_alone():
+    # η = 0: utility is this step's, no bias correction; ρ·256 = 1 per step. lr 0: only CBP acts.
     model = _model()
     mlp = model.transformer.h[0].mlp
     acts = []
@@ -330,7 +441,12 @@ def test_cbp_picks_least_utility_and_the_next_bias_absorbs_the_mean_contribution
     unit = int(utility.argmin())
     assert mit.counters["cbp_replaced"] == 1
     assert float(mlp.c_proj.weight[:, unit].abs().max()) == 0.0
-    torch.testing.assert_close(mlp.c_proj.bias, bias + w_out[:, unit] * h[:, unit].mean())
+    # gnt.py's correction adds 0 (it zeroes the mean activation first); cbp_linear.py has none.
+    # The removed unit did contribute to the output, so a correction would have moved the bias.
+    assert float((w_out[:, unit] * h[:, unit].mean()).abs().max()) > 0
+    assert torch.equal(mlp.c_proj.bias, bias)
+    _train(model, mit, 5, first=1, opt=opt)
+    assert mit.counters["cbp_replaced"] == 6 and torch.equal(mlp.c_proj.bias, bias)
 
 
 def test_cbp_state_carries_over_a_resume_bit_for_bit():
@@ -511,7 +627,8 @@ DDP_WORKER = """
 import os, sys, torch
 import torch.distributed as dist
 from plc.init import build_model
-from plc.mitigations import MitigationOptions, Mitigations
+from plc.mitigations import Mitigations
+from plc.options import MitigationOptions
 from plc.model import make_config
 from plc.options import TrainOptions
 from plc.train import make_optimizer
@@ -591,10 +708,9 @@ def test_the_loop_applies_and_records_the_remedies(tmp_path):
     )  # fmt: skip
     out = load_checkpoint(res.out)
     model = out.build_model()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            bound = 0.5 / math.sqrt(module.in_features) + 1e-7
-            assert module.weight.abs().max() <= bound and module.bias.abs().max() <= bound
+    params = dict(model.named_parameters())
+    for name, bound in _clip_bounds(model).items():
+        assert params[name].abs().max() <= 0.5 * bound + 1e-7, name
     record = out.meta["history"][-1]["mitigations"]
     assert record["label"] == "clip0.5+cbp0.05" and record["clip_weights"] == 0.5
     assert out.method == "clip0.5+cbp0.05"
@@ -617,3 +733,32 @@ def test_the_loop_applies_and_records_the_remedies(tmp_path):
     assert set(pl.read_parquet(decayed.metrics)["method"]) == {"wd0.3+clip1"}
     tiny = get_preset("tiny").weight_decay
     assert method_label("none", tiny, "tiny") == "none" != method_label("none", 0.3, "tiny")
+
+
+def test_variants_from_one_checkpoint_keep_their_own_metric_files(tmp_path, monkeypatch):
+    """A baseline and a clipped variant trained from one c0.pt into the default metrics folder:
+    the variant's file names its method, so neither overwrites the other, and status reads both."""
+    import polars as pl
+
+    from plc.status import find_study_files
+    from plc.task import train_task
+
+    monkeypatch.chdir(tmp_path)
+    data = _store(tmp_path / "data", langs=("en",))
+    init_checkpoint(tmp_path / "c0.pt", size="nano", vocab_size=320, context=CTX, seed=4)
+    common = dict(data=data, preset="tiny", device="cpu", seq_len=CTX, batch_tokens=4 * CTX)
+    base = train_task("c0.pt", "en", steps=2, **common)
+    clip = train_task("c0.pt", "en", steps=2, out="clip.pt", clip_weights=0.2, **common)
+    sp = train_task("c0.pt", "en", steps=2, out="sp.pt", shrink_perturb="0.8,0.01", **common)
+    run = load_checkpoint("c0.pt").run_id
+    assert Path(base.metrics) == Path("metrics") / f"train-{run}-t1-en.parquet"
+    assert Path(clip.metrics) == Path("metrics") / f"train-{run}-clip0.2-t1-en.parquet"
+    assert Path(sp.metrics) == Path("metrics") / f"train-{run}-sp0.8_0.01-t1-en.parquet"
+    methods = {p: set(pl.read_parquet(p)["method"]) for p in (base.metrics, clip.metrics)}
+    assert methods == {base.metrics: {"none"}, clip.metrics: {"clip0.2"}}
+    runs = {m.run_id for m in find_study_files(tmp_path).metrics}
+    assert runs == {run, f"{run}-clip0.2", f"{run}-sp0.8_0.01"}
+    # The same variant again is refused, and the message does not just say "pass --force".
+    with pytest.raises(PlcError, match="write elsewhere") as e:
+        train_task("c0.pt", "en", steps=2, out="clip2.pt", clip_weights=0.2, **common)
+    assert "only to replace this same run" in str(e.value)

@@ -45,7 +45,7 @@ NON_DEFAULT = {
     "tensorboard": ("tb", "tb"),
     "clip_weights": ("0.5", 0.5),
     "l2_init": ("0.01", 0.01),
-    "shrink_perturb": ("0.9,0.001", "0.9,0.001"),
+    "shrink_perturb": ("0.9,0.001", (0.9, 0.001)),  # parsed once, by the options
     "shrink_perturb_at": ("step", "step"),
     "cbp": ("0.001", 0.001),
     "cbp_maturity": ("5", 5),

@@ -27,7 +27,7 @@ from plc.protocol import PAPER_PROBE_AFTER
 from plc.runner import run_plan
 from plc.store import read_metrics
 
-METHODS = ["none", "wd:0.1", "clip:1", "l2init:0.01", "sp:0.8,0.01", "cbp:0.0001", "redo:0.025"]
+METHODS = ["none", "wd:0.1", "clip:1", "l2init:0.1", "sp:0.8,0.01", "cbp:0.0001", "redo:0.025"]
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
+from plc.options import arm_help, arm_label
+from plc.options import parse_mitigation as arm_fields
 
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
@@ -163,8 +165,7 @@ class PlanOptions:
     mitigations: tuple[str, ...] | None = _opt(
         None,
         "--mitigation",
-        "Run the protocol once per method (repeatable): none, wd:λ, clip[:κ], l2init[:λ], "
-        "sp:λ,σ, sp-step:λ,σ, cbp[:ρ], redo[:τ[,K]].",
+        "Run the protocol once per method (repeatable): " + arm_help() + ".",
         parse=lambda values: tuple(values) or None,  # typer gives [] for none
         cli_type=list[str],
     )
@@ -264,55 +265,12 @@ def display_flag(name: str) -> str:
     return flag.split(",")[0].split("/")[0]
 
 
-# --mitigation NAME[:ARGS] → TrainOptions fields (plc.mitigations; defaults of the reference code).
-# The one place plan flags meet remedy names: a remedies module can replace `parse_mitigation`.
-MITIGATIONS = {
-    "none": ("", None),
-    "wd": ("weight_decay", None),
-    "clip": ("clip_weights", "1"),
-    "l2init": ("l2_init", "0.01"),
-    "sp": ("shrink_perturb", None),
-    "sp-step": ("shrink_perturb", None),
-    "cbp": ("cbp", "0.0001"),
-    "redo": ("redo", "0.025"),
-}
-
-
 def parse_mitigation(spec: str) -> tuple[str, dict[str, Any]]:
-    """`cbp:1e-4`, `sp:0.8,0.01`, `redo:0.025,100` (τ, every K steps), `none` → (run id tag,
-    the TrainOptions fields it sets); the values are checked as TrainOptions checks them."""
-    name, _, args = spec.partition(":")
-    if name not in MITIGATIONS:
-        raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(MITIGATIONS)}")
-    field_name, default = MITIGATIONS[name]
-    if name == "none":
-        if args:
-            raise PlcError("--mitigation none takes no arguments")
-        return "", {}
-    args = args or default
-    if args is None:
-        raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")
-    tag = name + args.replace(",", "_")
-    train: dict[str, Any] = {}
-    if name == "sp-step":
-        train["shrink_perturb_at"] = "step"
-    if name == "redo" and "," in args:
-        args, every = args.split(",", 1)
-        train["redo_every"] = _parse_value(every)
-    train[field_name] = args if field_name == "shrink_perturb" else _parse_value(args)
-    from plc.options import TrainOptions
+    """`--mitigation NAME[:ARGS]` (plc.options.parse_mitigation, where the remedies are declared)
+    → (run id tag, the TrainOptions fields it sets); the tag is the method's name in metric file
+    names (plc.store.method_tag), '' for none."""
+    from plc.store import method_tag
 
-    try:
-        TrainOptions(**train)
-    except (TypeError, ValueError) as e:
-        raise PlcError(f"--mitigation {spec!r}: {e}") from e
-    return tag, train
-
-
-def _parse_value(text: str) -> float | int | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    train = arm_fields(spec)
+    label = arm_label(train)
+    return ("" if label == "none" else method_tag(label)), train
