@@ -451,7 +451,12 @@ def option_argv(values: dict[str, Any]) -> list[str]:
     return argv
 
 
+def number(value: float) -> str:
+    """A number as a flag value and run id tag: `0.1`, `0.0001`, `1e-05`, `0`; the full repr where
+    six digits would round it."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
 def _text(value: Any) -> str:
-    if isinstance(value, float):  # '1', '0.0001': short, and exact
-        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
-    return str(value)
+    return number(value) if isinstance(value, float) else str(value)

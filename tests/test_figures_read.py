@@ -59,8 +59,8 @@ def test_the_onset_figure_labels_its_log_ticks_in_one_plain_style(tmp_path):
 
 def test_runs_with_the_same_reason_for_no_onset_get_one_note(tmp_path):
     folder = tmp_path / "m"
-    for run_id, size, n_params, _ in RUNS:  # AUC rising from the start: an edge minimum in each
-        write_run(folder, run_id, size, n_params, 0, cycles=3)
+    for run_id, size, n_params, _ in RUNS:  # AUC still falling at the last probe in each
+        write_run(folder, run_id, size, n_params, 24, cycles=3)
         write_diagnose(folder, run_id, size, n_params, cycles=3)
     (note,) = build_figure("correlates", [str(folder / "*.parquet")]).notes
-    assert note.startswith("no onset marked for a, b, c: no onset detected (edge minimum: ")
+    assert note.startswith("no onset marked for a, b, c: no onset detected (no onset yet: still")

@@ -46,8 +46,8 @@ def test_every_writer_leaves_the_umask_mode(umask, tmp_path, monkeypatch, capsys
     probes = _write_study(study, {"a": (1_000_000, 2), "b": (4_000_000, 4), "c": (16_000_000, 6)})
     fit_onset(probes, models=["loglog"], probe_after=None, out=study / "onset.parquet")
     plot("probing", probes, study / "figures" / "probing.png", probe_after=None)  # figures
-    for kind in ("continual", "snakemake"):
-        name = "Snakefile" if kind == "snakemake" else "Makefile"
+    for kind in ("continual", "snakemake"):  # each with its plan.json: a folder of its own
+        name = "snake/Snakefile" if kind == "snakemake" else "Makefile"
         fmt = ["--format", kind] if kind == "snakemake" else []
         argv = ["plan", "continual", "--sizes", "nano", "--cycles", "1", "--preset", "tiny"]
         assert cli(monkeypatch, capsys, *argv, *fmt, "-o", study / name).returncode in (0, None)
@@ -61,7 +61,9 @@ def test_every_writer_leaves_the_umask_mode(umask, tmp_path, monkeypatch, capsys
         "figures/probing.png",
         "report.html",
         "Makefile",
-        "Snakefile",
+        "plan.json",
+        "snake/Snakefile",
+        "snake/plan.json",
         "hf/config.json",
     ):
         assert written in modes, sorted(modes)

@@ -126,7 +126,8 @@ def test_options_label_record_and_parsing():
 def test_plan_arms_are_the_options_fields():
     """`plc plan --mitigation NAME:ARGS` is parsed into TrainOptions fields (declared once)."""
     from plc.options import ARMS, arm_help, arm_label, option_argv, parse_mitigation
-    from plc.plan import parse_mitigation as plan_arm
+    from plc.plan.jobs import Job
+    from plc.plan.options import parse_mitigation as plan_arm
 
     assert parse_mitigation("none") == {}
     assert parse_mitigation("l2init") == {"l2_init": 0.1}  # the paper's decay, aimed at θ₀
@@ -137,10 +138,13 @@ def test_plan_arms_are_the_options_fields():
     assert option_argv(sp_step) == [
         "--shrink-perturb-at", "step", "--shrink-perturb", "0.8,0.01"
     ]  # fmt: skip
-    assert plan_arm("l2init") == ("l2init0.1", ["--l2-init", "0.1"])
-    assert plan_arm("wd:0.01") == ("wd0.01", ["--weight-decay", "0.01"])
+    assert plan_arm("l2init") == ("l2init0.1", {"l2_init": 0.1})
+    assert plan_arm("wd:0.01") == ("wd0.01", {"weight_decay": 0.01})
     assert plan_arm("sp:0.8,0.01")[0] == "sp0.8_0.01" and plan_arm("cbp:1e-4")[0] == "cbp0.0001"
-    assert plan_arm("l2init:0") == ("", ["--l2-init", "0"])  # off: the baseline's runs
+    assert plan_arm("l2init:0") == ("", {"l2_init": 0.0})  # off: the baseline's runs
+    # A job's command line sets the arm's fields with the training commands' own flags.
+    job = Job("train-task", "c1.pt", train=plan_arm("sp-step:0.8,0.01")[1])
+    assert job.argv[1:] == option_argv(sp_step)
     for name in ARMS:
         assert name in arm_help()
     with pytest.raises(PlcError, match="at most 2 values"):

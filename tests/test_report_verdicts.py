@@ -50,7 +50,9 @@ def test_the_page_states_one_verdict_per_run(tmp_path):
     for ax in fig9.axes:  # titled by size, which is the run id here
         mark = [t.get_text() for t in ax.get_legend().get_texts()][-1]
         stated[ax.get_title()].add("none" if "no onset" in mark else _verdict(mark))
-    assert stated == {"a": {"24"}, "b": {"40"}, "c": {"56"}, "d": {"none"}, "e": {"none"}}
+    # d rises from its first probe (task 8) on: an onset there, from the start (fit-onset's
+    # verdict, test_report.test_onsets_fits_law_and_other_tables); e is still falling.
+    assert stated == {"a": {"24"}, "b": {"40"}, "c": {"56"}, "d": {"8"}, "e": {"none"}}
 
     notes = [p for p in page.text if p in res.notes]
     assert len(res.notes) == len(set(res.notes)) and len(notes) == len(set(notes))
@@ -66,14 +68,14 @@ def test_captions_say_what_the_figures_draw(tmp_path):
     assert "Fig. 3 / 10: onset against model size, 4 fit(s) of Table V" in figures
     assert "Fig. 5 / 7 / 11: correlates over training, the onset in red" in figures
 
-    edge = tmp_path / "edge"  # one run, an edge minimum: nothing to mark in red
-    _write_study(edge, {"d": (2_000_000, 0)})
+    edge = tmp_path / "edge"  # one run still falling at its last probe: nothing to mark in red
+    _write_study(edge, {"d": (2_000_000, 11)})
     write_diagnose(edge / "metrics", "d", "d", 2_000_000)
     figures = report(edge, tmp_path / "edge.html").figures
     assert "Fig. 5 / 7 / 11: correlates over training, no onset detected to mark" in figures
 
-    two = tmp_path / "two"  # two onsets and an edge minimum: no fit, the points drawn
-    _write_study(two, {"a": (1_000_000, 3), "b": (4_000_000, 5), "d": (2_000_000, 0)})
+    two = tmp_path / "two"  # two onsets and a run still falling: no fit, the points drawn
+    _write_study(two, {"a": (1_000_000, 3), "b": (4_000_000, 5), "d": (2_000_000, 11)})
     res = report(two, tmp_path / "two.html")
     assert "Fig. 3 / 10: onset against model size, no fit drawn" in res.figures
     assert not any("four fits" in c for c in res.figures)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
-from plc.plan.jobs import INPUTS, Job, Plan, Run, number
+from plc.options import number
+from plc.plan.jobs import INPUTS, Job, Plan, Run
 from plc.plan.options import PlanOptions, parse_mitigation
 from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
 

@@ -12,27 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
+from plc.options import option_argv
 
 INPUTS = "{inputs}"  # in a job's arguments: its input files (`$^` in the Makefile)
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
 PLAN_JSON_VERSION = 1
-
-
-def number(value: float) -> str:
-    """A number as a flag value and run id tag: `0.1`, `0.0001`, `1e-05`, `0`; the full repr where
-    six digits would round it."""
-    text = f"{value:g}"
-    return text if float(text) == value else repr(value)
-
-
-def train_flags(train: dict[str, Any]) -> list[str]:
-    """TrainOptions fields → their flags, in the order the plan set them."""
-    from plc.options import flag_of
-
-    out: list[str] = []
-    for name, value in train.items():
-        out += [flag_of(name), number(value) if isinstance(value, float) else str(value)]
-    return out
 
 
 @dataclass
@@ -54,7 +38,7 @@ class Job:
     def argv(self) -> list[str]:
         """The `plc` arguments, INPUTS where the input files go: the one place a job becomes a
         command line (the Makefile, the Snakefile and the runner all render this)."""
-        return [self.command, *self.args, *train_flags(self.train), *self.args_after]
+        return [self.command, *self.args, *option_argv(self.train), *self.args_after]
 
     def command_line(self) -> list[str]:
         """The `plc` arguments with the input files spliced in."""

@@ -4,8 +4,9 @@ training, then `plc fit-lr`."""
 from __future__ import annotations
 
 from plc.errors import PlcError
+from plc.options import number
 from plc.plan.builder import Builder, metric_file
-from plc.plan.jobs import Plan, number
+from plc.plan.jobs import Plan
 from plc.plan.options import PlanOptions
 from plc.sizes import shape_of
 
