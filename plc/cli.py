@@ -1514,6 +1514,12 @@ def plan(
         None, "--diagnose-every", help="Diagnose every K cycles (control: tasks; 0 = never)."
     ),
     tasks: int = typer.Option(None, "--tasks", help="control: tasks, one Markov chain each (48)."),
+    shared: float = typer.Option(
+        None,
+        "--shared",
+        help="control: β, the transfer control — every chain and the probe share one map "
+        "with probability β (0.3: an onset inside the run; markov:…,shared=β).",
+    ),
     seeds: str = typer.Option(
         "0", "--seeds", "--seed", help="Seeds: one independent run per size and seed, e.g. 0,1,2."
     ),
@@ -1581,6 +1587,7 @@ def plan(
         dense_after=parse_list(dense_after),
         diagnose_every=diagnose_every,
         tasks=tasks,
+        shared=shared,
         seeds=parse_seeds(seeds),
         weight_decay=weight_decay,
         mitigations=mitigation or None,

@@ -53,6 +53,12 @@ CONTROL_DENSE = 12
 CONTROL_EVERY = 4
 CONTROL_PROBE = "m00"
 CONTROL_CHAIN = "symbols=256"
+# The transfer control (issue 22, `--shared β`): with probability β the next symbol is G(x_{t−1}),
+# one permutation shared by every chain and the probe, so tasks first help the probe (the AUC
+# falls) before plasticity is lost (it rises): an onset inside the run. Its chains are the
+# prototype's, 64 symbols (shared/reference/positive-control.md), stored as g00 (probe), g01, …
+# so they never collide with the plain control's stores in one data folder.
+SHARED_CHAIN = "symbols=64"
 CONTROL_REPEATS = 2  # probe seeds per probed checkpoint (the jitter between checkpoints dominates)
 # App. A's grid of peak learning rates.
 PAPER_LR_GRID = (1e-4, 3e-4, 5e-4, 8e-4, 1e-3, 3e-3, 5e-3)
@@ -185,6 +191,7 @@ def build_plan(
     lrs: Sequence[float] | None = None,
     val_every: int | None = None,
     mitigations: Sequence[str] | None = None,
+    shared: float | None = None,
 ) -> Plan:
     """The jobs of one plan kind (see the module doc) for several model sizes and seeds.
 
@@ -196,7 +203,8 @@ def build_plan(
     0 = never). `weight_decay` reaches every training task (not the probes: the instrument stays
     the preset's). `reset_optimizer` None takes the problem's reading: reset for continual,
     continued for stationary. `probe_repeats` > 1 asks each probe for that many probe seeds
-    (default: 2 for the control, else 1). `mitigations` (`cbp:1e-4`, `none`, …; see
+    (default: 2 for the control, else 1). `shared` β makes the control the transfer control
+    (`markov:…,shared=β`). `mitigations` (`cbp:1e-4`, `none`, …; see
     parse_mitigation) run the same protocol once per method, each run id carrying its method, the
     probes and diagnoses identical.
     """
@@ -230,6 +238,8 @@ def build_plan(
         raise PlcError("--lrs and --val-every are for the lr-grid plan")
     if problem != "control" and tasks is not None:
         raise PlcError("--tasks is for the control plan (the others count --cycles)")
+    if problem != "control" and shared is not None:
+        raise PlcError("--shared is for the control plan (its tasks are Markov chains)")
     if problem in ("transfer", "lr-grid"):  # one task per run from c0: no cycles, no diagnostics
         unused = [("--cycles", cycles), ("--probe-after", probe_after)]
         unused += [("--diagnose-every", diagnose_every)]
@@ -257,7 +267,16 @@ def build_plan(
     b = _Builder(p, data, out_dir, tokenizer, seeds[0], launcher, probe_repeats, methods)
     if problem == "control":
         return b.control(
-            sizes, seeds, tasks, cycles, cycle, probe_lang, source, diagnose_every, weight_decay
+            sizes,
+            seeds,
+            tasks,
+            cycles,
+            cycle,
+            probe_lang,
+            source,
+            diagnose_every,
+            weight_decay,
+            shared,
         )
     cycle = tuple(CYCLE if cycle is None else cycle)
     probe_lang = PROBE_LANG if probe_lang is None else probe_lang
@@ -608,9 +627,20 @@ class _Builder:
         )
 
     def control(
-        self, sizes, seeds, tasks, cycles, cycle, probe_lang, source, diagnose_every, weight_decay
+        self,
+        sizes,
+        seeds,
+        tasks,
+        cycles,
+        cycle,
+        probe_lang,
+        source,
+        diagnose_every,
+        weight_decay,
+        shared=None,
     ) -> Plan:
-        """A new random Markov chain per task; the held-out chain `markov:0` is the probe."""
+        """A new random Markov chain per task; the held-out chain `markov:0` is the probe. With
+        `shared` β, every chain and the probe also share one map (the transfer control)."""
         for flag, value in (
             ("--cycles", cycles),
             ("--cycle", cycle),
@@ -626,11 +656,18 @@ class _Builder:
             raise PlcError(f"--tasks must be at least 2, got {tasks}")
         every = CONTROL_EVERY if diagnose_every is None else diagnose_every
         width = max(2, len(str(tasks)))
-        chains = [f"m{k:0{width}d}" for k in range(1, tasks + 1)]
-        probe = CONTROL_PROBE
-        self.shard(probe, f"markov:0,{CONTROL_CHAIN}", self.p.probe_shard_tokens)
+        prefix, chain, what = "m", CONTROL_CHAIN, "a new Markov chain each"
+        if shared is not None:
+            from plc.data.markov import parse_markov
+
+            prefix, chain = "g", f"{SHARED_CHAIN},shared={shared:g}"
+            what = f"a new Markov chain each, sharing one map with probability {shared:g}"
+            parse_markov(f"markov:0,{chain}")  # β outside [0, 1): exit 2 before any job
+        chains = [f"{prefix}{k:0{width}d}" for k in range(1, tasks + 1)]
+        probe = CONTROL_PROBE if shared is None else f"{prefix}{0:0{width}d}"
+        self.shard(probe, f"markov:0,{chain}", self.p.probe_shard_tokens)
         for k, lang in enumerate(chains, 1):
-            self.shard(lang, f"markov:{k},{CONTROL_CHAIN}", self.p.shard_tokens)
+            self.shard(lang, f"markov:{k},{chain}", self.p.shard_tokens)
         probed = [k for k in range(1, tasks + 1) if k <= CONTROL_DENSE or k % CONTROL_EVERY == 0]
         tags, wd_flags = self.wd_tags(weight_decay)
         inputs: list[str] = []
@@ -655,7 +692,7 @@ class _Builder:
             1,
             chains,
             probe,
-            f"control, sizes {','.join(sizes)}, {tasks} tasks of a new Markov chain each "
+            f"control, sizes {','.join(sizes)}, {tasks} tasks of {what} "
             f"({chains[0]}…{chains[-1]}), probe chain {probe} after tasks 1-{CONTROL_DENSE} "
             f"and every {CONTROL_EVERY}th",
         )
