@@ -354,6 +354,11 @@ def data_info(
             f"Dirichlet({chain['alpha']:g}) weights, seed {chain['seed']}; "
             f"documents of {chain['doc_symbols']:,} symbols"
         )
+        if chain.get("shared"):
+            rows["markov chain"] += (
+                f"; with probability {chain['shared']:g} the shared map of seed "
+                f"{chain['shared_seed']} applied to the symbol two back"
+            )
     if info.entropy_rate is not None:
         rows["entropy rate"] = f"{info.entropy_rate:.4f} nats/token (the floor of the loss)"
     for k, v in rows.items():

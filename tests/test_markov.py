@@ -329,6 +329,14 @@ def test_shared_store_follows_the_mixture_and_its_floor_is_the_rate(tmp_path):
         == "markov:11,symbols=64,successors=4,alpha=1,shared=0.3,shared_seed=0"
     )
     assert store.attrs["markov"]["shared"] == 0.3 and store.attrs["markov"]["shared_seed"] == 0
+    assert (
+        "shared"
+        not in open_store(
+            shard(
+                "m", tmp_path / "p.zarr", source="markov:11", train_tokens=5000, val_tokens=500
+            ).path
+        ).attrs["markov"]
+    )
     x = to_symbols(np.asarray(store.train), S)
     ok = (x[:-2] >= 0) & (x[1:-1] >= 0) & (x[2:] >= 0)
     a, b, c = x[:-2][ok], x[1:-1][ok], x[2:][ok]
