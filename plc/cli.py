@@ -237,7 +237,7 @@ def shard_cmd(
         "embedded",
         "--source",
         help="embedded, a .txt/.jsonl/.parquet file or folder (.gz/.zst too), hf:DATASET[:CONFIG], "
-        "or markov:SEED[,symbols=64,successors=4,alpha=1] (a random Markov chain: a loss floor).",
+        "or markov:SEED[,symbols=64,successors=4,alpha=1,shared=β,shared_seed=0] (a random Markov chain: a loss floor; shared: a map every chain shares).",
     ),
     tokenizer: str = typer.Option("byte", "--tokenizer", help="byte, qwen3 or hf:NAME_OR_PATH."),
     out: Path = typer.Option(
