@@ -262,7 +262,7 @@ def shard_cmd(
         "embedded",
         "--source",
         help="embedded, a .txt/.jsonl/.parquet file or folder (.gz/.zst too), hf:DATASET[:CONFIG], "
-        "or markov:SEED[,symbols=64,successors=4,alpha=1] (a random Markov chain: a loss floor).",
+        "or markov:SEED[,symbols=64,successors=4,alpha=1,shared=β,shared_seed=0] (a random Markov chain: a loss floor; shared: a map every chain shares).",
     ),
     tokenizer: str = typer.Option("byte", "--tokenizer", help="byte, qwen3 or hf:NAME_OR_PATH."),
     out: Path = typer.Option(
@@ -379,6 +379,11 @@ def data_info(
             f"Dirichlet({chain['alpha']:g}) weights, seed {chain['seed']}; "
             f"documents of {chain['doc_symbols']:,} symbols"
         )
+        if chain.get("shared"):
+            rows["markov chain"] += (
+                f"; with probability {chain['shared']:g} the shared map of seed "
+                f"{chain['shared_seed']} applied to the symbol two back"
+            )
     if info.entropy_rate is not None:
         rows["entropy rate"] = f"{info.entropy_rate:.4f} nats/token (the floor of the loss)"
     for k, v in rows.items():

@@ -260,3 +260,133 @@ def test_bad_markov_specs_get_one_line_exit_2_and_write_nothing(
     proc = cli(monkeypatch, capsys, "shard", "--lang", "m07", "--out", out, *extra)
     assert_bad_input(proc, *fragments)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------- the shared map (issue 22)
+
+
+def _q(chain: MarkovChain) -> np.ndarray:
+    """Q[a, b, c] = P(next = c | last two a, b), dense, straight from the definition."""
+    S, beta = chain.spec.symbols, chain.spec.shared
+    Q = np.empty((S, S, S))
+    for a in range(S):
+        for b in range(S):
+            Q[a, b] = (1 - beta) * chain.matrix[b]
+            Q[a, b, chain.shared_map[a]] += beta
+    return Q
+
+
+def test_shared_map_entropy_rate_is_the_pair_chain_brute_force():
+    chain = draw_chain(parse_markov("markov:5,symbols=3,successors=2,shared=0.4"))
+    S, Q = 3, _q(chain)
+    # G(a) sometimes is a successor of b and sometimes not: both branches of the entropy.
+    hits = [chain.shared_map[a] in chain.successors[b] for a in range(S) for b in range(S)]
+    assert any(hits) and not all(hits)
+    # The pair chain as a dense 9 × 9 matrix, its stationary vector from an eigendecomposition.
+    T = np.zeros((S * S, S * S))
+    for a in range(S):
+        for b in range(S):
+            T[a * S + b, b * S : b * S + S] = Q[a, b]
+    w, v = scipy.linalg.eig(T.T)
+    mu = np.real(v[:, np.argmin(np.abs(w - 1))])
+    mu /= mu.sum()
+    np.testing.assert_allclose(chain.pair_stationary.ravel(), mu, atol=1e-12)
+    # Every sequence of 5 symbols from the stationary pair: H(X4 | X0…X3) is the entropy rate.
+    seqs = np.array(np.meshgrid(*[range(S)] * 5, indexing="ij")).reshape(5, -1).T
+    p = mu[seqs[:, 0] * S + seqs[:, 1]]
+    for t in range(2, 5):
+        p = p * Q[seqs[:, t - 2], seqs[:, t - 1], seqs[:, t]]
+    prefix = p.reshape(-1, S).sum(axis=1)
+
+    def h(x):
+        x = x[x > 0]
+        return -np.sum(x * np.log(x))
+
+    assert chain.entropy_rate == pytest.approx(h(p) - h(prefix), abs=1e-12)
+    plain = draw_chain(parse_markov("markov:5,symbols=3,successors=2"))
+    assert chain.entropy_rate != pytest.approx(plain.entropy_rate, abs=1e-3)
+
+
+def test_shared_map_is_one_permutation_for_every_chain_of_its_seed():
+    maps = [draw_chain(parse_markov(f"markov:{k},shared=0.3")).shared_map for k in (0, 1, 9)]
+    assert sorted(maps[0]) == list(range(64))
+    assert all(np.array_equal(m, maps[0]) for m in maps)
+    other = draw_chain(parse_markov("markov:1,shared=0.3,shared_seed=1")).shared_map
+    assert not np.array_equal(other, maps[0])
+    # The map's stream is its own: the map of seed k is not chain k's cycle.
+    assert not np.array_equal(maps[0], np.random.default_rng([0x6D61726B, 0]).permutation(64))
+
+
+def test_shared_store_follows_the_mixture_and_its_floor_is_the_rate(tmp_path):
+    source = "markov:11,shared=0.3"
+    res = shard("m07", tmp_path / "m.zarr", source=source, train_tokens=300_000, val_tokens=4096)
+    store = open_store(res.path)
+    chain = draw_chain(parse_markov(source))
+    S, Q = 64, _q(chain)
+    assert res.entropy_rate == store.entropy_rate == pytest.approx(chain.entropy_rate, abs=0)
+    assert (
+        store.attrs["source"]
+        == "markov:11,symbols=64,successors=4,alpha=1,shared=0.3,shared_seed=0"
+    )
+    assert store.attrs["markov"]["shared"] == 0.3 and store.attrs["markov"]["shared_seed"] == 0
+    assert (
+        "shared"
+        not in open_store(
+            shard(
+                "m", tmp_path / "p.zarr", source="markov:11", train_tokens=5000, val_tokens=500
+            ).path
+        ).attrs["markov"]
+    )
+    x = to_symbols(np.asarray(store.train), S)
+    ok = (x[:-2] >= 0) & (x[1:-1] >= 0) & (x[2:] >= 0)
+    a, b, c = x[:-2][ok], x[1:-1][ok], x[2:][ok]
+    assert Q[a, b, c].min() > 0  # only the mixture's transitions occur
+    # Where G(a) is not a successor of b, the next symbol is G(a) a fraction β of the time.
+    off = ~(chain.successors[b] == chain.shared_map[a][:, None]).any(axis=1)
+    frac = np.mean(c[off] == chain.shared_map[a[off]])
+    assert frac == pytest.approx(0.3, abs=4 * math.sqrt(0.21 / off.sum()))
+    # Given b, the chain's successors keep their weights relative to each other (β's coin aside).
+    counts = np.zeros((S, S))
+    np.add.at(counts, (b[~(c == chain.shared_map[a])], c[~(c == chain.shared_map[a])]), 1)
+    n = counts.sum(axis=1, keepdims=True)
+    stat = (counts - n * chain.matrix)[chain.matrix > 0] ** 2 / (n * chain.matrix)[chain.matrix > 0]
+    # (Excluding every G hit also drops some chain draws, so only a loose check of the weights.)
+    assert stat.sum() / (chain.matrix > 0).sum() < 3
+    # Pairs follow μ, and the true process's loss on the data is the entropy rate.
+    pairs = np.bincount(a * S + b, minlength=S * S) / a.size
+    np.testing.assert_allclose(pairs, chain.pair_stationary.ravel(), atol=0.002)
+    nll = -np.log(Q[a, b, c])
+    stretches = nll[: nll.size // 50 * 50].reshape(50, -1).mean(axis=1)
+    assert abs(nll.mean() - chain.entropy_rate) < 4 * stretches.std(ddof=1) / math.sqrt(50)
+    assert abs(nll.mean() - draw_chain(parse_markov("markov:11")).entropy_rate) > 0.1
+
+
+def test_shared_same_seed_same_store_and_beta_zero_is_the_plain_chain(tmp_path):
+    def files(name: str, source: str) -> dict[str, bytes]:
+        res = shard("m", tmp_path / name, source=source, train_tokens=20_000, val_tokens=3000)
+        return _files(Path(res.path))
+
+    a = files("a.zarr", "markov:5,symbols=32,shared=0.3")
+    assert a == files("b.zarr", "markov:5,symbols=32,shared=0.3")
+    assert a != files("c.zarr", "markov:5,symbols=32,shared=0.3,shared_seed=2")
+    assert files("d.zarr", "markov:5,symbols=32,shared=0") == files("e.zarr", "markov:5,symbols=32")
+
+
+@pytest.mark.parametrize(
+    "source,fragments",
+    [
+        ("markov:7,shared=1", ["shared (β) must be in [0, 1)", "1.0"]),
+        ("markov:7,shared=-0.1", ["shared (β) must be in [0, 1)"]),
+        ("markov:7,shared=nan", ["shared (β) must be in [0, 1)"]),
+        ("markov:7,shared=x", ["shared must be a number"]),
+        ("markov:7,shared=0.3,shared_seed=-1", ["shared_seed must be non-negative"]),
+        ("markov:7,shared=0.3,shared_seed=1.5", ["shared_seed must be an integer"]),
+        ("markov:7,shared_seed=3", ["shared_seed without shared"]),
+        ("markov:7,symbols=300,shared=0.3", ["symbols must be 1…256"]),
+    ],
+)
+def test_bad_shared_specs_get_one_line_exit_2(monkeypatch, capsys, tmp_path, source, fragments):
+    out = tmp_path / "out" / "m.zarr"
+    proc = cli(monkeypatch, capsys, "shard", "--lang", "m", "--out", out, "--source", source)
+    assert_bad_input(proc, *fragments)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -100,6 +100,14 @@ CASES = {
         5,
         lambda p: [j.task for j in _train(p)] == [1, 2, 3, 4, 5],
     ),
+    "shared": (
+        "control",
+        ["--shared", "0.3"],
+        0.3,
+        lambda p: (
+            p.probe_lang == "g00" and "markov:1,symbols=64,shared=0.3" in " ".join(p.jobs[1].argv)
+        ),
+    ),
     "seeds": (
         "continual",
         ["--seeds", "3,4"],

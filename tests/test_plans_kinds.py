@@ -183,6 +183,39 @@ def test_plan_cli_control_flags(monkeypatch, capsys):
     assert " --repeats 2 --metrics" in r.stdout
 
 
+def test_control_shared_is_the_transfer_control_on_its_own_stores():
+    plain = build_plan("control", sizes=["nano"], tasks=12)
+    plan = build_plan("control", sizes=["nano"], tasks=12, shared=0.3)
+    shards = stage(plan, "data")
+    assert [(flag(j, "--lang"), flag(j, "--source")) for j in shards[:2]] == [
+        ("g00", "markov:0,symbols=64,shared=0.3"),
+        ("g01", "markov:1,symbols=64,shared=0.3"),
+    ]
+    assert {flag(j, "--lang") for j in stage(plan, "probe")} == {"g00"}
+    assert [flag(j, "--lang") for j in stage(plan, "train")] == [f"g{k:02d}" for k in range(1, 13)]
+    # The same graph as the plain control but for the chains: stores, probes and cadence.
+    assert [j.output.replace("-g", "-m").replace("/g", "/m") for j in plan.jobs] == [
+        j.output for j in plain.jobs
+    ]
+    assert "sharing one map with probability 0.3 (g01…g12), probe chain g00" in plan.description
+    with pytest.raises(PlcError, match=r"shared \(β\) must be in \[0, 1\)"):
+        build_plan("control", sizes=["nano"], shared=1.0)
+    with pytest.raises(PlcError, match="--shared is not for the continual plan"):
+        build_plan("continual", preset="tiny", shared=0.3)
+
+
+def test_plan_cli_shared(monkeypatch, capsys):
+    r = cli(
+        monkeypatch, capsys, "plan", "control", "--sizes", "nano", "--tasks", "4", "--shared", "0.3"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "--source markov:4,symbols=64,shared=0.3 " in r.stdout
+    assert_bad_input(
+        cli(monkeypatch, capsys, "plan", "control", "--shared", "-0.5"),
+        "shared (β) must be in [0, 1)",
+    )
+
+
 # -------------------------------------------------------------------- dense cycles (App. B)
 
 

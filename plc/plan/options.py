@@ -122,6 +122,14 @@ class PlanOptions:
     tasks: int | None = _opt(
         None, "--tasks", "control: tasks, one Markov chain each (48).", ("control",), cli_type=int
     )
+    shared: float | None = _opt(
+        None,
+        "--shared",
+        "control: β, the transfer control — every chain and the probe share one map with "
+        "probability β (0.3: an onset inside the run; markov:…,shared=β).",
+        ("control",),
+        cli_type=float,
+    )
     seeds: tuple[int, ...] = _opt(
         (0,),
         "--seeds,--seed",

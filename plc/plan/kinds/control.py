@@ -20,6 +20,12 @@ CONTROL_DENSE = 12
 CONTROL_EVERY = 4
 CONTROL_PROBE = "m00"
 CONTROL_CHAIN = "symbols=256"
+# The transfer control (issue 22, `--shared β`): with probability β the next symbol is G(x_{t−1}),
+# one permutation shared by every chain and the probe, so tasks first help the probe (the AUC
+# falls) before plasticity is lost (it rises): an onset inside the run. Its chains are the
+# prototype's, 64 symbols (shared/reference/positive-control.md), stored as g00 (probe), g01, …
+# so they never collide with the plain control's stores in one data folder.
+SHARED_CHAIN = "symbols=64"
 
 
 def control(o: PlanOptions) -> Plan:
@@ -29,11 +35,18 @@ def control(o: PlanOptions) -> Plan:
     tasks = b.p.cycles * len(CYCLE) if o.tasks is None else o.tasks
     every = CONTROL_EVERY if o.diagnose_every is None else o.diagnose_every
     width = max(2, len(str(tasks)))
-    chains = [f"m{k:0{width}d}" for k in range(1, tasks + 1)]
-    probe = CONTROL_PROBE
-    b.shard(probe, f"markov:0,{CONTROL_CHAIN}", b.p.probe_shard_tokens)
+    prefix, chain, what = "m", CONTROL_CHAIN, "a new Markov chain each"
+    if o.shared is not None:
+        from plc.data.markov import parse_markov  # numpy: not at `plc --help`
+
+        prefix, chain = "g", f"{SHARED_CHAIN},shared={o.shared:g}"
+        what = f"a new Markov chain each, sharing one map with probability {o.shared:g}"
+        parse_markov(f"markov:0,{chain}")  # β outside [0, 1): exit 2 before any job
+    chains = [f"{prefix}{k:0{width}d}" for k in range(1, tasks + 1)]
+    probe = CONTROL_PROBE if o.shared is None else f"{prefix}{0:0{width}d}"
+    b.shard(probe, f"markov:0,{chain}", b.p.probe_shard_tokens)
     for k, lang in enumerate(chains, 1):
-        b.shard(lang, f"markov:{k},{CONTROL_CHAIN}", b.p.shard_tokens)
+        b.shard(lang, f"markov:{k},{chain}", b.p.shard_tokens)
     probed = [k for k in range(1, tasks + 1) if k <= CONTROL_DENSE or k % CONTROL_EVERY == 0]
     tags, wd = b.weight_decay()
     inputs: list[str] = []
@@ -52,7 +65,7 @@ def control(o: PlanOptions) -> Plan:
                 inputs.append(b.diagnose(run, k, c(k), lang, probe, probe))
     b.onset_and_figures(inputs, len(probed), "all", x="task")
     return b.plan(
-        f"control, sizes {','.join(b.sizes)}, {tasks} tasks of a new Markov chain each "
+        f"control, sizes {','.join(b.sizes)}, {tasks} tasks of {what} "
         f"({chains[0]}…{chains[-1]}), probe chain {probe} after tasks 1-{CONTROL_DENSE} "
         f"and every {CONTROL_EVERY}th",
         chains,
