@@ -26,6 +26,7 @@ from scipy.stats import t as t_dist
 from plc.cli import run_argv
 from plc.errors import PlcError
 from plc.onset import fit_onset
+from plc.onset.view import run_markdown
 from plc.plan import build_plan, write_plan
 from plc.runner import run_plan
 
@@ -64,23 +65,11 @@ def main() -> None:
         res.fits_skipped = str(e)
     (out / "onset.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
 
-    lines = [
-        "| size | non-embedding params | run | onset [95 %] | rise / jitter | "
-        "rate of loss (%/task ± SE) |",
-        "|---|---:|---|---|---:|---|",
-    ]
+    lines: list[str] = []
     order = {s: i for i, s in enumerate(sizes)}
-    runs = sorted(res.runs, key=lambda r: (order.get(r.size, 99), r.run_id))
-    for r in runs:
-        onset = (
-            f"{r.onset:g} [{r.onset_lo:g}, {r.onset_hi:g}]"
-            if r.onset is not None
-            else f"none ({r.no_onset})"
-        )
-        se = "–" if r.rate_se is None or not np.isfinite(r.rate_se) else f"{r.rate_se:.2f}"
-        rate = "–" if r.rate is None else f"{r.rate:+.2f} ± {se}"
-        rise = "–" if r.rise_jitter is None else f"{r.rise_jitter:.1f}"
-        lines.append(f"| {r.size} | {r.n_params:,} | {r.run_id} | {onset} | {rise} | {rate} |")
+    res.runs.sort(key=lambda r: (order.get(r.size, 99), r.run_id))
+    runs = res.runs
+    lines += run_markdown(res)  # fit-onset's own columns: onset [interval], p, rise, rate
     lines += ["", "| size | runs with an onset | mean onset | mean rate of loss (%/task ± SD) |"]
     lines += ["|---|---|---:|---|"]
     for size in sizes:

@@ -113,6 +113,14 @@ def run_rows(res: OnsetResult) -> list[list[str]]:
     return [[c.cell(r) for c in cols] for r in res.runs]
 
 
+def run_markdown(res: OnsetResult) -> list[str]:
+    """The per-run table as Markdown lines (the examples' README tables)."""
+    cols = run_columns(res)
+    lines = ["| " + " | ".join(c.name for c in cols) + " |"]
+    lines.append("|" + "".join("---:|" if c.numeric else "---|" for c in cols))
+    return lines + ["| " + " | ".join(row) + " |" for row in run_rows(res)]
+
+
 def method_text(res: OnsetResult) -> str:
     """How the per-run verdicts were made, for a caption under the table."""
     level = f"{res.ci:.0%}".replace("%", " %")
