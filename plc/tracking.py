@@ -213,13 +213,12 @@ class TensorBoardResult:
 
 def metric_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Metric files from files, globs and folders (a folder: its plc metric files)."""
-    from plc.status import METRIC_NAME
-    from plc.store import expand_inputs
+    from plc.store import expand_inputs, parse_metric_name
 
     paths: list[Path] = []
     for p in expand_inputs(inputs):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if METRIC_NAME.match(f.name))
+            found = sorted(f for f in p.iterdir() if parse_metric_name(f.name))
             if not found:
                 raise PlcError(f"no plc metric files in {p}")
             paths.extend(found)
