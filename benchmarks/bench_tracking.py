@@ -21,7 +21,7 @@ import torch
 
 from plc.model import GPT
 from plc.presets import get_preset
-from plc.sizes import PRESETS, GPTConfig, padded_vocab
+from plc.sizes import SHAPES, GPTConfig, padded_vocab
 from plc.tracking import TensorBoardTracker
 from plc.train import train_loop
 
@@ -58,7 +58,7 @@ def main() -> None:
     print("size   step ms  task s (plain)  task s (tracked)  32 tracker.step ms  overhead")
     with tempfile.TemporaryDirectory() as tb:
         for size in args.sizes.split(","):
-            layers, d, heads = PRESETS[size]
+            layers, d, heads = SHAPES[size]
             model = GPT(GPTConfig(layers, d, heads, padded_vocab(257), p.context))
             tracker = TensorBoardTracker(tb, size, 1, "train")
             task_seconds(model, sampler, p.steps)  # warm-up
