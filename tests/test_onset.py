@@ -409,3 +409,16 @@ def test_cli_bad_inputs(tmp_path, runs):
     assert_bad_input(run_plc("fit-onset", *files, "--normalize", "alone"), "no from-scratch probe")
     assert_bad_input(run_plc("fit-onset", *files, "--window", "2"), "odd")
     assert_bad_input(run_plc("fit-onset", *files, "--model", "cubic"), "unknown --model")
+
+
+def test_rate_law_is_the_log_log_slope_of_positive_rates():
+    from plc.onset.fit import rate_law
+
+    sizes = [1e5, 1e5, 4e5, 1.6e6]
+    law = rate_law(sizes, [2.0 * p**-0.5 for p in sizes])
+    assert law.runs == 4 and law.b == pytest.approx(-0.5) and law.b_se == pytest.approx(0, abs=1e-9)
+    noisy = rate_law([*sizes, 4e5], [*(2.0 * p**-0.5 for p in sizes), 2.0 * 4e5**-0.4])
+    assert noisy.lo < noisy.b < noisy.hi and noisy.b_se > 0
+    # Runs without a rate, or still improving (rate ≤ 0), are left out; one size is no law.
+    assert rate_law([1e5, 4e5, 1.6e6], [0.5, None, -0.1]) is None
+    assert rate_law([1e5] * 3, [0.5, 0.4, 0.6]) is None

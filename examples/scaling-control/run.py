@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import linregress
-from scipy.stats import t as t_dist
 
 from plc.cli import run_argv
 from plc.errors import PlcError
 from plc.onset import fit_onset
+from plc.onset.fit import rate_law
 from plc.onset.view import run_markdown
 from plc.plan import build_plan, write_plan
 from plc.runner import run_plan
@@ -83,15 +82,9 @@ def main() -> None:
     lines += ["", f"Log-log law of the onset: {law or f'no fit ({res.fits_skipped})'}"]
     # The rate orders by size where the argmin may not (issue 14): its own log-log slope over
     # every run, with the regression's standard error and a t interval.
-    pos = [r for r in runs if r.rate is not None and r.rate > 0]
-    if len({r.n_params for r in pos}) >= 2 and len(pos) >= 3:
-        x = np.log([r.n_params for r in pos])
-        fit = linregress(x, np.log([r.rate for r in pos]))
-        half = t_dist.ppf(0.975, len(pos) - 2) * fit.stderr
-        lines.append(
-            f"Rate of loss ∝ P^b over {len(pos)} runs: b = {fit.slope:.2f} ± {fit.stderr:.2f} "
-            f"(95 %: [{fit.slope - half:.2f}, {fit.slope + half:.2f}])"
-        )
+    rates = rate_law([r.n_params for r in runs], [r.rate for r in runs])
+    if rates is not None:
+        lines.append(str(rates))
     lines += [
         "",
         f"{len(plan.jobs)} jobs, {args.workers} workers: {wall / 60:.1f} min wall, "

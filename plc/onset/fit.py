@@ -194,3 +194,35 @@ def parse_numbers(text: str | None, what: str) -> list[float]:
     if any(v <= 0 for v in out):
         raise PlcError(f"{what} must be positive")
     return out
+
+
+@dataclass
+class RateLaw:
+    """The rate of loss against size, log-log (§V-B: models lose plasticity at different rates):
+    rate ∝ P^b over the runs with a positive rate, OLS with its standard error and t interval."""
+
+    runs: int
+    b: float
+    b_se: float
+    lo: float
+    hi: float
+
+    def __str__(self) -> str:
+        return (
+            f"Rate of loss ∝ P^b over {self.runs} runs: b = {self.b:.2f} ± {self.b_se:.2f} "
+            f"(95 %: [{self.lo:.2f}, {self.hi:.2f}])"
+        )
+
+
+def rate_law(n_params: Sequence[float], rates: Sequence[float | None]) -> RateLaw | None:
+    """The log-log slope of the runs' positive rates of loss on their sizes; None with fewer than
+    three such runs or a single size."""
+    from scipy.stats import linregress
+    from scipy.stats import t as t_dist
+
+    pos = [(p, r) for p, r in zip(n_params, rates, strict=True) if r is not None and r > 0]
+    if len({p for p, _ in pos}) < 2 or len(pos) < 3:
+        return None
+    fit = linregress(np.log([p for p, _ in pos]), np.log([r for _, r in pos]))
+    half = t_dist.ppf(0.975, len(pos) - 2) * fit.stderr
+    return RateLaw(len(pos), fit.slope, fit.stderr, fit.slope - half, fit.slope + half)
