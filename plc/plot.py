@@ -42,6 +42,7 @@ from plc.onset import (
     split_inputs,
 )
 from plc.onset.detect import TooFewProbes
+from plc.plan.files import probe_after_of
 from plc.protocol import CYCLE, PAPER_PROBE_AFTER
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ def build_figure(
     by: str | None = None,
 ) -> Drawing:
     """Draw one figure of the paper from metric files (or an onset table), without saving it."""
-    options = _options(kind, x, normalize, probe_after, window, models, layer, by)
+    inputs = list(inputs)
+    options = _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
     return _draw(kind, inputs, options)
 
 
@@ -147,7 +149,8 @@ def plot(
     """`plc plot KIND`: draw one figure of the paper and write it to `out` (.png, .svg or .pdf)."""
     from plc.store import atomic_path, check_output
 
-    options = _options(kind, x, normalize, probe_after, window, models, layer, by)
+    inputs = list(inputs)
+    options = _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise PlcError(f"--out must end in {', '.join(FORMATS)} (got {out.name})")
@@ -158,7 +161,7 @@ def plot(
     return PlotResult(str(out), kind, drawing.runs, drawing.notes)
 
 
-def _options(kind, x, normalize, probe_after, window, models, layer, by) -> PlotOptions:
+def _options(kind, inputs, x, normalize, probe_after, window, models, layer, by) -> PlotOptions:
     if kind not in DRAW:
         raise PlcError(f"unknown plot kind {kind!r}; choose from {', '.join(DRAW)}")
     check_by(by)
@@ -168,8 +171,8 @@ def _options(kind, x, normalize, probe_after, window, models, layer, by) -> Plot
         )
     if x not in ("cycle", "tokens", "task"):
         raise PlcError(f"--x must be cycle, tokens or task, not {x!r}")
-    if probe_after == "default":  # Fig. 2 plots every probe; App. B's onset uses zh, de, ru
-        probe_after = None if kind == "auc" else PAPER_PROBE_AFTER
+    if probe_after == "default":  # Fig. 2 plots every probe; the onset reads fit-onset's
+        probe_after = None if kind == "auc" else probe_after_of(inputs)
     return PlotOptions(
         x=x,
         normalize=normalize,

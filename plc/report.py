@@ -252,15 +252,14 @@ class _Page:
         return res
 
     def add_fits(self, res: OnsetResult | None) -> None:
+        from plc.onset import view
+
         self.h2("Scaling law: the four fits of Table V", "fits")
         if res is None:
             self.note("No run has probes enough for an onset: no fit.")
             return
         if res.excluded:
-            self.p(
-                f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
-                f"{', '.join(res.excluded)}."
-            )
+            self.p(view.excluded_text(res))
         if res.fits_skipped:
             self.note(f"No fit: {res.fits_skipped}")
         if res.by is None:
@@ -279,41 +278,18 @@ class _Page:
         boot: BootstrapSummary | None,
         title: str,
     ) -> None:
+        from plc.onset import view
+
         if not fits:
             return
-        level = f"{boot.ci:.0%}".replace("%", " %") if boot else ""
-        headers = ["model", "formula", "a ± SE", "b ± SE"]
-        headers += [f"a {level} interval", f"b {level} interval"] if boot else []
-        headers += ["R²", "RMSE", "RMSE leave-one-out", "law"]
-        rows = [
-            [
-                f.model,
-                f.formula,
-                f"{f.a:.6g} ± {f.a_se:.3g}",
-                f"{f.b:.6g} ± {f.b_se:.3g}",
-                *([_interval(f.a_ci), _interval(f.b_ci)] if boot else []),
-                f"{f.r2:.4f}",
-                f"{f.rmse:.3f}",
-                f"{f.loo_rmse:.3f}",
-                f.law,
-            ]
-            for f in fits
-        ]
+        headers, rows = view.fit_columns(fits, boot)
         self.table(title, headers, rows, numeric=set(range(2, len(headers) - 1)))
         if law:
             self.parts.append(f"<p>The law (eq. 2, log-log): <strong>{_esc(law)}</strong></p>")
         if exponent:
             self.parts.append(f"<p>Log-log exponent: <strong>{_esc(exponent)}</strong></p>")
         if boot:
-            unfit = boot.resamples - boot.used
-            self.p(
-                f"Intervals of the fits: {level} percentile intervals over {boot.resamples:,} "
-                f"resamples of the runs ({boot.resample}, seed {boot.seed}), each run's onset "
-                "drawn from its distribution"
-                + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
-                + ".",
-                "meta",
-            )
+            self.p(view.bootstrap_text(boot), "meta")
 
     def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
         from plc.plot import build_figure
@@ -454,10 +430,6 @@ def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
         res = fit_onset(paths, models=[], **options)
         res.fits_skipped = str(e)
         return res
-
-
-def _interval(ci: list[float] | None) -> str:
-    return "" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:

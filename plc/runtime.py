@@ -52,6 +52,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def rank() -> int:
+    """This process's torchrun rank (0 outside torchrun), read without importing torch: only rank 0
+    writes files and prints results."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str = "auto", threads: int | None = None) -> Runtime:
     """Configure torch for this process and join the torchrun process group if there is one."""
     import torch
@@ -65,7 +71,6 @@ def setup(device: str = "auto", threads: int | None = None) -> Runtime:
     torch.backends.cudnn.allow_tf32 = True
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     dev = resolve_device(device)
     if world_size > 1:
         import torch.distributed as dist
@@ -76,4 +81,4 @@ def setup(device: str = "auto", threads: int | None = None) -> Runtime:
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, rank, world_size)
+    return Runtime(dev, rank(), world_size)

@@ -31,10 +31,11 @@ from plc.store import parse_metric_name
 if TYPE_CHECKING:
     import polars as pl
 
-CHECKPOINT_NAME = re.compile(r"^c(\d+)\.pt$")
+# cN.pt, or a branch cN-NAME.pt: the transfer plan trains c1-<lang>.pt from one c0.pt.
+CHECKPOINT_NAME = re.compile(r"^c(\d+)(-[A-Za-z0-9_]+)?\.pt$")
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
-IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)\.pt[.]")
+IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)(-[A-Za-z0-9_]+)?\.pt[.]")
 # A study's plan: the Makefile or Snakefile `plc plan` wrote, and beside it plan.json, the plan as
 # data (FORMATS.md), which says what is planned.
 PLAN_FILES = ("Makefile", "Snakefile")
@@ -157,10 +158,14 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
             elif not (d.startswith(".") or d.endswith(".zarr")) and depth < MAX_DEPTH:
                 kept.append(d)
         dirs[:] = sorted(kept)
-        for f in files:
+        for f in sorted(files):
             path = here_path / f
             if m := CHECKPOINT_NAME.match(f):
-                found.checkpoints.setdefault(here_path, {})[int(m.group(1))] = path
+                ckpts = found.checkpoints.setdefault(here_path, {})
+                if m.group(2) is None:  # of several checkpoints of one task, the trunk's
+                    ckpts[int(m.group(1))] = path
+                else:
+                    ckpts.setdefault(int(m.group(1)), path)
             elif m := parse_metric_name(f):
                 found.metrics.append(
                     MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.options import TrainOptions
+from plc.runtime import rank
 
 if TYPE_CHECKING:
     from plc.model import GPT
@@ -287,7 +288,7 @@ def train_task(
         open_tracker(
             opts.tensorboard, base.run_id, task_index, "train", lang=label, step_offset=steps_before
         )
-        if os.environ.get("RANK", "0") == "0"
+        if rank() == 0
         else None
     )
     runtime, model = start(opts, lambda: base.build_model())

@@ -163,7 +163,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
 
 
 def test_json_output_is_strict_even_for_nan():
-    from plc.cli import _finite
+    from plc.cli.common import _finite
 
     assert json.dumps(_finite({"r2": float("nan"), "x": [1.0, float("inf")]}), allow_nan=False) == (
         '{"r2": null, "x": [1.0, null]}'

@@ -352,7 +352,7 @@ def test_bootstrap_intervals_of_table_v_and_eq_2(tmp_path):
     got = json.loads(proc.stdout)
     assert got["exponent"].startswith("b = 0.83 [") and len(got["fits"][0]["b_ci"]) == 2
     text = run_plc("fit-onset", table, "--model", "loglog", "--bootstrap", "200").stdout
-    assert "log-log exponent: b = 0.83 [" in text and "95% interval" in text
+    assert "log-log exponent: b = 0.83 [" in text and "95 % interval" in text
 
 
 def test_within_size_resampling_of_several_seeds(tmp_path):

@@ -398,3 +398,30 @@ def test_cli_plot_json_and_bad_input(metrics, tmp_path):
         ),
         "no probes after ja",
     )
+
+
+def test_probe_positions_default_to_the_plans_as_in_fit_onset(metrics, tmp_path):
+    import shutil
+
+    from plc.plan import build_plan, write_plan
+
+    # The fixture's runs probe after zh, de and ru; their plan probes after ru alone.
+    write_plan(
+        build_plan(sizes=["nano"], cycles=2, probe_after=["ru"], out_dir="runs"),
+        tmp_path / "Makefile",
+    )
+    shutil.copytree(metrics, tmp_path / "runs" / "metrics")
+    files = sorted(str(p) for p in (tmp_path / "runs" / "metrics").glob("probe-*.parquet"))
+    probes = read_probes(files)
+    ru = probe_series(probes, "first", ("ru",))[0].task_index
+    every = probe_series(probes, "first", PAPER_PROBE_AFTER)[0].task_index
+    assert len(every) > len(ru)
+    ax = build_figure("probing", files).figure.axes[0]
+    assert list(line(ax, "probe").get_xdata()) == ru
+    ax = build_figure("probing", files, probe_after=PAPER_PROBE_AFTER).figure.axes[0]
+    assert list(line(ax, "probe").get_xdata()) == every
+    # Fig. 2 plots every probe whatever the plan.
+    (ax,) = build_figure("auc", files).figure.axes
+    (every_probe,) = build_figure("auc", files, probe_after=None).figure.axes
+    drawn = ax.get_lines()[0].get_xdata()
+    assert list(drawn) == list(every_probe.get_lines()[0].get_xdata()) and len(drawn) > len(every)

@@ -122,7 +122,10 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
         assert row["onset (tokens)"] == ""
         # One cycle: the latest probe is eq. 1's baseline (a later one: the next test).
         assert row["latest ΔAUC"] == "+0.00 % (task 8)"
-    assert "The fits leave out 2 run(s) with no onset detected: nano-s0, micro-s0." in text
+    assert (
+        "The fits leave out 2 run(s) with no onset detected: nano-s0, micro-s0 (fit-onset --keep-no-onset"
+        in text
+    )
 
     rows = page.table("run", "task", "cycle", "dormant %")
     diag = pl.read_parquet(metrics / "diagnose-nano-s0-t8-ru.parquet")
@@ -231,7 +234,9 @@ def test_onsets_fits_law_and_other_tables(tmp_path):
     assert onsets["e"]["onset (task) [95 % interval]"] == "none (still falling)"
     assert onsets["e"]["no onset: why"].startswith("no onset yet: still falling at the last probe")
     assert "AR(1) residuals" in text and "α = 0.05" in text
-    assert "The fits leave out 1 run(s) with no onset detected: e." in text
+    assert (
+        "The fits leave out 1 run(s) with no onset detected: e (fit-onset --keep-no-onset" in text
+    )
 
     fits = {r["model"]: r for r in page.table("model")}
     assert list(fits) == ["linear", "linlog", "exp", "loglog"]

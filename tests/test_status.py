@@ -7,6 +7,7 @@ import os
 import shutil
 import statistics
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -153,6 +154,33 @@ def test_planned_work_of_a_plan_json(tmp_path):
     (tmp_path / "plan.json").unlink()
     files = find_study_files(tmp_path)
     assert files.plan == tmp_path / "Makefile" and files.plan_data is None
+
+
+def test_a_transfer_study_is_done_when_its_branches_and_probes_are(tiny_study, tmp_path):
+    from plc.plan import build_plan, write_plan
+
+    # The transfer plan trains c1-<lang>.pt from one c0.pt, and probes each and c0 from scratch.
+    plan = build_plan("transfer", sizes=["nano"], preset="tiny")
+    _, data = write_plan(plan, tmp_path / "Makefile")
+    work = planned_work(data)
+    langs = [Path(j.output).stem.split("-")[1] for j in plan.jobs if j.stage == "train"]
+    assert work.tasks == {"nano-s0": 1} and len(langs) == 8
+    run = tmp_path / "runs" / "nano-s0"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_study / "nano-s0" / "c0.pt", run / "c0.pt")
+    for lang in langs[:3]:
+        shutil.copy(tiny_study / "nano-s0" / "c1.pt", run / f"c1-{lang}.pt")
+    (nano,) = status(tmp_path).runs
+    assert (nano.tasks_done, nano.tasks_planned, nano.probes_planned) == (1, 1, 9)
+    assert nano.state == "pending"  # no probe yet
+    metrics = tmp_path / "runs" / "metrics"
+    metrics.mkdir()
+    probe = next((tiny_study / "metrics").glob("probe-nano-s0-t8-*.parquet"))
+    for name in sorted(work.probes["nano-s0"]):
+        shutil.copy(probe, metrics / name)
+    (nano,) = status(tmp_path).runs
+    assert nano.probes_done == 9 and nano.state == "done"
+    assert nano.last_checkpoint == str(run / f"c1-{min(langs[:3])}.pt")  # the first, by name
 
 
 def test_a_folder_with_its_own_plan_is_another_study(tiny_study, tmp_path):

@@ -3,13 +3,15 @@ for `plc fit-onset`, `plc demo` and `plc report`, so that a verdict reads the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from plc.onset.table import OnsetResult, RunOnset
+    from plc.onset.bootstrap import BootstrapSummary
+    from plc.onset.fit import Fit
+    from plc.onset.table import OnsetResult, Prediction, RunOnset
 
 
 def format_onset(task: float, lo: float | None, hi: float | None) -> str:
@@ -158,3 +160,84 @@ POOLED = (
     "Pooled: the mean onset of a size's runs with an onset detected; its interval over resamples "
     "that draw those runs with replacement, each drawing its onset from its own distribution."
 )
+
+
+def excluded_text(res: OnsetResult) -> str:
+    """Which runs the fits leave out, for a note beside them ("" when none)."""
+    if not res.excluded:
+        return ""
+    return (
+        f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
+        f"{', '.join(res.excluded)} (fit-onset --keep-no-onset fits them at their minimum)."
+    )
+
+
+def _level(ci: float) -> str:
+    return f"{ci:.0%}".replace("%", " %")
+
+
+def _pair(ci: Sequence[float] | None, fmt: Callable[[float], str]) -> str:
+    return "" if ci is None or ci[0] is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def fit_columns(
+    fits: Sequence[Fit], boot: BootstrapSummary | None
+) -> tuple[list[str], list[list[str]]]:
+    """The fits of Table V, one row per model: headers and rows (numeric columns: 2 to −2)."""
+    level = _level(boot.ci) if boot else ""
+    headers = ["model", "formula", "a ± SE", "b ± SE"]
+    headers += [f"a {level} interval", f"b {level} interval"] if boot else []
+    headers += ["R²", "RMSE", "RMSE leave-one-out", "law"]
+    g4 = "{:.4g}".format
+    rows = [
+        [
+            f.model,
+            f.formula,
+            f"{f.a:.6g} ± {f.a_se:.3g}",
+            f"{f.b:.6g} ± {f.b_se:.3g}",
+            *([_pair(f.a_ci, g4), _pair(f.b_ci, g4)] if boot else []),
+            f"{f.r2:.4f}",
+            f"{f.rmse:.3f}",
+            f"{f.loo_rmse:.3f}",
+            f.law,
+        ]
+        for f in fits
+    ]
+    return headers, rows
+
+
+def bootstrap_text(boot: BootstrapSummary) -> str:
+    """How the fits' intervals were made, for a caption under their table."""
+    unfit = boot.resamples - boot.used
+    failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
+    return (
+        f"Intervals of the fits: {_level(boot.ci)} percentile intervals over "
+        f"{boot.resamples:,} resamples of the runs ({boot.resample}, seed {boot.seed}), each "
+        "run's onset drawn from its distribution"
+        + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
+        + (f"; fits that failed: {failed}" if failed else "")
+        + "."
+    )
+
+
+def _tasks(x: float) -> str:
+    return f"{x:,.1f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+
+def prediction_columns(
+    predictions: Sequence[Prediction], boot: BootstrapSummary | None
+) -> tuple[list[str], list[list[str]]]:
+    """The onset each fit predicts at the sizes asked for, in tasks and tokens: headers and rows."""
+    level = _level(boot.ci) if boot else ""
+    headers = ["model", "n_params", "onset (tasks)"]
+    headers += [f"{level} interval"] if boot else []
+    headers += ["onset (tokens)"]
+    headers += [f"{level} interval (tokens)"] if boot else []
+    rows = []
+    for pr in predictions:
+        row = [pr.model, format_count(pr.n_params), _tasks(pr.onset_tasks)]
+        row += [_pair(pr.onset_tasks_ci, _tasks)] if boot else []
+        row += [format_count(pr.onset_tokens)]
+        row += [_pair(pr.onset_tokens_ci, format_count)] if boot else []
+        rows.append(row)
+    return headers, rows
