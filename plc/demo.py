@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from plc.errors import PlcError
 from plc.plan import Job, Plan, build_plan, write_plan
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
@@ -222,7 +223,6 @@ def _summarise(res: DemoResult, onset_table: Path) -> None:
     """Onset per size and the log-log law, from the onset table the plan's fit-onset wrote."""
     import polars as pl
 
-    from plc.errors import PlcError
     from plc.onset import fit_onset
 
     if not onset_table.exists():  # one probe per run: no onset to find

@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
+from plc.presets import get_preset
 from plc.protocol import ENTROPY_LANG, PROBE_LANG
+from plc.runtime import setup
+from plc.store import check_output, load_checkpoint, metric_frame, metric_path, write_metrics
+from plc.tracking import open_tracker
 
 if TYPE_CHECKING:
     import torch
@@ -257,9 +261,6 @@ def diagnose(
     import torch
 
     from plc.evaluate import default_batch, load_eval_windows
-    from plc.presets import get_preset
-    from plc.runtime import setup
-    from plc.store import check_output, load_checkpoint, metric_frame, metric_path, write_metrics
 
     if not (params or dormant or entropy or ranks):
         raise PlcError("nothing to measure: every part is switched off")
@@ -309,8 +310,6 @@ def diagnose(
         for lang, (n, flag) in needs.items()
     }
     windows = {lang: ev.windows for lang, ev in drawn.items()}
-
-    from plc.tracking import open_tracker
 
     tracker = open_tracker(tensorboard, ctx["run_id"], ctx["task_index"], "diagnose")
     runtime = setup(device, threads)

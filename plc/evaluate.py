@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from plc.data.sampling import eval_windows
+from plc.data.tokenstore import open_lang
 from plc.errors import PlcError
+from plc.presets import get_preset
 from plc.protocol import PROBE_LANG
+from plc.runtime import setup
+from plc.store import check_tokenizer, load_checkpoint
 
 if TYPE_CHECKING:
     from plc.data.tokenstore import TokenStore
@@ -52,9 +57,6 @@ def load_eval_windows(
     """The store of `lang` and its `seqs` evaluation windows (drawn with `seed`, default the run's),
     checked against the checkpoint (`flag` names the option that set `seqs`, for the error when
     the val split is too small)."""
-    from plc.data.sampling import eval_windows
-    from plc.data.tokenstore import open_lang
-    from plc.store import check_tokenizer
 
     seq_len = ckpt.config.context if seq_len is None else seq_len
     if seq_len > ckpt.config.context:
@@ -130,9 +132,6 @@ def evaluate(
 ) -> EvalResult:
     """`plc eval`: the validation loss of a checkpoint on the first `seqs` windows of `lang`
     (default: the probe's evaluation set of `preset`, else of the checkpoint's preset)."""
-    from plc.presets import get_preset
-    from plc.runtime import setup
-    from plc.store import load_checkpoint
 
     if batch_size is not None and batch_size <= 0:
         raise PlcError(f"--batch-size must be positive, got {batch_size}")

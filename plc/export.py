@@ -8,13 +8,12 @@ import shutil
 from pathlib import Path
 
 from plc.errors import PlcError
+from plc.store import load_checkpoint
 
 
 def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
     """Write a folder that `GPT2LMHeadModel.from_pretrained(out)` loads offline."""
     import torch
-
-    from plc.store import load_checkpoint
 
     out = Path(out)
     if out.exists() and not force:

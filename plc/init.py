@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
-from plc.sizes import make_config, padded_vocab, size_name
+from plc.presets import get_preset
+from plc.protocol import cycle_of
+from plc.sizes import make_config, padded_vocab, paper_lr, size_name
+from plc.store import Checkpoint, check_output, load_checkpoint, new_meta, save_checkpoint
 
 
 @dataclass
@@ -54,12 +57,8 @@ def init_checkpoint(
     records `init_digest`, the digest of these weights, so that a later task can rebuild them from
     the config and seed and know it has them exactly (plc.mitigations.initial_state).
     """
-    from plc.store import Checkpoint, check_output, new_meta, save_checkpoint
-
     check_output(out, force)
     if preset is not None:
-        from plc.presets import get_preset
-
         p = get_preset(preset)
         context = p.context if context is None else context
         if tokenizer is None and vocab_size is None:
@@ -137,9 +136,6 @@ def state_digest(state: dict) -> str:
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    from plc.protocol import cycle_of
-    from plc.sizes import paper_lr
-    from plc.store import load_checkpoint
 
     ckpt = load_checkpoint(Path(path))
     c, m = ckpt.config, ckpt.meta

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
+from plc.sizes import SHAPES
+from plc.store import expand_inputs, read_metrics
 
 LAST_VALIDATIONS = 10  # App. A: the final loss is the mean of the last 10 validation losses
 SAME_RATE = 5e-3  # a grid rate within 0.5 % of an interpolated one counts as that rate
@@ -85,8 +87,6 @@ def format_rate(lr: float) -> str:
 
 def d_model_of(size: str) -> int | None:
     """The hidden size a size name implies: a preset's, or the d of an `L<layers>-d<d>` name."""
-    from plc.sizes import SHAPES
-
     if size in SHAPES:
         return SHAPES[size][1]
     match = re.fullmatch(r"L\d+-d(\d+)", size)
@@ -94,8 +94,6 @@ def d_model_of(size: str) -> int | None:
 
 
 def _size_of(d_model: int) -> str:
-    from plc.sizes import SHAPES
-
     return next((name for name, shape in SHAPES.items() if shape[1] == d_model), f"d{d_model}")
 
 
@@ -130,8 +128,6 @@ def _grid_from_table(path: Path) -> list[GridPoint]:
 
 def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
     import polars as pl
-
-    from plc.store import read_metrics
 
     df = read_metrics(paths)
     if df.height == 0 or "val_loss" not in df.columns:
@@ -182,8 +178,6 @@ def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
 
 def read_grid(inputs: Iterable[str | Path]) -> list[GridPoint]:
     """Grid results from train metric files and/or CSV grid tables, sorted by d_model and rate."""
-    from plc.store import expand_inputs
-
     paths = expand_inputs(inputs)
     tables = [p for p in paths if p.suffix.lower() == ".csv"]
     metrics = [p for p in paths if p.suffix.lower() != ".csv"]
@@ -209,8 +203,6 @@ def _parse_at(at: Sequence[str]) -> list[int]:
 def fit_lr(inputs: Iterable[str | Path], at: Sequence[str] = ()) -> LrFitResult:
     """`plc fit-lr`: the best rate per size, α between the smallest and largest d_model, and the
     interpolated rate at every preset between them (or at the sizes `at`), beside the grid's winners."""
-    from plc.sizes import SHAPES
-
     grid = read_grid(inputs)
     winners: dict[int, GridPoint] = {}
     for g in grid:  # sorted by rate: the smaller rate wins a tie

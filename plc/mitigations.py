@@ -72,8 +72,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plc import __version__
+from plc.diagnose import dormant_scores, unit_mean_abs
 from plc.errors import PlcError
+from plc.init import build_model, state_digest
 from plc.options import ARMS, MitigationOptions
+from plc.runtime import setup
+from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -109,12 +114,8 @@ def initial_state(ckpt: Checkpoint, init_path: str | os.PathLike | None = None) 
     is deterministic) and checked against the digest `plc init` recorded; with it, they are read
     from that file (the run's c0.pt), which must have the same config, run id and task index 0.
     """
-    from plc.init import build_model, state_digest
-
     digest = ckpt.meta.get("init_digest")
     if init_path is not None:
-        from plc.store import load_checkpoint
-
         init = load_checkpoint(init_path)
         if init.config != ckpt.config:
             raise PlcError(f"{init_path} has another architecture than the checkpoint; not its θ₀")
@@ -296,8 +297,6 @@ class Mitigations:
     def redo(self, batches: Iterable[torch.Tensor], step: int) -> list[list[int]]:
         """Reset the units with dormancy score ≤ τ on `batches`; the reset units of each layer."""
         import torch
-
-        from plc.diagnose import dormant_scores, unit_mean_abs
 
         mean_abs = unit_mean_abs(self.model, batches)
         if _distributed():
@@ -491,8 +490,6 @@ def intervene(
     repeats the last task's language (so `lang` columns of later metric rows stay right).
     `run_id` renames the run (a fork); by default the run continues under its id.
     """
-    from plc.runtime import setup
-    from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
 
     if method not in INTERVENE_METHODS:
         raise PlcError(f"unknown method {method!r}; choose one of {', '.join(INTERVENE_METHODS)}")
@@ -554,7 +551,6 @@ def intervene(
             lang_scored=lang, seqs=int(windows.shape[0]), seq_len=int(windows.shape[1] - 1)
         )
         entry["units_reset"] = [len(r) for r in reset]
-    from plc import __version__
 
     meta = {**base.meta, "history": [*base.meta.get("history", []), entry]}
     meta["plc_version"] = __version__

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from plc.errors import PlcError
+from plc.presets import get_preset, steps_for, warmup_steps
+from plc.sizes import paper_lr
 
 
 def _flag(default: Any, flag: str, help: str, cli_type: type, panel: str = "Training") -> Any:
@@ -269,8 +271,6 @@ class TrainOptions(MitigationOptions):
 
     @property
     def warmup_steps(self) -> int:
-        from plc.presets import warmup_steps
-
         return warmup_steps(self.warmup, self.steps)
 
     @property
@@ -299,8 +299,6 @@ class TrainOptions(MitigationOptions):
         - checks: batch a multiple of the sequence length, batch split over ranks, sequence
           length within `context`.
         """
-        from plc.presets import get_preset, steps_for
-
         p = get_preset(self.preset or preset or "paper")
         seq_len = p.seq_len if self.seq_len is None else self.seq_len
         batch_tokens = p.batch_tokens if self.batch_tokens is None else self.batch_tokens
@@ -332,7 +330,6 @@ class TrainOptions(MitigationOptions):
         if lr is None:
             if d_model is None:
                 raise PlcError("--lr auto needs the model's d_model")
-            from plc.sizes import paper_lr
 
             lr = paper_lr(d_model)
         return replace(

@@ -44,6 +44,7 @@ from plc.onset import (
 from plc.onset.detect import TooFewProbes
 from plc.plan.files import probe_after_of
 from plc.protocol import CYCLE, PAPER_PROBE_AFTER
+from plc.store import atomic_path, check_output, read_metrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -147,8 +148,6 @@ def plot(
     force: bool = False,
 ) -> PlotResult:
     """`plc plot KIND`: draw one figure of the paper and write it to `out` (.png, .svg or .pdf)."""
-    from plc.store import atomic_path, check_output
-
     inputs = list(inputs)
     options = _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
     out = Path(out)
@@ -313,8 +312,6 @@ def _line_per(ax: Axes, rows: pl.DataFrame, column: str, options: PlotOptions) -
 
 
 def _read_diagnose(paths: Sequence[Path], kind: str) -> pl.DataFrame:
-    from plc.store import read_metrics
-
     metric_files = _metric_files(paths, kind)
     df = read_metrics(metric_files, "diagnose")
     if df.height == 0:
@@ -330,8 +327,6 @@ def _read_diagnose(paths: Sequence[Path], kind: str) -> pl.DataFrame:
 def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int], list[str]]:
     """Onset task per run where probe metrics allow one; the others only get a note."""
     import polars as pl
-
-    from plc.store import read_metrics
 
     probes = read_metrics(_metric_files(paths, "correlates"), "probe")
     onsets: dict[str, int] = {}

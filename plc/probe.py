@@ -23,8 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
+from plc.init import build_model
 from plc.options import TrainOptions
+from plc.presets import get_preset
 from plc.protocol import PROBE_LANG
+from plc.store import (
+    Checkpoint,
+    check_output,
+    metric_frame,
+    metric_path,
+    save_checkpoint,
+    write_metrics,
+)
+from plc.task import (
+    advance,
+    load_and_resolve,
+    mitigations_for,
+    resume_signature,
+    start,
+    state_path_for,
+)
+from plc.tracking import open_tracker
 
 PROBE_STREAM = 0  # BatchSampler task index of every probe's training batches
 
@@ -107,16 +126,6 @@ def probe(
     """
     from plc.data.sampling import BatchSampler
     from plc.evaluate import load_eval_windows, validation_loss
-    from plc.presets import get_preset
-    from plc.store import Checkpoint, check_output, metric_path
-    from plc.task import (
-        advance,
-        load_and_resolve,
-        mitigations_for,
-        resume_signature,
-        start,
-        state_path_for,
-    )
     from plc.train import train_loop
 
     options = replace(options or TrainOptions(), **overrides)
@@ -170,12 +179,8 @@ def probe(
 
     def build():
         if from_scratch:
-            from plc.init import build_model
-
             return build_model(base.config, int(base.meta.get("seed", 0)))
         return base.build_model()
-
-    from plc.tracking import open_tracker
 
     tracker = (  # the first repeat's curve and the mean AUC; rank 0 only
         open_tracker(
@@ -232,8 +237,6 @@ def probe(
     rate = ev.store.entropy_rate
     _, curve, _, res, model = results[0]
     if runtime.is_main:
-        from plc.store import metric_frame, save_checkpoint, write_metrics
-
         if keep is not None:
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             kept = Checkpoint(base.config, state, advance(probed.meta, opts, task))

@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS
+from plc.onset import MODELS, fit_onset, probe_series, read_probes, view
+from plc.onset.series import check_series
+from plc.plan import read_plan
+from plc.plot import ONSET_LABEL, build_figure
 from plc.protocol import CYCLE, ONSET_WINDOW
+from plc.status import find_study_files, format_duration, run_rows, study_status
+from plc.store import atomic_path, check_output, checkpoint_meta, read_metrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -80,8 +85,6 @@ def report(
     force: bool = False,
 ) -> ReportResult:
     """`plc report`: write the HTML page of the study in `directory` to `out`."""
-    from plc.status import find_study_files, study_status
-    from plc.store import atomic_path, check_output, read_metrics
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -169,8 +172,6 @@ class _Page:
     # ---------------------------------------------------------------------------- sections
 
     def add_status(self, state: StatusResult) -> None:
-        from plc.status import format_duration, run_rows
-
         self.h2("Where the study stands", "status")
         rows = run_rows(state.runs)
         if rows:
@@ -187,8 +188,6 @@ class _Page:
     def add_onsets(self, files: StudyFiles) -> OnsetResult | None:
         """Onset per run as `plc fit-onset --probe-after all --bootstrap 1000` decides it (the
         test of a rise after the minimum, the onset's interval, or no onset and why)."""
-        from plc.onset import probe_series, read_probes, view
-        from plc.onset.series import check_series
 
         self.h2("Onset of plasticity loss", "onset")
         runs = sorted({m.run_id for m in files.metrics if m.kind == "probe"})
@@ -252,8 +251,6 @@ class _Page:
         return res
 
     def add_fits(self, res: OnsetResult | None) -> None:
-        from plc.onset import view
-
         self.h2("Scaling law: the four fits of Table V", "fits")
         if res is None:
             self.note("No run has probes enough for an onset: no fit.")
@@ -278,8 +275,6 @@ class _Page:
         boot: BootstrapSummary | None,
         title: str,
     ) -> None:
-        from plc.onset import view
-
         if not fits:
             return
         headers, rows = view.fit_columns(fits, boot)
@@ -292,8 +287,6 @@ class _Page:
             self.p(view.bootstrap_text(boot), "meta")
 
     def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
-        from plc.plot import build_figure
-
         self.h2("Figures", "figures")
         inputs = files.metric_files("probe") + files.metric_files("diagnose")
         if not inputs:
@@ -371,8 +364,6 @@ class _Page:
             self.table(str(path.name), df.columns, rows)
 
     def add_provenance(self, files: StudyFiles, state: StatusResult) -> None:
-        from plc.store import checkpoint_meta
-
         self.h2("How it was made", "provenance")
         for r in state.runs:
             if not r.last_checkpoint:
@@ -421,8 +412,6 @@ class _Page:
 def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
     """fit-onset on the probe files; where no fit can be made (too few runs with an onset, a
     single size), the onsets alone, with the reason as `fits_skipped`."""
-    from plc.onset import fit_onset
-
     options: dict[str, Any] = {"probe_after": None, "by": by}
     try:
         return fit_onset(paths, models=list(MODELS), bootstrap=BOOTSTRAP, **options)
@@ -436,8 +425,6 @@ def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[
     """Every figure of `plc plot` with its caption; entropy for every layer, so every size's
     every layer is drawn. Against tasks where the plan's cycle is not the paper's eight (the
     control's chains)."""
-    from plc.plan import read_plan
-
     eight = plan is None or len(read_plan(plan).cycle) == len(CYCLE)
     x: dict[str, Any] = {} if eight else {"x": "task"}
     figs: list[tuple[str, dict[str, Any], str]] = [
@@ -464,8 +451,6 @@ def _drawn_caption(caption: str, fig: Figure) -> str:
     """The caption completed from what the figure draws: Fig. 2's reference probe as its axis
     names it, the fits of Fig. 3 / 10 that could be made (none when too few onsets), the onsets
     Fig. 5 marks (none where none is detected)."""
-    from plc.plot import ONSET_LABEL
-
     ax = fig.axes[0]
     if caption.startswith("Fig. 2"):
         return f"{caption}: {ax.get_ylabel()}"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE, ONSET_WINDOW
-from plc.store import parse_metric_name
+from plc.store import checkpoint_meta, parse_metric_name, read_metrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -266,8 +266,6 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
     """The status of the study whose files `find_study_files` found."""
     import polars as pl
 
-    from plc.store import checkpoint_meta, read_metrics
-
     if not stale_minutes > 0:
         raise PlcError(f"--stale-minutes must be positive, got {stale_minutes}")
     plan = planned_work(files.plan_data) if files.plan_data else None
@@ -340,8 +338,6 @@ def _run_status(
     probes: pl.DataFrame,
     plan: PlannedWork | None,
 ) -> RunStatus:
-    from plc.store import read_metrics
-
     train = [m for m in files.metrics if m.run_id == run_id and m.kind == "train"]
     diag = [m for m in files.metrics if m.run_id == run_id and m.kind == "diagnose"]
     probe_files = [m for m in files.metrics if m.run_id == run_id and m.kind == "probe"]

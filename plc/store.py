@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
+from plc.presets import PRESETS
 from plc.protocol import cycle_of
 
 if TYPE_CHECKING:
@@ -148,8 +149,6 @@ def method_label(remedies: str, weight_decay: float | None, preset: str | None) 
     """A task's arm of a study, as metric rows and `--by method` name it: the remedies' label
     (plc.mitigations), led by the weight decay where it is not the preset's — the paper's first
     remedy, and `plc plan --mitigation wd:λ`'s run-id tag ('wd0.1'); 'none' for the baseline."""
-    from plc.presets import PRESETS
-
     parts = [] if remedies == "none" else [remedies]
     default = PRESETS[preset].weight_decay if preset in PRESETS else None
     if default is not None and any(p.startswith("l2init") for p in remedies.split("+")):

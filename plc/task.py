@@ -15,9 +15,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plc import __version__
 from plc.errors import PlcError
+from plc.mitigations import Mitigations, initial_state
 from plc.options import TrainOptions
-from plc.runtime import rank
+from plc.presets import get_preset
+from plc.runtime import rank, setup
+from plc.sizes import SHAPES
+from plc.store import (
+    Checkpoint,
+    check_output,
+    check_tokenizer,
+    load_checkpoint,
+    method_label,
+    metric_frame,
+    metric_path,
+    save_checkpoint,
+    write_metrics,
+)
+from plc.tracking import open_tracker
 
 if TYPE_CHECKING:
     from plc.model import GPT
@@ -36,8 +52,6 @@ def load_and_resolve(
     ckpt: str | os.PathLike, options: TrainOptions, *, probe: bool = False
 ) -> tuple[Checkpoint, TrainOptions]:
     """The input checkpoint and the options resolved against it (preset, d_model, context, seed)."""
-    from plc.sizes import SHAPES
-    from plc.store import load_checkpoint
 
     src = Path(ckpt)
     if not src.exists() and str(ckpt) in SHAPES:
@@ -59,8 +73,6 @@ def load_and_resolve(
 
 def start(options: TrainOptions, build: Callable[[], GPT]) -> tuple[Runtime, GPT]:
     """Join the runtime (device, torchrun ranks) and build the model on its device."""
-    from plc.runtime import setup
-
     runtime = setup(options.device)
     return runtime, build().to(runtime.device)
 
@@ -76,8 +88,6 @@ def resume_signature(base: Checkpoint, options: TrainOptions, **extra: Any) -> d
 
 def advance(meta: dict[str, Any], options: TrainOptions, task: dict[str, Any]) -> dict[str, Any]:
     """The metadata of a checkpoint after training one more task with `options`."""
-    from plc import __version__
-
     return {
         **meta,
         "task_index": int(meta.get("task_index", 0)) + 1,
@@ -98,7 +108,6 @@ def mitigations_for(
     mopts = options.mitigations
     if not mopts.active:
         return None
-    from plc.mitigations import Mitigations, initial_state
 
     theta0 = initial_state(base) if mopts.l2_init is not None else None
     carried = base.meta.get("mitigation_state")
@@ -209,7 +218,6 @@ def train_task(
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
-    from plc.store import Checkpoint, check_output, check_tokenizer, method_label, metric_path
 
     options = replace(options or TrainOptions(), **overrides)
     if (lang is None) == (mix is None):
@@ -247,7 +255,6 @@ def train_task(
         if mix is not None:
             raise PlcError("--val-every validates one language: give it with --lang")
         from plc.evaluate import load_eval_windows
-        from plc.presets import get_preset
 
         n = get_preset(opts.preset).probe_eval_seqs if val_seqs is None else val_seqs
         val = load_eval_windows(base, data, lang, n, opts.seq_len, "--val-seqs").windows
@@ -280,8 +287,6 @@ def train_task(
             check_output(metrics_file, force)
     signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
 
-    from plc.tracking import open_tracker
-
     # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
     steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
     tracker = (
@@ -301,8 +306,6 @@ def train_task(
 
     def write(res: LoopResult) -> None:
         if metrics_file is not None:
-            from plc.store import metric_frame, write_metrics
-
             measured = {e["step"] - 1: e["value"] for e in res.evals if e["step"] > 0}
             rows = [{**context_cols, **r, "val_loss": measured.get(r["step"])} for r in res.rows]
             write_metrics(metrics_file, metric_frame("train", rows), force=True)
@@ -335,8 +338,6 @@ def train_task(
         if tracker is not None:
             tracker.close()
     if runtime.is_main:
-        from plc.store import save_checkpoint
-
         result_ckpt.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         result_ckpt.meta.pop("mitigation_state", None)
         if res.mitigations is not None:

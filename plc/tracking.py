@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
+from plc.store import expand_inputs, parse_metric_name, read_metrics
 
 ENV = "PLC_TENSORBOARD"
 EXTRA = "pip install 'plc[track]'"
@@ -213,8 +214,6 @@ class TensorBoardResult:
 
 def metric_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Metric files from files, globs and folders (a folder: its plc metric files)."""
-    from plc.store import expand_inputs, parse_metric_name
-
     paths: list[Path] = []
     for p in expand_inputs(inputs):
         if p.is_dir():
@@ -234,8 +233,6 @@ def metrics_to_tensorboard(
     TensorBoard run per plc run. An existing run folder with event files is replaced only with
     `force`; each run's event file is written under a temporary name and moved in when whole."""
     import polars as pl
-
-    from plc.store import read_metrics
 
     _require_tensorboard()
     paths = metric_inputs(inputs)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE
+from plc.store import atomic_path, check_output, expand_inputs, read_metrics
 
 TABLES = (".csv", ".parquet")
 FIGURES = (".png", ".svg", ".pdf")
@@ -57,8 +58,6 @@ def transfer_table(
     one probe language throughout. `out` by suffix: a table (.csv, .parquet) or a figure.
     """
     import polars as pl
-
-    from plc.store import atomic_path, check_output, expand_inputs, read_metrics
 
     if out is not None:
         out = Path(out)

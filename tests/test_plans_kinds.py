@@ -402,7 +402,7 @@ def test_lr_grid_one_task_per_size_and_rate_then_fit_lr():
     ]
     assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in render_makefile(plan)
     assert "> $@.tmp && mv $@.tmp $@" in render_makefile(plan)
-    from plc.snakefile import render_snakefile
+    from plc.plan.snakefile import render_snakefile
 
     assert "train-314M-s0-lr0.003-t1-en.parquet > {output:q}" in render_snakefile(plan)
     full = build_plan("lr-grid", sizes=["5M", "314M"], preset="paper", val_every=10)

@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO, assert_bad_input, run_plc
 
 from plc.plan import build_plan
+from plc.plan.snakefile import job_resources, launcher_procs, render_snakefile
 from plc.presets import get_preset
-from plc.snakefile import job_resources, launcher_procs, render_snakefile
 
 HAS_SNAKEMAKE = importlib.util.find_spec("snakemake") is not None
 needs_snakemake = pytest.mark.skipif(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plc.data import markov
 from plc.data.sources import open_source
 from plc.data.tokenizers import get_tokenizer
 from plc.data.tokenstore import StoreWriter, store_path
@@ -158,8 +159,6 @@ def _shard_markov(
     Train and val are independent samples (documents of their own streams), so they never share
     a stretch of the chain. Missing budgets take the control's defaults.
     """
-    from plc.data import markov
-
     spec = markov.parse_markov(source)
     if tokenizer != "byte":
         raise PlcError(f"markov sources write byte tokens; drop --tokenizer {tokenizer}")

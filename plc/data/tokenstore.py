@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from plc import __version__
+from plc.data.tokenizers import get_tokenizer
 from plc.errors import PlcError
 
 STORE_FORMAT = "plc-token-store"
@@ -263,8 +264,6 @@ class StoreInfo:
 
 def describe_store(path: str | os.PathLike, sample_tokens: int = 64) -> StoreInfo:
     """Attributes, token and document counts, and the first train tokens decoded (`plc data info`)."""
-    from plc.data.tokenizers import get_tokenizer
-
     store = open_store(path)
     attrs, tok = store.attrs, store.tokenizer
     ids = [int(i) for i in np.asarray(store.train[: max(sample_tokens, 0)])]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
-from plc.store import expand_inputs
+from plc.store import expand_inputs, read_metrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -165,8 +165,6 @@ def run_methods(rows: pl.DataFrame) -> dict[str, str]:
 def read_probes(metric_files: Sequence[Path]) -> pl.DataFrame:
     """The probe rows of any mix of metric files; bad input if there are none."""
     import polars as pl
-
-    from plc.store import read_metrics
 
     if not metric_files:
         return pl.DataFrame()

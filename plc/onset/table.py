@@ -44,7 +44,7 @@ from plc.onset.inputs import (
 )
 from plc.onset.series import ProbeSeries, probe_series
 from plc.protocol import PAPER_PROBE_AFTER
-from plc.store import expand_inputs
+from plc.store import atomic_path, check_output, expand_inputs
 
 PAPER_TASK_TOKENS = 5_000_000_000  # §IV-A: each task instance is 5B tokens
 ONE_SIZE = "no law: one model size (a fit needs at least two)"
@@ -464,8 +464,6 @@ def fit_onset(
     onset table as Parquet (fit-onset and plot onset read it back) and, with `suggest`, the
     cycles around each run's minimum to probe densely. `by="method"` fits (and bootstraps, and
     predicts) each method's runs apart; the result's `groups` hold those fits."""
-    from plc.store import check_output
-
     check_by(by)
     check_interval_options(ci, bootstrap, resample)
     if bootstrap is not None and not models:
@@ -546,8 +544,6 @@ def fit_onset(
 def write_onset_table(path: str | Path, runs: Sequence[RunOnset], force: bool = False) -> Path:
     """One row per run with every column of TABLE_COLUMNS (the onset mass as two lists)."""
     import polars as pl
-
-    from plc.store import atomic_path
 
     values: dict[str, list] = {c: [] for c in TABLE_COLUMNS}
     for r in runs:

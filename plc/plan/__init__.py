@@ -10,8 +10,8 @@ a real `plc` subcommand with the files it reads and the file it writes (plc.plan
   (Table III), `lr_grid` (App. A);
 - `builder`: the jobs the kinds share (stores, init, tasks, probes, diagnoses, onset, figures);
 - `jobs`: Job, Run, Plan and the one function from a job to its command line (`Job.argv`);
-- `make`: the Makefile; plc.snakefile the Snakefile; `files`: writing them with plan.json and
-  reading plan.json back.
+- `make`: the Makefile; `snakefile`: the Snakefile and its resources; `files`: writing them
+  with plan.json and reading plan.json back.
 
 Every run is a (method, size, seed) triple; its id is `<size>-s<seed>` plus what else differs from
 the preset (`-wd0.1`, `-lr0.003`, `-cont`/`-reset`, the method), and its checkpoints live in

@@ -7,11 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plc.data.sources import embedded_languages
 from plc.errors import PlcError
 from plc.options import number
 from plc.plan.jobs import INPUTS, Job, Plan, Run
 from plc.plan.options import PlanOptions, parse_mitigation
+from plc.presets import get_preset
 from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
+from plc.store import metric_path
 
 X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
 CONTROL_REPEATS = 2  # the control's probe seeds per probed checkpoint (its jitter dominates)
@@ -20,8 +23,6 @@ CONTROL_REPEATS = 2  # the control's probe seeds per probed checkpoint (its jitt
 def metric_file(
     metrics: str, kind: str, run_id: str, task: int, lang: str, suffix: str = ""
 ) -> str:
-    from plc.store import metric_path
-
     return str(metric_path(metrics, kind, run_id, task, lang, suffix or None))
 
 
@@ -30,8 +31,6 @@ def can_shard(source: str, lang: str) -> str | None:
     if source.startswith(("hf:", "markov:")):
         return None
     if source == "embedded":
-        from plc.data.sources import embedded_languages
-
         if lang in embedded_languages():
             return None
         return f"the embedded corpus has no {lang!r}"
@@ -43,8 +42,6 @@ class Builder:
     """One plan under construction: the options resolved against the preset, and its jobs."""
 
     def __init__(self, kind: str, o: PlanOptions):
-        from plc.presets import get_preset
-
         o.check_kind(kind)
         self.kind, self.o = kind, o
         self.p = p = get_preset(o.preset or ("control" if kind == "control" else "cpu"))

@@ -14,8 +14,10 @@ from pathlib import Path
 from plc.errors import PlcError
 from plc.plan.jobs import Plan
 from plc.plan.make import render_makefile
+from plc.plan.snakefile import render_snakefile
 from plc.protocol import default_probe_after
 from plc.status import PLAN_FILES, PLAN_JSON  # the names plc status looks for in a study
+from plc.store import atomic_path, check_output
 
 FORMATS = ("make", "snakemake")
 SEARCH_UP = 3  # folders above a metric file where fit-onset looks for its plan.json
@@ -33,8 +35,6 @@ def render(plan: Plan, fmt: str = "make") -> str:
     if fmt not in FORMATS:
         raise PlcError(f"unknown --format {fmt!r}; choose make or snakemake")
     if fmt == "snakemake":
-        from plc.snakefile import render_snakefile
-
         return render_snakefile(plan)
     return render_makefile(plan)
 
@@ -49,8 +49,6 @@ def write_plan(
 ) -> tuple[Path, Path]:
     """Write the plan file and its plan.json (both or neither); returns their paths. `epilogue`
     is text appended to the plan file (the demo's rule for the checkpoints it removes)."""
-    from plc.store import atomic_path, check_output
-
     text = render(plan, fmt) + epilogue
     output, data = Path(output), plan_json_path(output)
     check_output(output, force)

@@ -2,7 +2,7 @@
 
 A job is a `plc` subcommand with the file it writes (`output`), the files it reads (`inputs`), the
 run, model size and task it belongs to, and the TrainOptions fields it sets (`train`). The same
-data renders as a Makefile (plc.plan.make), a Snakefile (plc.snakefile) and `plan.json`
+data renders as a Makefile (plc.plan.make), a Snakefile (plc.plan.snakefile) and `plan.json`
 (FORMATS.md), which `plc status`, `plc report` and `plc fit-onset` read back.
 """
 

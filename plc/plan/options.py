@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
-from plc.options import arm_help, arm_label
+from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
+from plc.sizes import shape_of
+from plc.store import method_tag
 
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
@@ -198,8 +200,6 @@ class PlanOptions:
             if isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
         if self.sizes is not None:
-            from plc.sizes import shape_of
-
             if not self.sizes:
                 raise PlcError("give at least one size")
             for s in self.sizes:
@@ -223,8 +223,6 @@ class PlanOptions:
         if self.diagnose_every is not None and self.diagnose_every < 0:
             raise PlcError("--diagnose-every must be ≥ 0 (0 = never)")
         if self.weight_decay is not None:
-            from plc.options import TrainOptions
-
             TrainOptions(weight_decay=self.weight_decay)  # its check, once
         if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
             lo, hi = self.dense_cycles
@@ -277,8 +275,6 @@ def parse_mitigation(spec: str) -> tuple[str, dict[str, Any]]:
     """`--mitigation NAME[:ARGS]` (plc.options.parse_mitigation, where the remedies are declared)
     → (run id tag, the TrainOptions fields it sets); the tag is the method's name in metric file
     names (plc.store.method_tag), '' for none."""
-    from plc.store import method_tag
-
     train = arm_fields(spec)
     label = arm_label(train)
     return ("" if label == "none" else method_tag(label)), train

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from plc.plan.jobs import INPUTS, Job, Plan
+from plc.presets import get_preset
+from plc.sizes import make_config, padded_vocab, train_flops_per_token
 
 if TYPE_CHECKING:
     from plc.presets import Preset
@@ -54,8 +56,6 @@ def launcher_procs(launcher: str) -> int:
 
 
 def _config(size: str, tokenizer: str, preset: Preset) -> GPTConfig:
-    from plc.sizes import make_config, padded_vocab
-
     vocab = VOCAB.get(tokenizer, padded_vocab(VOCAB["qwen3"]))
     return make_config(size, vocab_size=padded_vocab(vocab), context=preset.context)
 
@@ -65,8 +65,6 @@ def job_resources(
 ) -> JobResources:
     """Threads, GPUs, host memory and FLOPs of one job of a plan; `size` is the model it works
     on (the job's own, None for data and analysis jobs)."""
-    from plc.sizes import train_flops_per_token
-
     command = job.command
     if size is None or not (job.launch or command in ("init", "diagnose")):
         return JobResources(threads=1, gpus=0, mem_mb=PLAIN_MB, flops=0.0)
@@ -141,8 +139,6 @@ def _shell(job: Job) -> str:
 def render_snakefile(plan: Plan) -> str:
     """The plan as a Snakefile: one rule per file with its exact inputs and output, the same
     commands as the Makefile, and per job threads, GPUs, memory and a wall time for Slurm."""
-    from plc.presets import get_preset
-
     preset = get_preset(plan.preset)
     launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
     lines = [
