@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from plc.errors import PlcError
 from plc.plan import Job, Plan, build_plan, write_plan
 from plc.runner import Execute, JobDone, run_plan, run_subprocess
 
@@ -223,17 +222,13 @@ def _summarise(res: DemoResult, onset_table: Path) -> None:
     """Onset per size and the log-log law, from the onset table the plan's fit-onset wrote."""
     import polars as pl
 
-    from plc.onset import fit_onset
+    from plc.onset import fit_onset_or_runs
 
     if not onset_table.exists():  # one probe per run: no onset to find
         return
     res.onsets = pl.read_parquet(onset_table).to_dicts()
-    try:
-        # The exponent's interval: refits on runs resampled with their onset distributions.
-        fitted = fit_onset([onset_table], models=["loglog"], bootstrap=1000)
-    except PlcError as e:  # e.g. fewer than 3 sizes: report the onsets without a law
-        res.law = f"(no fit: {e})"
-        return
+    # The exponent's interval: refits on runs resampled with their onset distributions.
+    fitted = fit_onset_or_runs([onset_table], models=["loglog"], bootstrap=1000)
     res.fits = fitted.to_dict()["fits"]
     if fitted.law is None:
         res.law = f"(no fit: {fitted.fits_skipped})"

@@ -136,7 +136,6 @@ def state_digest(state: dict) -> str:
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-
     ckpt = load_checkpoint(Path(path))
     c, m = ckpt.config, ckpt.meta
     tok = m.get("tokenizer") or {}

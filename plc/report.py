@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS, fit_onset, probe_series, read_probes, view
+from plc.onset import MODELS, fit_onset_or_runs, probe_series, read_probes, view
 from plc.onset.series import check_series
 from plc.plan import read_plan
 from plc.plot import ONSET_LABEL, build_figure
@@ -213,7 +213,14 @@ class _Page:
                 latest[s.run_id] = f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})"
                 methods.add(s.method)
             usable += paths
-        res = _fit_onset(usable, "method" if len(methods) > 1 else None) if usable else None
+        by = "method" if len(methods) > 1 else None
+        res = (
+            fit_onset_or_runs(
+                usable, models=list(MODELS), bootstrap=BOOTSTRAP, probe_after=None, by=by
+            )
+            if usable
+            else None
+        )
         if res:
             self.p(
                 "Per run: the probe AUC normalised by eq. 1 (% change relative to AUC_1, the first "
@@ -407,18 +414,6 @@ class _Page:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _fit_onset(paths: list[Path], by: str | None) -> OnsetResult:
-    """fit-onset on the probe files; where no fit can be made (too few runs with an onset, a
-    single size), the onsets alone, with the reason as `fits_skipped`."""
-    options: dict[str, Any] = {"probe_after": None, "by": by}
-    try:
-        return fit_onset(paths, models=list(MODELS), bootstrap=BOOTSTRAP, **options)
-    except PlcError as e:
-        res = fit_onset(paths, models=[], **options)
-        res.fits_skipped = str(e)
-        return res
 
 
 def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:

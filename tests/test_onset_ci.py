@@ -294,6 +294,23 @@ def test_runs_without_onset_are_reported_and_left_out_of_the_fits(mixed, tmp_pat
     assert few.fits == [] and "at least 3" in few.fits_skipped and len(few.excluded) >= 2
 
 
+def test_a_study_without_a_fit_still_gets_its_onsets(mixed, tmp_path):
+    from plc.onset import fit_onset_or_runs
+
+    # Two runs, every one detected: fit-onset refuses (bad input); a study shows the onsets.
+    two = tmp_path / "two.csv"
+    pl.DataFrame({"n_params": [4_932_480, 27_922_752], "onset": [14, 22]}).write_csv(two)
+    with pytest.raises(PlcError, match="at least 3") as refused:
+        fit_onset([two], models=["loglog"], bootstrap=200)
+    res = fit_onset_or_runs([two], models=["loglog"], bootstrap=200)
+    assert [r.onset for r in res.runs] == [14, 22]
+    assert res.fits == [] and res.bootstrap is None and res.fits_skipped == str(refused.value)
+    # Where the fit can be made, it is fit_onset itself.
+    files = [str(mixed / "*.parquet")]
+    fitted = fit_onset_or_runs(files, models=["loglog"])
+    assert fitted.fits[0].b == fit_onset(files, models=["loglog"]).fits[0].b
+
+
 def test_rate_of_loss_is_in_the_table_and_json(mixed):
     proc = run_plc("fit-onset", str(mixed / "*.parquet"), "--model", "none", "--json")
     assert proc.returncode == 0, proc.stderr

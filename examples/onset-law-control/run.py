@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from plc.cli import run_argv
-from plc.errors import PlcError
-from plc.onset import fit_onset
+from plc.onset import fit_onset_or_runs
 from plc.onset.fit import rate_law
 from plc.onset.view import run_markdown
 from plc.plan import build_plan, write_plan
@@ -85,11 +84,8 @@ def analyse(out: Path, sizes: list[str], tasks: int, cost: str) -> str:
         last[run] = max(last.get(run, 0), int(task))
     horizon = min([tasks, *last.values()])
     metrics = [m for m in metrics if int(re.search(r"-t(\d+)-", m.name).group(1)) <= horizon]
-    try:
-        res = fit_onset(metrics, models=["loglog"], probe_after=None, bootstrap=1000)
-    except PlcError as e:  # e.g. fewer than three sizes with an onset: the runs, no law
-        res = fit_onset(metrics, models=[], probe_after=None)
-        res.fits_skipped = str(e)
+    # Fewer than three sizes with an onset: the runs, with the reason there is no law.
+    res = fit_onset_or_runs(metrics, models=["loglog"], probe_after=None, bootstrap=1000)
     (out / "onset.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
 
     lines = [

@@ -541,6 +541,19 @@ def fit_onset(
     return result
 
 
+def fit_onset_or_runs(inputs: Iterable[str | Path], **options: Any) -> OnsetResult:
+    """fit_onset for a study that shows whatever it has (the report, the demo, the examples):
+    where no fit can be made (too few runs with an onset, a single size) the onsets alone, with
+    the reason as `fits_skipped`, instead of the error `plc fit-onset` gives."""
+    inputs = list(inputs)
+    try:
+        return fit_onset(inputs, **options)
+    except PlcError as e:
+        res = fit_onset(inputs, **{**options, "models": [], "bootstrap": None})
+        res.fits_skipped = str(e)
+        return res
+
+
 def write_onset_table(path: str | Path, runs: Sequence[RunOnset], force: bool = False) -> Path:
     """One row per run with every column of TABLE_COLUMNS (the onset mass as two lists)."""
     import polars as pl
