@@ -20,11 +20,27 @@ from plc.onset.bootstrap import (
     check_interval_options,
     pool_seeds,
 )
-from plc.onset.detect import ALPHA, OnsetEvidence, assess_onset, check_alpha, judge_onset
+from plc.onset.censored import CensoredLaw, censored_law
+from plc.onset.detect import (
+    ALPHA,
+    NO_RISE,
+    ONSET,
+    STILL_FALLING,
+    TOO_FEW,
+    VERDICTS,
+    OnsetEvidence,
+    assess_onset,
+    check_alpha,
+    judge_onset,
+)
 from plc.onset.fit import (
     FORMULAS,
+    LOSSES,
     MODELS,
+    Backtest,
     Fit,
+    NoLaw,
+    backtest,
     check_points,
     fit_model,
     parse_models,
@@ -74,6 +90,17 @@ from plc.protocol import PAPER_PROBE_AFTER
 
 __all__ = [
     "ALPHA",
+    "LOSSES",
+    "NO_RISE",
+    "ONSET",
+    "STILL_FALLING",
+    "TOO_FEW",
+    "VERDICTS",
+    "Backtest",
+    "CensoredLaw",
+    "NoLaw",
+    "backtest",
+    "censored_law",
     "AUC_FROM",
     "BASELINE",
     "BY",

@@ -1,13 +1,23 @@
 """How well the onset test and interval work on synthetic studies with a known truth.
 
-Each case is a trend (flat; an onset at the first probe; one at the second; one mid-run) on the
-paper's dense probing (after zh, de and ru: tasks 8c+2, 8c+6, 8c+8), plus per-language offsets
-(+3, −2, 0 %) or none, plus stationary AR(1) noise of SD 1 % (white, ρ = 0.5 or 0.8). Every
-simulated run goes through the same estimator as real runs (plc.onset.detect); a case with
-several seeds also pools them as fit-onset does (plc.onset.bootstrap.pool_seeds). The table gives
-the share of runs with an onset detected (the false-alarm rate where the trend is flat, the power
-otherwise), the coverage and the median width of the onset's interval, each with its Monte-Carlo
-standard error.
+Each case is a trend on a probe grid plus stationary AR(1) noise of SD 1 % (white, ρ = 0.5 or
+0.8). The grids: App. B's dense probing (after zh, de and ru: tasks 8c+2, 8c+6, 8c+8) with
+per-language offsets (+3, −2, 0 %) or none, and the control's (a probe after each of tasks 1–12,
+then every 4th task to 48; one chain per task, so one intercept). The trends: flat, a fall that
+then stays flat, a steady fall (the nulls: no rise after the minimum); a broken stick (a fall of
+5 % to the onset, then a rise of 10 % to the last probe) with its minimum at the first, the second
+or a mid-run probe; and three smooth shapes the broken stick does not contain — a parabola (smooth
+U), a linear fall into a quadratic rise (convex rise), and a flat stretch then a rise ∝ (t − τ)^1.5
+(plateau-then-rise: its onset is where the plateau ends). Every simulated run goes through the
+same estimator as real runs (plc.onset.detect); a case with several seeds also pools them as
+fit-onset does (plc.onset.bootstrap.pool_seeds), and the censored-seeds case gives its seeds
+onsets so late that some are not detected, which the pooling must count as censored.
+
+Per case: the share of runs with an onset detected (the false-alarm rate where there is no onset,
+the power otherwise), the p-values' distribution under the nulls (shares below 0.01, 0.05, 0.10,
+0.5 and Kolmogorov–Smirnov tests of uniformity), the share called "still falling", the coverage
+and median width of the onset's interval and the point's mean absolute error, each rate with its
+Monte-Carlo standard error.
 """
 
 from __future__ import annotations
@@ -19,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from plc.errors import PlcError
-from plc.onset.bootstrap import pooled_interval
-from plc.onset.detect import ALPHA, NULL_SAMPLES, PILOT_SAMPLES, judge_onset
+from plc.onset.bootstrap import pool_seeds
+from plc.onset.detect import ALPHA, NULL_SAMPLES, PILOT_SAMPLES, STILL_FALLING, judge_onset
 from plc.onset.noise import Design, offset_groups, simulate
 
 PROBES = (2, 6, 8)  # tasks of a cycle after zh, de and ru (App. B's dense probing)
@@ -28,17 +38,22 @@ LANGS = ("zh", "de", "ru")
 OFFSETS = {"zh": 3.0, "de": -2.0, "ru": 0.0}  # % of AUC: languages transfer differently
 RISE = 10.0  # % from the minimum to the last probe: ten noise SDs
 FALL = 5.0  # % from the first probe down to the minimum
+P_BELOW = (0.01, 0.05, 0.10, 0.5)  # where the null p-values' distribution is read
+SHAPES = ("stick", "smooth U", "convex rise", "plateau-then-rise", "decay-then-flat", "falling")
 
 
 @dataclass
 class Case:
-    """One synthetic study: its trend's minimum (None: flat), noise, offsets and seeds."""
+    """One synthetic study: its trend (shape, minimum: None for none), noise, grid and seeds."""
 
     name: str
-    onset: int | None  # task of the trend's minimum; None for a flat trend
+    onset: int | None  # task of the trend's minimum (end of a plateau); None: no onset
     rho: float
     offsets: bool = True
     seeds: int = 1
+    shape: str = "stick"
+    grid: str = "dense"  # dense: App. B's zh/de/ru probing; control: the control plan's
+    onsets: tuple[int, ...] | None = None  # one onset per seed (the censored-seeds case)
 
 
 DEFAULT_CASES = (
@@ -47,6 +62,9 @@ DEFAULT_CASES = (
     Case("flat", None, 0.8),
     Case("flat, no offsets", None, 0.5, offsets=False),
     Case("flat, 4 seeds", None, 0.5, seeds=4),
+    Case("decay-then-flat", None, 0.5, shape="decay-then-flat"),
+    Case("falling", None, 0.5, shape="falling"),
+    Case("flat, control grid", None, 0.5, grid="control"),
     Case("onset at the first probe", 2, 0.5),
     Case("onset at the second probe", 6, 0.5),
     Case("interior onset", 30, 0.0),
@@ -54,6 +72,12 @@ DEFAULT_CASES = (
     Case("interior onset", 30, 0.8),
     Case("interior onset, no offsets", 30, 0.5, offsets=False),
     Case("interior onset, 4 seeds", 30, 0.5, seeds=4),
+    Case("smooth U", 30, 0.5, shape="smooth U"),
+    Case("convex rise", 30, 0.5, shape="convex rise"),
+    Case("plateau-then-rise", 30, 0.5, shape="plateau-then-rise"),
+    Case("control grid, first probe", 1, 0.5, grid="control"),
+    Case("control grid, interior onset", 12, 0.5, grid="control"),
+    Case("censored seeds", None, 0.5, seeds=4, onsets=(24, 36, 48, 60)),
 )
 
 
@@ -69,6 +93,13 @@ class CaseResult:
     width_se: float | None
     pooled_coverage: float | None = None  # of the seeds' pooled interval (several seeds)
     pooled_width: float | None = None
+    p_below: dict[str, float] | None = None  # null cases: share of p-values below each level
+    uniform_p: float | None = None  # Kolmogorov–Smirnov test of uniform p-values, two-sided
+    small_p: float | None = None  # and one-sided: are p-values smaller than uniform?
+    still_falling: float = 0.0  # share of runs called "still falling"
+    error: float | None = None  # mean absolute error of the onset (or minimum), tasks
+    pooled_truth: float | None = None  # the pooled onset aimed at (geometric mean)
+    censored: float | None = None  # share of seeds censored (no onset detected)
 
 
 @dataclass
@@ -85,12 +116,37 @@ class Calibration:
         return asdict(self)
 
 
-def _trend(tasks: np.ndarray, onset: int | None) -> np.ndarray:
+def grid_of(case: Case, cycles: int) -> tuple[np.ndarray, list[str]]:
+    """The probed tasks and the language trained before each probe."""
+    if case.grid == "control":
+        tasks = np.r_[np.arange(1, 13), np.arange(16, 49, 4)].astype(float)
+        return tasks, [f"m{int(t):02d}" for t in tasks]
+    if case.grid != "dense":
+        raise PlcError(f"unknown probe grid {case.grid!r}")
+    tasks = np.array([8 * c + k for c in range(cycles) for k in PROBES], dtype=float)
+    return tasks, [LANGS[i % 3] for i in range(tasks.size)]
+
+
+def trend(tasks: np.ndarray, onset: int | None, shape: str = "stick") -> np.ndarray:
+    """A case's trend (% of AUC) at the probed tasks."""
+    first, last = tasks[0], tasks[-1]
+    if shape == "falling":
+        return -RISE * (tasks - first) / (last - first)
     if onset is None:
         return np.zeros_like(tasks)
-    first, last = tasks[0], tasks[-1]
-    fall = np.where(tasks < onset, FALL * (onset - tasks) / max(onset - first, 1), 0.0)
-    return fall + np.where(tasks > onset, RISE * (tasks - onset) / (last - onset), 0.0)
+    before = np.clip((onset - tasks) / max(onset - first, 1), 0, None)
+    after = np.clip((tasks - onset) / (last - onset), 0, None)
+    if shape == "stick":
+        return FALL * before + RISE * after
+    if shape == "decay-then-flat":
+        return FALL * before
+    if shape == "smooth U":  # one parabola through the minimum: RISE at the last probe
+        return RISE * ((tasks - onset) / (last - onset)) ** 2
+    if shape == "convex rise":
+        return FALL * before + RISE * after**2
+    if shape == "plateau-then-rise":
+        return RISE * after**1.5
+    raise PlcError(f"unknown trend shape {shape!r}")
 
 
 def _share(x: list[bool]) -> tuple[float, float]:
@@ -101,7 +157,30 @@ def _share(x: list[bool]) -> tuple[float, float]:
 def _median(x: list[float]) -> tuple[float, float]:
     """The median and its standard error (1.2533·SD/√n, the normal approximation)."""
     a = np.asarray(x, dtype=float)
+    if a.size < 2:
+        return float(np.median(a)), float("nan")
     return float(np.median(a)), float(1.2533 * a.std(ddof=1) / math.sqrt(a.size))
+
+
+@dataclass
+class _Pooled:
+    """What pool_seeds needs of a simulated run."""
+
+    n_params: int
+    size: str
+    method: str
+    detected: bool
+    onset: float | None
+    horizon: float | None
+    verdict: str
+    mass: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def fit_value(self) -> float | None:
+        return self.onset
+
+    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mass
 
 
 def run_case(
@@ -114,50 +193,76 @@ def run_case(
     samples: int = NULL_SAMPLES,
 ) -> CaseResult:
     """`reps` studies of one case (each `case.seeds` runs) through the estimator."""
-    tasks = np.array([8 * c + k for c in range(cycles) for k in PROBES], dtype=float)
-    langs = [LANGS[i % 3] for i in range(tasks.size)]
+    from scipy.stats import kstest
+
+    tasks, langs = grid_of(case, cycles)
     groups, _ = offset_groups(langs)
     design = Design(tasks, groups)
-    mean = _trend(tasks, case.onset)
-    if case.offsets:
-        mean = mean + np.array([OFFSETS[x] for x in langs])
+    offsets = np.array([OFFSETS.get(x, 0.0) for x in langs]) if case.offsets else 0.0
+    truths = case.onsets or (case.onset,) * case.seeds
+    means = [trend(tasks, t, case.shape) + offsets for t in truths]
     level = [(1 - ci) / 2, (1 + ci) / 2]
     pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
-    detected, covered, widths, pooled_cover, pooled_width = [], [], [], [], []
+    detected, p_values, falling, covered, widths, errors = [], [], [], [], [], []
+    pooled_cover, pooled_width, censored = [], [], []
+    truth = math.exp(np.mean(np.log(truths))) if case.onsets else case.onset
     for _ in range(reps):
-        picks = []
-        for y in simulate(mean, case.rho, 1.0, case.seeds, rng):
+        runs = []
+        for mean, onset in zip(means, truths, strict=True):
+            y = simulate(mean, case.rho, 1.0, 1, rng)[0]
             v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
             detected.append(v.detected)
-            knots = tasks[v.knots] if v.knots.size else tasks[-1:]
-            lo, hi = np.quantile(knots, level, method="inverted_cdf")
-            if case.onset is not None:
-                covered.append(bool(lo <= case.onset <= hi))
-                widths.append(float(hi - lo))
-            if v.detected:
-                picks.append(knots)
-        if case.seeds > 1 and case.onset is not None and picks:
-            tasks_p = [np.unique(p, return_counts=True) for p in picks]
-            lo, hi = pooled_interval([(t, c / c.sum()) for t, c in tasks_p], ci, rng)
-            pooled_cover.append(bool(lo <= case.onset <= hi))
-            pooled_width.append(float(hi - lo))
+            p_values.append(v.p_value)
+            falling.append(v.still_falling)
+            censored.append(not v.detected)
+            at, count = np.unique(tasks[v.knots], return_counts=True)
+            if onset is not None:
+                point = tasks[v.knot]
+                ok = v.kind != STILL_FALLING and v.knots.size > 0
+                lo, hi = np.quantile(tasks[v.knots], level, method="inverted_cdf") if ok else (0, 0)
+                lo, hi = min(lo, point), max(hi, point)
+                covered.append(bool(ok and lo <= onset <= hi))
+                if ok:
+                    widths.append(float(hi - lo))
+                    errors.append(abs(float(point) - onset))
+            runs.append(
+                _Pooled(
+                    1,
+                    "s",
+                    "none",
+                    v.detected,
+                    float(tasks[v.knot]) if v.detected else None,
+                    float(tasks[-1]),
+                    v.kind,
+                    (at, count / max(count.sum(), 1)) if at.size else (tasks[-1:], np.ones(1)),
+                )
+            )
+        if case.seeds > 1 and truth is not None:
+            (size,) = pool_seeds(runs, ci)
+            if size.onset is not None:
+                pooled_cover.append(bool(size.onset_lo <= truth <= size.onset_hi))
+                pooled_width.append(float(size.onset_hi - size.onset_lo))
+            else:
+                pooled_cover.append(False)
     det, det_se = _share(detected)
-    cov = cov_se = width = width_se = None
+    out = CaseResult(case, len(detected), det, det_se, None, None, None, None)
+    out.still_falling = float(np.mean(falling))
     if covered:
-        cov, cov_se = _share(covered)
-        width, width_se = _median(widths)
-    return CaseResult(
-        case,
-        len(detected),
-        det,
-        det_se,
-        cov,
-        cov_se,
-        width,
-        width_se,
-        float(np.mean(pooled_cover)) if pooled_cover else None,
-        float(np.median(pooled_width)) if pooled_width else None,
-    )
+        out.coverage, out.coverage_se = _share(covered)
+        if widths:
+            out.width, out.width_se = _median(widths)
+            out.error = float(np.mean(errors))
+    if pooled_cover:
+        out.pooled_coverage = float(np.mean(pooled_cover))
+        out.pooled_width = float(np.median(pooled_width)) if pooled_width else None
+        out.pooled_truth = float(truth)
+        out.censored = float(np.mean(censored))
+    if all(t is None for t in truths) and case.onsets is None:
+        p = np.asarray(p_values)
+        out.p_below = {f"{x:g}": float((p < x).mean()) for x in P_BELOW}
+        out.uniform_p = float(kstest(p, "uniform").pvalue)
+        out.small_p = float(kstest(p, "uniform", alternative="greater").pvalue)
+    return out
 
 
 def calibrate(

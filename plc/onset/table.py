@@ -24,15 +24,29 @@ from plc.onset.bootstrap import (
     check_interval_options,
     pool_seeds,
 )
+from plc.onset.censored import CensoredLaw, censored_law
 from plc.onset.detect import (
     ALPHA,
     ALT_SAMPLES,
+    NO_RISE,
     NULL_SAMPLES,
+    ONSET,
+    STILL_FALLING,
+    TOO_FEW,
     TooFewProbes,
     assess_onset,
     check_alpha,
 )
-from plc.onset.fit import MODELS, Fit, fit_model
+from plc.onset.fit import (
+    MODELS,
+    Backtest,
+    Fit,
+    NoLaw,
+    backtest,
+    check_loss,
+    check_sizes,
+    fit_model,
+)
 from plc.onset.inputs import (
     BASELINE,
     TABLE_COLUMNS,
@@ -84,10 +98,31 @@ class RunOnset:
     probe_repeats: int | None = None
     baseline_task: int | None = None
     fitted: bool = False  # one of the fits' points
+    verdict: str | None = None  # onset, no significant rise, still falling, too few probes
+    falling_p: float | None = None  # one-sided p of "not falling at the end"
+    horizon: int | None = None  # the last probed task: a run with no onset is censored there
+    offset_note: str | None = None  # single-probe languages folded into a neighbour's offset
+
+    def __post_init__(self) -> None:
+        if self.verdict is None:  # a row of an older onset table: the verdict from its reason
+            reason = self.no_onset or ""
+            self.verdict = (
+                ONSET
+                if self.detected
+                else STILL_FALLING
+                if reason.startswith("no onset yet")
+                else TOO_FEW
+                if reason.startswith("too few")
+                else NO_RISE
+            )
+        if self.horizon is None and self.verdict == STILL_FALLING:
+            self.horizon = self.minimum_task  # a still-falling run's minimum is its last probe
 
     @property
     def fit_value(self) -> float | None:
-        """The onset a fit uses: the detected one, else (when no-onset runs are kept) the minimum."""
+        """The onset a fit uses: the detected one, else (when no-onset runs are kept) the minimum
+        of the best trend with a rise (no significant rise) or the last probe (still falling:
+        a lower bound of the onset)."""
         return self.onset if self.onset is not None else self.minimum_task
 
     def distribution(self) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +142,7 @@ class Prediction:
     onset_tokens: float
     onset_tasks_ci: list[float] | None = None
     onset_tokens_ci: list[float] | None = None
+    onset_tasks_delta: list[float] | None = None  # delta-method band of the law (t quantile)
 
 
 @dataclass
@@ -119,6 +155,7 @@ class DenseSuggestion:
     cycle: int
     first_cycle: int
     last_cycle: int
+    detected: bool = True  # False: the minimum of a rise that is not significant
 
 
 def _law_of(fits: Sequence[Fit]) -> str | None:
@@ -140,6 +177,9 @@ class GroupFits:
     fits_skipped: str | None = None  # why this group has no fit (too few points, one size…)
     bootstrap: BootstrapSummary | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    censored: CensoredLaw | None = None  # the log-log law with no-onset runs censored
+    backtests: list[Backtest] = field(default_factory=list)
+    backtest_skipped: str | None = None
 
     @property
     def law(self) -> str | None:
@@ -180,6 +220,11 @@ class OnsetResult:
     by: str | None = None  # "method": the fits are per group, in `groups`, not in `fits`
     groups: list[GroupFits] = field(default_factory=list)
     sizes: list[SizeOnset] = field(default_factory=list)  # sizes with several seeds, pooled
+    loss: str = "ls"  # ls: Table V's estimators; huber: Huber's loss on ln T
+    kept: str | None = None  # what --keep-no-onset fitted
+    censored: CensoredLaw | None = None  # the log-log law with no-onset runs censored
+    backtests: list[Backtest] = field(default_factory=list)
+    backtest_skipped: str | None = None
 
     @property
     def law(self) -> str | None:
@@ -259,6 +304,10 @@ def collect_onsets(
                 rate_se=ev.rate_se,
                 probe_repeats=s.n_repeats,
                 baseline_task=s.baseline_task,
+                verdict=ev.verdict,
+                falling_p=ev.falling_p,
+                horizon=s.task_index[-1],
+                offset_note=ev.offset_note,
             )
         )
     if table is not None:
@@ -294,6 +343,9 @@ def collect_onsets(
                     rise_jitter=r["rise_jitter"],
                     rate=r["rate"],
                     rate_se=r["rate_se"],
+                    verdict=r["verdict"],
+                    falling_p=r["falling_p"],
+                    horizon=r["horizon"],
                 )
             )
     runs.sort(key=lambda r: (r.n_params, r.run_id or "", r.seed or ""))
@@ -314,6 +366,8 @@ def _too_few(s: ProbeSeries, reason: str) -> RunOnset:
         no_onset=reason,
         probe_repeats=s.n_repeats,
         baseline_task=s.baseline_task,
+        verdict=TOO_FEW,
+        horizon=s.task_index[-1],
     )
 
 
@@ -329,15 +383,20 @@ def _task_tokens(series: Sequence[ProbeSeries]) -> float | None:
 
 
 def suggest_dense(
-    series: Sequence[ProbeSeries], minima: dict[str, int], cycles: int
+    series: Sequence[ProbeSeries],
+    minima: dict[str, int | None],
+    cycles: int,
+    detected: dict[str, bool] | None = None,
 ) -> list[DenseSuggestion]:
-    """Per run: the cycles within `cycles` of the cycle of its minimum (`minima`: task per run id;
-    App. B's second stage probes after zh, de and ru there), inside the cycles it has probes for."""
+    """Per run: the cycles within `cycles` of the cycle of its minimum (`minima`: task per run
+    id, None for runs with no minimum to look at — still falling, or too few probes; App. B's
+    second stage probes after zh, de and ru there), inside the cycles it has probes for.
+    `detected` marks the runs whose minimum is an onset (the others: a rise not significant)."""
     if cycles < 0:
         raise PlcError(f"--suggest-dense takes a number of cycles ≥ 0, not {cycles}")
     out = []
     for s in series:
-        if minima.get(s.run_id) is None:  # too few probes for a minimum
+        if minima.get(s.run_id) is None:
             continue
         c = s.cycle[s.task_index.index(minima[s.run_id])]
         out.append(
@@ -348,6 +407,7 @@ def suggest_dense(
                 cycle=c,
                 first_cycle=max(min(s.cycle), c - cycles, 1),
                 last_cycle=min(max(s.cycle), c + cycles),
+                detected=True if detected is None else detected.get(s.run_id, True),
             )
         )
     return out
@@ -372,13 +432,17 @@ def fit_groups(
     left_out: Sequence[RunOnset],
     models: Sequence[str],
     by: str | None = None,
+    loss: str = "ls",
 ) -> list[GroupFits]:
     """The fits of `models` to the points' (n_params, fit_value): to all of them, or with
-    `by="method"` to each method's alone, the baseline first. A group that cannot be fitted (too
-    few points, a single size…) keeps the reason. Bad input when no group can be fitted and no run
-    was left out of the fits: ungrouped (or with one method), exactly the error of fitting every
-    point; `left_out` are the runs with no onset detected, counted in a group's reason."""
+    `by="method"` to each method's alone, the baseline first. A group too small for a law (fewer
+    than 3 points, a single size, a leave-one-out fold of one size: NoLaw) keeps the reason as
+    "no law: …" — not an error, whatever the number of points. Bad values (n_params ≤ 0, onsets
+    ≤ 0 under a log) are bad input when no group can be fitted and no run was left out of the
+    fits; `left_out` are the runs with no onset detected, counted in a group's reason."""
     check_by(by)
+    if models:
+        check_sizes([r.n_params for r in [*points, *left_out]])
     if by is None:
         groups = {None: (list(points), list(left_out))}
     else:
@@ -386,22 +450,24 @@ def fit_groups(
         groups = {m: (kept.get(m, []), out.get(m, [])) for m in method_order([*kept, *out])}
     fitted, errors = [], []
     for method, (mine, theirs) in groups.items():
+        names = [r.run_id or r.size for r in mine]
         if models and len({r.n_params for r in [*mine, *theirs]}) == 1:
-            fitted.append(GroupFits(method, [r.run_id or r.size for r in mine], [], ONE_SIZE))
+            fitted.append(GroupFits(method, names, [], ONE_SIZE))
             continue
         try:
             fits = [
-                fit_model(m, [r.n_params for r in mine], [r.fit_value for r in mine])
+                fit_model(m, [r.n_params for r in mine], [r.fit_value for r in mine], loss)
                 for m in models
             ]
             skipped = None
+        except NoLaw as e:
+            fits, skipped = [], f"no law: {e}"
         except PlcError as e:
             errors.append((method, e))
-            fits = []
-            skipped = str(e)
-            if theirs:
-                skipped += f" (after leaving out {len(theirs)} runs with no onset detected)"
-        fitted.append(GroupFits(method, [r.run_id or r.size for r in mine], fits, skipped))
+            fits, skipped = [], str(e)
+        if skipped is not None and theirs:
+            skipped += f" (after leaving out {len(theirs)} runs with no onset detected)"
+        fitted.append(GroupFits(method, names, fits, skipped))
     if errors and len(errors) == len(groups) and not left_out:
         if len(errors) == 1:
             raise errors[0][1]
@@ -411,18 +477,55 @@ def fit_groups(
     return fitted
 
 
+def _censored(runs: Sequence[RunOnset], ci: float) -> CensoredLaw | None:
+    """The log-log law of a group's runs with a verdict, those with no onset censored at their
+    last probe; None where no run is censored (then it is the log-log fit) or too few detected."""
+    mine = [r for r in runs if r.verdict != TOO_FEW and (r.detected or r.horizon is not None)]
+    if not any(not r.detected for r in mine):
+        return None
+    return censored_law(
+        [r.size for r in mine],
+        [r.n_params for r in mine],
+        [r.onset if r.detected else None for r in mine],
+        [float(r.horizon if r.horizon is not None else 0) for r in mine],
+        ci,
+    )
+
+
+def _backtest(
+    points: Sequence[RunOnset], models: Sequence[str], k: int, loss: str
+) -> tuple[list[Backtest], str | None]:
+    try:
+        return (
+            backtest(
+                [r.size for r in points],
+                [r.n_params for r in points],
+                [r.fit_value for r in points],
+                models,
+                k,
+                loss,
+            ),
+            None,
+        )
+    except NoLaw as e:
+        return [], f"no backtest: {e}"
+
+
 def _predictions(
     fits: Sequence[Fit],
     predict: Sequence[float],
     tokens: float,
     intervals: dict[str, dict[str, Any]] | None,
+    ci: float = 0.95,
 ) -> list[Prediction]:
-    """Each fit's onset at the sizes to predict, in tasks and tokens, with bootstrap intervals."""
+    """Each fit's onset at the sizes to predict, in tasks and tokens, with bootstrap intervals
+    and the delta-method band."""
     out = []
     for f in fits:
         ranges = intervals[f.model]["predict"] if intervals else [None] * len(predict)
-        for pp, tt, rr in zip(
-            predict, f.predict(np.asarray(predict, dtype=float)), ranges, strict=True
+        bands = f.band(predict, ci) or [None] * len(predict)
+        for pp, tt, rr, dd in zip(
+            predict, f.predict(np.asarray(predict, dtype=float)), ranges, bands, strict=True
         ):
             out.append(
                 Prediction(
@@ -432,6 +535,7 @@ def _predictions(
                     float(tt) * tokens,
                     onset_tasks_ci=rr,
                     onset_tokens_ci=None if rr is None else [v * tokens for v in rr],
+                    onset_tasks_delta=dd,
                 )
             )
     return out
@@ -457,17 +561,33 @@ def fit_onset(
     seed: int = 0,
     suggest: int | None = None,
     by: str | None = None,
+    loss: str = "ls",
+    backtest: int | None = None,
 ) -> OnsetResult:
     """`plc fit-onset`: onsets per run with their intervals (runs with no onset detected are
     reported and, unless `keep_no_onset`, left out of the fits), the fits of Table V with
-    bootstrap intervals when `bootstrap` resamples are asked for, predictions; optionally the
-    onset table as Parquet (fit-onset and plot onset read it back) and, with `suggest`, the
-    cycles around each run's minimum to probe densely. `by="method"` fits (and bootstraps, and
-    predicts) each method's runs apart; the result's `groups` hold those fits."""
+    bootstrap intervals when `bootstrap` resamples are asked for, predictions with their
+    delta-method bands; the log-log law with the runs that show no onset censored; optionally
+    the onset table as Parquet (fit-onset and plot onset read it back), with `suggest` the
+    cycles around each run's minimum to probe densely, with `backtest` K the fits to all sizes
+    but the K largest against those. `loss="huber"` fits Huber's loss on ln T instead of Table
+    V's estimators. `by="method"` fits (and bootstraps, and predicts) each method's runs apart;
+    the result's `groups` hold those fits."""
     check_by(by)
     check_interval_options(ci, bootstrap, resample)
+    check_loss(loss)
     if bootstrap is not None and not models:
         raise PlcError("--bootstrap refits the models, but --model none fits nothing")
+    if bootstrap is not None and loss != "ls":
+        raise PlcError(
+            "--bootstrap refits with Table V's estimators; with --loss huber the delta-method "
+            "bands of --predict are the intervals"
+        )
+    if backtest is not None and (backtest < 1 or not models):
+        raise PlcError(
+            f"--backtest takes the number of largest sizes to hold out (≥ 1) and a --model, "
+            f"not {backtest}" + (" with --model none" if not models else "")
+        )
     check_alpha(alpha)
     if out is not None:
         check_output(out, force)
@@ -485,16 +605,20 @@ def fit_onset(
     if suggest is not None:
         if not series:
             raise PlcError("--suggest-dense reads probe metric files; an onset table has no probes")
-        dense = suggest_dense(series, {r.run_id: r.minimum_task for r in runs if r.run_id}, suggest)
+        # A still-falling run's "minimum" is its last probe: its onset lies beyond the probes,
+        # so there is nothing to probe densely around (train longer instead).
+        minima = {r.run_id: r.minimum_task for r in runs if r.run_id and r.verdict != STILL_FALLING}
+        dense = suggest_dense(series, minima, suggest, {r.run_id: r.detected for r in runs})
     points = [r for r in runs if r.fit_value is not None and (r.detected or keep_no_onset)]
     for r in points:
         r.fitted = True
     left_out = [r for r in runs if not r.fitted]
     members = {None: points} if by is None else split_by_method(points)
+    everyone = {None: runs} if by is None else split_by_method(runs)
     if bootstrap is not None and resample == "within-size":
         for group in members.values():
             _check_within_size(group)
-    groups = fit_groups(points, left_out, models, by)
+    groups = fit_groups(points, left_out, models, by, loss)
     if task_tokens is not None:
         tokens, source = float(task_tokens), "--task-tokens"
     elif (seen := _task_tokens(series)) is not None:
@@ -509,7 +633,13 @@ def fit_onset(
             )
             for f in g.fits:
                 f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
-        g.predictions = _predictions(g.fits, predict, tokens, intervals)
+        g.predictions = _predictions(g.fits, predict, tokens, intervals, ci)
+        if "loglog" in models:
+            g.censored = _censored(everyone.get(g.method, []), ci)
+        if backtest is not None:
+            g.backtests, g.backtest_skipped = _backtest(
+                members.get(g.method, []), models, backtest, loss
+            )
     whole = groups[0] if by is None else GroupFits(None, [], [])
     result = OnsetResult(
         runs=runs,
@@ -535,10 +665,31 @@ def fit_onset(
         by=by,
         groups=[] if by is None else groups,
         sizes=pool_seeds(runs, ci, seed),
+        loss=loss,
+        kept=_kept(points) if keep_no_onset else None,
+        censored=whole.censored,
+        backtests=whole.backtests,
+        backtest_skipped=whole.backtest_skipped,
     )
     if out is not None:
         result.out = str(write_onset_table(out, runs, force))
     return result
+
+
+def _kept(points: Sequence[RunOnset]) -> str | None:
+    """What --keep-no-onset put into the fits, in words (None: no run without an onset)."""
+    rise = [r.run_id or r.size for r in points if r.verdict == NO_RISE]
+    falling = [r.run_id or r.size for r in points if r.verdict == STILL_FALLING]
+    parts = []
+    if rise:
+        parts.append(
+            f"{', '.join(rise)} at the minimum of a rise that is not significant (not an onset)"
+        )
+    if falling:
+        parts.append(
+            f"{', '.join(falling)} at the last probe (still falling: a lower bound of the onset)"
+        )
+    return ("--keep-no-onset fits " + "; ".join(parts)) if parts else None
 
 
 def fit_onset_or_runs(inputs: Iterable[str | Path], **options: Any) -> OnsetResult:
