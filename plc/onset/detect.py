@@ -23,18 +23,17 @@ import numpy as np
 from plc.errors import PlcError
 from plc.onset.noise import (
     MAX_RHO,
-    SLOPES,
     Design,
     Fits,
     min_probes,
     offset_levels,
-    prais_winsten,
     simulate,
 )
 from plc.onset.series import ProbeSeries, check_series, find_onset, jitter
 
 ALPHA = 0.05
 NULL_SAMPLES = 400  # p-values to ±0.011 at 0.05
+FALL_SAMPLES = 200  # the still-falling test's samples of a trend flat at the end
 ALT_SAMPLES = 400
 PILOT_SAMPLES = 50  # samples per true ρ measuring the bias of ρ̂ and of the variance
 SHARP = 2.0  # Akaike weights at a temperature of ½ (docs/estimators.md: the calibration)
@@ -61,7 +60,7 @@ class Verdict:
     noise_sd: float  # bias-corrected stationary SD of the residuals
     rise: float  # the alternative's trend from its minimum to its highest point after it
     knots: np.ndarray  # τ̂ of each sample of the fitted alternative
-    falling_p: float | None = None  # one-sided p of "the final slope is not negative"
+    falling_p: float | None = None  # one-sided p of "the last third's slope is not negative"
     p_fitted: float | None = None  # p against the fitted null alone (p is the larger of two)
     p_flat: float | None = None  # p against the flat null (None where the fitted null is flat)
 
@@ -138,16 +137,30 @@ def judge_onset(
     mean0, _ = design.trend(y, cand0, rho0_hat)
     rho0, var0 = _corrected(design, mean0, rho0_hat, var0_hat, 0, repeat_var, rng, pilot_samples)
     best_is_null = fit.loglik0[0] >= fit.loglik1[0]
-    falling_p = None
-    if best_is_null:
-        falling_p = _falling_p(design, y, rho0, var0)
-    still_falling = falling_p is not None and falling_p < alpha
+    # "Still falling": the last third's slope against samples of a trend flat there (the data's
+    # fit of a line flat after the last third begins), with the noise of the same line free to
+    # bend there. A bootstrap t, so ρ and the variance need no correction. Measured around the
+    # best null instead, a chance fall at the end is trend, not noise, and flat runs were called
+    # still falling twice as often as α; measured around a flat trend, a steady fall is noise
+    # and no run is still falling.
+    rho_e, var_e = float(fit.rho_end[0]), float(fit.var_end[0])
+    flat_end, _ = design.trend(y, design.end_null, rho_e)
+    fall_draws = _draw(flat_end, rho_e, var_e, repeat_var, FALL_SAMPLES, rng)
+    falling_p = _falling_p(design, y, fit, fall_draws, design.fit(fall_draws))
+    still_falling = falling_p < alpha
     if not np.isfinite(fit.loglik1[0]):  # no trend rises after its minimum
         return Verdict(
-            1.0, False, n - 1, still_falling, rho0, math.sqrt(var0), 0.0, np.array([]), falling_p
+            1.0,
+            False,
+            n - 1,
+            still_falling,
+            rho0,
+            math.sqrt(var0),
+            0.0,
+            np.array([], dtype=int),
+            falling_p,
         )
-    null = design.fit(_draw(mean0, rho0, var0, repeat_var, null_samples, rng))
-    p_fitted = _p(null.lr, lr)
+    p_fitted = _p(design.fit(_draw(mean0, rho0, var0, repeat_var, null_samples, rng)).lr, lr)
     p_flat = None
     if cand0 != 0:  # the flat trend is candidate 0: where it is the fitted null, one p suffices
         flat, _ = design.trend(y, 0, rho0_hat)
@@ -208,32 +221,36 @@ def _alt_draws(
     return out
 
 
-def _p(null_lr: np.ndarray, lr: float) -> float:
-    """Bootstrap p-value of a likelihood ratio: (1 + #{LR* ≥ LR}) / (B + 1)."""
-    return (1 + int((null_lr >= lr - 1e-9).sum())) / (null_lr.size + 1)
+def _p(null_stat: np.ndarray, stat: float) -> float:
+    """Bootstrap p-value of a statistic large under the alternative: (1 + #{S* ≥ S}) / (B + 1)."""
+    return (1 + int((null_stat >= stat - 1e-9).sum())) / (null_stat.size + 1)
 
 
-def _falling_p(design: Design, y: np.ndarray, rho: float, var: float) -> float:
-    """One-sided p-value of "not falling at the end": the GLS t-statistic of the slope over the
-    last third of the probes (with the offsets; at least four probes beyond them), under the
-    null fit's bias-corrected ρ and variance. The window is fixed in advance: a slope over a
-    segment chosen by the fit (its last knot) is steepened by the choice and false "still
-    falling" verdicts followed (10 % of flat white-noise runs at α = 0.05)."""
-    from scipy.stats import t as t_dist
-
-    n = design.n
-    k = design.offsets.shape[1]
-    w = min(n, max(-(-n // 3), k + 4))
+def _falling_p(
+    design: Design, y: np.ndarray, fit: Fits, flat_draws: np.ndarray, flat_fits: Fits
+) -> float:
+    """One-sided p-value of "not falling at the end": the least-squares slope over the last
+    third of the probes (design.window, with the offsets) in units of its standard error under
+    AR(1) noise (the noise of design.end), against the same statistic in samples of a trend flat
+    there (a bootstrap t: each sample's noise estimated as the data's, so the noise of that
+    estimate is counted; p = (1 + #{t* ≤ t}) / (B + 1)). Asked of every run, over a window fixed
+    in advance: a slope over the segment the fit chose (its last knot), or asked only where the
+    null fitted better, is steepened by the choice, and false "still falling" verdicts followed
+    (10–30 % of flat runs at α = 0.05)."""
+    w = design.window
     tail = design.tasks[-w:]
     off = design.offsets[-w:]
-    off = off[:, off.any(axis=0)]
-    x = np.column_stack([off, tail - tail.mean()])
-    pw = prais_winsten(w, rho)
-    xt = pw @ x
-    beta = np.linalg.lstsq(xt, pw @ y[-w:], rcond=None)[0]
-    cov = np.linalg.pinv(xt.T @ xt) * var * (1 - rho**2)
-    se = math.sqrt(max(float(cov[-1, -1]), 1e-300))
-    return float(t_dist.cdf(beta[-1] / se, max(n - design.offsets.shape[1] - SLOPES - 2, 1)))
+    x = np.column_stack([off[:, off.any(axis=0)], tail - tail.mean()])
+    row = np.linalg.pinv(x)[-1]  # the slope from the window's values
+    lag = np.abs(np.subtract.outer(np.arange(w), np.arange(w)))
+    gain = {float(r): float(row @ (r**lag) @ row) for r in design.rhos}  # Var(slope) / var
+
+    def t_stat(values: np.ndarray, rho: np.ndarray, var: np.ndarray) -> np.ndarray:
+        g = np.array([gain[float(r)] for r in np.atleast_1d(rho)])
+        return (values[..., -w:] @ row) / np.sqrt(np.maximum(var * g, 1e-300))
+
+    t = float(t_stat(y[None, :], fit.rho_end, fit.var_end)[0])
+    return _p(-t_stat(flat_draws, flat_fits.rho_end, flat_fits.var_end), -t)
 
 
 @dataclass
@@ -260,7 +277,7 @@ class OnsetEvidence:
     rate: float | None  # OLS slope of the AUC change from the minimum on, % per task
     rate_se: float | None
     verdict: str = ONSET  # ONSET, NO_RISE or STILL_FALLING (VERDICTS)
-    falling_p: float | None = None  # one-sided p of "not falling at the end" (best fit a null)
+    falling_p: float | None = None  # one-sided p of "not falling at the end" (last third)
     offset_note: str | None = None  # single-probe languages folded into a neighbour's offset
 
 

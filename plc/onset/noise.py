@@ -82,6 +82,8 @@ class Fits:
     var1: np.ndarray
     cand1: np.ndarray
     knot: np.ndarray  # index of the alternative's onset (its trend's minimum); n − 1 where none
+    rho_end: np.ndarray  # the noise of a line with a knot where the last third begins
+    var_end: np.ndarray
 
     @property
     def lr(self) -> np.ndarray:
@@ -163,6 +165,14 @@ class Design:
                 ends = s[[0, -1]] @ slope_rows  # 2 × n
                 self.rows[r, :, ci, SLOPES:] = ends.T
         self.family = np.array([fam for fam, _, _ in cands])
+        # "Still falling" looks at the last third of the probes (at least four beyond the
+        # offsets): `end` is a line that may bend where it begins, `end_null` the same line flat
+        # after the bend (a straight line and the flat trend where the window is everything).
+        self.window = min(n, max(-(-n // 3), k + 4))
+        bend = n - self.window
+        where = {(fam, j): i for i, (fam, j, _) in enumerate(cands)}
+        self.end = where.get(("stick", bend), where.get(("hinge", 0), 0))
+        self.end_null = where.get(("fall", bend), 0)
         self.penalty = PENALTY * np.array([s.shape[1] for _, _, s in cands], dtype=float)
         self.knot_of = np.array([j for _, j, _ in cands])
         self.logdet = 0.5 * np.log(1 - rhos**2)
@@ -215,7 +225,9 @@ class Design:
             out.append((scored[idx, best], self.rhos[r], var, ci, low[r, idx, ci]))
         (l0, r0, v0, c0, _), (l1, r1, v1, c1, k1) = out
         k1 = np.where(np.isfinite(l1), k1, n - 1)
-        return Fits(l0, r0, v0, c0, l1, r1, v1, c1, k1)
+        re = ll[:, :, self.end].argmax(0)
+        ve = rss[re, np.arange(m), self.end] / n / (1 - self.rhos[re] ** 2)
+        return Fits(l0, r0, v0, c0, l1, r1, v1, c1, k1, self.rhos[re], ve)
 
     def alternatives(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate that fits one series with a rise after its minimum (at some ρ): the
