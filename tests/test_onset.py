@@ -420,13 +420,13 @@ def test_cli_bad_inputs(tmp_path, runs):
 
 
 def test_a_study_too_small_for_a_law_is_one_rule_no_law_and_exit_0(tmp_path):
-    # One rule for every table too small for a law (issue 28): the onsets with "no law: why",
-    # exit 0 — one point, two points of two sizes, three points of two sizes (a leave-one-out
-    # fold of one size). Bad values stay bad input (above).
-    for name, rows in (
-        ("one", [(5e6, 6)]),
-        ("two", [(5e6, 6), (1e7, 9)]),
-        ("three", [(5e6, 6), (5e6, 7), (1e7, 9)]),
+    # One rule for every table too small for a law (issue 28): the onsets with the reason there
+    # is no fit, exit 0 — one point, two points of two sizes, three points of two sizes (a
+    # leave-one-out fold of one size). Bad values stay bad input (above).
+    for name, rows, why in (
+        ("one", [(5e6, 6)], "no law: one model size"),
+        ("two", [(5e6, 6), (1e7, 9)], "a fit needs at least 3"),
+        ("three", [(5e6, 6), (5e6, 7), (1e7, 9)], "leaving out n_params="),
     ):
         table = tmp_path / f"{name}.csv"
         pl.DataFrame({"n_params": [p for p, _ in rows], "onset": [t for _, t in rows]}).write_csv(
@@ -434,9 +434,9 @@ def test_a_study_too_small_for_a_law_is_one_rule_no_law_and_exit_0(tmp_path):
         )
         proc = run_plc("fit-onset", table)
         assert proc.returncode == 0, proc.stderr
-        assert "No fit: no law: " in proc.stdout, proc.stdout
+        assert f"No fit: {why}" in proc.stdout, proc.stdout
         res = json.loads(run_plc("fit-onset", table, "--json").stdout)
-        assert res["fits"] == [] and res["fits_skipped"].startswith("no law: ")
+        assert res["fits"] == [] and res["fits_skipped"].startswith(why)
         assert [r["onset"] for r in res["runs"]] == [t for _, t in rows]
 
 

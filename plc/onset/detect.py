@@ -1,16 +1,19 @@
 """Is there an onset, where, and how sure: the test and the interval under the noise model.
 
-Per run (plc.onset.noise has the model): the best non-increasing trend (the null, "no rise after
-the minimum") and the best trend with a rise after its minimum (the alternative, whose minimum is
-the onset τ̂) by profile likelihood over the knot, ρ and σ. The statistic is their log-likelihood
-ratio. Its null distribution comes from a parametric bootstrap of the fitted null (its trend plus
-AR(1) noise), each sample refitted exactly as the data; p-value = (1 + #{LR* ≥ LR}) / (B + 1).
-The onset's interval: percentiles of τ̂* over a parametric bootstrap of the fitted alternative.
+Per run (plc.onset.noise has the model): the best trend without a rise after its minimum (the
+null) and the best with one (the alternative, whose minimum is the onset τ̂) by penalised profile
+likelihood over the candidate, its knot, ρ and σ. The statistic is their log-likelihood ratio. Its
+null distribution comes from parametric bootstraps (the trend plus AR(1) noise, each sample
+refitted exactly as the data) at the fitted null and at the flat one; the p-value is the larger of
+the two, (1 + #{LR* ≥ LR}) / (B + 1) each. The onset's interval: percentiles of τ̂* over samples
+of the trends with a rise that fit, drawn by their Akaike weights. "Still falling": a bootstrap t
+of the slope over the last third of the probes against a trend flat there.
 
 Short series estimate ρ too low (the trend absorbs slow noise), and AR noise simulated with a
 too-low ρ makes the observed LR look extreme: that is how autocorrelated noise is over-called. So
 each bootstrap first measures the bias of (ρ̂, variance) on a pilot sample drawn from the fit,
 and draws its samples with the corrected values (one step of bootstrap bias correction).
+docs/estimators.md has the why and the calibration.
 """
 
 from __future__ import annotations
@@ -169,9 +172,9 @@ def judge_onset(
         )
         p_flat = _p(design.fit(_draw(flat, rho_f, var_f, repeat_var, null_samples, rng)).lr, lr)
     p = max(p_fitted, p_flat or 0.0)
-    # The onset's interval comes from samples of the fitted alternative, its noise measured
-    # around it: a null trend misfits a series that rises, and its residuals would count that
-    # misfit as slow noise.
+    # The onset's interval comes from samples of the alternatives, with the noise measured around
+    # the best of them: a null trend misfits a series that rises, and its residuals would count
+    # that misfit as slow noise.
     cand1, rho1 = int(fit.cand1[0]), float(fit.rho1[0])
     mean1, trend1 = design.trend(y, cand1, rho1)
     rho, var = _corrected(

@@ -7,16 +7,15 @@ A probe series y_i (one normalised AUC per probed checkpoint, in task order) is 
 with one fixed offset per probe position (the language trained just before the probe: zh, de and
 ru transfer to the probe language differently, Table III), AR(1) residuals in probe order
 (neighbouring checkpoints share most of their weights, so their noise is correlated), and a trend
-that is a broken stick with its knot τ at a probed task:
-
-    trend(t) = b1·min(t − τ, 0) + b2·max(t − τ, 0).
-
-Its faces are trends too: flat (b1 = b2 = 0), fall-then-flat or rise-then-flat (b2 = 0), flat-then
--rise or flat-then-fall (b1 = 0). Every candidate is fitted by generalised least squares (the
-Prais–Winsten transform of ρ) at each ρ of a grid and profiled over σ, so each (ρ, candidate)
-has a log-likelihood. Where the fitted trend is lowest says which hypothesis it belongs to: the
-null, "no rise after the minimum" (lowest at the last probe, or flat), or the alternative, a rise
-after the minimum, whose onset is that minimum (a knot, or the first probe).
+with its knot τ at a probed task, d = t − τ: a broken stick b1·min(d, 0) + b2·max(d, 0), or a
+curved shape it cannot follow — a fall into a convex rise (cup), a smooth U of two curvatures
+(bowl) — or a face of one of them (flat, fall-then-flat, flat-then-rise, a plateau then a convex
+rise…; FAMILIES). Every candidate is fitted by generalised least squares (the Prais–Winsten
+transform of ρ) at each ρ of a grid and profiled over σ, so each (ρ, candidate) has a
+log-likelihood, less PENALTY per trend column. Where the fitted trend is lowest says which
+hypothesis it belongs to: the null, "no rise after the minimum" (lowest at the last probe, or
+flat), or the alternative, a rise after the minimum, whose onset is that minimum (a knot, or the
+first probe).
 
 Everything here works on many series of one design at once (the data and its parametric
 bootstrap samples), with the design's projections computed once.

@@ -436,8 +436,8 @@ def fit_groups(
 ) -> list[GroupFits]:
     """The fits of `models` to the points' (n_params, fit_value): to all of them, or with
     `by="method"` to each method's alone, the baseline first. A group too small for a law (fewer
-    than 3 points, a single size, a leave-one-out fold of one size: NoLaw) keeps the reason as
-    "no law: …" — not an error, whatever the number of points. Bad values (n_params ≤ 0, onsets
+    than 3 points, a single size, a leave-one-out fold of one size: NoLaw) keeps the reason —
+    not an error, whatever the number of points. Bad values (n_params ≤ 0, onsets
     ≤ 0 under a log) are bad input when no group can be fitted and no run was left out of the
     fits; `left_out` are the runs with no onset detected, counted in a group's reason."""
     check_by(by)
@@ -461,7 +461,7 @@ def fit_groups(
             ]
             skipped = None
         except NoLaw as e:
-            fits, skipped = [], f"no law: {e}"
+            fits, skipped = [], str(e)
         except PlcError as e:
             errors.append((method, e))
             fits, skipped = [], str(e)

@@ -129,12 +129,15 @@ def method_text(res: OnsetResult) -> str:
     """How the per-run verdicts were made, for a caption under the table."""
     level = f"{res.ci:.0%}".replace("%", " %")
     return (
-        f"Onset: the minimum of a broken-stick trend fitted with {res.noise}; detected where "
-        f"the data reject 'no rise after the minimum' at α = {res.alpha:g} (p from "
-        f"{res.null_samples} samples of the fitted null); interval: {level} of the minimum over "
-        f"{res.alt_samples} samples of the fitted alternative. Table IV minimum: the paper's "
-        "read-out (3-point moving average), descriptive; rate: OLS slope of the AUC change from "
-        "the minimum on, ± its standard error (docs/estimators.md)."
+        f"Onset: the minimum of the best trend with a rise (a broken stick or a curved one) "
+        f"fitted with {res.noise}; detected where the data reject 'no rise after the minimum' "
+        f"at α = {res.alpha:g} (p: the larger of those from {res.null_samples} samples of the "
+        f"fitted null and of the flat one); interval: {level} of the minimum over "
+        f"{res.alt_samples} samples of the trends with a rise that fit, by their Akaike weights. "
+        f"Still falling: the slope over the last third of the probes is negative at α = "
+        f"{res.alpha:g}. Table IV minimum: the paper's read-out (3-point moving average), "
+        "descriptive; rate: OLS slope of the AUC change from the minimum on, ± its standard "
+        "error (docs/estimators.md)."
     )
 
 
