@@ -279,6 +279,9 @@ def simulate_onset_cmd(
     cycles: int = typer.Option(8, "--cycles", help="Cycles of probes after zh, de and ru."),
     alpha: float = typer.Option(0.05, "--alpha", help="False-alarm rate of the test."),
     ci: float = typer.Option(0.95, "--ci", help="Level of the onset's interval."),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Cases run at a time, each in its own process (same numbers)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Calibrate fit-onset's test and interval on synthetic studies with a known onset."""
@@ -286,7 +289,7 @@ def simulate_onset_cmd(
     from plc.onset.detect import check_alpha
 
     check_alpha(alpha)
-    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci)
+    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci, jobs=jobs)
     if as_json:
         emit_json(res.to_dict())
         return
