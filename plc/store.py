@@ -43,6 +43,7 @@ KIND_COLUMNS = {
     "probe": ("step", "auc"),
     "diagnose": ("metric", "value"),
 }
+DIVERGED = "diverged"  # train-task's `status` on every row of a task that diverged ("ok" else)
 COLUMN_TYPES = {
     **dict.fromkeys(("kind", "run_id", "size", "lang", "probe_lang", "method", "metric"), str),
     "status": str,
@@ -467,6 +468,11 @@ def _check_columns(path: Path, df: pl.DataFrame) -> None:
         if not ok:
             noun = {str: "text", int: "integers", float: "numbers", bool: "true/false"}[want]
             raise PlcError(f"{path}: column {name!r} holds {dtype}, not {noun}")
+
+
+def diverged(rows: pl.DataFrame) -> bool:
+    """Whether metric rows record a task that diverged (files without `status` are "ok")."""
+    return "status" in rows.columns and bool((rows["status"] == DIVERGED).any())
 
 
 def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) -> pl.DataFrame:
