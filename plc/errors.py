@@ -46,7 +46,7 @@ ADVICE = {
 }
 # The temporary names plc writes under (store.atomic_path, a partial token store): the message
 # names the file the user asked for.
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$|^(?P<store>.+)\.partial$")
+TEMPORARY = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{16}\.tmp|(?P<store>.+)\.partial)$")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -66,13 +66,12 @@ def os_error_of(exc: BaseException) -> OSError | None:
 
 
 def user_path(path: str | os.PathLike) -> str:
-    """The path the user asked for, where `path` is plc's temporary name for it."""
-    text = os.fsdecode(path)
-    head, name = os.path.split(text)
-    m = TEMPORARY.match(name)
-    if m is None:
-        return text
-    return os.path.join(head, m.group("name") or m.group("store"))
+    """The path the user asked for, where `path` is (inside) plc's temporary name for it."""
+    parts = os.fsdecode(path).split(os.sep)
+    for i, part in enumerate(parts):
+        if m := TEMPORARY.match(part):
+            return os.sep.join([*parts[:i], m.group("name") or m.group("store")])
+    return os.sep.join(parts)
 
 
 @contextlib.contextmanager
