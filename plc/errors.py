@@ -46,6 +46,7 @@ ADVICE = {
 }
 # The temporary names plc writes under (store.atomic_path, a partial token store): the message
 # names the file the user asked for.
+OS_CODE = re.compile(r"\(os error (\d+)\)")  # how Rust (polars) words an OS error
 TEMPORARY = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{16}\.tmp|(?P<store>.+)\.partial)$")
 
 
@@ -77,14 +78,25 @@ def user_path(path: str | os.PathLike) -> str:
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """Name `path` in an OS error raised inside that names no file (a full disk, while a writer
-    writes to an open file)."""
+    writes to an open file); one that a library reports as its own error with the OS's code in
+    its message (polars: "… (os error 28)") becomes that OSError."""
     try:
         yield
     except Exception as e:
         err = os_error_of(e)
+        if err is None and (code := _os_code(e)) is not None:
+            raise OSError(code, os.strerror(code), os.fsdecode(path)) from e
         if err is not None and err.filename is None:
             err.filename = os.fsdecode(path)
         raise
+
+
+def _os_code(exc: BaseException) -> int | None:
+    """The OS error code a library's own exception names in its message (Rust's io::Error)."""
+    for e in _chain(exc):
+        if m := OS_CODE.search(str(e)):
+            return int(m.group(1))
+    return None
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -94,7 +106,10 @@ def refusal(exc: BaseException) -> str | None:
         return f"out of {what}; {ADVICE[errno.ENOMEM]}"
     err = os_error_of(exc)
     if err is None:
-        return None
+        code = _os_code(exc)
+        if code is None:
+            return None
+        err = OSError(code, os.strerror(code))
     reason = (err.strerror or str(err) or type(err).__name__).rstrip(".")
     name = errno.errorcode.get(err.errno or 0)
     reason = f"{reason[:1].lower()}{reason[1:]}" + (f" ({name})" if name else "")

@@ -20,7 +20,7 @@ from conftest import assert_bad_input, cli
 
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
-from plc.errors import refusal, user_path
+from plc.errors import refusal, user_path, writing
 from plc.init import init_checkpoint
 from plc.plan import build_plan
 from plc.store import load_checkpoint, metric_path, save_checkpoint, write_metrics
@@ -193,6 +193,13 @@ def test_refusal_names_the_file_the_user_asked_for():
             raise RuntimeError("unexpected pos 84608 vs 84560")  # noqa: B904
     except RuntimeError as e:
         assert refusal(e) == "no space left on device (ENOSPC); free space there or write elsewhere"
+    # polars reports a full disk as its own error, the OS's code in the message.
+    with pytest.raises(OSError) as caught, writing("m/x.parquet"):
+        raise RuntimeError("parquet: underlying IO error: No space left on device (os error 28)")
+    assert refusal(caught.value).startswith("m/x.parquet: no space left on device (ENOSPC); ")
+    assert refusal(RuntimeError("Permission denied (os error 13)")).startswith(
+        "permission denied (EACCES); check the permissions"
+    )
     assert refusal(MemoryError()).startswith("out of memory; ")
     assert refusal(ValueError("x")) is None
 
