@@ -13,19 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from conftest import assert_bad_input, cli
 
-from plc.data.tokenizers import ByteTokenizer
-from plc.data.tokenstore import write_store
 from plc.errors import refusal, user_path, writing
 from plc.init import init_checkpoint
 from plc.plan import build_plan
 from plc.store import load_checkpoint, metric_path, save_checkpoint, write_metrics
 
-CORPUS = Path(__file__).resolve().parents[1] / "plc" / "data" / "corpus"
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,13 +79,11 @@ def small_disk(tmp_path):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """A byte-level en store of the embedded corpus."""
+    """The embedded corpus's en, as `plc shard` makes it."""
+    from plc.data.shard import shard
+
     d = tmp_path_factory.mktemp("data")
-    tokens = np.frombuffer((CORPUS / "en.txt").read_bytes(), dtype=np.uint8).astype(np.uint32)
-    n = int(len(tokens) * 0.9)
-    write_store(
-        d / "en.zarr", tokens[:n], tokens[n:], lang="en", tokenizer=ByteTokenizer().identity()
-    )
+    shard("en", d / "en.zarr", seed=0)
     return d
 
 
