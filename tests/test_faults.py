@@ -315,7 +315,7 @@ if argv[0] not in ("shard", "init", "train-task"):
     os.execv(sys.executable, [sys.executable, "-m", "plc", *argv])
 out = Path(argv[argv.index("--out") + 1])
 if argv[0] == "shard":
-    (out / "zarr.json").parent.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "zarr.json").write_text("{}")
     sys.exit(0)
 out.parent.mkdir(parents=True, exist_ok=True)
@@ -521,3 +521,22 @@ def test_a_real_make_of_a_grid_under_a_hostile_path(tmp_path, monkeypatch, capsy
         assert (study / job.output).is_file(), job.output
     assert "law: η = " in (study / hostile / "lr-fit.txt").read_text()
     load_checkpoint(study / hostile / "micro-s0-lr0.003" / "c1.pt")  # a real checkpoint
+
+
+@pytest.mark.slow
+def test_snakemake_finishes_a_grid_with_a_diverged_rate(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("snakemake")
+    monkeypatch.chdir(tmp_path)
+    r = cli(monkeypatch, capsys, "plan", "lr-grid", "--sizes", "nano,micro", "--preset", "tiny",
+            "--lrs", "1e-3,3e-3,1e3", "--format", "snakemake", "-o", "Snakefile")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    fake = tmp_path / "fake_plc.py"
+    fake.write_text(FAKE_PLC)
+    cmd = f"{sys.executable} {fake}"
+    env = {**os.environ, "FAKE_LOG": str(tmp_path / "argv.jsonl"), "PLC_THREADS": "1"}
+    snake = [sys.executable, "-m", "snakemake", "-c2", "--config", f"plc={cmd}", f"plc_train={cmd}"]
+    proc = subprocess.run(snake, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "diverged: micro (d 128) at η 1e3" in (tmp_path / "runs" / "lr-fit.txt").read_text()
+    again = subprocess.run([*snake, "-n"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert "Nothing to be done" in again.stdout + again.stderr
