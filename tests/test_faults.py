@@ -378,6 +378,9 @@ def test_a_path_make_cannot_carry_is_refused_before_anything_is_written(
     assert not list(tmp_path.iterdir())
     r = cli(monkeypatch, capsys, "plan", "continual", "--cycle", "en,zh\nall:", "-o", "p.mk")
     one_line(r, 2, "'zh\\nall:' is not a language code")
+    r = cli(monkeypatch, capsys, "plan", "continual", "--out-dir", "-rf", "-o", "p.mk")
+    one_line(r, 2, "--out-dir '-rf' would read as a flag", "write it ./-rf")
+    assert not list(tmp_path.iterdir())
 
 
 @needs_make

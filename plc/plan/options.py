@@ -236,6 +236,13 @@ class PlanOptions:
         if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
             lo, hi = self.dense_cycles
             raise PlcError(f"--dense-cycles {lo}-{hi}: the first cycle is after the last")
+        for name in ("data", "out_dir"):
+            if getattr(self, name).startswith("-"):
+                flag = display_flag(name)
+                raise PlcError(
+                    f"{flag} {getattr(self, name)!r} would read as a flag in the plan's commands; "
+                    f"write it ./{getattr(self, name)}"
+                )
         for name in ("cycle", "probe_after", "dense_after", "probe_lang"):
             value = getattr(self, name)
             for lang in (value,) if isinstance(value, str) else value or ():
