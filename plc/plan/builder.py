@@ -62,16 +62,20 @@ def val_tokens(
 
 
 @functools.cache
-def _embedded_val_tokens(lang: str, tokenizer: str, train: int | None, seed: int) -> int:
+def _embedded_val_tokens(lang: str, tokenizer: str, train: int | None, seed: int) -> int | None:
     """What `plc shard` puts in the val split of an embedded language, sharded here into a
-    temporary folder (the embedded corpus is small: well under a second)."""
+    temporary folder (the embedded corpus is small: well under a second); None where it cannot
+    be sharded here (a tokenizer this machine lacks): the plan's shard job will say why."""
     import tempfile
 
     from plc.data.shard import shard
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{lang}.zarr"
-        return shard(lang, out, tokenizer=tokenizer, train_tokens=train, seed=seed).val_tokens
+        try:
+            return shard(lang, out, tokenizer=tokenizer, train_tokens=train, seed=seed).val_tokens
+        except PlcError:
+            return None
 
 
 class Builder:
