@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE, ONSET_WINDOW
-from plc.store import checkpoint_meta, parse_metric_name, read_metrics
+from plc.store import checkpoint_meta, diverged, parse_metric_name, read_metrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -112,9 +112,10 @@ class RunStatus:
     diagnose: dict[str, float] = field(default_factory=dict)  # WATCHED values at last_diagnose
     tokens_per_s: float | None = None  # median of the latest complete task
     seconds_left: float | None = None
-    state: str = ""  # done, running, stale, pending, not started, or "" (no plan to compare)
+    state: str = ""  # done, running, stale, diverged, pending, not started, or "" (no plan)
     jobs: list[JobFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    diverged_task: int | None = None  # the task whose training diverged (its train metric file)
 
 
 @dataclass
@@ -218,10 +219,13 @@ def planned_work(plan: Path) -> PlannedWork:
         names[folder] = (run["run_id"], run["size"])
         tasks[folder] = 0
         probes[run["run_id"]] = set()
+    folder_of = {run["run_id"]: Path(run["folder"]).name for run in runs}
     for job in jobs:
         rid = job["run_id"]
         if job["stage"] == "train":
-            folder = Path(job["output"]).parent.name
+            # The job's target is its checkpoint, or (lr grid) its train metric file.
+            out = Path(job["output"])
+            folder = out.parent.name if out.suffix == ".pt" else folder_of[rid]
             tasks[folder] = max(tasks[folder], job["task"])
         elif job["stage"] == "probe":
             probes[rid].add(Path(job["output"]).name)
@@ -317,7 +321,7 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
             study_jobs.append(job)
     for r in runs:
         r.state = _state(r)
-    left = [r.seconds_left for r in runs if r.state != "done"]
+    left = [r.seconds_left for r in runs if r.state not in ("done", "diverged")]
     return StatusResult(
         directory=str(files.root),
         plan=str(files.plan) if files.plan else None,
@@ -377,6 +381,10 @@ def _run_status(
         onset=None,
         onset_note="not yet (no probes)",
     )
+    for m in train:  # a task after the last checkpoint that diverged left only its record
+        after = m.task_index > tasks_done or folder is None and m.task_index == tasks_done
+        if after and diverged(read_metrics([m.path])):
+            status.diverged_task = m.task_index
     _probe_summary(status, probes, [m.path for m in probe_files])
     if diag:
         latest = max(diag, key=lambda m: m.task_index)
@@ -515,6 +523,8 @@ def _state(r: RunStatus) -> str:
         return "stale"
     if r.jobs:
         return "running"
+    if r.diverged_task is not None:
+        return "diverged"
     if r.tasks_planned is None or r.probes_planned is None:
         return ""
     if r.tasks_done >= r.tasks_planned and r.probes_done >= r.probes_planned:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc import __version__
-from plc.errors import PlcError
+from plc.errors import PlcError, writing
 from plc.presets import PRESETS
 from plc.protocol import cycle_of
 
@@ -36,6 +36,22 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "plc-checkpoint"
 CHECKPOINT_VERSION = 1
 COMMON_COLUMNS = ["kind", "run_id", "size", "n_params", "task_index", "cycle", "lang"]
+# What each kind of metric file must hold beside them, and the type of every column FORMATS.md
+# names: a file edited by hand or written by another program is refused naming file and column.
+KIND_COLUMNS = {
+    "train": ("step", "loss"),
+    "probe": ("step", "auc"),
+    "diagnose": ("metric", "value"),
+}
+DIVERGED = "diverged"  # train-task's `status` on every row of a task that diverged ("ok" else)
+COLUMN_TYPES = {
+    **dict.fromkeys(("kind", "run_id", "size", "lang", "probe_lang", "method", "metric"), str),
+    "status": str,
+    **dict.fromkeys(("n_params", "task_index", "cycle", "step", "tokens", "tokens_seen"), int),
+    **dict.fromkeys(("probe_seed", "eval_seed", "layer", "head"), int),
+    **dict.fromkeys(("loss", "lr", "grad_norm", "tokens_per_s", "val_loss", "auc", "value"), float),
+    "from_scratch": bool,
+}
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -54,8 +70,9 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):  # a full disk's error names no file: name the one being written
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -86,6 +103,7 @@ class Checkpoint:
     # "schedule_step": steps of the run so far, "warmup_steps": the run's one warm-up}. Tensors
     # and plain values only, like everything else in the file.
     optimizer: dict[str, Any] | None = None
+    path: str | None = None  # the file it was read from, for errors about its content
 
     @property
     def task_index(self) -> int:
@@ -120,7 +138,15 @@ class Checkpoint:
         from plc.model import GPT
 
         model = GPT(self.config)
-        model.load_state_dict(self.model)
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as e:  # torch's list of every missing and mismatched tensor
+            first = str(e).strip().splitlines()[-1].strip()[:200]
+            raise PlcError(
+                f"{self.path or 'the checkpoint'}: its weights do not match its config "
+                f"(n_layer {self.config.n_layer}, d_model {self.config.d_model}: {first}); "
+                "it was changed after plc wrote it"
+            ) from None
         return model.to(device)
 
     def row_context(self) -> dict[str, Any]:
@@ -210,6 +236,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         payload["model"],
         payload["meta"],
         payload.get("optimizer"),
+        str(path),
     )
 
 
@@ -415,6 +442,39 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
+def _check_columns(path: Path, df: pl.DataFrame) -> None:
+    """Refuse a metric file without the columns of its kind, or with a column of another type."""
+    import polars as pl
+
+    for kind in df["kind"].unique().drop_nulls().to_list():
+        need = COMMON_COLUMNS + list(KIND_COLUMNS.get(kind, ()))
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            command = "train-task" if kind == "train" else kind
+            raise PlcError(
+                f"{path} has no column {missing[0]!r} (a {kind} metric file has "
+                f"{', '.join(need)}); write it again with plc {command}"
+            )
+    for name, want in COLUMN_TYPES.items():
+        dtype = df.schema.get(name)
+        if dtype is None or dtype == pl.Null:
+            continue
+        ok = {
+            str: dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum),
+            int: dtype.is_integer(),
+            float: dtype.is_numeric(),
+            bool: dtype == pl.Boolean,
+        }[want]
+        if not ok:
+            noun = {str: "text", int: "integers", float: "numbers", bool: "true/false"}[want]
+            raise PlcError(f"{path}: column {name!r} holds {dtype}, not {noun}")
+
+
+def diverged(rows: pl.DataFrame) -> bool:
+    """Whether metric rows record a task that diverged (files without `status` are "ok")."""
+    return "status" in rows.columns and bool((rows["status"] == DIVERGED).any())
+
+
 def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) -> pl.DataFrame:
     """Rows of `kind` from any mix of metric files (other kinds are skipped)."""
     import polars as pl
@@ -430,6 +490,7 @@ def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) ->
             raise PlcError(f"{p} is not a Parquet metric file ({type(e).__name__})") from e
         if "kind" not in df.columns:
             raise PlcError(f"{p} is not a plc metric file (no 'kind' column)")
+        _check_columns(p, df)
         if kind is not None:
             df = df.filter(pl.col("kind") == kind)
         if df.height:

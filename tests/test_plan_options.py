@@ -150,6 +150,12 @@ CASES = {
         7,
         lambda p: {_value(j, "--val-every") for j in _train(p)} == {"7"},
     ),
+    "val_seqs": (
+        "lr-grid",
+        ["--val-seqs", "3"],
+        3,
+        lambda p: {_value(j, "--val-seqs") for j in _train(p)} == {"3"},
+    ),
     "mitigations": (
         "control",
         ["--mitigation", "none", "--mitigation", "l2init:0.02"],
@@ -210,7 +216,7 @@ def test_every_field_is_exactly_one_plan_flag():
     fields = dataclasses.fields(PlanOptions)
     assert set(CASES) == {f.name for f in fields}
     params = {p.name: p for p in _plan_command().params}
-    own = {"problem", "fmt", "output", "force"}
+    own = {"problem", "fmt", "output", "force", "as_json"}
     assert set(params) == own | {f.name for f in fields}
     for f in fields:
         names = f.metadata["flag"].replace("/", ",").split(",")

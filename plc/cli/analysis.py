@@ -42,7 +42,7 @@ def fit_lr_cmd(
         emit_json(res.to_dict())
         return
     grid_sizes = {g.d_model for g in res.grid}
-    many = any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
+    many = res.diverged or any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
     if many:
         grid = Table(title=f"Grid: final validation loss (mean of the last {LAST_VALIDATIONS})")
         for col in ("size", "d", "η × 10³", "loss", "validations", "runs", ""):
@@ -57,6 +57,8 @@ def fit_lr_cmd(
                 str(g.runs),
                 "best" if g in res.winners else "",
             )
+        for g in res.diverged:
+            grid.add_row(g.size, str(g.d_model), f"{g.lr * 1e3:.3g}", "diverged", "", str(g.runs))
         console.print(grid)
     table = Table(title="Learning rates per model size (Table II)")
     for col in ("model", "d", "interpolation η × 10³", "loss", "grid search η × 10³", "loss "):
@@ -78,6 +80,14 @@ def fit_lr_cmd(
         f"η {format_rate(large.lr)})"
     )
     console.print(f"law: [bold]{res.law}[/bold]")
+    for g in res.diverged:
+        after = "" if g.step is None else f" after step {g.step}"
+        console.print(
+            f"diverged: {g.size} (d {g.d_model}) at η {format_rate(g.lr)}{after}"
+            + (f" in {g.runs} runs" if g.runs > 1 else "")
+            + "; left out of the fit",
+            highlight=False,
+        )
 
 
 @app.command("plot", rich_help_panel=PANEL)

@@ -124,6 +124,12 @@ def plan(
         None, "--output", "-o", help="Write the plan file here, and plan.json beside it."
     ),
     force: bool = ForceOpt,
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Write one JSON object to stdout: the plan as data (plan.json's content) under "
+        "`plan`, with the files written (-o) and the counts of jobs and tasks.",
+    ),
     *,
     options,
 ) -> None:
@@ -133,9 +139,25 @@ def plan(
 
     the_plan = build_plan(problem, options)
     if output is None:
-        sys.stdout.write(render(the_plan, fmt))
+        text = render(the_plan, fmt)  # refuses what the format cannot carry, --json or not
+        if not as_json:
+            sys.stdout.write(text)
+            return
+        path = data = None
+    else:
+        path, data = write_plan(the_plan, output, fmt, force=force)
+    if as_json:
+        emit_json(
+            {
+                "plan_file": None if path is None else str(path),
+                "plan_json": None if data is None else str(data),
+                "format": fmt,
+                "jobs": len(the_plan.jobs),
+                "tasks": the_plan.n_tasks,
+                "plan": the_plan.to_json(),
+            }
+        )
         return
-    path, data = write_plan(the_plan, output, fmt, force=force)
     err_console.print(
         f"wrote [bold]{path}[/bold] and {data.name}: {len(the_plan.jobs)} jobs, "
         f"{the_plan.n_tasks} tasks"

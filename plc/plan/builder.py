@@ -3,6 +3,7 @@ the onset fit and the figures; and the settings every kind resolves the same way
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,45 @@ def can_shard(source: str, lang: str) -> str | None:
         return f"the embedded corpus has no {lang!r}"
     path = source.replace("{lang}", lang)
     return None if Path(path).exists() else f"{path} does not exist"
+
+
+def val_tokens(
+    data: str,
+    lang: str,
+    source: str,
+    tokenizer: str,
+    budget: tuple[int | None, int | None],
+    seed: int,
+) -> int | None:
+    """Val tokens of the store of `lang`: the store's own where it exists, else its val budget,
+    else what `plc shard` makes of the embedded corpus; None for another source without one."""
+    store = Path(data) / f"{lang}.zarr"
+    if store.exists():
+        from plc.data.tokenstore import open_store
+
+        return int(open_store(store).val.shape[0])
+    if budget[1] is not None:
+        return budget[1]
+    if source == "embedded":
+        return _embedded_val_tokens(lang, tokenizer, budget[0], seed)
+    return None
+
+
+@functools.cache
+def _embedded_val_tokens(lang: str, tokenizer: str, train: int | None, seed: int) -> int | None:
+    """What `plc shard` puts in the val split of an embedded language, sharded here into a
+    temporary folder (the embedded corpus is small: well under a second); None where it cannot
+    be sharded here (a tokenizer this machine lacks): the plan's shard job will say why."""
+    import tempfile
+
+    from plc.data.shard import shard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{lang}.zarr"
+        try:
+            return shard(lang, out, tokenizer=tokenizer, train_tokens=train, seed=seed).val_tokens
+        except PlcError:
+            return None
 
 
 class Builder:
@@ -180,22 +220,41 @@ class Builder:
         stores: list[str],
         train: dict[str, Any],
         after: Sequence[str] = (),
+        record: str | None = None,
     ) -> None:
         """Task `task` of `run` from checkpoint `src`: `what` its data (--lang L, --mix …), `train`
-        the TrainOptions fields it sets beside the preset, `after` train-task's own flags."""
+        the TrainOptions fields it sets beside the preset, `after` train-task's own flags.
+
+        `record`: the task's train metric file as the job's target instead of the checkpoint —
+        the one file the task writes whether it finishes or diverges, so that a diverged task
+        (exit status 3, no checkpoint) counts as done (App. A's grid goes on to fit-lr)."""
         self.jobs.append(
             Job(
                 "train-task",
-                out,
+                out if record is None else record,
                 [src, *stores],
                 "train",
                 args=[*what, "--ckpt", src, "--data", self.data, "--out", out],
                 train={**self.preset, **train},
                 args_after=[*after, "--metrics", self.metrics, "--force"],
                 launch=True,
+                diverged_ok=record is not None,
                 **self._of(run, task),
             )
         )
+
+    def val_windows(
+        self, lang: str, source: str, budget: tuple[int | None, int | None]
+    ) -> int | None:
+        """Evaluation windows of the preset's length that the val split of `lang` holds for every
+        seed of the plan (each run draws its own from its seed), or None where that is unknown
+        until the store exists (a file or dataset without a val budget)."""
+        from plc.data.sampling import eval_slots  # numpy: not for `plc --help`
+
+        val = val_tokens(self.data, lang, source, self.tokenizer, budget, self.seeds[0])
+        if val is None:
+            return None
+        return min(eval_slots(val, self.p.seq_len, seed)[1].size for seed in self.seeds)
 
     def probe(self, run: Run, task: int, ckpt: str, task_lang: str, probe_lang: str) -> str:
         out = metric_file(self.metrics, "probe", run.run_id, task, task_lang, probe_lang)

@@ -8,15 +8,28 @@ data renders as a Makefile (plc.plan.make), a Snakefile (plc.plan.snakefile) and
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
 from plc.options import option_argv
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INPUTS = "{inputs}"  # in a job's arguments: its input files (`$^` in the Makefile)
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
 PLAN_JSON_VERSION = 1
+
+
+def check_text(text: str) -> None:
+    """Refuse a newline or other control character in a path or argument of a plan: a plan file
+    is lines, and one of them in a path would end it and start another rule."""
+    bad = CONTROL.search(text)
+    if bad:
+        raise PlcError(
+            f"{text!r} holds the control character {bad.group()!r}; a plan cannot carry it in a "
+            "path or argument"
+        )
 
 
 @dataclass
@@ -33,6 +46,9 @@ class Job:
     task: int | None = None  # the task index of the checkpoint it writes or reads
     launch: bool = False  # a training job: run under the launcher (torchrun) if one is given
     stdout: bool = False  # the command prints its result: its standard output is the output
+    # Training that diverges (exit status 3) is a result, not a failure, where it leaves its
+    # output (App. A's grid: the train metric file records the divergence, no checkpoint).
+    diverged_ok: bool = False
 
     @property
     def argv(self) -> list[str]:

@@ -8,6 +8,7 @@ alone happen at construction; checks that need the preset or the cycle happen in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -18,6 +19,7 @@ from plc.options import parse_mitigation as arm_fields
 from plc.sizes import shape_of
 from plc.store import method_tag
 
+LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")  # as `plc shard --lang` takes them
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
 LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
@@ -172,6 +174,13 @@ class PlanOptions:
         ("lr-grid",),
         cli_type=int,
     )
+    val_seqs: int | None = _opt(
+        None,
+        "--val-seqs",
+        "lr-grid: validation windows (default: the probe's, or all the val split holds if fewer).",
+        ("lr-grid",),
+        cli_type=int,
+    )
     mitigations: tuple[str, ...] | None = _opt(
         None,
         "--mitigation",
@@ -227,6 +236,20 @@ class PlanOptions:
         if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
             lo, hi = self.dense_cycles
             raise PlcError(f"--dense-cycles {lo}-{hi}: the first cycle is after the last")
+        for name in ("data", "out_dir"):
+            if getattr(self, name).startswith("-"):
+                flag = display_flag(name)
+                raise PlcError(
+                    f"{flag} {getattr(self, name)!r} would read as a flag in the plan's commands; "
+                    f"write it ./{getattr(self, name)}"
+                )
+        for name in ("cycle", "probe_after", "dense_after", "probe_lang"):
+            value = getattr(self, name)
+            for lang in (value,) if isinstance(value, str) else value or ():
+                if not LANG_CODE.fullmatch(lang):
+                    raise PlcError(
+                        f"{display_flag(name)}: {lang!r} is not a language code such as en or vi"
+                    )
         if self.cycle is not None:
             if not self.cycle:
                 raise PlcError("--cycle names no language")
@@ -239,6 +262,8 @@ class PlanOptions:
             raise PlcError(f"--lrs must be distinct positive rates, got {list(lrs)}")
         if self.val_every is not None and self.val_every < 1:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
+        if self.val_seqs is not None and self.val_seqs < 1:
+            raise PlcError(f"--val-seqs must be positive, got {self.val_seqs}")
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:
