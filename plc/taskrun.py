@@ -6,9 +6,9 @@
 2. Outputs (`TaskRun`): a command writes a pair — its metric file and a checkpoint — while it
    holds the output's lock (`plc.store.output_lock`), so a second process on the same output
    refuses at once, before any work. An existing checkpoint is refused without --force (and
-   with it, anything but a plc checkpoint). So is an existing metric file, unless this same
-   command (`owner_of` its signature, written into the file) began it: then the rerun finishes
-   what the interrupted run began.
+   with it, anything but a plc checkpoint). So is an existing metric file, unless it is half of
+   an unfinished pair this same command began (`owner_of` its signature is written into the
+   file; the checkpoint is missing): then the rerun finishes what the interrupted run began.
 3. Resume: the loop's state lives beside the output (`state_path_for`); a rerun of the same
    command continues it bit-exactly. While the run holds its outputs, SIGTERM and SIGUSR1 save
    that state at the end of the step and stop the command (plc.train.Interrupts).
@@ -170,9 +170,10 @@ class TaskRun:
 
     def __enter__(self) -> TaskRun:
         with contextlib.ExitStack() as stack:
+            # Signals first: once the lock file is there, a signal is a request to save.
+            stack.enter_context(self.interrupts)
             if rank() == 0:
                 stack.enter_context(output_lock(self.outputs.lock))
-            stack.enter_context(self.interrupts)
             self._check()
             self._stack = stack.pop_all()
         return self
@@ -188,7 +189,16 @@ class TaskRun:
             check_output(o.metrics, self.force, o.kind)
 
     def _owns(self, path: Path) -> bool:
-        return os.path.lexists(path) and metric_owner(path) == self.owner
+        """Whether the metric file at `path` is this command's unfinished pair's: its owner is
+        this command and the checkpoint that completes the pair is not there. A metric file that
+        is the whole result (a probe without --keep) is nobody's to replace without --force."""
+        pair = self.outputs.checkpoint
+        return (
+            pair is not None
+            and not os.path.lexists(pair)
+            and os.path.lexists(path)
+            and metric_owner(path) == self.owner
+        )
 
     @property
     def resuming(self) -> bool:
