@@ -595,8 +595,11 @@ def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) ->
             raise PlcError(f"{p} is not a plc metric file (no 'kind' column)")
         if kind is not None:
             df = df.filter(pl.col("kind") == kind)
-        if "status" not in df.columns and df.height and df["kind"][0] == "train":
-            df = df.with_columns(status=pl.lit("ok"))
+        if df.height and df["kind"][0] == "train":
+            ok = pl.lit(TRAIN_STATUS[0])
+            df = df.with_columns(
+                status=pl.col("status").fill_null(ok) if "status" in df.columns else ok
+            )
         if df.height:
             frames.append(df)
     if not frames:

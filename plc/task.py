@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from plc.errors import PlcError
 from plc.options import TrainOptions
 from plc.presets import get_preset
-from plc.store import Checkpoint, check_tokenizer, method_label, metric_frame, metric_path
+from plc.store import (
+    TRAIN_STATUS,
+    Checkpoint,
+    check_tokenizer,
+    method_label,
+    metric_frame,
+    metric_path,
+)
 from plc.taskrun import (
     TaskOutputs,
     TaskRun,
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 
 # BatchSampler stream of a continued run's tasks (probes use 0, continual tasks their index).
 CONTINUED_STREAM = 1
+OK, DIVERGED = TRAIN_STATUS
 
 # ------------------------------------------------------------------------------ plc train-task
 
@@ -274,16 +282,16 @@ def train_task(
                 on_step=run.step_hook(on_step),
                 eval_fn=_validator(model, val, runtime),
                 eval_every=val_every,
-                on_save=lambda r: run.write_metrics(_train_frame(context, r.rows, r.evals, "ok")),
+                on_save=lambda r: run.write_metrics(_train_frame(context, r.rows, r.evals, OK)),
                 continued=continued,
                 mitigations=mitigations_for(base, opts, task_index),
             )
         except TrainingDiverged as e:
-            run.commit(_train_frame(context, e.rows, e.evals, "diverged"), None)
+            run.commit(_train_frame(context, e.rows, e.evals, DIVERGED), None)
             raise
         if runtime.is_main:
             _finish(result, model, res, opts, continue_run)
-        run.commit(_train_frame(context, res.rows, res.evals, "ok"), result)
+        run.commit(_train_frame(context, res.rows, res.evals, OK), result)
     return TrainTaskResult(
         out=str(out),
         run_id=base.run_id,

@@ -327,6 +327,9 @@ def test_a_train_file_without_the_status_column_reads_as_ok(tmp_path, data, c0):
     old = pl.read_parquet(res.metrics).drop("status")
     old.write_parquet(tmp_path / "old.parquet")
     assert read_metrics([tmp_path / "old.parquet"], "train")["status"].to_list() == ["ok", "ok"]
+    unset = old.with_columns(status=pl.lit(None, pl.String))  # a writer that left it out
+    unset.write_parquet(tmp_path / "unset.parquet")
+    assert read_metrics([tmp_path / "unset.parquet"], "train")["status"].to_list() == ["ok", "ok"]
     assert metric_frame("train", []).schema["status"] == pl.String
 
 
