@@ -252,6 +252,24 @@ def test_a_failure_between_the_two_writes_is_completed_by_the_rerun(
         train_task(c0, "en", out=tmp_path / "elsewhere.pt", **kw)
 
 
+def test_a_probe_keep_pair_is_completed_by_the_rerun(tmp_path, data, c0, monkeypatch):
+    kw = dict(data=data, metrics=tmp_path / "m", steps=4, keep=tmp_path / "kept.pt", **TINY)
+
+    def disk_full(path, ckpt, force=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(plc.taskrun, "save_checkpoint", disk_full)
+    with pytest.raises(OSError):
+        probe(c0, **kw)
+    [metrics] = (tmp_path / "m").glob("probe-*.parquet")
+    first = pl.read_parquet(metrics)
+    monkeypatch.setattr(plc.taskrun, "save_checkpoint", save_checkpoint)
+    res = probe(c0, **kw)
+    assert Path(res.kept).exists() and pl.read_parquet(metrics).equals(first)
+    with pytest.raises(PlcError, match="kept.pt exists"):  # the pair is complete now
+        probe(c0, **kw)
+
+
 def test_diagnose_completes_its_pair_after_a_failure_between_the_writes(
     tmp_path, data, c0, monkeypatch
 ):
