@@ -200,10 +200,6 @@ class TaskRun:
             and metric_owner(path) == self.owner
         )
 
-    @property
-    def resuming(self) -> bool:
-        return any(s.exists() for s in self.outputs.states)
-
     def open_tracker(self, options: TrainOptions, *args: Any, **kw: Any) -> None:
         """Live TensorBoard scalars (`plc.tracking.open_tracker`) on rank 0, closed on exit."""
         tracker = open_tracker(options.tensorboard, *args, **kw) if rank() == 0 else None
