@@ -470,12 +470,12 @@ def test_sigkill_after_a_timed_save_and_the_rerun_finishes_bit_exact(
 
 
 def test_a_probe_stopped_by_sigusr1_resumes_to_the_same_curve(tmp_path, data, c0):
+    steps, batch = int(LONG[1]), int(LONG[3])
+    whole = probe(c0, data=data, metrics=tmp_path / "a", steps=steps, batch_tokens=batch, **TINY)
     argv = ["probe", str(c0), "--data", str(data), "--preset", "tiny", *LONG]
-    whole = run_plc(*argv, "--metrics", str(tmp_path / "a"), "--json")
-    assert whole.returncode == 0, whole.stderr
     argv += ["--metrics", str(tmp_path / "b")]
     proc = _popen(argv)
-    metrics = tmp_path / "b" / "probe-nano-s2-t0-init-vi.parquet"
+    metrics = tmp_path / "b" / Path(whole.metrics_path).name
     _wait_for(metrics.with_name(metrics.name + ".lock"), proc)
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=300)
@@ -483,7 +483,6 @@ def test_a_probe_stopped_by_sigusr1_resumes_to_the_same_curve(tmp_path, data, c0
     assert "SIGUSR1 received" in err and not metrics.exists()
     rerun = run_plc(*argv, "--json")
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["curve"] == json.loads(whole.stdout)["curve"]
-    a = pl.read_parquet(tmp_path / "a" / metrics.name)
-    assert pl.read_parquet(metrics).equals(a)
+    assert json.loads(rerun.stdout)["curve"] == whole.curve
+    assert pl.read_parquet(metrics).equals(pl.read_parquet(whole.metrics_path))
     assert sorted(p.name for p in metrics.parent.iterdir()) == [metrics.name]
