@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.protocol import CYCLE, ONSET_WINDOW
-from plc.store import checkpoint_meta, diverged, parse_metric_name, read_metrics
+from plc.store import (
+    checkpoint_meta,
+    diverged,
+    parse_metric_name,
+    parse_progress_name,
+    read_metrics,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -73,6 +79,7 @@ class StudyFiles:
     checkpoints: dict[Path, dict[int, Path]] = field(default_factory=dict)  # folder → {N: cN.pt}
     metrics: list[MetricFile] = field(default_factory=list)
     in_progress: list[Path] = field(default_factory=list)
+    progress: list[MetricFile] = field(default_factory=list)  # rows saved by tasks in progress
     plan: Path | None = None  # the Makefile or Snakefile, as written
     plan_data: Path | None = None  # its plan.json: what the study plans
     other_tables: list[Path] = field(default_factory=list)  # Parquet/CSV that are not metrics
@@ -171,6 +178,11 @@ def find_study_files(directory: str | os.PathLike) -> StudyFiles:
                 found.metrics.append(
                     MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
                 )
+            elif m := parse_progress_name(f):
+                found.progress.append(
+                    MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
+                )
+                found.in_progress.append(path)
             elif f.endswith(".resume") or (f.startswith(".") and f.endswith((".tmp", ".partial"))):
                 found.in_progress.append(path)
             elif f.endswith((".parquet", ".csv")) and not f.startswith("."):
@@ -390,7 +402,8 @@ def _run_status(
         latest = max(diag, key=lambda m: m.task_index)
         status.last_diagnose = latest.task_index
         status.diagnose = _whole_model(read_metrics([latest.path], "diagnose"))
-    _time_left(status, train, history)
+    running = [m for m in files.progress if m.run_id == run_id and m.kind == "train"]
+    _time_left(status, train, running, history)
     return status
 
 
@@ -443,7 +456,9 @@ def _whole_model(diag: pl.DataFrame) -> dict[str, float]:
     return out
 
 
-def _time_left(status: RunStatus, train: list[MetricFile], history: list[dict]) -> None:
+def _time_left(
+    status: RunStatus, train: list[MetricFile], running: list[MetricFile], history: list[dict]
+) -> None:
     """Training time left at the measured rate: tasks and probes still to run (a probe trains as
     many tokens as a task under every preset), less the steps a task in progress has saved."""
     import polars as pl
@@ -463,7 +478,7 @@ def _time_left(status: RunStatus, train: list[MetricFile], history: list[dict]) 
     tasks_left = max(status.tasks_planned - status.tasks_done, 0)
     probes_left = max(status.probes_planned - status.probes_done, 0)
     tokens_left = (tasks_left + probes_left) * task_tokens
-    for m in train:  # a task in progress saves its rows with its resumable state
+    for m in running:  # a task in progress saves its rows with its resumable state
         if m.task_index == status.tasks_done + 1 and tasks_left:
             tokens_left -= float(pl.read_parquet(m.path, columns=["tokens"])["tokens"].max())
     status.seconds_left = max(tokens_left, 0.0) / status.tokens_per_s

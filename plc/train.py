@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +42,56 @@ MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
-    """The loss or gradient norm became NaN/inf: no output is written, resumable state is kept."""
+    """The loss, the gradient norm or (after an update) a weight became NaN/inf: no output is
+    written, resumable state is kept. `rows` are the task's steps up to and including `step`, the
+    one that diverged; `evals` the evaluations before it."""
+
+    def __init__(self, message: str, step: int, rows: list[StepRow], evals: list[dict[str, Any]]):
+        super().__init__(message)
+        self.step, self.rows, self.evals = step, rows, evals
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGUSR1 arrived: the loop saved its resumable state after `step` steps and
+    stopped. A rerun of the same command resumes there; `exit_status` is the shell's 128 + signal."""
+
+    def __init__(self, signum: int, step: int, state_path: Path):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after step {step}, resumable state saved in {state_path}; "
+            "rerun the same command to continue"
+        )
+        self.signum, self.step, self.state_path = signum, step, state_path
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class Interrupts:
+    """While active (a `with` block in the main thread), SIGTERM and SIGUSR1 (Slurm's
+    `--signal=USR1@N`, sent N seconds before the time limit) are a request to stop: the handler
+    only notes the signal, and a train_loop given this object saves its resumable state at the
+    end of the step and raises TrainingInterrupted. Elsewhere the signals keep their handlers."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
 
 class Sampler:
@@ -118,6 +169,7 @@ def train_loop(
     on_save: Callable[[LoopResult], None] | None = None,
     continued: dict[str, Any] | None = None,
     mitigations: MakeMitigations | None = None,
+    interrupts: Interrupts | None = None,
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
@@ -140,14 +192,18 @@ def train_loop(
     - mitigations(model, optimizer, micro_batch): builds the task's plc.mitigations.Mitigations
       (None when no remedy is on: the loop then runs no extra code); it acts once before the
       step-0 evaluation of a fresh task and after every optimizer step.
-    - state_path/signature: every `options.save_every` steps rank 0 writes the resumable state
-      (model, optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
+    - state_path/signature: every `options.save_every` steps, and once `options.save_every_minutes`
+      have passed since the start or the last save, rank 0 writes the resumable state (model,
+      optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
       `on_save(partial result)`. If `state_path` exists at the start, training resumes from it when
       its signature equals `signature` and is refused (PlcError) otherwise. The caller removes the
       state once its output is complete. On CPU a resumed run is bit-identical to an uninterrupted one.
+    - interrupts: when its signal has arrived (on any rank), the state is saved at the end of the
+      step and TrainingInterrupted raised (not after the last step: the task then finishes).
 
-    Raises TrainingDiverged (before the bad update is applied) if the loss or gradient norm is not
-    finite. Never prints.
+    Raises TrainingDiverged if the loss or gradient norm is not finite (before the bad update is
+    applied), or if an update left a weight that is not (checked after the last step and before a
+    save, so that neither output nor state holds one). Never prints.
     """
     if not options.resolved:
         raise PlcError("train_loop needs resolved options: call TrainOptions.resolve() first")
@@ -221,6 +277,7 @@ def train_loop(
             evals.append({"step": done, "value": eval_fn(done)})
 
     seconds = 0.0
+    save_at = _next_save(options) if state_path is not None else None
     model.train()
     for step in range(start, steps):
         if eval_every is not None and step % eval_every == 0 or step == 0:
@@ -244,21 +301,24 @@ def train_loop(
             (loss / n_micro).backward()
             loss_sum += loss.detach().float()
         loss_mean = loss_sum / n_micro
+        stop = interrupts.received if interrupts is not None else None
+        timed = save_at is not None and time.monotonic() >= save_at
         if runtime.distributed:
-            dist.all_reduce(loss_mean, op=dist.ReduceOp.AVG)
+            # One all-reduce for the mean loss and for whether any rank must save or stop.
+            flags = [float(timed), float(stop is not None)]
+            packed = torch.cat([loss_mean.reshape(1), torch.tensor(flags, device=loss_mean.device)])
+            dist.all_reduce(packed, op=dist.ReduceOp.AVG)
+            loss_mean, timed = packed[0], bool(packed[1] > 0)
+            stop = (stop or signal.SIGTERM) if packed[2] > 0 else None
         if options.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         loss_val, norm_val = loss_mean.item(), float(norm)
-        if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
-            raise TrainingDiverged(
-                f"training diverged at step {step}: loss {loss_val}, gradient norm {norm_val} "
-                f"(learning rate {rate:.3g}); no output written"
-            )
-        optimizer.step()
-        if mit is not None:
-            mit.after_step(step, x)
+        if math.isfinite(loss_val) and math.isfinite(norm_val):
+            optimizer.step()
+            if mit is not None:
+                mit.after_step(step, x)
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         seconds += dt
@@ -271,20 +331,54 @@ def train_loop(
             "tokens_per_s": tokens_per_step / dt,
         }
         rows.append(row)
+        if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
+            raise TrainingDiverged(
+                f"training diverged at step {step}: loss {loss_val}, gradient norm {norm_val} "
+                f"(learning rate {rate:.3g}); no checkpoint written",
+                step,
+                rows,
+                evals,
+            )
         if on_step is not None and runtime.is_main:
             on_step(row, steps)
         done = step + 1
-        if state_path is not None and save_every and done % save_every == 0 and done < steps:
+        periodic = save_every is not None and done % save_every == 0
+        if state_path is not None and done < steps and (periodic or timed or stop):
             if eval_every is not None and done % eval_every == 0:
                 evaluate(done)  # so the saved state holds every evaluation up to its step
                 model.train()
+            _require_finite(model, step, rows, evals)
             if runtime.is_main:
                 extra = {"mitigations": mit.state_dict()} if mit is not None else {}
                 _save_state(state_path, model, optimizer, done, rows, evals, signature or {}, extra)
                 if on_save is not None:
                     on_save(result())
+            save_at = _next_save(options)
+            if stop:
+                raise TrainingInterrupted(stop, done, state_path)
+    _require_finite(model, steps - 1, rows, evals)
     evaluate(steps)
     return result()
+
+
+def _next_save(options: TrainOptions) -> float | None:
+    """When (time.monotonic) the next timed save is due, or None without --save-every-minutes."""
+    minutes = options.save_every_minutes
+    return None if minutes is None else time.monotonic() + 60 * minutes
+
+
+def _require_finite(model: GPT, step: int, rows: list[StepRow], evals: list[dict]) -> None:
+    """TrainingDiverged if the update of `step` left a weight that is not finite."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(
+                f"training diverged at step {step}: its update made {name} non-finite "
+                f"(learning rate {rows[-1]['lr'] if rows else float('nan'):.3g}); no checkpoint "
+                "written",
+                step,
+                rows,
+                evals,
+            )
 
 
 def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extra) -> None:

@@ -304,7 +304,11 @@ def test_plan_json_is_written_beside_the_plan_file(tmp_path, monkeypatch, capsys
     assert [r["run_id"] for r in data["runs"]] == ["nano-s0"]
     trains = [j for j in data["jobs"] if j["stage"] == "train"]
     assert [j["task"] for j in trains] == [1, 2, 3, 4]
-    assert trains[0]["train"] == {"preset": "control"} and trains[0]["run_id"] == "nano-s0"
+    resumable = {"save_every_minutes": 30.0}  # a job killed at its wall time resumes on retry
+    assert trains[0]["train"] == {"preset": "control", **resumable}
+    assert trains[0]["run_id"] == "nano-s0"
+    probes = [j for j in data["jobs"] if j["stage"] == "probe"]
+    assert probes and all(j["train"]["save_every_minutes"] == 30.0 for j in probes)
     # An existing plan.json is kept without --force, and so is the Makefile: both or neither.
     other = tmp_path / "study" / "Makefile.x"
     r = cli(monkeypatch, capsys, "plan", "control", "--sizes", "micro", "-o", other)

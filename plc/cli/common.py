@@ -147,7 +147,9 @@ class StepBar:
     """A progress bar of training steps for train-task and probe.
 
     Drawn at the first step, so bad input fails with its one line alone; a diverged loss ends the
-    command with its message and exit status 3 (plc.errors.EXIT_DIVERGED: no checkpoint written).
+    command with its message and exit status 3 (plc.errors.EXIT_DIVERGED: no checkpoint written,
+    the train metric file records the divergence), SIGTERM or SIGUSR1 with its message and 128 +
+    the signal (resumable state was saved).
     """
 
     def __init__(self, label: str, columns: list[str], as_json: bool, **fields: Any):
@@ -181,12 +183,15 @@ class StepBar:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        from plc.train import TrainingDiverged
+        from plc.train import TrainingDiverged, TrainingInterrupted
 
         stop_progress(self.progress)
         if exc_type is not None and issubclass(exc_type, TrainingDiverged):
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_DIVERGED) from None
+        if exc_type is not None and issubclass(exc_type, TrainingInterrupted):
+            err_console.print(f"[yellow]stopped:[/yellow] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_status) from None
 
 
 def _version(value: bool) -> None:

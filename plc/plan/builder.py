@@ -19,6 +19,9 @@ from plc.store import metric_path
 
 X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
 CONTROL_REPEATS = 2  # the control's probe seeds per probed checkpoint (its jitter dominates)
+# Training and probe jobs save resumable state this often, so a job killed at its wall time (or a
+# node lost) repeats at most this much on its retry; SIGTERM/SIGUSR1 save at once (plc.train).
+SAVE_EVERY_MINUTES = 30.0
 
 
 def metric_file(
@@ -93,6 +96,7 @@ class Builder:
         self.metrics, self.figures = f"{o.out_dir}/metrics", f"{o.out_dir}/figures"
         self.methods = self._methods()
         self.preset = {"preset": p.name}
+        self.resumable = {"save_every_minutes": SAVE_EVERY_MINUTES}
         self.jobs: list[Job] = []
         self.runs: list[Run] = []
 
@@ -235,7 +239,7 @@ class Builder:
                 [src, *stores],
                 "train",
                 args=[*what, "--ckpt", src, "--data", self.data, "--out", out],
-                train={**self.preset, **train},
+                train={**self.preset, **self.resumable, **train},
                 args_after=[*after, "--metrics", self.metrics, "--force"],
                 launch=True,
                 diverged_ok=record is not None,
@@ -275,7 +279,7 @@ class Builder:
                 [ckpt, self.store(lang)],
                 "probe",
                 args=[ckpt, "--data", self.data, "--lang", lang],
-                train=dict(self.preset),
+                train={**self.preset, **self.resumable},
                 args_after=[*extra, *repeats, "--metrics", self.metrics, "--force"],
                 launch=True,
                 **self._of(run, task),
