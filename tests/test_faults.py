@@ -449,14 +449,18 @@ def test_a_diverged_rate_finishes_the_grid_and_make_stays_done(tmp_path, monkeyp
     assert again.returncode == 0 and len(log.read_text().splitlines()) == ran
     assert_kept(before, study)
     # status shows the two runs as diverged, the others as done (the stand-in's checkpoints
-    # become real ones: status reads their metadata).
+    # become real ones: status reads their metadata; --force replaces only real checkpoints).
     for run in plan.runs:
-        c0 = init_checkpoint(study / run.folder / "c0.pt", size=run.size, tokenizer="byte",
-                             context=32, run_id=run.run_id, force=True)  # fmt: skip
-        if (study / run.folder / "c1.pt").exists():
+        folder = study / run.folder
+        trained = (folder / "c1.pt").exists()
+        (folder / "c0.pt").unlink()
+        c0 = init_checkpoint(folder / "c0.pt", size=run.size, tokenizer="byte", context=32,
+                             run_id=run.run_id)  # fmt: skip
+        if trained:
+            (folder / "c1.pt").unlink()
             ckpt = load_checkpoint(c0.path)
             ckpt.meta.update(task_index=1, history=[{"lang": "en", "tokens": 2048}])
-            save_checkpoint(study / run.folder / "c1.pt", ckpt, force=True)
+            save_checkpoint(folder / "c1.pt", ckpt)
     r = cli(monkeypatch, capsys, "status", study, "--json")
     states = {run["run_id"]: run["state"] for run in json.loads(r.stdout)["runs"]}
     assert states == {j.run_id: "diverged" if "lr1000" in j.run_id else "done"

@@ -36,6 +36,7 @@ from plc.store import (
     atomic_path,
     metric_frame,
     output_lock,
+    progress_path,
     read_metrics,
     save_checkpoint,
     write_metrics,
@@ -443,11 +444,17 @@ def test_sigterm_saves_exits_143_and_the_rerun_finishes_bit_exact(
     assert "rerun the same command" in line
     stopped_at = int(line.split("after step ")[1].split(",")[0])
     assert state_path_for(tmp_path / "c1.pt").exists() and not (tmp_path / "c1.pt").exists()
+    # The rows saved so far wait under a hidden name: a metric file under its final name is a
+    # finished task (an lr-grid job's make target), and this one is not.
+    metric = tmp_path / "m" / "train-nano-s2-t1-en.parquet"
+    assert not metric.exists()
+    assert pl.read_parquet(progress_path(metric))["step"].max() == stopped_at - 1
     rerun = run_plc(*argv)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["resumed_from"] == stopped_at
     assert (tmp_path / "c1.pt").read_bytes() == uninterrupted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c0.pt", "c1.pt", "m"]
+    assert [p.name for p in (tmp_path / "m").iterdir()] == [metric.name]
     rows = pl.read_parquet(tmp_path / "m" / "train-nano-s2-t1-en.parquet")
     assert rows["step"].to_list() == list(range(int(LONG[1])))
 
