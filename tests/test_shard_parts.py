@@ -46,7 +46,12 @@ def test_parts_make_the_store_of_one_process(tmp_path):
             one.attrs["train_docs"],
             one.attrs["val_docs"],
         )
-        assert not Path(f"{out}.parts").exists()  # merged: the parts are gone
+        # Merged by hard links: the parts stay and share the store's files.
+        linked = next((out / "train" / "1" / "c").iterdir())
+        assert linked.stat().st_nlink == 2
+        assert (
+            linked.stat().st_ino == (part_path(out, 2, 3) / "train/0/c" / linked.name).stat().st_ino
+        )
     jobs = tmp_path / "jobs.zarr"  # three jobs, then the merge
     for i in (3, 1, 2):
         part = shard("en", jobs, source=src, seed=3, part=(i, 3))
@@ -119,7 +124,7 @@ def test_stale_parts_are_refused_and_bad_parts_are_one_line(tmp_path, monkeypatc
     ]
     for extra, fragments in cases:
         assert_bad_input(cli(monkeypatch, capsys, *base, *extra), *fragments)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "en.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "en.zarr", "en.zarr.parts"]
     proc = cli(monkeypatch, capsys, *base, "--source", src, "--part", "1/2", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["path"].endswith("001-of-002.zarr")
 
@@ -130,3 +135,36 @@ def test_a_dataset_is_split_between_parts(tmp_path):
     store = open_store(res.path)
     docs = split_docs(store, "train") + split_docs(store, "val")
     assert len(docs) == len(set(docs)) == 30 and res.parts == 2  # every document once
+
+
+def test_plans_shard_a_dataset_in_part_jobs_of_several_cores(tmp_path):
+    from test_snakefile import parse_rules
+
+    from plc.plan import build_plan
+    from plc.plan.builder import SHARD_WORKERS
+    from plc.plan.snakefile import render_snakefile
+
+    kw = dict(sizes=["5M"], cycles=1, preset="paper", tokenizer="qwen3", probe_after=["ru"])
+    plan = build_plan(source="hf:uonlp/CulturaX", **kw)
+    rules = parse_rules(render_snakefile(plan))
+    # 100B + 1B tokens a training language: 11 part jobs, then the merge; vi (20B + 1B): 3.
+    en = [r for name, r in rules.items() if name.startswith("shard_en_zarr_parts_")]
+    assert len(en) == 11 and len([n for n in rules if n.startswith("shard_vi_zarr_parts")]) == 3
+    assert {r["threads"] for r in en} == {str(SHARD_WORKERS)}
+    assert all(int(r["resources"]["mem_mb"]) > 2048 for r in en)
+    assert "--part 4/11 --workers 8" in en[3]["shell"]
+    merge = rules["shard_en"]
+    assert merge["input"] == [r["output"][0] for r in en] and merge["threads"] == "1"
+    assert merge["shell"].endswith("--parts 11") and merge["output"] == ["data/en.zarr/zarr.json"]
+    # A folder of 2 files: at most 2 parts; the embedded corpus: one single-process job.
+    for lang in ("en", "zh", "fr", "ja", "es", "de", "pt", "ru", "vi"):
+        (tmp_path / lang).mkdir()
+        for f in ("a.txt", "b.txt"):
+            (tmp_path / lang / f).write_text("text")
+    folder = build_plan(source=f"{tmp_path}/{{lang}}", **kw)
+    shards = [j for j in folder.jobs if j.command == "shard" and "en.zarr" in j.output]
+    assert [j.args[j.args.index("--part") + 1] for j in shards[:-1]] == ["1/2", "2/2"]
+    assert shards[-1].args[-2:] == ["--parts", "2"] and len(shards) == 3
+    embedded = build_plan(**kw)
+    job = next(j for j in embedded.jobs if j.command == "shard")
+    assert "--workers" not in job.args and "--part" not in job.args

@@ -9,12 +9,10 @@ on how documents are batched. Budgets cut the last document of a split so counts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -100,7 +98,7 @@ def shard(
     In parts (a folder or an `hf:` dataset): `part=(i, n)` (i from 1) writes only part i of n,
     the part store `<out>.parts/i-of-n.zarr`, taking 1/n of each budget from its share of the
     source; `parts=n` writes every part not yet written (in `workers` processes at once) and then
-    merges the parts into `out` without rewriting them. So n jobs `part=(i, n)` and one `parts=n`
+    merges the parts into `out` without rewriting them (hard links: the parts stay, at no cost). So n jobs `part=(i, n)` and one `parts=n`
     after them, or one `parts=n` alone, make the same store, and a part that failed is redone
     alone. Unbudgeted, a folder's store does not depend on n; see docs/data.md.
     """
@@ -287,11 +285,9 @@ def _shard_parts(
         raise PlcError(f"{job.source} in {job.parts} parts: too few documents, {empty} is empty")
     first = stores[0]
     attrs = {k: first[k] for k in ("lang", "tokenizer", "source", "seed", "val_fraction")}
+    # The parts stay: they share their files with the store (no space), and they are the outputs
+    # of a plan's part jobs, which make would otherwise run again.
     merge_parts(out, paths, attrs, force)
-    for path in paths:
-        shutil.rmtree(path)
-    with contextlib.suppress(OSError):
-        paths[0].parent.rmdir()
     return ShardResult(
         str(out), job.lang, str(attrs["source"]), str(attrs["tokenizer"]["name"]),
         counts["train_tokens"], counts["val_tokens"], counts["train_docs"], counts["val_docs"],

@@ -138,6 +138,15 @@ def _kind(path: Path) -> str | None:
     return None
 
 
+def folder_files(path: Path) -> list[Path]:
+    """The files of a folder that plc reads (by suffix, not hidden), sorted."""
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and _kind(p) and not any(part.startswith(".") for part in p.parts)
+    )
+
+
 def _local(path: Path, seed: int, part: tuple[int, int]) -> Source:
     if not path.exists():
         raise PlcError(
@@ -147,11 +156,7 @@ def _local(path: Path, seed: int, part: tuple[int, int]) -> Source:
     if path.is_dir():
         import numpy as np
 
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and _kind(p) and not any(part.startswith(".") for part in p.parts)
-        )
+        files = folder_files(path)
         if not files:
             raise PlcError(f"folder {path} has no {FORMATS} files")
         files = [
