@@ -201,9 +201,13 @@ def test_format_2_is_plain_sharded_zarr_in_the_narrowest_dtype(tmp_path, small_c
     info = describe_store(path)
     # 5 + 1 shard files and 5 zarr.json (the store, two split groups, two arrays)
     assert (info.format_version, info.dtype, info.files) == (2, "uint32", 11)
+    # A tokenizer that gives an id beyond its vocabulary: refused, nothing written.
     with pytest.raises(PlcError, match="do not fit the store's uint16"):
-        write_store(tmp_path / "big.zarr", np.array([70_000]), np.array([1]), lang="x",
-                    tokenizer=ident(257))  # fmt: skip
+        with StoreWriter(tmp_path / "big.zarr", {"tokenizer": ident(257)}) as writer:
+            writer.add("train", np.array([3, 70_000]))
+            writer.commit()
+    assert write_store(tmp_path / "wide.zarr", [70_000], [1], lang="x", tokenizer=ident(257))
+    assert open_store(tmp_path / "wide.zarr").train.dtype == np.uint32  # arrays: the dtype fits
     assert not (tmp_path / "big.zarr").exists()
     assert not (tmp_path / ".big.zarr.partial").exists()
 

@@ -14,6 +14,7 @@ Format 1 (read only): arrays `train` and `val`, uint32, uncompressed chunk files
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -39,9 +40,11 @@ SPLITS = ("train", "val")
 CHUNK_TOKENS = 1 << 15
 # One file per 128 Mi tokens: a 100B-token language is ~750 files, not ~95,000.
 SHARD_TOKENS = 1 << 27
-# blosc-zstd with byte shuffle: 2.06 bytes a Qwen3 token, 0.59 a byte token on the embedded corpus,
-# better than plain zstd and than packing ids into 18 bits, and faster to decode.
-BLOSC = {"cname": "zstd", "clevel": 5, "shuffle": "shuffle"}
+# blosc-zstd with byte shuffle at level 1: 2.10 bytes a Qwen3 token (0.66 a byte token) on the
+# embedded corpus, as small as zstd-3 or ids packed into 18 bits and faster to decode; level 5 saves
+# 2 % for 5× the compression time (39M → 7M Qwen3 tokens/s a core: a shard's one writer would
+# then be slower than 2 tokenizer processes). benchmarks/bench_data.py --only codecs.
+BLOSC = {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"}
 # A split is read into memory only when small (decoded): random windows then cost a slice. Larger
 # splits are read window by window from their files (8 languages on 8 ranks: ≤ 4 GiB a node).
 IN_MEMORY_BYTES = 64 << 20
@@ -297,6 +300,8 @@ class ShardedTokens(_Reader):
         self._split = label.split("/")[0]
         meta = arr.metadata.to_dict()
         layout = json.loads(json.dumps(meta["codecs"]))  # tuples → lists, as in zarr.json
+        with contextlib.suppress(KeyError, IndexError, TypeError):  # any blosc settings decode
+            layout[0]["configuration"]["codecs"][1]["configuration"].update(BLOSC, blocksize=0)
         self.dtype = np.dtype(meta["data_type"])
         shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         try:
