@@ -121,6 +121,7 @@ def test_stale_parts_are_refused_and_bad_parts_are_one_line(tmp_path, monkeypatc
         (["--source", src, "--part", "4/3"], ["I must be one of 1…N"]),
         (["--source", src, "--part", "1/3", "--parts", "3"], ["not both"]),
         (["--source", "markov:1", "--parts", "2"], ["markov"]),
+        (["--source", src, "--parts", "3", "--val-tokens", "2"], ["--val-tokens 2", "3 parts"]),
     ]
     for extra, fragments in cases:
         assert_bad_input(cli(monkeypatch, capsys, *base, *extra), *fragments)

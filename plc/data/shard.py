@@ -1,10 +1,11 @@
 """`plc shard`: text source → tokenizer → the Zarr token store of one language.
 
 Streaming with bounded memory: documents are read lazily, tokenized in batches (in `workers`
-processes when > 1, at most two batches per worker in flight) and appended to the store in 1 Mi
-token chunks. The split is by document and reproducible: document i goes to val when a hash of
-(seed, i) falls below the val fraction, so the result depends neither on the number of workers nor
-on how documents are batched. Budgets cut the last document of a split so counts are exact.
+processes when > 1, at most two batches per worker in flight) and appended to the store a chunk
+at a time. The split is by document and reproducible: a document goes to val when a hash of
+(seed, its key: its place in its file and the file's in the source) falls below the val fraction,
+so the result depends neither on the number of workers, nor on how documents are batched, nor on
+how a folder is read in parts. Budgets cut the last document of a split so counts are exact.
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ def shard(
     In parts (a folder or an `hf:` dataset): `part=(i, n)` (i from 1) writes only part i of n,
     the part store `<out>.parts/i-of-n.zarr`, taking 1/n of each budget from its share of the
     source; `parts=n` writes every part not yet written (in `workers` processes at once) and then
-    merges the parts into `out` without rewriting them (hard links: the parts stay, at no cost). So n jobs `part=(i, n)` and one `parts=n`
-    after them, or one `parts=n` alone, make the same store, and a part that failed is redone
-    alone. Unbudgeted, a folder's store does not depend on n; see docs/data.md.
+    merges the parts into `out` without rewriting them (hard links: the parts stay, at no cost).
+    So n jobs `part=(i, n)` and one `parts=n` after them, or one `parts=n` alone, make the same
+    store, and a part that failed is redone alone. Unbudgeted, a folder's store does not depend
+    on n; see docs/data.md.
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", lang or ""):
         raise PlcError(f"--lang must be a language code such as en or vi, got {lang!r}")
@@ -117,6 +119,9 @@ def shard(
         i, parts = part
         if not (parts >= 1 and 1 <= i <= parts):
             raise PlcError(f"--part {i}/{parts}: I must be one of 1…N")
+    for flag, value in (("--train-tokens", train_tokens), ("--val-tokens", val_tokens)):
+        if value is not None and value < parts:
+            raise PlcError(f"{flag} {value} cannot be shared by {parts} parts")
     out = Path(out) if out is not None else store_path("data", lang)
     if source.startswith("markov:"):
         if parts > 1:

@@ -624,7 +624,7 @@ def _replace(tmp: Path, path: Path, force: bool) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 def merge_parts(
