@@ -78,8 +78,9 @@ def test_the_transfer_control_falls_then_rises_with_an_interior_onset(tmp_path):
     current AR(1) test: one seed's 15 probes are marginal evidence, so the loose setting tests at
     α = 0.1 (examples/onset-law-control reads the study at 0.05)."""
     from plc.cli import run_argv
-    from plc.onset import fit_onset, probe_series, read_probes
+    from plc.onset import probe_series, read_probes
     from plc.runner import run_plan
+    from plc.study import fit_onset
 
     plan = build_plan(
         "control",

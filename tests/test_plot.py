@@ -15,8 +15,6 @@ from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
 from plc.onset import (
-    assess_onset,
-    collect_onsets,
     find_onset,
     fit_model,
     probe_series,
@@ -35,6 +33,7 @@ from plc.plot import (
 )
 from plc.protocol import PAPER_PROBE_AFTER, PLOT_KINDS, cycle_of
 from plc.store import metric_path, metric_schema, write_metrics
+from plc.study import judge_inputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIAGNOSE_SCHEMA = metric_schema("diagnose")
@@ -202,23 +201,32 @@ def test_auc_draws_one_line_per_run_with_its_normalised_probes(files, metrics):
         assert list(line(ax, size).get_xdata()) == s.task_index
 
 
-def test_probing_marks_the_onset_plc_onset_finds(files, series):
+def error_bars(container) -> list[tuple[float, float]]:
+    """The (low, high) ends of each error bar of an errorbar container, along its bars."""
+    (bars,) = container.lines[2]
+    return [tuple(sorted(seg[:, i])) for seg in bars.get_segments() for i in [_axis(seg)]]
+
+
+def _axis(seg) -> int:
+    return 0 if seg[0, 1] == seg[1, 1] else 1  # horizontal bars vary in x
+
+
+def test_probing_marks_the_studys_verdict_inside_its_interval(files, series):
     d = build_figure("probing", files)
     assert len(d.figure.axes) == 3 and d.runs == ["a", "b", "c"]
+    judged = judge_inputs(files)
     for ax, s, size in zip(d.figure.axes, series, SIZES, strict=True):
-        assert ax.get_title() == size and len(ax.get_lines()) == 3
-        ev = assess_onset(s, 3)
-        mark = (
-            f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}], "
-            f"p = {ev.p_value:.3f}"
-            if ev.detected
-            else f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
-        )
+        assert ax.get_title() == size
+        r = judged.of(s.run_id)
+        task, lo, hi = r.drawn
+        assert lo <= task <= hi and r.verdict == "onset"
+        mark = f"onset: task {task:g} [{lo:g}, {hi:g}], p = {r.p_value:.3f}"
         assert legend(ax) == ["probe", "moving average (3)", mark]
-        marker = line(ax, mark)
-        i = s.task_index.index(ev.minimum_task)
-        assert list(marker.get_xdata()) == [ev.minimum_task]
-        assert list(marker.get_ydata()) == pytest.approx([s.value[i]])
+        (bar,) = ax.containers  # the onset, red, with its interval as a horizontal bar
+        point = bar.lines[0]
+        assert list(point.get_xdata()) == [task] and point.get_color() == "red"
+        assert list(point.get_ydata()) == pytest.approx([s.value[s.task_index.index(task)]])
+        assert error_bars(bar) == [(lo, hi)]
         smooth = line(ax, "moving average (3)").get_ydata()
         assert np.isnan(smooth[0]) and np.isnan(smooth[-1])  # no half-empty windows
         np.testing.assert_allclose(smooth[1:-1], s.smoothed[1:-1])
@@ -237,7 +245,7 @@ def fit_lines(ax):
 
 def test_onset_scatter_is_the_collected_onsets_and_one_curve_per_fit(files, metrics, tmp_path):
     (ax,) = build_figure("onset", files).figure.axes
-    every, _ = collect_onsets(sorted(metrics.glob("*.parquet")))
+    every = judge_inputs(sorted(metrics.glob("*.parquet"))).runs
     runs = [r for r in every if r.onset is not None]
     assert len(runs) == 3  # the fixture's onsets are all detected
     (bars,) = ax.containers  # each onset with its interval
