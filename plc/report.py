@@ -323,7 +323,7 @@ class _Page:
                 f"<figcaption>{_esc(caption)}</figcaption></figure>"
             )
             for n in drawing.notes:
-                if n not in judged.notes:  # what the reading left out is said once, above
+                if n not in judged.notes and n not in self.notes:  # said once, above
                     self.note(f"{caption}: {n}")
 
     def add_correlates(self, diag: pl.DataFrame) -> None:

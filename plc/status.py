@@ -201,10 +201,11 @@ def study_status(
         runs.append(_run_status(run_id, files, folder, meta, judged, work, notes))
     for folder, error in problems.items():
         runs.append(_unreadable_run(folder, files.checkpoints[folder], error, work))
-    if work is not None:
+    if work is not None:  # planned runs with no file yet (by checkpoint folder or by run id)
         seen = {Path(r.folder).name for r in runs if r.folder}
+        ids = {r.run_id for r in runs}
         for name, last in sorted(work.tasks.items()):
-            if name not in seen:
+            if name not in seen and work.runs[name][0] not in ids:
                 runs.append(_not_started(name, last, work))
 
     study_jobs = []

@@ -35,7 +35,7 @@ from plc.onset.detect import (
     _rate,
     assess_onset,
 )
-from plc.onset.series import ProbeSeries, check_series, jitter, moving_average
+from plc.onset.series import ProbeSeries, jitter, moving_average
 
 # A run's verdict: an onset (inside the series, or at its first probe), or none and why.
 ONSET, FROM_START, NO_RISE, STILL_FALLING, TOO_FEW = VERDICTS = (
@@ -123,8 +123,7 @@ class MovingAverage:
     def assess(
         self, series: ProbeSeries, *, window: int, ci: float, alpha: float, seed: int
     ) -> OnsetEvidence:
-        check_series(series)
-        if series.n_probes < window + 1:
+        if series.n_probes < window + 1:  # a single probe included (window ≥ 1)
             raise TooShortForWindow(series, window)
         y = np.asarray(series.value, dtype=float)
         tasks = np.asarray(series.task_index, dtype=float)

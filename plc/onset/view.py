@@ -132,6 +132,42 @@ def run_markdown(res: OnsetResult) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in run_rows(res)]
 
 
+def study_markdown(res: OnsetResult, sizes: Sequence[str]) -> list[str]:
+    """A study as the examples' READMEs show it, in the order of `sizes`: fit-onset's per-run
+    table; per size the runs with an onset, their mean onset ± SD and mean rate of loss ± SD over
+    seeds; the log-log law with its exponent's interval (or why there is none); and the rate of
+    loss's own log-log slope over every run."""
+    import numpy as np
+
+    from plc.onset.fit import rate_law
+
+    order = {s: i for i, s in enumerate(sizes)}
+    res.runs.sort(key=lambda r: (order.get(r.size, len(order)), r.run_id or ""))
+    lines = run_markdown(res)
+    lines += [
+        "",
+        "| size | runs with an onset | mean onset ± SD | mean rate of loss (%/task ± SD) |",
+    ]
+    lines += ["|---|---|---:|---|"]
+    for size in sizes:
+        mine = [r for r in res.runs if r.size == size]
+        onsets = [r.onset for r in mine if r.onset is not None]
+        rates = [r.rate for r in mine if r.rate is not None]
+        mean_onset = (
+            f"{np.mean(onsets):.1f} ± {np.std(onsets, ddof=1):.1f}"
+            if len(onsets) > 1
+            else (f"{onsets[0]:g}" if onsets else "–")
+        )
+        spread = f"{np.mean(rates):+.2f} ± {np.std(rates, ddof=1):.2f}" if len(rates) > 1 else "–"
+        lines.append(f"| {size} | {len(onsets)} of {len(mine)} | {mean_onset} | {spread} |")
+    law = res.law and f"{res.law}; {res.exponent}"
+    lines += ["", f"Log-log law of the onset: {law or f'no fit ({res.fits_skipped})'}"]
+    rates = rate_law([r.n_params for r in res.runs], [r.rate for r in res.runs])
+    if rates is not None:
+        lines.append(str(rates))
+    return lines
+
+
 def method_text(res: OnsetResult) -> str:
     """How the per-run verdicts were made, for a caption under the table."""
     return (

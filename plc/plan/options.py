@@ -256,6 +256,9 @@ class PlanOptions:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
         if not 0 < self.alpha < 1:
             raise PlcError(f"--alpha is a false-alarm rate between 0 and 1, not {self.alpha:g}")
+        from plc.onset.estimators import get_estimator  # numpy: only when a plan is built
+
+        get_estimator(self.estimator)
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:

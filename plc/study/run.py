@@ -59,12 +59,14 @@ def run_study(
     jobs: Callable[[list[Job]], list[Job]] | None = None,
     models: Sequence[str] = ("loglog",),
     bootstrap: int | None = 1000,
+    read: bool = True,
     on_start: Callable[[Plan, list[Job]], None] | None = None,
     on_done: Callable[[JobDone], None] | None = None,
 ) -> StudyRuns:
     """Write each plan (a Makefile in its out_dir, with `epilogue(plan)` appended), run the jobs
-    of all of them in one pool (`jobs` picks those to run, by default all), then read each
-    (`read_study`: its verdicts, and the fits of `models` with `bootstrap` resamples). Logs go to
+    of all of them in one pool (`jobs` picks those to run, by default all), then, if `read`,
+    read each (`read_study`: its verdicts, and the fits of `models` with `bootstrap`
+    resamples). Logs go to
     `log_dir` (default: the first plan's out_dir/logs). `on_start(plan, jobs)` gets the combined
     plan before the pool starts."""
     plans = [plans] if isinstance(plans, Plan) else list(plans)
@@ -89,7 +91,7 @@ def run_study(
     )
     result = StudyRuns(runs, done, time.perf_counter() - t0)
     result.cpu_hours = (sum(os.times()[:4]) - sum(cpu0[:4])) / 3600
-    for r in runs:
+    for r in runs if read else []:
         r.judged, r.onsets = read_study(r.plan, models=models, bootstrap=bootstrap)
     return result
 

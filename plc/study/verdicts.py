@@ -1,7 +1,7 @@
 """The per-run verdicts of a study, computed in one place.
 
 `run_verdicts` is the one function that judges runs: each run's probe series through the study's
-estimator, with the study's α, window and interval level (`VerdictOptions`, resolved once by
+estimator (plc.onset.estimators), with the study's α, window and interval level (`VerdictOptions`, resolved once by
 `verdict_options` from the flags, the plan.json the files belong to, and the protocol's defaults).
 Every reader asks it — fit-onset (plc.study.onsets), status, report, plot, demo and the examples
 — and draws what it returns: each run's verdict with its point and interval together
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from plc.errors import PlcError
 from plc.onset.bootstrap import check_interval_options
 from plc.onset.detect import TooFewProbes, check_alpha
-from plc.onset.estimators import TOO_FEW, get_estimator, verdict_of
+from plc.onset.estimators import STILL_FALLING, TOO_FEW, get_estimator, verdict_of
 from plc.onset.inputs import read_finite, read_probes
 from plc.onset.series import AUC_FROM, NORMALIZE, ProbeSeries, moving_average, probe_series
 from plc.onset.table import RunOnset
@@ -108,6 +108,8 @@ def run_verdicts(series: Sequence[ProbeSeries], options: VerdictOptions) -> list
             runs.append(_too_few(s, e.reason))
             continue
         at = s.task_index.index(ev.minimum_task)
+        verdict = verdict_of(ev)
+        lo, hi, mass = _interval(ev.minimum_task, ev.onset_lo, ev.onset_hi, ev.onset_mass, verdict)
         runs.append(
             RunOnset(
                 run_id=s.run_id,
@@ -122,9 +124,9 @@ def run_verdicts(series: Sequence[ProbeSeries], options: VerdictOptions) -> list
                 at_start=ev.at_start,
                 p_value=ev.p_value,
                 no_onset=ev.no_onset,
-                onset_lo=ev.onset_lo,
-                onset_hi=ev.onset_hi,
-                onset_mass=ev.onset_mass,
+                onset_lo=lo,
+                onset_hi=hi,
+                onset_mass=mass,
                 noise_sd=ev.noise_sd,
                 rho=ev.rho,
                 rise_sd=ev.rise_sd,
@@ -135,10 +137,26 @@ def run_verdicts(series: Sequence[ProbeSeries], options: VerdictOptions) -> list
                 rate_se=ev.rate_se,
                 probe_repeats=s.n_repeats,
                 baseline_task=s.baseline_task,
-                verdict=verdict_of(ev),
+                verdict=verdict,
             )
         )
     return runs
+
+
+def _interval(
+    task: int,
+    lo: float | None,
+    hi: float | None,
+    mass: dict[int, float] | None,
+    verdict: str,
+) -> tuple[float | None, float | None, dict[int, float] | None]:
+    """The interval as every output shows it, whatever the estimator: none for a run still
+    falling (it has no minimum to place), else one that holds the estimate."""
+    if verdict == STILL_FALLING:
+        return None, None, None
+    if lo is None or hi is None:
+        return None, None, mass
+    return min(lo, task), max(hi, task), mass
 
 
 def _too_few(s: ProbeSeries, reason: str) -> RunOnset:
