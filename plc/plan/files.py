@@ -164,9 +164,9 @@ JOB_SCHEMA: dict[str, Check] = {
 
 def plan_from_json(obj: Any, where: str = PLAN_JSON) -> Plan:
     """The Plan of a plan.json object: its format and version (PLAN_VERSION), then every key of
-    the schema; bad input naming the first field that does not fit. Keys a dataclass field gives a
-    default may be missing (a plan.json of an earlier plc of the same version); unknown keys are
-    ignored."""
+    the schema; bad input naming the first field that does not fit. `launcher` and the verdict
+    settings (estimator, alpha, window) may be missing (a plan.json of an earlier plc of the same
+    version: their defaults), and a run's `method`; unknown keys are ignored."""
     if not isinstance(obj, dict) or obj.get("format") != PLAN_FORMAT:
         raise PlcError(f"{where} is not a plc plan (no format {PLAN_FORMAT!r})")
     version = obj.get("version")
@@ -177,7 +177,7 @@ def plan_from_json(obj: Any, where: str = PLAN_JSON) -> Plan:
             + (", written by a newer plc" if newer else "")
             + f"; this plc reads version {PLAN_VERSION}: write it again with plc plan"
         )
-    kw = _fields(Plan, obj, PLAN_SCHEMA, where, "")
+    kw = _fields(Plan, obj, PLAN_SCHEMA, where, "", required=("runs", "jobs"))
     kw["cycle"] = tuple(kw["cycle"])
     if kw["probe_after"] is not None:
         kw["probe_after"] = tuple(kw["probe_after"])
@@ -191,13 +191,19 @@ def plan_from_json(obj: Any, where: str = PLAN_JSON) -> Plan:
 
 
 def _fields(
-    cls: type, obj: dict[str, Any], schema: dict[str, Check], where: str, prefix: str
+    cls: type,
+    obj: dict[str, Any],
+    schema: dict[str, Check],
+    where: str,
+    prefix: str,
+    required: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The keys of `obj` that are fields of `cls`, each checked against `schema`."""
+    """The keys of `obj` that are fields of `cls`, each checked against `schema`; a field with
+    no default, or `required`, must be there."""
     kw = {}
     for f in fields(cls):
         if f.name not in obj:
-            if f.default is MISSING and f.default_factory is MISSING:
+            if f.name in required or (f.default is MISSING and f.default_factory is MISSING):
                 raise PlcError(
                     f"{where}: {prefix}{f.name} is missing; write it again with plc plan"
                 )
