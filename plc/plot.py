@@ -10,9 +10,11 @@ options and says which runs it drew and what it could not draw.
 The onset a figure marks is the study's verdict (plc.study.verdicts), judged once per figure (or
 handed in, as the report does) and drawn the same way in every kind: an onset as a filled marker
 inside its interval, a minimum with no significant rise after it as an open one, and a run still
-falling or with too few probes not at all (a note says so). `build_figure` returns the figure without saving it (tests read what is drawn); `plot`
-saves it. No pyplot: no global figure registry, no backend switch. Matplotlib and polars are
-imported inside the functions so `plc --help` stays fast.
+falling or with too few probes not at all (a note says so).
+
+`build_figure` returns the figure without saving it (tests read what is drawn); `plot` saves it.
+No pyplot: no global figure registry, no backend switch. Matplotlib and polars are imported
+inside the functions so `plc --help` stays fast.
 """
 
 from __future__ import annotations

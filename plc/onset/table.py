@@ -270,7 +270,7 @@ def table_runs(table: pl.DataFrame) -> list[RunOnset]:
     return runs
 
 
-def _task_tokens(series: Sequence[ProbeSeries]) -> float | None:
+def tokens_per_task(series: Sequence[ProbeSeries]) -> float | None:
     """Tokens per task seen in the probed checkpoints (median of tokens_seen / task_index)."""
     ratios = [
         tok / task
@@ -311,7 +311,7 @@ def split_by_method(runs: Sequence[RunOnset]) -> dict[str, list[RunOnset]]:
     return {m: [r for r in runs if r.method == m] for m in method_order(r.method for r in runs)}
 
 
-def _check_within_size(points: Sequence[RunOnset]) -> None:
+def check_within_size(points: Sequence[RunOnset]) -> None:
     sizes = {r.n_params for r in points}
     if len(sizes) == len(points) and not any(len(r.distribution()[0]) > 1 for r in points):
         raise PlcError(
@@ -364,7 +364,7 @@ def fit_groups(
     return fitted
 
 
-def _predictions(
+def predictions_of(
     fits: Sequence[Fit],
     predict: Sequence[float],
     tokens: float,

@@ -22,13 +22,13 @@ from plc.onset.table import (
     PAPER_TASK_TOKENS,
     GroupFits,
     OnsetResult,
-    _check_within_size,
-    _predictions,
-    _task_tokens,
+    check_within_size,
     fit_groups,
+    predictions_of,
     split_by_method,
     suggest_dense,
     table_runs,
+    tokens_per_task,
     write_onset_table,
 )
 from plc.store import check_output, expand_inputs
@@ -175,11 +175,11 @@ def _fit(
     members = {None: points} if by is None else split_by_method(points)
     if bootstrap is not None and resample == "within-size":
         for group in members.values():
-            _check_within_size(group)
+            check_within_size(group)
     groups = fit_groups(points, left_out, models, by)
     if task_tokens is not None:
         tokens, source = float(task_tokens), "--task-tokens"
-    elif (seen := _task_tokens(series)) is not None:
+    elif (seen := tokens_per_task(series)) is not None:
         tokens, source = seen, "from the probe metrics"
     else:
         tokens, source = float(PAPER_TASK_TOKENS), "the paper's, §IV-A"
@@ -197,7 +197,7 @@ def _fit(
             )
             for f in g.fits:
                 f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
-        g.predictions = _predictions(g.fits, predict, tokens, intervals)
+        g.predictions = predictions_of(g.fits, predict, tokens, intervals)
     whole = groups[0] if by is None else GroupFits(None, [], [])
     return OnsetResult(
         runs=runs,

@@ -1,8 +1,9 @@
 """The per-run verdicts of a study, computed in one place.
 
 `run_verdicts` is the one function that judges runs: each run's probe series through the study's
-estimator (plc.onset.estimators), with the study's α, window and interval level (`VerdictOptions`, resolved once by
-`verdict_options` from the flags, the plan.json the files belong to, and the protocol's defaults).
+estimator (plc.onset.estimators), with the study's α, window and interval level (`VerdictOptions`,
+resolved once by `verdict_options` from the flags, the plan.json the files belong to, and the
+protocol's defaults).
 Every reader asks it — fit-onset (plc.study.onsets), status, report, plot, demo and the examples
 — and draws what it returns: each run's verdict with its point and interval together
 (RunOnset.drawn), so that a point is never outside its interval and a run without an onset is
@@ -19,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.onset.bootstrap import check_interval_options
@@ -74,7 +75,7 @@ def verdict_options(
     alpha: float | None = None,
     window: int | None = None,
     probe_after: Sequence[str] | None | str = FROM_PLAN,
-    **others: object,
+    **others: Any,
 ) -> VerdictOptions:
     """The study's verdict settings: each flag given, else the plan's (plan.json), else the
     protocol's default. `others` are VerdictOptions fields no plan sets (ci, seed, normalize,
@@ -86,7 +87,7 @@ def verdict_options(
         alpha=alpha if alpha is not None else (plan.alpha if plan else ONSET_ALPHA),
         window=window if window is not None else (plan.window if plan else ONSET_WINDOW),
         probe_after=None if probe_after is None else tuple(probe_after),
-        **others,  # type: ignore[arg-type]
+        **others,
     )
 
 
