@@ -557,11 +557,11 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         _onset_axes(ax, np.array([1.0, 10.0]))
         return Drawn([], notes)
     p = np.array([r.n_params for r in shown], dtype=float)
-    t = np.array([r.drawn[0] for r in shown], dtype=float)
+    t = np.array([r.drawn for r in shown], dtype=float).ravel()  # points and interval ends
     grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
     if options.by:
         notes += _onset_by_method(ax, runs, minima, grid, options)
-        _onset_axes(ax, t)
+        _onset_axes(ax, t, p)
         return Drawn([r.run_id or r.size for r in shown], notes)
     fits = []
     try:
@@ -578,7 +578,7 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         _onset_points(ax, group, label, style)
     for f in fits:
         _fit_line(ax, f, grid, MODEL_COLOR[f.model], "")
-    _onset_axes(ax, t)
+    _onset_axes(ax, t, p)
     return Drawn([r.run_id or r.size for r in shown], notes)
 
 
@@ -649,11 +649,14 @@ def _onset_by_method(
     return notes
 
 
-def _onset_axes(ax: Axes, t: np.ndarray) -> None:
-    """Log-log axes in model size and tasks, the y range from the onsets shown."""
+def _onset_axes(ax: Axes, t: np.ndarray, p: np.ndarray | None = None) -> None:
+    """Log-log axes in model size and tasks, the ranges from the onsets shown with their
+    intervals (`t`) and sizes (`p`)."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(t.min() / 2, t.max() * 3)
+    if p is not None:
+        ax.set_xlim(p.min() / 2, p.max() * 2)  # room for the size beside the last point
     _count_axis(ax.xaxis)
     _plain_log_axis(ax.yaxis)
     ax.set_xlabel("Model size (non-embedding parameters)")
