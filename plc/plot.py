@@ -44,6 +44,7 @@ from plc.onset import (
     read_probes,
     run_methods,
     split_inputs,
+    table_runs,
 )
 from plc.onset.estimators import DETECTED, FROM_START, NO_RISE
 from plc.protocol import CYCLE, ONSET_WINDOW, PAPER_PROBE_AFTER
@@ -52,7 +53,6 @@ from plc.study import (
     FROM_PLAN,
     Judged,
     VerdictOptions,
-    judge_inputs,
     judge_rows,
     plan_of_metrics,
     verdict_options,
@@ -227,12 +227,18 @@ def _options(
 
 
 def _judged(paths: Sequence[Path], options: PlotOptions) -> Judged:
-    """The runs' verdicts: those handed in, else the study's judgement of the probe files."""
+    """The runs' verdicts, every kind's: those handed in, else the study's judgement of the
+    probe files (with the rows of any onset tables, which only plot onset reads). Runs whose
+    series cannot be built are named in `unusable`; a figure that needs them says so."""
     if options.judged is not None:
         return options.judged
+    metric_files, table = split_inputs(paths)
     notes: list[str] = []
-    probes = read_finite(_metric_files(paths, "correlates"), "probe", notes)
-    return judge_rows(probes, _verdict_options(options), notes)
+    probes = read_finite(metric_files, "probe", notes)
+    judged = judge_rows(probes, _verdict_options(options), notes)
+    if table is not None:
+        judged.runs += table_runs(table)
+    return judged
 
 
 def _verdict_options(options: PlotOptions) -> VerdictOptions:
@@ -530,7 +536,8 @@ def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s); each onset
     with its interval, and runs with no onset detected as open markers at their minimum (where
     they have one to draw: not a run still falling or with too few probes, which get a note)."""
-    judged = options.judged or judge_inputs(paths, _verdict_options(options))
+    judged = _judged(paths, options)
+    judged.check_usable()
     every = judged.runs
     drawable = [r for r in every if r.drawn is not None and r.n_params > 0 and r.drawn[0] > 0]
     runs = [r for r in drawable if r.verdict in DETECTED]
