@@ -23,7 +23,7 @@ import numpy as np
 from plc.errors import PlcError
 from plc.onset.noise import MAX_RHO, Design, Fits, min_probes, offset_groups, simulate
 from plc.onset.series import ProbeSeries, check_series, find_onset, jitter
-from plc.protocol import ONSET_ALPHA
+from plc.protocol import ONSET_ALPHA, ONSET_WINDOW
 
 ALPHA = ONSET_ALPHA
 NULL_SAMPLES = 400  # p-values to ±0.011 at 0.05
@@ -223,7 +223,7 @@ def _repeat_var(repeats: list[list[float]]) -> float:
 
 def assess_onset(
     series: ProbeSeries,
-    window: int = 3,
+    window: int = ONSET_WINDOW,
     ci: float = 0.95,
     alpha: float = ALPHA,
     seed: int = 0,
