@@ -135,7 +135,7 @@ def evaluate(
 
     if batch_size is not None and batch_size <= 0:
         raise PlcError(f"--batch-size must be positive, got {batch_size}")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, finite=True)
     if seqs is None:
         seqs = get_preset(preset or ckpt.preset or "paper").probe_eval_seqs
     ev = load_eval_windows(ckpt, data, lang, seqs, seq_len, seed=eval_seed)

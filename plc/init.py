@@ -49,6 +49,9 @@ def init_checkpoint(
 ) -> InitResult:
     """Write a randomly initialised checkpoint (task index 0), reproducible from `seed`.
 
+    The shape is a `size` preset or a custom `layers` and `d_model` (`heads` default d_model / 64),
+    never a mix: a preset with one of them changed is refused, not half applied.
+
     With `preset`, the context and tokenizer default to the preset's and the checkpoint remembers
     it, so train-task, probe, eval and diagnose of this run default to that preset too. Without,
     the context defaults to the paper's 2,048.
@@ -57,6 +60,13 @@ def init_checkpoint(
     records `init_digest`, the digest of these weights, so that a later task can rebuild them from
     the config and seed and know it has them exactly (plc.mitigations.initial_state).
     """
+    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
+    if size is not None and any(v is not None for v in shape.values()):
+        flags = " and ".join(f for f, v in shape.items() if v is not None)
+        raise PlcError(
+            f"--size {size} sets the whole shape; give either --size or a custom shape (--layers "
+            f"and --d-model, optionally --heads), not both (got {flags})"
+        )
     check_output(out, force)
     if preset is not None:
         p = get_preset(preset)

@@ -9,6 +9,11 @@ winners (S smallest, L largest hidden size): 3e-3 at d = 320 and 1e-3 at d = 128
 Input: train metric files whose rows carry validations (`val_loss`, by `step`), one run per rate
 (its peak rate is the `peak_lr` column, else the largest scheduled `lr`: warm-up then constant);
 or a CSV grid table with columns d_model, lr, final_loss (and optionally size).
+
+A run whose train metric file records that it diverged (`status` "diverged": no checkpoint, no
+final loss) makes its rate at its size a diverged rate: reported, and left out of the fit. Its
+peak rate is read from `peak_lr`, else from the run id a plan gives it (`nano-s0-lr0.003`), as a
+run that diverged in its warm-up never reached it.
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.sizes import SHAPES
-from plc.store import expand_inputs, read_metrics
+from plc.store import diverged, expand_inputs, read_metrics
+
+if TYPE_CHECKING:
+    import polars as pl
 
 LAST_VALIDATIONS = 10  # App. A: the final loss is the mean of the last 10 validation losses
 SAME_RATE = 5e-3  # a grid rate within 0.5 % of an interpolated one counts as that rate
 TABLE_COLUMNS = ("d_model", "lr", "final_loss")
+RATE_TAG = re.compile(
+    r"(?:^|-)lr(\d[\d.]*(?:e[-+]?\d+)?)(?=-|$)"
+)  # a plan's run id: nano-s0-lr0.003
 
 
 @dataclass
@@ -39,6 +50,17 @@ class GridPoint:
     final_loss: float
     validations: int | None  # averaged into final_loss (None: given by a table)
     runs: int  # runs at this size and rate, their final losses averaged
+
+
+@dataclass
+class DivergedRate:
+    """A rate at which training diverged at one size: no final loss, left out of the fit."""
+
+    size: str
+    d_model: int
+    lr: float
+    runs: int  # runs at this size and rate that diverged
+    step: int | None  # the last step the first of them recorded (None: it recorded no step)
 
 
 @dataclass
@@ -62,6 +84,7 @@ class LrFitResult:
     rows: list[LrRow]
     winners: list[GridPoint]
     grid: list[GridPoint] = field(default_factory=list)
+    diverged: list[DivergedRate] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -126,21 +149,21 @@ def _grid_from_table(path: Path) -> list[GridPoint]:
     ]
 
 
-def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
+def _grid_from_metrics(paths: Sequence[Path]) -> tuple[list[GridPoint], list[DivergedRate]]:
     import polars as pl
 
     df = read_metrics(paths)
-    if df.height == 0 or "val_loss" not in df.columns:
+    if df.height:
+        df = df.filter(~pl.col("kind").is_in(["probe", "diagnose"]))
+    if df.height == 0 or "val_loss" not in df.columns and not diverged(df):
         raise PlcError(
             "no validation rows (val_loss) in the input metric files; "
             "run the grid's train-task with --val-every"
         )
-    df = df.filter(~pl.col("kind").is_in(["probe", "diagnose"]))
-    if "d_model" not in df.columns:
-        df = df.with_columns(pl.lit(None, pl.Int64).alias("d_model"))
-    if "peak_lr" not in df.columns:
-        df = df.with_columns(pl.lit(None, pl.Float64).alias("peak_lr"))
-    runs = []
+    for name, dtype in (("d_model", pl.Int64), ("peak_lr", pl.Float64), ("val_loss", pl.Float64)):
+        if name not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype).alias(name))
+    runs, failed = [], []
     for (run_id,), rows in df.group_by("run_id", maintain_order=True):
         size = str(rows["size"][0] or "")
         d = rows["d_model"].drop_nulls()
@@ -149,21 +172,26 @@ def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
             raise PlcError(
                 f"run {run_id}: cannot tell d_model of size {size!r}; add a d_model column"
             )
-        peak = rows["peak_lr"].drop_nulls()
-        lr = float(peak[0]) if peak.len() else rows["lr"].max() if "lr" in rows.columns else None
-        if lr is None:
-            raise PlcError(f"run {run_id} has no learning rate (lr or peak_lr column)")
+        lr = _peak_rate(str(run_id), rows, diverged(rows))
+        if diverged(rows):
+            steps = rows["step"].drop_nulls()
+            failed.append((size, d_model, lr, int(steps.max()) if steps.len() else None))
+            continue
         val = rows.filter(pl.col("val_loss").is_not_null()).sort("step")
         if val.height == 0:
             raise PlcError(
                 f"run {run_id} has no validation rows (val_loss); train it with --val-every"
             )
         final = float(val["val_loss"].tail(LAST_VALIDATIONS).mean())
-        runs.append((size, d_model, float(lr), final, min(LAST_VALIDATIONS, val.height)))
+        runs.append((size, d_model, lr, final, min(LAST_VALIDATIONS, val.height)))
+    bad: dict[tuple[int, float], list] = {}
+    for size, d_model, lr, step in failed:
+        bad.setdefault((d_model, lr), []).append((size, step))
     points: dict[tuple[int, float], list] = {}
     for size, d_model, lr, final, n in runs:
-        points.setdefault((d_model, lr), []).append((size, final, n))
-    return [
+        if (d_model, lr) not in bad:  # a rate that diverged once is not a candidate
+            points.setdefault((d_model, lr), []).append((size, final, n))
+    grid = [
         GridPoint(
             group[0][0],
             d_model,
@@ -174,20 +202,46 @@ def _grid_from_metrics(paths: Sequence[Path]) -> list[GridPoint]:
         )
         for (d_model, lr), group in points.items()
     ]
+    out = [
+        DivergedRate(group[0][0], d_model, lr, len(group), group[0][1])
+        for (d_model, lr), group in bad.items()
+    ]
+    return grid, out
 
 
-def read_grid(inputs: Iterable[str | Path]) -> list[GridPoint]:
-    """Grid results from train metric files and/or CSV grid tables, sorted by d_model and rate."""
+def _peak_rate(run_id: str, rows: pl.DataFrame, diverged: bool) -> float:
+    """A run's peak learning rate: `peak_lr`; for a run that diverged (perhaps in its warm-up,
+    below its peak) the rate its plan's run id names; else the largest scheduled `lr`."""
+    peak = rows["peak_lr"].drop_nulls()
+    if peak.len():
+        return float(peak[0])
+    tag = RATE_TAG.search(run_id)
+    if diverged and tag:
+        return float(tag.group(1))
+    scheduled = rows["lr"].drop_nulls() if "lr" in rows.columns else []
+    if not len(scheduled):
+        raise PlcError(f"run {run_id} has no learning rate (lr or peak_lr column)")
+    return float(scheduled.max())
+
+
+def read_grid(inputs: Iterable[str | Path]) -> tuple[list[GridPoint], list[DivergedRate]]:
+    """Grid results from train metric files and/or CSV grid tables, sorted by d_model and rate,
+    and the rates that diverged."""
     paths = expand_inputs(inputs)
     tables = [p for p in paths if p.suffix.lower() == ".csv"]
     metrics = [p for p in paths if p.suffix.lower() != ".csv"]
     grid = [g for t in tables for g in _grid_from_table(t)]
+    failed: list[DivergedRate] = []
     if metrics:
-        grid += _grid_from_metrics(metrics)
-    bad = [g for g in grid if g.lr <= 0 or g.d_model <= 0]
+        finished, failed = _grid_from_metrics(metrics)
+        grid += finished
+    bad = [g for g in [*grid, *failed] if g.lr <= 0 or g.d_model <= 0]
     if bad:
         raise PlcError(f"learning rates and d_model must be positive (size {bad[0].size})")
-    return sorted(grid, key=lambda g: (g.d_model, g.lr))
+    return (
+        sorted(grid, key=lambda g: (g.d_model, g.lr)),
+        sorted(failed, key=lambda g: (g.d_model, g.lr)),
+    )
 
 
 def _parse_at(at: Sequence[str]) -> list[int]:
@@ -203,15 +257,17 @@ def _parse_at(at: Sequence[str]) -> list[int]:
 def fit_lr(inputs: Iterable[str | Path], at: Sequence[str] = ()) -> LrFitResult:
     """`plc fit-lr`: the best rate per size, α between the smallest and largest d_model, and the
     interpolated rate at every preset between them (or at the sizes `at`), beside the grid's winners."""
-    grid = read_grid(inputs)
+    grid, failed = read_grid(inputs)
     winners: dict[int, GridPoint] = {}
     for g in grid:  # sorted by rate: the smaller rate wins a tie
         if g.d_model not in winners or g.final_loss < winners[g.d_model].final_loss:
             winners[g.d_model] = g
     if len(winners) < 2:
         got = ", ".join(f"d_model {d}" for d in winners) or "none"
+        lost = sorted({g.d_model for g in failed} - set(winners))
+        why = "".join(f"; every rate at d_model {d} diverged" for d in lost)
         raise PlcError(
-            f"the learning-rate law needs grid results at two model sizes at least; got {got}"
+            f"the learning-rate law needs grid results at two model sizes at least; got {got}{why}"
         )
     small, large = winners[min(winners)], winners[max(winners)]
     alpha = power_law_alpha(small.d_model, small.lr, large.d_model, large.lr)
@@ -235,4 +291,4 @@ def fit_lr(inputs: Iterable[str | Path], at: Sequence[str] = ()) -> LrFitResult:
         )
     law = f"η = {format_rate(small.lr)}·({small.d_model}/d)^{alpha:.5f}"
     ordered = sorted(winners.values(), key=lambda g: g.d_model)
-    return LrFitResult(alpha, small, large, law, rows, ordered, grid)
+    return LrFitResult(alpha, small, large, law, rows, ordered, grid, failed)

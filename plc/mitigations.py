@@ -46,7 +46,7 @@ them executes no extra code), calls `at_task_start` once before the first step o
   (adding the contribution, as plc did before, accumulates in a bias that gets no weight decay).
 - redo τ (ReDo, Sokar et al. 2023): at task start (on the task's first batch) and, with redo_every
   K, after every K-th step (on that step's batch), the MLP units whose dormancy score — the same
-  `plc.diagnose.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
+  `plc.measures.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
   weights from the initialisation, incoming bias 0 and outgoing weights 0.
 
 Optimizer state of a reset unit (CBP, ReDo): the AdamW first and second moments of its row of
@@ -67,15 +67,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc import __version__
-from plc.diagnose import dormant_scores, unit_mean_abs
 from plc.errors import PlcError
 from plc.init import build_model, state_digest
+from plc.measures import dormant_scores, seam, unit_mean_abs
 from plc.options import ARMS, MitigationOptions
 from plc.runtime import setup
 from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
@@ -164,7 +164,7 @@ class Mitigations:
         self.init_source: str | None = None
         self.model: GPT | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self._handles: list[Any] = []
+        self._unwatch: list[Callable[[], None]] = []
 
     @property
     def active(self) -> bool:
@@ -216,9 +216,9 @@ class Mitigations:
 
     def detach(self) -> None:
         """Remove the activation hooks (the model trains on without the methods)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        for stop in self._unwatch:
+            stop()
+        self._unwatch = []
 
     # ---------------------------------------------------------------------------- loop calls
 
@@ -330,24 +330,18 @@ class Mitigations:
         # This step's sums over its training forwards (all micro-batches).
         self._abs_sum = torch.zeros(shape, device=dev)
         self._tokens = torch.zeros((), device=dev)
-        for layer, block in enumerate(self.model.transformer.h):
-            self._handles.append(block.mlp.act.register_forward_hook(self._cbp_hook(layer)))
+        self._unwatch.append(seam(self.model).watch_units(self._cbp_add))
 
-    def _cbp_hook(self, layer: int):
+    def _cbp_add(self, layer: int, out: torch.Tensor) -> None:
         import torch
 
-        n_sink = self.model.n_sink
-
-        def hook(module, inputs, out: torch.Tensor) -> None:
-            # Training forwards only: evaluations (eval mode) and ReDo (no_grad) are not the data.
-            if not (module.training and torch.is_grad_enabled()):
-                return
-            h = out.detach()[:, n_sink:]
-            self._abs_sum[layer] += h.abs().sum(dim=(0, 1), dtype=torch.float32)
-            if layer == 0:
-                self._tokens += h.shape[0] * h.shape[1]
-
-        return hook
+        # Training forwards only: evaluations (eval mode) and ReDo (no_grad) are not the data.
+        if not (self.model.training and torch.is_grad_enabled()):
+            return
+        h = out.detach()[:, self.model.n_sink :]
+        self._abs_sum[layer] += h.abs().sum(dim=(0, 1), dtype=torch.float32)
+        if layer == 0:
+            self._tokens += h.shape[0] * h.shape[1]
 
     def cbp_step(self, step: int) -> None:
         """Update ages and utilities from the step's activations, then replace units."""
@@ -512,7 +506,7 @@ def intervene(
         if batch_size is not None and batch_size <= 0:
             raise PlcError(f"--batch-size must be positive, got {batch_size}")
 
-    base = load_checkpoint(ckpt)
+    base = load_checkpoint(ckpt, finite=True)
     windows = None
     if method == "redo":
         from plc.evaluate import default_batch, load_eval_windows

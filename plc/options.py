@@ -20,10 +20,13 @@ from typing import Any
 
 from plc.errors import PlcError
 from plc.presets import get_preset, steps_for, warmup_steps
+from plc.protocol import ENTROPY_LANG, PROBE_LANG
 from plc.sizes import paper_lr
 
 
-def _flag(default: Any, flag: str, help: str, cli_type: type, panel: str = "Training") -> Any:
+def _flag(
+    default: Any, flag: str, help: str, cli_type: type, panel: str | None = "Training"
+) -> Any:
     """A field with its command-line flag: `cli_type` is what the flag parses, `panel` the group of
     flags it is listed in by --help."""
     return field(
@@ -205,6 +208,12 @@ class TrainOptions(MitigationOptions):
     adam_eps: float = _flag(1e-8, "--adam-eps", "AdamW ε.", float)
     seed: int | None = _flag(None, "--seed", "Sampling seed (default: the checkpoint's).", int)
     save_every: int | None = _flag(None, "--save-every", "Steps between resumable saves.", int)
+    save_every_minutes: float | None = _flag(
+        None,
+        "--save-every-minutes",
+        "Minutes between resumable saves (SIGTERM or SIGUSR1 save at once, then exit).",
+        float,
+    )
     device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str)
     compile: bool = _flag(False, "--compile", "torch.compile the model (CUDA).", bool)
     tensorboard: str | None = _flag(
@@ -225,6 +234,8 @@ class TrainOptions(MitigationOptions):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise PlcError(f"{flag_of(name)} must be positive, got {v}")
+        if self.save_every_minutes is not None:
+            _positive("--save-every-minutes", self.save_every_minutes)
         if self.warmup is not None and not 0 <= self.warmup < 1:
             raise PlcError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -354,10 +365,98 @@ class TrainOptions(MitigationOptions):
 
     def record(self) -> dict[str, Any]:
         """The resolved settings as a checkpoint's task history and a resume signature hold them."""
-        skip = ("tokens", "device", "compile", "save_every", "tensorboard")  # how, not what
+        # How, not what: a run resumed or saved on another cadence trains the same model.
+        skip = ("tokens", "device", "compile", "save_every", "save_every_minutes", "tensorboard")
         rec = {k: v for k, v in asdict(self).items() if k not in skip}
         rec.update(tokens=self.total_tokens, warmup_steps=self.warmup_steps)
         return rec
+
+
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    """Every setting of `plc diagnose`: which correlates, on which windows, on which device. Each
+    field is one flag of the command (plc.cli.measure builds them from this class); None takes
+    the preset's or the checkpoint's value at `resolve`."""
+
+    preset: str | None = _flag(
+        None, "--preset", "Protocol preset for the defaults (default: the checkpoint's).", str, None
+    )
+    params: bool = _flag(True, "--params/--no-params", "Mean |θ| (non-embedding).", bool, None)
+    dormant: bool = _flag(True, "--dormant/--no-dormant", "Dormant MLP units.", bool, None)
+    entropy: bool = _flag(True, "--entropy/--no-entropy", "Attention entropy.", bool, None)
+    ranks: bool = _flag(
+        True, "--ranks/--no-ranks", "Effective/stable rank and norm of MLP features.", bool, None
+    )
+    dormant_lang: str = _flag(PROBE_LANG, "--dormant-lang", "Data for dormant units.", str, None)
+    dormant_seqs: int | None = _flag(None, "--dormant-seqs", "Windows (paper: 256).", int, None)
+    eps: float = _flag(0.01, "--eps", "Dormancy threshold on the normalised score.", float, None)
+    entropy_lang: str = _flag(
+        ENTROPY_LANG, "--entropy-lang", "Data for attention entropy.", str, None
+    )
+    entropy_seqs: int | None = _flag(None, "--entropy-seqs", "Windows (paper: 512).", int, None)
+    seq_len: int | None = _flag(
+        None, "--seq-len", "Window length (default: the context).", int, None
+    )
+    query_from: int | None = _flag(
+        None, "--query-from", "First query position, 1-based (default: seq len / 8).", int, None
+    )
+    eval_seed: int | None = _flag(
+        None,
+        "--eval-seed",
+        "Seed of the random evaluation windows (default: the run's).",
+        int,
+        None,
+    )
+    batch_size: int | None = _flag(None, "--batch-size", "Windows per forward pass.", int, None)
+    device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str, None)
+    tensorboard: str | None = _flag(
+        None, "--tensorboard", "Also write the correlates to this TensorBoard folder.", str, None
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.params or self.dormant or self.entropy or self.ranks):
+            raise PlcError("nothing to measure: every part is switched off")
+        for name in ("dormant_seqs", "entropy_seqs", "seq_len", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise PlcError(f"{_diagnose_flag(name)} must be positive, got {v}")
+        if not 0 <= self.eps < 1:
+            raise PlcError(f"--eps must be in [0, 1), got {self.eps}")
+
+    @property
+    def units(self) -> bool:
+        """The pass reads the MLP hidden units (for dormancy or ranks)."""
+        return self.dormant or self.ranks
+
+    def resolve(self, *, preset: str | None, context: int) -> DiagnoseOptions:
+        """Window counts from the preset (self.preset, else `preset`, else paper), the window
+        length from the checkpoint's `context`, the first entropy query from the preset's fraction
+        of it (the paper's 256 of 2,048); checked against the context."""
+        p = get_preset(self.preset or preset or "paper")
+        L = context if self.seq_len is None else self.seq_len
+        if L > context:
+            raise PlcError(
+                f"query window up to position {L} is longer than the checkpoint's context {context}"
+            )
+        q_from = self.query_from
+        if q_from is None:
+            q_from = max(1, round(p.entropy_query_start * L))
+        if self.entropy and not 1 <= q_from <= L:
+            raise PlcError(
+                f"--query-from must be between 1 and the sequence length {L}, got {q_from}"
+            )
+        return replace(
+            self,
+            preset=p.name,
+            dormant_seqs=p.dormant_seqs if self.dormant_seqs is None else self.dormant_seqs,
+            entropy_seqs=p.entropy_seqs if self.entropy_seqs is None else self.entropy_seqs,
+            seq_len=L,
+            query_from=q_from,
+        )
+
+
+def _diagnose_flag(name: str) -> str:
+    return next(f.metadata["flag"] for f in fields(DiagnoseOptions) if f.name == name)
 
 
 def flag_of(name: str) -> str:

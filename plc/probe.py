@@ -4,7 +4,8 @@ A copy of the checkpoint is trained on the probe language by the one training lo
 (plc.train.train_loop: fresh AdamW, warm-up restarted, the train-task schedule) while its validation
 loss on the fixed evaluation windows is measured every `eval_every` steps, at step 0 and after the
 last step. The AUC summarises that curve; the input checkpoint is only read, the trained copy is
-dropped unless `keep` names a file for it. `from_scratch` probes a fresh initialisation of the
+dropped unless `keep` names a file for it (written after the metric file: plc.taskrun's
+commit order; set-up, lock, resume and signals are its skeleton too). `from_scratch` probes a fresh initialisation of the
 same config and seed instead: the "probe language alone" baseline of Appendix B.
 
 Every probe of a run trains on the same batches (the sampler stream of task index 0, which no
@@ -20,30 +21,29 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
 from plc.init import build_model
 from plc.options import TrainOptions
 from plc.presets import get_preset
 from plc.protocol import PROBE_LANG
-from plc.store import (
-    Checkpoint,
-    check_output,
-    metric_frame,
-    metric_path,
-    save_checkpoint,
-    write_metrics,
-)
-from plc.task import (
+from plc.store import Checkpoint, metric_frame, metric_path
+from plc.taskrun import (
+    TaskOutputs,
+    TaskRun,
     advance,
     load_and_resolve,
     mitigations_for,
+    owner_of,
     resume_signature,
     start,
     state_path_for,
 )
-from plc.tracking import open_tracker
+
+if TYPE_CHECKING:
+    from plc.evaluate import EvalWindows
+    from plc.train import LoopResult
 
 PROBE_STREAM = 0  # BatchSampler task index of every probe's training batches
 
@@ -93,6 +93,73 @@ class ProbeResult:
     window_starts: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Repeat:
+    """One probe seed's training: its curve and AUC, the loop's result and the trained model."""
+
+    seed: int
+    curve: list[dict[str, float]]
+    auc: float
+    loop: LoopResult
+    model: Any
+
+
+def _cadence(
+    opts: TrainOptions,
+    eval_every: int | None,
+    eval_seqs: int | None,
+    repeats: int,
+    probe_seed: int | None,
+    keep: str | os.PathLike | None,
+) -> tuple[int, int]:
+    """(eval_every, eval_seqs) from the preset where not given; the probe's own flags checked."""
+    p = get_preset(opts.preset)
+    if eval_every is None:
+        eval_every = p.probe_eval_every_for(opts.steps)
+    eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
+    for name, v in (
+        ("--eval-every", eval_every),
+        ("--eval-seqs", eval_seqs),
+        ("--repeats", repeats),
+    ):
+        if v <= 0:
+            raise PlcError(f"{name} must be positive, got {v}")
+    if probe_seed is not None and probe_seed < 0:
+        raise PlcError(f"--probe-seed must be ≥ 0, got {probe_seed}")
+    if keep is not None and repeats > 1:
+        raise PlcError("--keep keeps one trained copy: give it with --repeats 1")
+    return eval_every, eval_seqs
+
+
+def _probe_rows(
+    ctx: dict[str, Any],
+    probed: Checkpoint,
+    lang: str,
+    from_scratch: bool,
+    ev: EvalWindows,
+    runs: list[_Repeat],
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "probe",
+            **ctx,
+            "probe_lang": lang,
+            "step": c["step"],
+            "val_loss": c["val_loss"],
+            "auc": r.auc,
+            "tokens_seen": int(probed.meta.get("tokens_seen", 0)),
+            "from_scratch": from_scratch,
+            "probe_seed": r.seed,
+            "method": probed.method,
+            "eval_seed": ev.seed,
+            "window_starts": ev.starts.tolist() if i == 0 else None,
+            "entropy_rate": ev.store.entropy_rate,
+        }
+        for r in runs
+        for i, c in enumerate(r.curve)
+    ]
+
+
 def probe(
     ckpt: str | os.PathLike,
     *,
@@ -121,32 +188,17 @@ def probe(
     windows are drawn with `eval_seed` (default: the run's seed), the probe's batches with
     `probe_seed`, `probe_seed + 1`, … for each of `repeats` (default: the run's seed); an explicit
     `probe_seed` names the metric file (`…-p<seed>`), so a plan can fan repeats out as jobs.
-    With `save_every`, resumable state is kept beside the metric file and a rerun continues the
-    repeat in progress (finished repeats of the same call run again).
+    With `save_every` (or `save_every_minutes`, or on SIGTERM/SIGUSR1), resumable state is kept
+    beside the metric file and a rerun continues the repeat in progress (finished repeats of the
+    same call run again).
     """
     from plc.data.sampling import BatchSampler
     from plc.evaluate import load_eval_windows, validation_loss
-    from plc.train import train_loop
 
     options = replace(options or TrainOptions(), **overrides)
     src = Path(ckpt)
     base, opts = load_and_resolve(src, options, probe=True)
-    p = get_preset(opts.preset)
-    if eval_every is None:
-        eval_every = p.probe_eval_every_for(opts.steps)
-    eval_seqs = p.probe_eval_seqs if eval_seqs is None else eval_seqs
-    for name, v in (
-        ("--eval-every", eval_every),
-        ("--eval-seqs", eval_seqs),
-        ("--repeats", repeats),
-    ):
-        if v <= 0:
-            raise PlcError(f"{name} must be positive, got {v}")
-    if probe_seed is not None and probe_seed < 0:
-        raise PlcError(f"--probe-seed must be ≥ 0, got {probe_seed}")
-    if keep is not None and repeats > 1:
-        raise PlcError("--keep keeps one trained copy: give it with --repeats 1")
-    first_seed = opts.seed if probe_seed is None else probe_seed
+    eval_every, eval_seqs = _cadence(opts, eval_every, eval_seqs, repeats, probe_seed, keep)
     if from_scratch:
         # The baseline: the same shape and seed, never trained (task 0 of the same run).
         meta = {**base.meta, "task_index": 0, "tokens_seen": 0, "history": []}
@@ -154,37 +206,35 @@ def probe(
     else:
         probed = base
     ctx = probed.row_context()
-
     suffix = f"{lang}-scratch" if from_scratch else lang
     if probe_seed is not None:
         suffix += f"-p{probe_seed}"
     out = metric_path(
         metrics, "probe", ctx["run_id"], ctx["task_index"], ctx["lang"], suffix, probed.method
     )
+    first_seed = opts.seed if probe_seed is None else probe_seed
     seeds = list(range(first_seed, first_seed + repeats))
-    state_paths = [state_path_for(out.with_name(f"{out.name}.p{s}")) for s in seeds]
-    resuming = any(sp.exists() for sp in state_paths)
-    if not resuming:
-        check_output(out, force)
     if keep is not None:
         keep = Path(keep)
         if keep.resolve() == src.resolve():
             raise PlcError(f"--keep {keep} is the input checkpoint, which a probe never modifies")
-        if not resuming:
-            check_output(keep, force)
-
     ev = load_eval_windows(base, data, lang, eval_seqs, opts.seq_len, "--eval-seqs", eval_seed)
-    windows = ev.windows
     task = {"lang": lang, "probe": True, "from_scratch": from_scratch}
+    states = [state_path_for(out.with_name(f"{out.name}.p{s}")) for s in seeds]
+    call = resume_signature(
+        base, opts, eval_every=eval_every, eval_seqs=eval_seqs, seeds=seeds, **task
+    )
+    call["keep"] = None if keep is None else keep.name
 
     def build():
         if from_scratch:
             return build_model(base.config, int(base.meta.get("seed", 0)))
         return base.build_model()
 
-    tracker = (  # the first repeat's curve and the mean AUC; rank 0 only
-        open_tracker(
-            opts.tensorboard,
+    with TaskRun(TaskOutputs(out, out, keep, "probe", states), owner_of(call), force) as run:
+        # The first repeat's curve and the mean AUC; rank 0 only.
+        run.open_tracker(
+            opts,
             ctx["run_id"],
             ctx["task_index"],
             "probe",
@@ -192,81 +242,49 @@ def probe(
             probe_lang=lang,
             from_scratch=from_scratch,
         )
-        if os.environ.get("RANK", "0") == "0"
-        else None
-    )
-    results = []
-    for seed, state_path in zip(seeds, state_paths, strict=True):
-        track = tracker if not results else None
-        runtime, model = start(opts, build)
-        sampler = BatchSampler([ev.store], opts.seq_len, opts.batch_size, seed, PROBE_STREAM)
-        signature = resume_signature(
-            base, replace(opts, seed=seed), eval_every=eval_every, eval_seqs=eval_seqs, **task
-        )
+        runs: list[_Repeat] = []
+        for seed, state in zip(seeds, states, strict=True):
+            track = run.tracker if not runs else None
+            runtime, model = start(opts, build)
+            sampler = BatchSampler([ev.store], opts.seq_len, opts.batch_size, seed, PROBE_STREAM)
 
-        def eval_fn(done: int, model=model, runtime=runtime, track=track) -> float:
-            loss = validation_loss(model, windows, runtime)
-            if track is not None:
-                track.eval(done, loss)
-            if on_eval is not None and runtime.is_main:
-                on_eval(done, loss)
-            return loss
+            def eval_fn(done: int, model=model, runtime=runtime, track=track) -> float:
+                loss = validation_loss(model, ev.windows, runtime)
+                if track is not None:
+                    track.eval(done, loss)
+                if on_eval is not None and runtime.is_main:
+                    on_eval(done, loss)
+                return loss
 
-        def step_hook(row: dict, total: int, track=track) -> None:
-            if track is not None:
-                track.step(row)
-            if on_step is not None:
-                on_step(row, total)
+            seeded = replace(opts, seed=seed)
+            res = run.loop(
+                model,
+                sampler,
+                opts,
+                runtime=runtime,
+                state=state,
+                signature=resume_signature(
+                    base, seeded, eval_every=eval_every, eval_seqs=eval_seqs, **task
+                ),
+                eval_fn=eval_fn,
+                eval_every=eval_every,
+                on_step=run.step_hook(on_step, track=track is not None),
+                mitigations=mitigations_for(probed, seeded, probed.task_index + 1),
+            )
+            curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
+            area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
+            runs.append(_Repeat(seed, curve, area, res, model))
 
-        res = train_loop(
-            model,
-            sampler,
-            opts,
-            runtime=runtime,
-            eval_fn=eval_fn,
-            eval_every=eval_every,
-            on_step=step_hook,
-            state_path=state_path,
-            signature=signature,
-            mitigations=mitigations_for(probed, replace(opts, seed=seed), probed.task_index + 1),
-        )
-        curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
-        area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
-        results.append((seed, curve, area, res, model))
-
-    rate = ev.store.entropy_rate
-    _, curve, _, res, model = results[0]
-    if runtime.is_main:
-        if keep is not None:
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            kept = Checkpoint(base.config, state, advance(probed.meta, opts, task))
-            save_checkpoint(keep, kept, force=True)
-        rows = [
-            {
-                "kind": "probe",
-                **ctx,
-                "probe_lang": lang,
-                "step": c["step"],
-                "val_loss": c["val_loss"],
-                "auc": area,
-                "tokens_seen": int(probed.meta.get("tokens_seen", 0)),
-                "from_scratch": from_scratch,
-                "probe_seed": seed,
-                "method": probed.method,
-                "eval_seed": ev.seed,
-                "window_starts": ev.starts.tolist() if i == 0 else None,
-                "entropy_rate": rate,
-            }
-            for seed, seed_curve, area, _, _ in results
-            for i, c in enumerate(seed_curve)
-        ]
-        write_metrics(out, metric_frame("probe", rows), force=True)
-        for sp in state_paths:
-            sp.unlink(missing_ok=True)
-    aucs = [r[2] for r in results]
-    if tracker is not None:
-        tracker.auc(statistics.fmean(aucs))
-        tracker.close()
+        kept = None
+        if keep is not None and runtime.is_main:
+            weights = {k: v.detach().cpu() for k, v in runs[0].model.state_dict().items()}
+            kept = Checkpoint(base.config, weights, advance(probed.meta, opts, task))
+        rows = _probe_rows(ctx, probed, lang, from_scratch, ev, runs)
+        run.commit(metric_frame("probe", rows), kept)
+        aucs = [r.auc for r in runs]
+        if run.tracker is not None:
+            run.tracker.auc(statistics.fmean(aucs))
+    first, rate = runs[0], ev.store.entropy_rate
     return ProbeResult(
         metrics_path=str(out),
         run_id=ctx["run_id"],
@@ -275,7 +293,7 @@ def probe(
         from_scratch=from_scratch,
         steps=opts.steps,
         eval_every=eval_every,
-        eval_seqs=windows.shape[0],
+        eval_seqs=ev.windows.shape[0],
         eval_seed=ev.seed,
         seq_len=opts.seq_len,
         batch_tokens=opts.batch_tokens,
@@ -283,17 +301,17 @@ def probe(
         warmup_steps=opts.warmup_steps,
         auc=statistics.fmean(aucs),
         auc_sd=statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
-        final_val_loss=curve[-1]["val_loss"],
-        tokens_per_s=res.tokens_per_s,
-        seconds=sum(r[3].seconds for r in results),
-        resumed_from=max(r[3].resumed_from for r in results),
+        final_val_loss=first.curve[-1]["val_loss"],
+        tokens_per_s=first.loop.tokens_per_s,
+        seconds=sum(r.loop.seconds for r in runs),
+        resumed_from=max(r.loop.resumed_from for r in runs),
         kept=str(keep) if keep is not None else None,
         entropy_rate=rate,
-        final_excess_loss=None if rate is None else curve[-1]["val_loss"] - rate,
-        curve=curve,
+        final_excess_loss=None if rate is None else first.curve[-1]["val_loss"] - rate,
+        curve=first.curve,
         repeats=[
-            {"probe_seed": seed, "auc": area, "final_val_loss": c[-1]["val_loss"]}
-            for seed, c, area, _, _ in results
+            {"probe_seed": r.seed, "auc": r.auc, "final_val_loss": r.curve[-1]["val_loss"]}
+            for r in runs
         ],
         window_starts=ev.starts.tolist(),
     )

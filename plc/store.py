@@ -13,7 +13,9 @@ file; with the columns of COMMON_COLUMNS on every row.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import json
 import os
 import re
 import secrets
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc import __version__
-from plc.errors import PlcError
+from plc.errors import PlcError, writing
 from plc.presets import PRESETS
 from plc.protocol import cycle_of
 
@@ -36,42 +38,170 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "plc-checkpoint"
 CHECKPOINT_VERSION = 1
 COMMON_COLUMNS = ["kind", "run_id", "size", "n_params", "task_index", "cycle", "lang"]
+# What each kind of metric file must hold beside them, and the type of every column FORMATS.md
+# names: a file edited by hand or written by another program is refused naming file and column.
+KIND_COLUMNS = {
+    "train": ("step", "loss"),
+    "probe": ("step", "auc"),
+    "diagnose": ("metric", "value"),
+}
+DIVERGED = "diverged"  # train-task's `status` on every row of a task that diverged ("ok" else)
+COLUMN_TYPES = {
+    **dict.fromkeys(("kind", "run_id", "size", "lang", "probe_lang", "method", "metric"), str),
+    "status": str,
+    **dict.fromkeys(("n_params", "task_index", "cycle", "step", "tokens", "tokens_seen"), int),
+    **dict.fromkeys(("probe_seed", "eval_seed", "layer", "head"), int),
+    **dict.fromkeys(("loss", "lr", "grad_norm", "tokens_per_s", "val_loss", "auc", "value"), float),
+    "from_scratch": bool,
+}
 
 
 # ---------------------------------------------------------------------------------------- files
 
 
+# What --force may replace, by the kind of output a command writes: only plc's own files of that
+# kind, never a folder or a stranger's file that happens to have the name.
+OUTPUT_KINDS = {
+    "checkpoint": "plc checkpoint",
+    "train": "plc train metric file",
+    "probe": "plc probe metric file",
+    "diagnose": "plc diagnose metric file",
+    "diagnose-units": "plc diagnose units store",
+}
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block completes.
+def atomic_path(
+    path: str | os.PathLike, force: bool = False, kind: str | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; put it at `path` only if the block completes.
 
     A crash or kill inside the block leaves the final name untouched (no half-written file).
+    Without `force` the file is linked into place, which fails if `path` exists by then: a file
+    another process wrote while this one worked is never replaced (the check and the rename are
+    one step). With it, `path` is replaced if it is a `kind` of output this command may replace
+    (`check_output`).
     """
-    path = check_output(path, force)
+    path = check_output(path, force, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its private 0600 would survive the rename, and nobody else in the group could
     # read a study. Created as open() creates any file, the umask gives the mode.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):  # a full disk's error names no file: name the one being written
+            yield tmp
+            if force:
+                os.replace(tmp, path)
+            else:
+                _put_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def check_output(path: str | os.PathLike, force: bool) -> Path:
+def _put_new(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` unless `path` exists, in one step."""
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            # A file system without hard links: claim the name, then rename over the claim.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise PlcError(
+            f"{path} was written by another process while this one ran; it is kept: write "
+            "elsewhere, or pass --force to replace it"
+        ) from None
+
+
+def check_output(path: str | os.PathLike, force: bool, kind: str | None = None) -> Path:
     """Refuse early (before hours of work) to overwrite an existing output without --force.
 
     The file may be another run's (a variant from the same checkpoint): the message says where
-    else to write before it says how to replace it."""
+    else to write before it says how to replace it. With --force, an output of `kind`
+    (OUTPUT_KINDS) is replaced only if it is one (`is_output`); any other output only if it is
+    not a folder."""
     path = Path(path)
-    if path.exists() and not force:
+    if not os.path.lexists(path):
+        return path
+    if not force:
         raise PlcError(
             f"{path} exists; write elsewhere (another --out or --metrics), or pass --force "
             "only to replace this same run's earlier output"
         )
+    if kind is None and path.is_dir():
+        raise PlcError(f"{path} is a folder; --force replaces a file, never a folder")
+    if kind is not None and not is_output(path, kind):
+        raise PlcError(
+            f"{path} is not a {OUTPUT_KINDS[kind]}; --force replaces only those: move it away "
+            "or write elsewhere"
+        )
     return path
+
+
+def is_output(path: str | os.PathLike, kind: str) -> bool:
+    """Whether `path` is an output of `kind` (OUTPUT_KINDS) that plc wrote."""
+    path = Path(path)
+    if kind == "diagnose-units":
+        try:
+            attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+        except (OSError, ValueError, AttributeError):
+            return False
+        return path.is_dir() and attrs.get("kind") == kind
+    if not path.is_file():
+        return False
+    if kind == "checkpoint":
+        try:
+            _read_checkpoint(path, mmap=True)
+        except PlcError:
+            return False
+        return True
+    import polars as pl
+
+    try:
+        kinds = pl.read_parquet(path, columns=["kind"], n_rows=1)["kind"].to_list()
+    except Exception:  # not Parquet, or no kind column: not a metric file of plc's
+        return False
+    return kinds == [kind]
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of output `path` (the file `<path>.lock`) while the block runs: a second
+    process writing the same output refuses at once (PlcError), before any work. The lock is the
+    operating system's (flock), so a killed holder leaves none behind."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PlcError(
+                f"{path} is being written by another process (it holds {lock.name}); wait for "
+                "it to finish, or write elsewhere"
+            ) from None
+        # The holder before may have removed the file after it was opened here: lock the file
+        # that is at the name now.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -86,6 +216,7 @@ class Checkpoint:
     # "schedule_step": steps of the run so far, "warmup_steps": the run's one warm-up}. Tensors
     # and plain values only, like everything else in the file.
     optimizer: dict[str, Any] | None = None
+    path: str | None = None  # the file it was read from, for errors about its content
 
     @property
     def task_index(self) -> int:
@@ -116,11 +247,30 @@ class Checkpoint:
         history = self.meta.get("history") or []
         return history[-1]["lang"] if history else ""
 
+    def nonfinite(self) -> list[str]:
+        """The weights holding a NaN or an infinity (a diverged run's): none in a checkpoint plc
+        writes."""
+        import torch
+
+        return [
+            k
+            for k, v in self.model.items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+
     def build_model(self, device: str | torch.device = "cpu") -> GPT:
         from plc.model import GPT
 
         model = GPT(self.config)
-        model.load_state_dict(self.model)
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as e:  # torch's list of every missing and mismatched tensor
+            first = str(e).strip().splitlines()[-1].strip()[:200]
+            raise PlcError(
+                f"{self.path or 'the checkpoint'}: its weights do not match its config "
+                f"(n_layer {self.config.n_layer}, d_model {self.config.d_model}: {first}); "
+                "it was changed after plc wrote it"
+            ) from None
         return model.to(device)
 
     def row_context(self) -> dict[str, Any]:
@@ -182,8 +332,15 @@ def new_meta(
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = False) -> Path:
+    """Write `ckpt` at `path` atomically (`atomic_path`: a new file, or with `force` in place of
+    a plc checkpoint); never one with non-finite weights."""
     import torch
 
+    bad = ckpt.nonfinite()
+    if bad:
+        raise PlcError(
+            f"not writing {path}: {len(bad)} weight tensors are not finite ({bad[0]}, …)"
+        )
     state = {k: v.detach().cpu() for k, v in ckpt.model.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -196,21 +353,31 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = Fal
         payload["optimizer"] = ckpt.optimizer
     # Through a file object the zip's inner folder is "archive", not the random temporary name,
     # so equal checkpoints are equal bytes (a resumed run's output can be compared with cmp).
-    with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, force, "checkpoint") as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, finite: bool = False) -> Checkpoint:
+    """The checkpoint at `path`; with `finite`, one whose weights are all finite (what a command
+    that measures or trains it needs: a NaN would become its result)."""
     from plc.model import GPTConfig
 
     payload = _read_checkpoint(Path(path), mmap=False)
-    return Checkpoint(
+    ckpt = Checkpoint(
         GPTConfig.from_dict(payload["config"]),
         payload["model"],
         payload["meta"],
         payload.get("optimizer"),
+        str(path),
     )
+    bad = ckpt.nonfinite() if finite else []
+    if bad:
+        raise PlcError(
+            f"{path} has non-finite weights ({bad[0]}{', …' if len(bad) > 1 else ''}): it is not "
+            "a model to measure or train; take the run's last finite checkpoint"
+        )
+    return ckpt
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -261,6 +428,12 @@ def check_tokenizer(ckpt: Checkpoint, store_tokenizer: dict[str, Any], what: str
 # --------------------------------------------------------------------------------------- metrics
 
 
+# A train metric file's `status`: a finished task, or the record of one that diverged (its last
+# row is the step that diverged). Files written before the column existed read as "ok".
+TRAIN_STATUS = ("ok", DIVERGED)
+# The Parquet key-value entry that names the command run a metric file belongs to (`metric_owner`).
+OWNER_KEY = "plc_owner"
+
 # Column types of each metric kind (FORMATS.md); the common columns lead every kind.
 _COMMON_TYPES = {
     "kind": "String",
@@ -281,6 +454,7 @@ _KIND_TYPES = {
         "tokens_per_s": "Float64",
         "method": "String",  # the task's study arm (store.method_label): 'none', 'wd0.1', 'cbp0.0001'…
         "val_loss": "Float64",  # --val-every: measured after this step; null elsewhere
+        "status": "String",  # TRAIN_STATUS: 'diverged' on every row of a diverged task's record
     },
     "probe": {
         "probe_lang": "String",
@@ -380,10 +554,31 @@ def parse_metric_name(name: str) -> MetricName | None:
     return MetricName(kind, run, int(task), lang, suffix or "")
 
 
+def progress_path(path: str | os.PathLike) -> Path:
+    """Where a task in progress keeps the rows it has saved (beside its resumable state) until it
+    writes its metric file: a hidden name no reader of metric files takes, so a file under the
+    final name always holds a finished task (make and Snakemake count a target that exists as
+    done, and an lr-grid job's target is its train metric file)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def parse_progress_name(name: str) -> MetricName | None:
+    """The metric name behind a `progress_path` name; None for any other name."""
+    if name.startswith(".") and name.endswith(".partial"):
+        return parse_metric_name(name[1 : -len(".partial")])
+    return None
+
+
 def write_metrics(
-    path: str | os.PathLike, rows: Iterable[dict[str, Any]] | pl.DataFrame, force: bool = False
+    path: str | os.PathLike,
+    rows: Iterable[dict[str, Any]] | pl.DataFrame,
+    force: bool = False,
+    owner: str | None = None,
 ) -> Path:
-    """Write one metric file atomically; every row must carry the common columns."""
+    """Write one metric file atomically (`atomic_path`: a new file, or with `force` in place of a
+    metric file of the same kind); every row must carry the common columns. `owner` names the
+    command run that wrote it (`metric_owner`), so that its rerun can finish what it began."""
     import polars as pl
 
     df = (
@@ -394,9 +589,20 @@ def write_metrics(
     missing = [c for c in COMMON_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"metric rows lack columns {missing}")
-    with atomic_path(path, force) as tmp:
-        df.write_parquet(tmp)
+    kind = df["kind"][0] if df.height else None
+    with atomic_path(path, force, kind if kind in OUTPUT_KINDS else None) as tmp:
+        df.write_parquet(tmp, metadata=None if owner is None else {OWNER_KEY: owner})
     return Path(path)
+
+
+def metric_owner(path: str | os.PathLike) -> str | None:
+    """The `owner` a metric file was written with, or None (none given, or not a metric file)."""
+    import polars as pl
+
+    try:
+        return pl.read_parquet_metadata(path).get(OWNER_KEY)
+    except Exception:  # not Parquet: nobody's result that plc knows
+        return None
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -415,6 +621,39 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
+def _check_columns(path: Path, df: pl.DataFrame) -> None:
+    """Refuse a metric file without the columns of its kind, or with a column of another type."""
+    import polars as pl
+
+    for kind in df["kind"].unique().drop_nulls().to_list():
+        need = COMMON_COLUMNS + list(KIND_COLUMNS.get(kind, ()))
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            command = "train-task" if kind == "train" else kind
+            raise PlcError(
+                f"{path} has no column {missing[0]!r} (a {kind} metric file has "
+                f"{', '.join(need)}); write it again with plc {command}"
+            )
+    for name, want in COLUMN_TYPES.items():
+        dtype = df.schema.get(name)
+        if dtype is None or dtype == pl.Null:
+            continue
+        ok = {
+            str: dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum),
+            int: dtype.is_integer(),
+            float: dtype.is_numeric(),
+            bool: dtype == pl.Boolean,
+        }[want]
+        if not ok:
+            noun = {str: "text", int: "integers", float: "numbers", bool: "true/false"}[want]
+            raise PlcError(f"{path}: column {name!r} holds {dtype}, not {noun}")
+
+
+def diverged(rows: pl.DataFrame) -> bool:
+    """Whether metric rows record a task that diverged (files without `status` are "ok")."""
+    return "status" in rows.columns and bool((rows["status"] == DIVERGED).any())
+
+
 def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) -> pl.DataFrame:
     """Rows of `kind` from any mix of metric files (other kinds are skipped)."""
     import polars as pl
@@ -430,8 +669,14 @@ def read_metrics(paths: Iterable[str | os.PathLike], kind: str | None = None) ->
             raise PlcError(f"{p} is not a Parquet metric file ({type(e).__name__})") from e
         if "kind" not in df.columns:
             raise PlcError(f"{p} is not a plc metric file (no 'kind' column)")
+        _check_columns(p, df)
         if kind is not None:
             df = df.filter(pl.col("kind") == kind)
+        if df.height and df["kind"][0] == "train":
+            ok = pl.lit(TRAIN_STATUS[0])
+            df = df.with_columns(
+                status=pl.col("status").fill_null(ok) if "status" in df.columns else ok
+            )
         if df.height:
             frames.append(df)
     if not frames:

@@ -1,8 +1,10 @@
-"""`plc train-task`, and the set-up that train-task and probe share.
+"""`plc train-task`: train a checkpoint on one task instance and write the next checkpoint.
 
-Both commands: resolve the options against the input checkpoint (its preset, context, d_model and
-seed), load it, set up the runtime, build the model, run plc.train.train_loop with resumable state
-beside the output, and record what was trained in the output's metadata (`advance`).
+What differs from a probe: the task's data (one language or the stationary mixture), the optional
+validation (App. A), the continued optimizer of `--continue`, and the pair it writes — the train
+metric file, then the next checkpoint. The rest (set-up, lock, resume, signals, commit order) is
+plc.taskrun's skeleton. A task that diverges writes its metric file as the record of that (status
+"diverged", its last row the step that diverged) and no checkpoint.
 """
 
 from __future__ import annotations
@@ -15,118 +17,43 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plc import __version__
 from plc.errors import PlcError
-from plc.mitigations import Mitigations, initial_state
 from plc.options import TrainOptions
 from plc.presets import get_preset
-from plc.runtime import rank, setup
-from plc.sizes import SHAPES
 from plc.store import (
+    TRAIN_STATUS,
     Checkpoint,
-    check_output,
     check_tokenizer,
-    load_checkpoint,
     method_label,
     metric_frame,
     metric_path,
-    save_checkpoint,
-    write_metrics,
 )
-from plc.tracking import open_tracker
+from plc.taskrun import (
+    TaskOutputs,
+    TaskRun,
+    advance,
+    load_and_resolve,
+    mitigations_for,
+    owner_of,
+    resume_signature,
+    start,
+    state_path_for,
+)
+from plc.train import TrainingDiverged
 
 if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+    from plc.data.tokenstore import TokenStore
     from plc.model import GPT
     from plc.runtime import Runtime
-    from plc.store import Checkpoint
-    from plc.train import LoopResult, MakeMitigations, StepRow
+    from plc.train import LoopResult, StepRow
 
 
 # BatchSampler stream of a continued run's tasks (probes use 0, continual tasks their index).
 CONTINUED_STREAM = 1
-
-# ----------------------------------------------------------------------- shared with plc probe
-
-
-def load_and_resolve(
-    ckpt: str | os.PathLike, options: TrainOptions, *, probe: bool = False
-) -> tuple[Checkpoint, TrainOptions]:
-    """The input checkpoint and the options resolved against it (preset, d_model, context, seed)."""
-
-    src = Path(ckpt)
-    if not src.exists() and str(ckpt) in SHAPES:
-        raise PlcError(
-            f"{ckpt} is a model size, not a checkpoint: write one first with "
-            f"`plc init --size {ckpt} --preset {options.preset or 'paper'} --out c0.pt`"
-        )
-    base = load_checkpoint(src)
-    resolved = options.resolve(
-        preset=base.preset,
-        d_model=base.config.d_model,
-        context=base.config.context,
-        probe=probe,
-    )
-    if resolved.seed is None:
-        resolved = replace(resolved, seed=int(base.meta.get("seed", 0)))
-    return base, resolved
-
-
-def start(options: TrainOptions, build: Callable[[], GPT]) -> tuple[Runtime, GPT]:
-    """Join the runtime (device, torchrun ranks) and build the model on its device."""
-    runtime = setup(options.device)
-    return runtime, build().to(runtime.device)
-
-
-def resume_signature(base: Checkpoint, options: TrainOptions, **extra: Any) -> dict[str, Any]:
-    """What a resumable state must match: the input checkpoint and everything that is trained."""
-    return {
-        "input": {k: base.meta.get(k) for k in ("run_id", "task_index", "tokens_seen", "size")},
-        **options.record(),
-        **extra,
-    }
-
-
-def advance(meta: dict[str, Any], options: TrainOptions, task: dict[str, Any]) -> dict[str, Any]:
-    """The metadata of a checkpoint after training one more task with `options`."""
-    return {
-        **meta,
-        "task_index": int(meta.get("task_index", 0)) + 1,
-        "tokens_seen": int(meta.get("tokens_seen", 0)) + options.total_tokens,
-        "history": [*meta.get("history", []), {**task, **options.record()}],
-        "plc_version": __version__,
-    }
-
-
-def mitigations_for(
-    base: Checkpoint, options: TrainOptions, task_index: int
-) -> MakeMitigations | None:
-    """The loop's builder of this task's remedies, or None when none is on (the fast path).
-
-    θ₀ for --l2-init is rebuilt from the run's config and seed (checked against the digest
-    `plc init` recorded); CBP's unit ages and utilities carry over from the input checkpoint, so
-    maturity counts the run's steps, not the task's."""
-    mopts = options.mitigations
-    if not mopts.active:
-        return None
-
-    theta0 = initial_state(base) if mopts.l2_init is not None else None
-    carried = base.meta.get("mitigation_state")
-
-    def build(model: GPT, optimizer, micro_batch: int) -> Mitigations:
-        mit = Mitigations(mopts, seed=options.seed, task_index=task_index)
-        mit.attach(model, optimizer, init=theta0, micro_batch=micro_batch)
-        if carried:
-            mit.load_state_dict(carried, counters=False)
-        return mit
-
-    return build
-
-
-def state_path_for(out: str | os.PathLike) -> Path:
-    """Where the resumable state of a run writing `out` lives (beside it)."""
-    out = Path(out)
-    return out.with_name(out.name + ".resume")
-
+OK, DIVERGED = TRAIN_STATUS
 
 # ------------------------------------------------------------------------------ plc train-task
 
@@ -181,6 +108,87 @@ def _parse_mix(mix: str | Sequence[str], weights: str | Sequence[float] | None):
     return langs, w
 
 
+def _task_data(
+    lang: str | None, mix: str | Sequence[str] | None, weights: str | Sequence[float] | None
+) -> tuple[list[str], list[float] | None, str]:
+    """(languages, mixture weights, the task's label) of --lang or --mix."""
+    if (lang is None) == (mix is None):
+        raise PlcError("give --lang for one language or --mix for the stationary mixture")
+    if mix is not None:
+        return *_parse_mix(mix, weights), "mix"
+    if weights is not None:
+        raise PlcError("--mix-weights goes with --mix")
+    return [lang], None, lang
+
+
+def _continued(base: Checkpoint, src: Path) -> dict[str, Any]:
+    """--continue: the input's optimizer and schedule ({} starts a run at a fresh init)."""
+    if base.optimizer is None and base.task_index > 0:
+        raise PlcError(
+            f"--continue: {src} carries no optimizer state (it was trained without "
+            "--continue); continue from a checkpoint of a continued run or from a fresh init"
+        )
+    return base.optimizer or {}
+
+
+def _validation_windows(
+    base: Checkpoint,
+    opts: TrainOptions,
+    data: str | os.PathLike,
+    lang: str | None,
+    val_every: int | None,
+    val_seqs: int | None,
+) -> np.ndarray | None:
+    """--val-every's windows of the task's language (None without it; `lang` None: a mixture)."""
+    if val_every is None:
+        if val_seqs is not None:
+            raise PlcError("--val-seqs goes with --val-every")
+        return None
+    if val_every <= 0:
+        raise PlcError(f"--val-every must be positive, got {val_every}")
+    if lang is None:
+        raise PlcError("--val-every validates one language: give it with --lang")
+    from plc.evaluate import load_eval_windows
+
+    n = get_preset(opts.preset).probe_eval_seqs if val_seqs is None else val_seqs
+    return load_eval_windows(base, data, lang, n, opts.seq_len, "--val-seqs").windows
+
+
+def _validator(
+    model: GPT, windows: np.ndarray | None, runtime: Runtime
+) -> Callable[[int], float] | None:
+    if windows is None:
+        return None
+    from plc.evaluate import validation_loss
+
+    return lambda done: validation_loss(model, windows, runtime)
+
+
+def _train_frame(
+    context: dict[str, Any], rows: list[StepRow], evals: list[dict[str, Any]], status: str
+) -> pl.DataFrame:
+    """The train metric file's rows: the loop's, each with the validation measured after it."""
+    measured = {e["step"] - 1: e["value"] for e in evals if e["step"] > 0}
+    return metric_frame(
+        "train",
+        [{**context, **r, "val_loss": measured.get(r["step"]), "status": status} for r in rows],
+    )
+
+
+def _finish(
+    result: Checkpoint, model: GPT, res: LoopResult, opts: TrainOptions, continued: bool
+) -> None:
+    """The output checkpoint's weights and what the remedies and --continue carry to the next."""
+    result.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    result.meta.pop("mitigation_state", None)
+    if res.mitigations is not None:
+        result.meta["history"][-1]["mitigations"] = res.mitigations.record()
+        if opts.cbp is not None:
+            result.meta["mitigation_state"] = res.mitigations.state_dict()
+    if continued:
+        result.optimizer = res.continued_state()
+
+
 def train_task(
     ckpt: str | os.PathLike,
     lang: str | None = None,
@@ -215,140 +223,75 @@ def train_task(
     last), on `val_seqs` windows (default: the preset's probe evaluation set), in the `val_loss`
     column of the train row of the step after which it was measured (App. A's learning-rate
     search: the final loss is the mean of the last 10).
+
+    A task whose loss, gradient or weights stop being finite raises TrainingDiverged after
+    writing its metric file as the record of that: the steps up to the one that diverged,
+    `status` "diverged" (FORMATS.md); no checkpoint.
     """
     from plc.data.sampling import BatchSampler
     from plc.data.tokenstore import open_lang
 
     options = replace(options or TrainOptions(), **overrides)
-    if (lang is None) == (mix is None):
-        raise PlcError("give --lang for one language or --mix for the stationary mixture")
-    if mix is not None:
-        langs, weights = _parse_mix(mix, mix_weights)
-        label = "mix"
-    else:
-        if mix_weights is not None:
-            raise PlcError("--mix-weights goes with --mix")
-        langs, weights, label = [lang], None, lang
-
-    base, opts = load_and_resolve(ckpt, options)
+    langs, weights, label = _task_data(lang, mix, mix_weights)
     src = Path(ckpt)
-    continued = None
-    if continue_run:
-        if base.optimizer is None and base.task_index > 0:
-            raise PlcError(
-                f"--continue: {src} carries no optimizer state (it was trained without "
-                "--continue); continue from a checkpoint of a continued run or from a fresh init"
-            )
-        continued = base.optimizer or {}
+    base, opts = load_and_resolve(src, options)
+    continued = _continued(base, src) if continue_run else None
     out = Path(out) if out is not None else next_checkpoint_path(src)
     if out.resolve() == src.resolve():
         raise PlcError(f"--out {out} is the input checkpoint; write the next task elsewhere")
-    check_output(out, force)
-
-    stores = [open_lang(data, code) for code in langs]
+    stores: list[TokenStore] = [open_lang(data, code) for code in langs]
     for store in stores:
         check_tokenizer(base, store.tokenizer, str(store.path))
-    val = None
-    if val_every is not None:
-        if val_every <= 0:
-            raise PlcError(f"--val-every must be positive, got {val_every}")
-        if mix is not None:
-            raise PlcError("--val-every validates one language: give it with --lang")
-        from plc.evaluate import load_eval_windows
-
-        n = get_preset(opts.preset).probe_eval_seqs if val_seqs is None else val_seqs
-        val = load_eval_windows(base, data, lang, n, opts.seq_len, "--val-seqs").windows
-    elif val_seqs is not None:
-        raise PlcError("--val-seqs goes with --val-every")
+    val = _validation_windows(base, opts, data, lang, val_every, val_seqs)
     task_index = base.task_index + 1
     # A continued run draws from one stream (1) at its own step; tasks draw from their index.
     stream = CONTINUED_STREAM if continue_run else task_index
     sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, stream, weights)
 
     task: dict[str, Any] = {"lang": label}
-    if continue_run:
+    if continued is not None:
         task.update(continued=True, schedule_step=int(continued.get("schedule_step", 0)))
     if mix is not None:
         task.update(mix=langs, mix_weights=[float(w) for w in sampler.weights])
-    result_ckpt = Checkpoint(base.config, base.model, advance(base.meta, opts, task))
-    context_cols = {
-        "kind": "train",
-        **result_ckpt.row_context(),
-        "method": method_label(opts.mitigations.label, opts.weight_decay, opts.preset),
-    }
-
-    state_path = state_path_for(out)
-    metrics_file = None
-    if metrics is not None:
-        metrics_file = metric_path(
-            metrics, "train", base.run_id, task_index, label, None, context_cols["method"]
-        )
-        if not state_path.exists():
-            check_output(metrics_file, force)
-    signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
-
-    # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
-    steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
-    tracker = (
-        open_tracker(
-            opts.tensorboard, base.run_id, task_index, "train", lang=label, step_offset=steps_before
-        )
-        if rank() == 0
+    result = Checkpoint(base.config, base.model, advance(base.meta, opts, task))
+    method = method_label(opts.mitigations.label, opts.weight_decay, opts.preset)
+    context = {"kind": "train", **result.row_context(), "method": method}
+    metrics_file = (
+        metric_path(metrics, "train", base.run_id, task_index, label, None, method)
+        if metrics is not None
         else None
     )
-    runtime, model = start(opts, lambda: base.build_model())
+    signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
+    outputs = TaskOutputs(out, metrics_file, out, "train", [state_path_for(out)])
+    steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
 
-    def step_hook(row: StepRow, total: int) -> None:
-        if tracker is not None:
-            tracker.step(row)
-        if on_step is not None:
-            on_step(row, total)
-
-    def write(res: LoopResult) -> None:
-        if metrics_file is not None:
-            measured = {e["step"] - 1: e["value"] for e in res.evals if e["step"] > 0}
-            rows = [{**context_cols, **r, "val_loss": measured.get(r["step"])} for r in res.rows]
-            write_metrics(metrics_file, metric_frame("train", rows), force=True)
-
-    eval_fn = None
-    if val is not None:
-        from plc.evaluate import validation_loss
-
-        def eval_fn(done: int) -> float:
-            return validation_loss(model, val, runtime)
-
-    from plc.train import train_loop
-
-    try:
-        res = train_loop(
-            model,
-            sampler,
-            opts,
-            runtime=runtime,
-            on_step=step_hook,
-            eval_fn=eval_fn,
-            eval_every=val_every,
-            state_path=state_path,
-            signature=signature,
-            on_save=write,
-            continued=continued,
-            mitigations=mitigations_for(base, opts, task_index),
+    with TaskRun(outputs, owner_of(signature), force) as run:
+        # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
+        run.open_tracker(
+            opts, base.run_id, task_index, "train", lang=label, step_offset=steps_before
         )
-    finally:
-        if tracker is not None:
-            tracker.close()
-    if runtime.is_main:
-        result_ckpt.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        result_ckpt.meta.pop("mitigation_state", None)
-        if res.mitigations is not None:
-            result_ckpt.meta["history"][-1]["mitigations"] = res.mitigations.record()
-            if opts.cbp is not None:
-                result_ckpt.meta["mitigation_state"] = res.mitigations.state_dict()
-        if continue_run:
-            result_ckpt.optimizer = res.continued_state()
-        save_checkpoint(out, result_ckpt, force=force)
-        write(res)
-        state_path.unlink(missing_ok=True)
+        runtime, model = start(opts, lambda: base.build_model())
+        try:
+            res = run.loop(
+                model,
+                sampler,
+                opts,
+                runtime=runtime,
+                state=outputs.states[0],
+                signature=signature,
+                on_step=run.step_hook(on_step),
+                eval_fn=_validator(model, val, runtime),
+                eval_every=val_every,
+                on_save=lambda r: run.save_progress(_train_frame(context, r.rows, r.evals, OK)),
+                continued=continued,
+                mitigations=mitigations_for(base, opts, task_index),
+            )
+        except TrainingDiverged as e:
+            run.commit(_train_frame(context, e.rows, e.evals, DIVERGED), None)
+            raise
+        if runtime.is_main:
+            _finish(result, model, res, opts, continue_run)
+        run.commit(_train_frame(context, res.rows, res.evals, OK), result)
     return TrainTaskResult(
         out=str(out),
         run_id=base.run_id,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from plc.options import TrainOptions
 from plc.runtime import Runtime
 from plc.store import atomic_path
 
+if TYPE_CHECKING:
+    from plc.data.sampling import LocalBatches
+
 STATE_FORMAT = "plc-train-state"
 STATE_VERSION = 1
 
@@ -40,7 +45,56 @@ MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
-    """The loss or gradient norm became NaN/inf: no output is written, resumable state is kept."""
+    """The loss, the gradient norm or (after an update) a weight became NaN/inf: no output is
+    written, resumable state is kept. `rows` are the task's steps up to and including `step`, the
+    one that diverged; `evals` the evaluations before it."""
+
+    def __init__(self, message: str, step: int, rows: list[StepRow], evals: list[dict[str, Any]]):
+        super().__init__(message)
+        self.step, self.rows, self.evals = step, rows, evals
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGUSR1 arrived: the loop saved its resumable state after `step` steps and
+    stopped. A rerun of the same command resumes there; `exit_status` is the shell's 128 + signal."""
+
+    def __init__(self, signum: int, step: int, state_path: Path):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after step {step}, resumable state saved in {state_path}; "
+            "rerun the same command to continue"
+        )
+        self.signum, self.step, self.state_path = signum, step, state_path
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class Interrupts:
+    """While active (a `with` block in the main thread), SIGTERM and SIGUSR1 (Slurm's
+    `--signal=USR1@N`, sent N seconds before the time limit) are a request to stop: the handler
+    only notes the signal, and a train_loop given this object saves its resumable state at the
+    end of the step and raises TrainingInterrupted. Elsewhere the signals keep their handlers."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
 
 class Sampler:
@@ -49,7 +103,12 @@ class Sampler:
     batch_size: int
     seq_len: int
 
-    def batch(self, step: int) -> np.ndarray:  # (batch_size, seq_len + 1) int64
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Rows rank::world_size of step `step`'s global batch, int64 (rows, seq_len + 1)."""
+        raise NotImplementedError
+
+    def local(self, rank: int, world_size: int, stop: int | None = None) -> LocalBatches:
+        """This rank's rows of every step, the next read ahead while a step trains."""
         raise NotImplementedError
 
 
@@ -118,13 +177,15 @@ def train_loop(
     on_save: Callable[[LoopResult], None] | None = None,
     continued: dict[str, Any] | None = None,
     mitigations: MakeMitigations | None = None,
+    interrupts: Interrupts | None = None,
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
     - model: a GPT already on `runtime.device` (wrapped here in DDP under torchrun, and compiled if
       `options.compile`); its parameters are updated in place.
-    - sampler: `.batch(step)` gives the global batch of step `step` (0-based) as int64
-      (batch_size, seq_len + 1); this rank trains on rows rank::world_size of it.
+    - sampler: the global batch of step `step` (0-based) is int64 (batch_size, seq_len + 1); this
+      rank trains on rows rank::world_size of it, which `.local(rank, world_size)` reads alone,
+      each next step's in a background thread while this one trains.
     - options: resolved (`TrainOptions.resolve`): steps, lr and warm-up (`lr_at`, restarted at
       every call), micro_batch (gradient accumulation; None = the rank's whole share), grad_clip
       (None = no clipping, as the paper), AdamW's weight decay, betas and ε (a new optimizer at
@@ -140,14 +201,18 @@ def train_loop(
     - mitigations(model, optimizer, micro_batch): builds the task's plc.mitigations.Mitigations
       (None when no remedy is on: the loop then runs no extra code); it acts once before the
       step-0 evaluation of a fresh task and after every optimizer step.
-    - state_path/signature: every `options.save_every` steps rank 0 writes the resumable state
-      (model, optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
+    - state_path/signature: every `options.save_every` steps, and once `options.save_every_minutes`
+      have passed since the start or the last save, rank 0 writes the resumable state (model,
+      optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
       `on_save(partial result)`. If `state_path` exists at the start, training resumes from it when
       its signature equals `signature` and is refused (PlcError) otherwise. The caller removes the
       state once its output is complete. On CPU a resumed run is bit-identical to an uninterrupted one.
+    - interrupts: when its signal has arrived (on any rank), the state is saved at the end of the
+      step and TrainingInterrupted raised (not after the last step: the task then finishes).
 
-    Raises TrainingDiverged (before the bad update is applied) if the loss or gradient norm is not
-    finite. Never prints.
+    Raises TrainingDiverged if the loss or gradient norm is not finite (before the bad update is
+    applied), or if an update left a weight that is not (checked after the last step and before a
+    save, so that neither output nor state holds one). Never prints.
     """
     if not options.resolved:
         raise PlcError("train_loop needs resolved options: call TrainOptions.resolve() first")
@@ -194,7 +259,7 @@ def train_loop(
             mit.load_state_dict(state["mitigations"])
     elif mit is not None:  # before the step-0 evaluation, so that it sees the changed model
         mit.at_task_start(
-            torch.from_numpy(sampler.batch(first)[rank::world, :-1]).to(runtime.device)
+            torch.from_numpy(sampler.batch(first, rank, world)[:, :-1]).to(runtime.device)
         )
 
     net: torch.nn.Module = model
@@ -221,70 +286,117 @@ def train_loop(
             evals.append({"step": done, "value": eval_fn(done)})
 
     seconds = 0.0
+    save_at = _next_save(options) if state_path is not None else None
     model.train()
-    for step in range(start, steps):
-        if eval_every is not None and step % eval_every == 0 or step == 0:
-            evaluate(step)
-            model.train()
-        t0 = time.perf_counter()
-        rate = lr_at(first + step, lr, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        batch = torch.from_numpy(sampler.batch(first + step)[rank::world])
-        if runtime.device.type == "cuda":
-            batch = batch.pin_memory().to(runtime.device, non_blocking=True)
-        x, y = batch[:, :-1], batch[:, 1:]
-        loss_sum = torch.zeros((), device=runtime.device)
-        for i in range(n_micro):
-            sl = slice(i * micro, (i + 1) * micro)
-            # Gradients are all-reduced once, on the last micro-batch.
-            sync = i == n_micro - 1 or not runtime.distributed
-            with contextlib.nullcontext() if sync else net.no_sync(), runtime.autocast():
-                loss = forward(x[sl], y[sl])
-            (loss / n_micro).backward()
-            loss_sum += loss.detach().float()
-        loss_mean = loss_sum / n_micro
-        if runtime.distributed:
-            dist.all_reduce(loss_mean, op=dist.ReduceOp.AVG)
-        if options.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        loss_val, norm_val = loss_mean.item(), float(norm)
-        if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
-            raise TrainingDiverged(
-                f"training diverged at step {step}: loss {loss_val}, gradient norm {norm_val} "
-                f"(learning rate {rate:.3g}); no output written"
-            )
-        optimizer.step()
-        if mit is not None:
-            mit.after_step(step, x)
-        optimizer.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        seconds += dt
-        row: StepRow = {
-            "step": step,
-            "tokens": (step + 1) * tokens_per_step,
-            "loss": loss_val,
-            "lr": rate,
-            "grad_norm": norm_val,
-            "tokens_per_s": tokens_per_step / dt,
-        }
-        rows.append(row)
-        if on_step is not None and runtime.is_main:
-            on_step(row, steps)
-        done = step + 1
-        if state_path is not None and save_every and done % save_every == 0 and done < steps:
-            if eval_every is not None and done % eval_every == 0:
-                evaluate(done)  # so the saved state holds every evaluation up to its step
+    # Each rank reads only its rows, the next step's while this one trains.
+    batches = sampler.local(rank, world, stop=first + steps)
+    try:
+        for step in range(start, steps):
+            if eval_every is not None and step % eval_every == 0 or step == 0:
+                evaluate(step)
                 model.train()
-            if runtime.is_main:
-                extra = {"mitigations": mit.state_dict()} if mit is not None else {}
-                _save_state(state_path, model, optimizer, done, rows, evals, signature or {}, extra)
-                if on_save is not None:
-                    on_save(result())
+            t0 = time.perf_counter()
+            rate = lr_at(first + step, lr, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            batch = torch.from_numpy(batches.batch(first + step))
+            if runtime.device.type == "cuda":
+                batch = batch.pin_memory().to(runtime.device, non_blocking=True)
+            x, y = batch[:, :-1], batch[:, 1:]
+            loss_sum = torch.zeros((), device=runtime.device)
+            for i in range(n_micro):
+                sl = slice(i * micro, (i + 1) * micro)
+                # Gradients are all-reduced once, on the last micro-batch.
+                sync = i == n_micro - 1 or not runtime.distributed
+                with contextlib.nullcontext() if sync else net.no_sync(), runtime.autocast():
+                    loss = forward(x[sl], y[sl])
+                (loss / n_micro).backward()
+                loss_sum += loss.detach().float()
+            loss_mean = loss_sum / n_micro
+            stop = interrupts.received if interrupts is not None else None
+            timed = save_at is not None and time.monotonic() >= save_at
+            if runtime.distributed:
+                # One all-reduce for the mean loss and for whether any rank must save or stop.
+                flags = [float(timed), float(stop is not None)]
+                packed = torch.cat(
+                    [loss_mean.reshape(1), torch.tensor(flags, device=loss_mean.device)]
+                )
+                dist.all_reduce(packed, op=dist.ReduceOp.AVG)
+                loss_mean, timed = packed[0], bool(packed[1] > 0)
+                stop = (stop or signal.SIGTERM) if packed[2] > 0 else None
+            if options.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            loss_val, norm_val = loss_mean.item(), float(norm)
+            if math.isfinite(loss_val) and math.isfinite(norm_val):
+                optimizer.step()
+                if mit is not None:
+                    mit.after_step(step, x)
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            seconds += dt
+            row: StepRow = {
+                "step": step,
+                "tokens": (step + 1) * tokens_per_step,
+                "loss": loss_val,
+                "lr": rate,
+                "grad_norm": norm_val,
+                "tokens_per_s": tokens_per_step / dt,
+            }
+            rows.append(row)
+            if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
+                raise TrainingDiverged(
+                    f"training diverged at step {step}: loss {loss_val}, gradient norm {norm_val} "
+                    f"(learning rate {rate:.3g}); no checkpoint written",
+                    step,
+                    rows,
+                    evals,
+                )
+            if on_step is not None and runtime.is_main:
+                on_step(row, steps)
+            done = step + 1
+            periodic = save_every is not None and done % save_every == 0
+            if state_path is not None and done < steps and (periodic or timed or stop):
+                if eval_every is not None and done % eval_every == 0:
+                    evaluate(done)  # so the saved state holds every evaluation up to its step
+                    model.train()
+                _require_finite(model, step, rows, evals)
+                if runtime.is_main:
+                    extra = {"mitigations": mit.state_dict()} if mit is not None else {}
+                    _save_state(
+                        state_path, model, optimizer, done, rows, evals, signature or {}, extra
+                    )
+                    if on_save is not None:
+                        on_save(result())
+                save_at = _next_save(options)
+                if stop:
+                    raise TrainingInterrupted(stop, done, state_path)
+    finally:
+        batches.close()
+    _require_finite(model, steps - 1, rows, evals)
     evaluate(steps)
     return result()
+
+
+def _next_save(options: TrainOptions) -> float | None:
+    """When (time.monotonic) the next timed save is due, or None without --save-every-minutes."""
+    minutes = options.save_every_minutes
+    return None if minutes is None else time.monotonic() + 60 * minutes
+
+
+def _require_finite(model: GPT, step: int, rows: list[StepRow], evals: list[dict]) -> None:
+    """TrainingDiverged if the update of `step` left a weight that is not finite."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(
+                f"training diverged at step {step}: its update made {name} non-finite "
+                f"(learning rate {rows[-1]['lr'] if rows else float('nan'):.3g}); no checkpoint "
+                "written",
+                step,
+                rows,
+                evals,
+            )
 
 
 def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extra) -> None:

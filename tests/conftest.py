@@ -110,3 +110,14 @@ def copy_with_a_second_cycle_of_probes(study: Path, to: Path, rise: float = 1.1)
         )
         rows.write_parquet(metrics / f"probe-nano-s0-t{task}-{lang}-vi.parquet")
     return to
+
+
+def write_nonfinite_checkpoint(src: Path, dst: Path, name: str = "transformer.ln_f.bias") -> Path:
+    """A copy of checkpoint `src` with weight `name` all NaN, written as a diverged run would have
+    (plc's own writer refuses to)."""
+    import torch
+
+    payload = torch.load(src, weights_only=True)
+    payload["model"][name].fill_(float("nan"))
+    torch.save(payload, dst)
+    return dst

@@ -15,9 +15,10 @@ from test_model import TABLE_I
 
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import write_store
-from plc.diagnose import diagnose, h_max
+from plc.diagnose import diagnose
 from plc.errors import PlcError
 from plc.init import build_model, init_checkpoint
+from plc.measures import h_max
 from plc.model import GPT, PAPER_SIZES, make_config
 from plc.store import load_checkpoint
 

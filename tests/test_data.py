@@ -24,7 +24,7 @@ from plc.data.sampling import BatchSampler, eval_windows
 from plc.data.shard import doc_uniforms, shard
 from plc.data.sources import embedded_languages, open_source
 from plc.data.tokenizers import ByteTokenizer, get_tokenizer, qwen_vocab_file
-from plc.data.tokenstore import RawTokens, describe_store, open_store, write_store
+from plc.data.tokenstore import ShardedTokens, describe_store, open_store, write_store
 from plc.errors import PlcError
 from plc.sizes import padded_vocab
 
@@ -202,7 +202,7 @@ def test_default_shard_takes_all_documents_and_holds_out_ten_percent(monkeypatch
     store = open_store("data/vi.zarr")
     assert sorted(split_docs(store, "train") + split_docs(store, "val")) == sorted(docs)
     assert store.attrs["source"] == "embedded:vi" and store.attrs["tokenizer"] == BYTE
-    assert store.train.shape == (res["train_tokens"],) and store.train.dtype == np.uint32
+    assert store.train.shape == (res["train_tokens"],) and store.train.dtype == np.uint16
     info = json.loads(cli(monkeypatch, capsys, "data", "info", "data/vi.zarr", "--json").stdout)
     assert (info["train_tokens"], info["val_docs"]) == (res["train_tokens"], res["val_docs"])
     assert info["sample_text"] == ByteTokenizer().decode(store.train[:64])
@@ -242,16 +242,34 @@ def test_every_local_format_yields_the_same_documents(tmp_path):
         assert res.docs_read == 30 and res.source == f"file:{path.resolve()}"
 
 
-def test_a_folder_reads_its_files_in_path_order(tmp_path):
-    docs = make_docs(12)
-    (tmp_path / "corpus" / "b").mkdir(parents=True)
-    (tmp_path / "corpus" / "README.md").write_text("not data")
-    (tmp_path / "corpus" / "b" / "2.jsonl").write_text(
-        "".join(json.dumps({"text": d}) + "\n" for d in docs[6:])
-    )
-    (tmp_path / "corpus" / "a.txt").write_text("\n\n".join(docs[:6]))
-    assert list(open_source(str(tmp_path / "corpus"), "en").documents()) == docs
-    res = shard("en", tmp_path / "en.zarr", source=str(tmp_path / "corpus"))
+def test_a_folder_reads_its_files_in_an_order_shuffled_by_seed(tmp_path):
+    docs = make_docs(60)
+    corpus = tmp_path / "corpus"
+    (corpus / "b").mkdir(parents=True)
+    (corpus / "README.md").write_text("not data")
+    (corpus / ".hidden.txt").write_text("skipped")
+    for f in range(6):  # a.txt, b/1.jsonl, a.txt, b/3.jsonl, …: ten documents each
+        ten = docs[10 * f : 10 * f + 10]
+        if f % 2:
+            (corpus / "b" / f"{f}.jsonl").write_text(
+                "".join(json.dumps({"text": d}) + "\n" for d in ten)
+            )
+        else:
+            (corpus / f"{f}.txt").write_text("\n\n".join(ten))
+    orders = {}
+    for seed in range(4):
+        got = list(open_source(str(corpus), "en", seed).documents())
+        assert sorted(got) == sorted(docs)
+        files = tuple(int(d.split()[1].rstrip(":")) // 10 for d in got[::10])
+        assert all(
+            got[10 * k : 10 * k + 10] == docs[10 * f : 10 * f + 10] for k, f in enumerate(files)
+        )
+        orders[seed] = files
+    assert list(open_source(str(corpus), "en", 2).documents()) == list(
+        open_source(str(corpus), "en", 2).documents()
+    )  # the same seed, the same order
+    assert len(set(orders.values())) > 1 and set(orders.values()) != {(0, 1, 2, 3, 4, 5)}
+    res = shard("en", tmp_path / "en.zarr", source=str(corpus), seed=1)
     store = open_store(res.path)
     assert sorted(split_docs(store, "train") + split_docs(store, "val")) == sorted(docs)
 
@@ -477,15 +495,15 @@ def test_mixture_weights_pick_the_languages(tmp_path):
         BatchSampler([a, b], 32, 4, seed=0, task_index=1, weights=[1])
 
 
-def test_large_splits_are_read_from_raw_chunks_like_in_memory(tmp_path, monkeypatch):
+def test_large_splits_are_read_from_their_files_like_in_memory(tmp_path, monkeypatch):
     n = 2 * tokenstore.CHUNK_TOKENS + 12_345
     train = np.arange(n, dtype=np.uint32)
-    train[tokenstore.CHUNK_TOKENS : 2 * tokenstore.CHUNK_TOKENS] = 0  # a chunk Zarr never writes
+    train[tokenstore.CHUNK_TOKENS : 2 * tokenstore.CHUNK_TOKENS] = 0  # a chunk of fill values
     write_store(tmp_path / "big.zarr", train, train[:300_000], lang="en", tokenizer=BYTE)
     memory = open_store(tmp_path / "big.zarr")
     monkeypatch.setattr(tokenstore, "IN_MEMORY_BYTES", 0)
     raw = open_store(tmp_path / "big.zarr")
-    assert isinstance(raw.train, RawTokens) and isinstance(memory.train, np.ndarray)
+    assert isinstance(raw.train, ShardedTokens) and isinstance(memory.train, np.ndarray)
     edge = tokenstore.CHUNK_TOKENS
     assert np.array_equal(raw.train[edge - 50 : edge + 50], train[edge - 50 : edge + 50])
     assert np.array_equal(raw.train[n - 10 :], train[n - 10 :]) and len(raw.train) == n
@@ -494,7 +512,7 @@ def test_large_splits_are_read_from_raw_chunks_like_in_memory(tmp_path, monkeypa
         s_raw = BatchSampler([raw], seq_len, 32, seed=1, task_index=1)
         for step in range(5):
             assert np.array_equal(s_mem.batch(step), s_raw.batch(step))
-    for a, b in zip(eval_windows(raw, 50, 2047, 0), eval_windows(memory, 50, 2047, 0), strict=True):
+    for a, b in zip(eval_windows(raw, 30, 2047, 0), eval_windows(memory, 30, 2047, 0), strict=True):
         assert np.array_equal(a, b)
     assert describe_store(tmp_path / "big.zarr").train_tokens == n
 

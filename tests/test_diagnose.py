@@ -16,8 +16,9 @@ from conftest import assert_bad_input, run_plc
 from plc.data.sampling import eval_windows
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import open_lang, write_store
-from plc.diagnose import diagnose, h_max, param_abs_mean
+from plc.diagnose import diagnose
 from plc.init import init_checkpoint
+from plc.measures import h_max, param_abs_mean
 from plc.store import load_checkpoint, save_checkpoint
 
 CTX = 32

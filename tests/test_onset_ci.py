@@ -22,7 +22,6 @@ from plc.onset import (
     RunOnset,
     assess_onset,
     bootstrap_fits,
-    fit_onset,
     judge_onset,
     pool_seeds,
     probe_series,
@@ -30,9 +29,11 @@ from plc.onset import (
 )
 from plc.onset.calibrate import Case, run_case
 from plc.onset.detect import _repeat_var
+from plc.onset.estimators import verdict_of
 from plc.onset.noise import Design, offset_groups, simulate
 from plc.probe import auc
 from plc.store import cycle_of, metric_path, write_metrics
+from plc.study import fit_onset
 
 DENSE = [8 * c + k for c in range(8) for k in (2, 6, 8)]  # probes after zh, de and ru (App. B)
 
@@ -140,9 +141,9 @@ def test_a_flat_series_has_no_onset_and_a_falling_one_none_yet():
     falling = assess_onset(dense_series(-0.5 * np.arange(24) + rng.normal(0, 0.5, 24)))
     assert not falling.detected and falling.minimum_task == DENSE[-1]
     assert falling.no_onset.startswith("no onset yet: still falling at the last probe (task 64; ")
-    assert falling.verdict == "still falling" and falling.falling_p < 0.05
+    assert verdict_of(falling) == "still falling" and falling.falling_p < 0.05
     assert falling.onset_lo is None and falling.onset_mass is None  # its minimum: beyond the probes
-    assert flat.verdict == "no significant rise" and flat.onset_lo <= flat.minimum_task
+    assert verdict_of(flat) == "no significant rise" and flat.onset_lo <= flat.minimum_task
     # The same seed gives the same verdict; α sets the bar.
     y = dense_series(np.abs(np.arange(24) - 12) * 0.15 + rng.normal(0, 1.0, 24))
     ev = assess_onset(y, seed=3)
@@ -168,7 +169,7 @@ def test_still_falling_only_when_the_final_slope_is_significantly_negative():
             judge_onset(design, y, rng, 0.05, 0.0, 100, 100, 20)
             for y in simulate(mean, 0.5, 1.0, 16, rng)
         ]
-        calls[name] = np.mean([v.kind == "still falling" for v in verdicts])
+        calls[name] = np.mean([v.still_falling for v in verdicts])
         assert all(
             v.still_falling == (v.falling_p is not None and v.falling_p < 0.05)
             for v in verdicts
@@ -184,7 +185,7 @@ def test_every_verdict_reports_its_point_inside_its_interval(mixed, tmp_path):
     flat = assess_onset(dense_series(rng.normal(0.0, 1.0, 24)))
     onset = assess_onset(dense_series(np.abs(np.arange(24) - 8) * 0.8 + rng.normal(0, 1, 24)))
     falling = assess_onset(dense_series(-0.5 * np.arange(24) + rng.normal(0, 0.5, 24)))
-    assert [e.verdict for e in (flat, onset, falling)] == [
+    assert [verdict_of(e) for e in (flat, onset, falling)] == [
         "no significant rise",
         "onset",
         "still falling",
@@ -402,7 +403,7 @@ def test_runs_without_onset_are_reported_and_left_out_of_the_fits(mixed, tmp_pat
 
 
 def test_a_study_without_a_fit_still_gets_its_onsets(mixed, tmp_path):
-    from plc.onset import fit_onset_or_runs
+    from plc.study import fit_onset_or_runs
 
     # Two runs, every one detected: too few for a law, which is no error (one rule for every
     # study too small for one); a study shows the onsets either way.

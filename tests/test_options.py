@@ -40,6 +40,7 @@ NON_DEFAULT = {
     "adam_eps": ("1e-06", 1e-6),
     "seed": ("7", 7),
     "save_every": ("2", 2),
+    "save_every_minutes": ("0.5", 0.5),
     "device": ("cpu", "cpu"),
     "compile": (None, True),  # a switch
     "tensorboard": ("tb", "tb"),

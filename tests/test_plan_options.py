@@ -150,6 +150,12 @@ CASES = {
         7,
         lambda p: {_value(j, "--val-every") for j in _train(p)} == {"7"},
     ),
+    "val_seqs": (
+        "lr-grid",
+        ["--val-seqs", "3"],
+        3,
+        lambda p: {_value(j, "--val-seqs") for j in _train(p)} == {"3"},
+    ),
     "mitigations": (
         "control",
         ["--mitigation", "none", "--mitigation", "l2init:0.02"],
@@ -194,6 +200,25 @@ CASES = {
         "torchrun --nproc_per_node 2",
         lambda p: "PLC_TRAIN ?= torchrun --nproc_per_node 2 -m plc" in render_makefile(p),
     ),
+    "estimator": (
+        "control",
+        ["--estimator", "moving-average"],
+        "moving-average",
+        lambda p: (
+            p.estimator == "moving-average"
+            and {_value(j, "--estimator") for j in p.jobs if "--window" in j.argv}
+            == {"moving-average"}
+        ),
+    ),
+    "alpha": (
+        "stationary",
+        ["--alpha", "0.1"],
+        0.1,
+        lambda p: (
+            p.alpha == 0.1
+            and {_value(j, "--alpha") for j in p.jobs if "--window" in j.argv} == {"0.1"}
+        ),
+    ),
 }
 
 
@@ -210,7 +235,7 @@ def test_every_field_is_exactly_one_plan_flag():
     fields = dataclasses.fields(PlanOptions)
     assert set(CASES) == {f.name for f in fields}
     params = {p.name: p for p in _plan_command().params}
-    own = {"problem", "fmt", "output", "force"}
+    own = {"problem", "fmt", "output", "force", "as_json"}
     assert set(params) == own | {f.name for f in fields}
     for f in fields:
         names = f.metadata["flag"].replace("/", ",").split(",")
@@ -298,7 +323,11 @@ def test_plan_json_is_written_beside_the_plan_file(tmp_path, monkeypatch, capsys
     assert [r["run_id"] for r in data["runs"]] == ["nano-s0"]
     trains = [j for j in data["jobs"] if j["stage"] == "train"]
     assert [j["task"] for j in trains] == [1, 2, 3, 4]
-    assert trains[0]["train"] == {"preset": "control"} and trains[0]["run_id"] == "nano-s0"
+    resumable = {"save_every_minutes": 30.0}  # a job killed at its wall time resumes on retry
+    assert trains[0]["train"] == {"preset": "control", **resumable}
+    assert trains[0]["run_id"] == "nano-s0"
+    probes = [j for j in data["jobs"] if j["stage"] == "probe"]
+    assert probes and all(j["train"]["save_every_minutes"] == 30.0 for j in probes)
     # An existing plan.json is kept without --force, and so is the Makefile: both or neither.
     other = tmp_path / "study" / "Makefile.x"
     r = cli(monkeypatch, capsys, "plan", "control", "--sizes", "micro", "-o", other)
@@ -310,8 +339,12 @@ def test_plan_json_is_written_beside_the_plan_file(tmp_path, monkeypatch, capsys
 
 
 def test_fit_onset_defaults_to_the_plans_probe_positions(tmp_path):
-    from plc.plan import plan_of_metrics, probe_after_of, write_plan
+    from plc.plan import write_plan
     from plc.protocol import PAPER_PROBE_AFTER
+    from plc.study import plan_of_metrics, verdict_options
+
+    def probe_after_of(paths):
+        return verdict_options(plan_of_metrics(paths)).probe_after
 
     plan = build_plan(sizes=["nano"], cycles=2, preset="tiny", probe_after=["fr"], out_dir="runs")
     write_plan(plan, tmp_path / "Makefile")

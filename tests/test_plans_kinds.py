@@ -385,29 +385,64 @@ def test_lr_grid_one_task_per_size_and_rate_then_fit_lr():
     plan = build_plan("lr-grid", sizes=["5M", "314M"], preset="paper", lrs=[1e-3, 3e-3])
     assert [flag(j, "--lang") for j in stage(plan, "data")] == ["en"]
     train = stage(plan, "train")
-    assert [(j.output, flag(j, "--lr")) for j in train] == [
-        ("runs/5M-s0-lr0.001/c1.pt", "0.001"),
-        ("runs/314M-s0-lr0.001/c1.pt", "0.001"),
-        ("runs/5M-s0-lr0.003/c1.pt", "0.003"),
-        ("runs/314M-s0-lr0.003/c1.pt", "0.003"),
+    # Each job is known by its train metric file, written whether the rate trains or diverges.
+    assert [(j.output, flag(j, "--out"), flag(j, "--lr")) for j in train] == [
+        (f"runs/metrics/train-{run}-t1-en.parquet", f"runs/{run}/c1.pt", lr)
+        for run, lr in (
+            ("5M-s0-lr0.001", "0.001"),
+            ("314M-s0-lr0.001", "0.001"),
+            ("5M-s0-lr0.003", "0.003"),
+            ("314M-s0-lr0.003", "0.003"),
+        )
     ]
+    assert all(j.diverged_ok for j in train)
+    assert not any(j.diverged_ok for j in plan.jobs if j.stage != "train")
     assert {flag(j, "--val-every") for j in train} == {"95"}  # the paper's probe cadence
+    # The paper preset's 1B val tokens hold its 1,280 validation windows.
+    assert {flag(j, "--val-seqs") for j in train} == {"1280"}
     assert {flag(j, "--ckpt") for j in train} == {j.output for j in stage(plan, "init")}
     fit = analysis(plan, "fit-lr")
-    assert (
-        fit.stdout and fit.output == "runs/lr-fit.txt" and fit.inputs == [j.output for j in train]
-    )
-    assert fit.argv[1:] == [
-        f"runs/metrics/train-{j.output.split('/')[1]}-t1-en.parquet" for j in train
-    ]
-    assert "\t$(PLC) fit-lr $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in render_makefile(plan)
-    assert "> $@.tmp && mv $@.tmp $@" in render_makefile(plan)
+    assert fit.stdout and fit.output == "runs/lr-fit.txt"
+    assert fit.inputs == [j.output for j in train] == fit.command_line()[1:]
+    text = render_makefile(plan)
+    assert "\t$(PLC) fit-lr $^ > $@.tmp && mv $@.tmp $@" in text
+    assert "$(RUNS)/lr-fit.txt: $(METRICS)/train-5M-s0-lr0.001-t1-en.parquet" in text
+    assert "--force || { test $$? -eq 3 && test -f $@; }\n" in text
     from plc.plan.snakefile import render_snakefile
 
-    assert "train-314M-s0-lr0.003-t1-en.parquet > {output:q}" in render_snakefile(plan)
+    snake = render_snakefile(plan)
+    assert "{PLC} fit-lr {input:q} > {output:q}" in snake
+    assert "--force || {{ test $? -eq 3 && test -f {output:q}; }}" in snake
     full = build_plan("lr-grid", sizes=["5M", "314M"], preset="paper", val_every=10)
     assert len(stage(full, "train")) == 2 * len(PAPER_LR_GRID)
     assert {flag(j, "--val-every") for j in stage(full, "train")} == {"10"}
+
+
+def test_lr_grid_validates_on_what_the_store_holds(tmp_path):
+    # The cpu preset validates on 30 windows of 65 tokens; the embedded en's val split holds
+    # 1,902 tokens: 28 windows after seed 0's random offset (plc.data.sampling.eval_slots).
+    from plc.data.sampling import eval_slots
+
+    room = eval_slots(1902, 64, 0)[1].size
+    assert room == 28
+    plan = build_plan(
+        "lr-grid", sizes=["nano", "micro"], preset="cpu", lrs=[1e-3], data=str(tmp_path)
+    )
+    assert {flag(j, "--val-seqs") for j in stage(plan, "train")} == {str(room)}
+    # Asked for fewer: as asked; for more than the split holds: refused at plan time.
+    kw = dict(sizes=["nano", "micro"], preset="cpu", lrs=[1e-3], data=str(tmp_path))
+    few = build_plan("lr-grid", val_seqs=5, **kw)
+    assert {flag(j, "--val-seqs") for j in stage(few, "train")} == {"5"}
+    with pytest.raises(PlcError, match="holds 28 validation windows of 65 tokens, not 29"):
+        build_plan("lr-grid", val_seqs=29, **kw)
+    # An existing store is measured, not the one the source would make.
+    from plc.data.shard import shard
+
+    shard("en", tmp_path / "en.zarr", val_tokens=200, seed=0)
+    small = build_plan("lr-grid", **kw)
+    assert {flag(j, "--val-seqs") for j in stage(small, "train")} == {
+        str(eval_slots(200, 64, 0)[1].size)
+    }
 
 
 @pytest.mark.parametrize(

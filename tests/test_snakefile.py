@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, assert_bad_input, run_plc
 
+from plc.errors import PlcError
 from plc.plan import build_plan
 from plc.plan.snakefile import job_resources, launcher_procs, render_snakefile
 from plc.presets import get_preset
@@ -51,8 +52,9 @@ def parse_rules(text: str) -> dict[str, dict]:
 
 
 def test_snakefile_has_the_makefile_jobs_one_rule_per_file():
-    # Spaces and braces in a path: quoted for the shell, braces doubled for Snakemake's format.
-    plan = build_plan(sizes=["nano", "micro"], cycles=2, preset="tiny", data="da ta{1}")
+    # Spaces, quotes, `$` and backquotes in a path: a Python string, quoted for the shell.
+    data = "da ta$(x)`y`'q\""
+    plan = build_plan(sizes=["nano", "micro"], cycles=2, preset="tiny", data=data)
     rules = parse_rules(render_snakefile(plan))
     everything = rules.pop("all")["input"]
     assert everything == [job.output for job in plan.jobs]
@@ -68,6 +70,10 @@ def test_snakefile_has_the_makefile_jobs_one_rule_per_file():
         )
     assert {int(r["threads"]) for r in rules.values()} == {1}  # CPU presets: one thread per job
     assert not any("gpu" in r["resources"] for r in rules.values())
+    # Braces: Snakemake reads them as wildcards (doubled or not, in `rule all`): refused.
+    braces = build_plan(sizes=["nano"], cycles=1, preset="tiny", data="da ta{1}")
+    with pytest.raises(PlcError, match="brace, which Snakemake reads as a wildcard"):
+        render_snakefile(braces)
 
 
 def test_plan_json_beside_either_file_is_the_plan_status_reads(tmp_path):
@@ -81,7 +87,7 @@ def test_plan_json_beside_either_file_is_the_plan_status_reads(tmp_path):
     # The data round-trips, and the Snakefile (its resources included) renders from it alone.
     assert read_plan(snake_json) == read_plan(make_json) == plan
     assert render_snakefile(read_plan(snake_json)) == (tmp_path / "snake" / "Snakefile").read_text()
-    work = planned_work(make_json)
+    work = planned_work(read_plan(make_json))
     assert work.tasks == {"nano-s0": 16, "micro-s0": 16} and work.cycle_length == 8
     # zh is task 2 of a cycle, ru task 8: two cycles of each, and the from-scratch probe.
     for size in ("nano", "micro"):

@@ -131,7 +131,8 @@ def test_cycles_and_metric_files(tmp_path):
         == "diagnose-r-t0-init-units.parquet"
     )
     row = dict(kind="probe", run_id="r", size="micro", n_params=1, task_index=8, cycle=1, lang="ru")
-    write_metrics(p, [{**row, "step": 0, "val_loss": 5.0}, {**row, "step": 4, "val_loss": 4.0}])
+    probe = {**row, "auc": 4.5}
+    write_metrics(p, [{**probe, "step": 0, "val_loss": 5.0}, {**probe, "step": 4, "val_loss": 4.0}])
     with pytest.raises(PlcError, match="--force"):
         write_metrics(p, [row])
     other = metric_path(tmp_path / "m", "train", "r", 8, "ru")

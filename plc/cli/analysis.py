@@ -15,8 +15,8 @@ from plc.cli.common import (
     app,
     console,
     emit_json,
-    err_console,
 )
+from plc.cli.onset import AlphaOpt, EstimatorOpt, WindowOpt, print_notes
 
 PANEL = "Figures and tables"  # of `plc --help`
 
@@ -42,7 +42,7 @@ def fit_lr_cmd(
         emit_json(res.to_dict())
         return
     grid_sizes = {g.d_model for g in res.grid}
-    many = any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
+    many = res.diverged or any(sum(g.d_model == d for g in res.grid) > 1 for d in grid_sizes)
     if many:
         grid = Table(title=f"Grid: final validation loss (mean of the last {LAST_VALIDATIONS})")
         for col in ("size", "d", "η × 10³", "loss", "validations", "runs", ""):
@@ -57,6 +57,8 @@ def fit_lr_cmd(
                 str(g.runs),
                 "best" if g in res.winners else "",
             )
+        for g in res.diverged:
+            grid.add_row(g.size, str(g.d_model), f"{g.lr * 1e3:.3g}", "diverged", "", str(g.runs))
         console.print(grid)
     table = Table(title="Learning rates per model size (Table II)")
     for col in ("model", "d", "interpolation η × 10³", "loss", "grid search η × 10³", "loss "):
@@ -78,6 +80,14 @@ def fit_lr_cmd(
         f"η {format_rate(large.lr)})"
     )
     console.print(f"law: [bold]{res.law}[/bold]")
+    for g in res.diverged:
+        after = "" if g.step is None else f" after step {g.step}"
+        console.print(
+            f"diverged: {g.size} (d {g.d_model}) at η {format_rate(g.lr)}{after}"
+            + (f" in {g.runs} runs" if g.runs > 1 else "")
+            + "; left out of the fit",
+            highlight=False,
+        )
 
 
 @app.command("plot", rich_help_panel=PANEL)
@@ -103,7 +113,9 @@ def plot_cmd(
         help=ProbeAfterHelp + " Default: all for auc; otherwise the plan's (plan.json beside the "
         "metrics), else zh,de,ru.",
     ),
-    window: int = typer.Option(3, "--window", help="Centred moving-average window for the onset."),
+    window: int = WindowOpt,
+    estimator: str = EstimatorOpt,
+    alpha: float = AlphaOpt,
     layer: int = typer.Option(
         None, "--layer", help="entropy: the layer (0-based; default the first)."
     ),
@@ -118,6 +130,7 @@ def plot_cmd(
     """Draw one of the paper's figures from metric files."""
     from plc.onset import parse_models, parse_probe_after
     from plc.plot import plot
+    from plc.study import FROM_PLAN
 
     res = plot(
         kind,
@@ -125,8 +138,10 @@ def plot_cmd(
         out,
         x=x,
         normalize=normalize,
-        probe_after="default" if probe_after is None else parse_probe_after(probe_after),
+        probe_after=FROM_PLAN if probe_after is None else parse_probe_after(probe_after),
         window=window,
+        estimator=estimator,
+        alpha=alpha,
         models=parse_models(model),
         layer=layer,
         by=by,
@@ -135,8 +150,7 @@ def plot_cmd(
     if as_json:
         emit_json(res)
         return
-    for note in res.notes:
-        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    print_notes(res.notes)
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
 
 

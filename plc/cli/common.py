@@ -1,6 +1,6 @@
 """What every `plc` command shares: the typer app, its consoles and common options, --json
-output, the generator of options from a dataclass, and the entry point that turns bad input into
-one line and exit status 2. The commands themselves live in the sibling modules."""
+output, the generator of options from a dataclass, and the entry point that turns bad input, what
+the system refuses and bugs into one line each (plc.errors). The commands themselves live in the sibling modules."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from plc import __version__
-from plc.errors import PlcError
+from plc.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_DIVERGED, PlcError, refusal
 
 app = typer.Typer(
     name="plc",
@@ -146,7 +147,9 @@ class StepBar:
     """A progress bar of training steps for train-task and probe.
 
     Drawn at the first step, so bad input fails with its one line alone; a diverged loss ends the
-    command with its message and exit status 1 (no output was written).
+    command with its message and exit status 3 (plc.errors.EXIT_DIVERGED: no checkpoint written,
+    the train metric file records the divergence), SIGTERM or SIGUSR1 with its message and 128 +
+    the signal (resumable state was saved).
     """
 
     def __init__(self, label: str, columns: list[str], as_json: bool, **fields: Any):
@@ -180,12 +183,15 @@ class StepBar:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        from plc.train import TrainingDiverged
+        from plc.train import TrainingDiverged, TrainingInterrupted
 
         stop_progress(self.progress)
         if exc_type is not None and issubclass(exc_type, TrainingDiverged):
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_DIVERGED) from None
+        if exc_type is not None and issubclass(exc_type, TrainingInterrupted):
+            err_console.print(f"[yellow]stopped:[/yellow] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_status) from None
 
 
 def _version(value: bool) -> None:
@@ -229,7 +235,9 @@ def run_argv(argv: list[str]) -> int | None:
 
 
 def main() -> None:
-    """Entry point: bad input becomes one red line on stderr and exit status 2."""
+    """Entry point: bad input and what the system refuses (a full disk, a read-only folder, …)
+    become one red line on stderr and exit status 2; a bug one line naming the file that holds
+    its traceback, exit status 1. `--debug` anywhere shows the traceback instead."""
     usage_errors, aborts = _click_exceptions()
     argv = sys.argv[1:]
     debug = "--debug" in argv
@@ -239,14 +247,51 @@ def main() -> None:
     except PlcError as e:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e), EXIT_BAD_INPUT)
     except usage_errors as e:
         e.show()
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, *aborts):
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, BrokenPipeError):  # `plc … | head` closed the pipe: nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BUG)
+        line = refusal(e)
+        if line is not None:
+            _fail(line, EXIT_BAD_INPUT)
+        _fail(_bug_line(e, ["plc", *argv]), EXIT_BUG)
     if code == 130:  # typer returns, rather than raises, on Ctrl-C outside standalone mode
         err_console.print("[red]interrupted[/red]")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(line: str, status: int) -> NoReturn:
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(status)
+
+
+def _bug_line(exc: BaseException, argv: list[str]) -> str:
+    """One line for a bug, naming the file its traceback went to (where one could be written)."""
+    import platform
+    import tempfile
+    import traceback
+
+    what = type(exc).__name__
+    detail = str(exc).strip().splitlines()
+    if detail:
+        what += f": {detail[0][:200]}"
+    try:
+        fd, log = tempfile.mkstemp(prefix="plc-bug-", suffix=".txt", text=True)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{' '.join(argv)}\nplc {__version__}, Python {platform.python_version()}\n\n")
+            f.write("".join(traceback.format_exception(exc)))
+        where = f"the traceback is in {log}, and --debug shows it"
+    except OSError:
+        where = "--debug shows the traceback"
+    return f"bug in plc ({what}); {where}; please report it"

@@ -46,7 +46,21 @@ def shard_cmd(
     val_tokens: int = typer.Option(
         None, "--val-tokens", help="Val budget (default ~10 % of docs; markov 16,384)."
     ),
-    workers: int = typer.Option(1, "--workers", help="Tokenizer processes."),
+    workers: int = typer.Option(
+        1, "--workers", help="Processes: tokenizers, or with --parts the parts written at once."
+    ),
+    part: str = typer.Option(
+        None,
+        "--part",
+        help="I/N: write only part I of N of a folder or hf: source (one job of N), as "
+        "<out>.parts/I-of-N.zarr.",
+    ),
+    parts: int = typer.Option(
+        1,
+        "--parts",
+        help="N: read the source in N parts, write those not yet written, and merge them "
+        "into --out (after N --part jobs: only the merge).",
+    ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the train/val split by document (markov: of the sample)."
     ),
@@ -59,7 +73,14 @@ def shard_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from plc.data.shard import shard
+    from plc.errors import PlcError
 
+    part_of = None
+    if part is not None:
+        i, sep, n = part.partition("/")
+        if not (sep and i.strip().isdigit() and n.strip().isdigit()):
+            raise PlcError(f"--part takes I/N, e.g. 3/8, got {part!r}")
+        part_of = (int(i), int(n))
     progress = Progress(
         TextColumn(f"[bold]shard {lang}"),
         BarColumn(),
@@ -98,6 +119,8 @@ def shard_cmd(
             seed=seed,
             force=force,
             progress=report,
+            part=part_of,
+            parts=parts,
         )
     finally:
         stop_progress(progress)
@@ -109,6 +132,11 @@ def shard_cmd(
         f"train {res.train_tokens:,} tokens / {res.train_docs:,} docs, "
         f"val {res.val_tokens:,} tokens / {res.val_docs:,} docs; "
         f"{res.text_bytes / 1e6:.2f} MB of text in {res.seconds:.1f} s"
+        + (
+            f"; {res.parts} parts, {res.parts_reused} of them written before"
+            if res.parts > 1 and part_of is None
+            else ""
+        )
         + (
             f"; entropy rate {res.entropy_rate:.4f} nats/token"
             if res.entropy_rate is not None
@@ -142,6 +170,8 @@ def data_info(
         "train": f"{info.train_tokens:,} tokens, {info.train_docs:,} documents",
         "val": f"{info.val_tokens:,} tokens, {info.val_docs:,} documents",
         "split seed": str(info.attrs.get("seed", "")),
+        "on disk": f"format {info.format_version}, {info.dtype} ids, {info.files:,} files, "
+        f"{info.disk_bytes / 1e6:,.1f} MB ({info.bytes_per_token:.2f} bytes a token)",
         "plc version": info.plc_version,
     }
     chain = info.attrs.get("markov")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from plc.cli.common import (
     console,
     emit_json,
     err_console,
+    options_of,
     train_options,
 )
 from plc.runtime import rank
@@ -151,35 +154,27 @@ def probe(
     console.print(f"wrote [bold]{res.metrics_path}[/bold]{kept}")
 
 
+def diagnose_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `plc diagnose` one option per DiagnoseOptions field; it receives them as `options`."""
+    from plc.options import DiagnoseOptions
+
+    def option(f: dataclasses.Field) -> tuple[Any, Any]:
+        kind = f.metadata["cli_type"]
+        flag = typer.Option(f.default, *f.metadata["flag"].split(","), help=f.metadata["help"])
+        return flag, kind if f.default is not None else kind | None
+
+    return options_of(DiagnoseOptions, option, DiagnoseOptions)(command)
+
+
 @app.command(rich_help_panel=PANEL)
+@diagnose_options
 def diagnose(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     data: Path = DataOpt,
     metrics: Path = MetricsOpt,
-    preset: str = PresetOpt,
-    params: bool = typer.Option(True, "--params/--no-params", help="Mean |θ| (non-embedding)."),
-    dormant: bool = typer.Option(True, "--dormant/--no-dormant", help="Dormant MLP units."),
-    entropy: bool = typer.Option(True, "--entropy/--no-entropy", help="Attention entropy."),
-    ranks: bool = typer.Option(
-        True, "--ranks/--no-ranks", help="Effective/stable rank and norm of MLP features."
-    ),
-    dormant_lang: str = typer.Option("vi", "--dormant-lang", help="Data for dormant units."),
-    dormant_seqs: int = typer.Option(None, "--dormant-seqs", help="Windows (paper: 256)."),
-    eps: float = typer.Option(0.01, "--eps", help="Dormancy threshold on the normalised score."),
-    entropy_lang: str = typer.Option("ru", "--entropy-lang", help="Data for attention entropy."),
-    entropy_seqs: int = typer.Option(None, "--entropy-seqs", help="Windows (paper: 512)."),
-    seq_len: int = typer.Option(None, "--seq-len", help="Window length (default: the context)."),
-    query_from: int = typer.Option(
-        None, "--query-from", help="First query position, 1-based (default: seq len / 8)."
-    ),
-    eval_seed: int = EvalSeedOpt,
-    batch_size: int = typer.Option(None, "--batch-size", help="Windows per forward pass."),
-    device: str = DeviceOpt,
-    tensorboard: str = typer.Option(
-        None, "--tensorboard", help="Also write the correlates to this TensorBoard folder."
-    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
+    options: Any = None,
 ) -> None:
     """Correlates of plasticity loss: mean |θ|, dormant units, lazy/collapsed heads, feature ranks."""
     from rich.progress import Progress
@@ -190,24 +185,9 @@ def diagnose(
         task = bar.add_task("diagnose", total=None)
         res = run_diagnose(
             ckpt,
+            options,
             data=data,
             metrics=metrics,
-            preset=preset,
-            params=params,
-            dormant=dormant,
-            entropy=entropy,
-            ranks=ranks,
-            dormant_lang=dormant_lang,
-            dormant_seqs=dormant_seqs,
-            eps=eps,
-            entropy_lang=entropy_lang,
-            entropy_seqs=entropy_seqs,
-            seq_len=seq_len,
-            query_from=query_from,
-            eval_seed=eval_seed,
-            tensorboard=tensorboard,
-            batch_size=batch_size,
-            device=device,
             force=force,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )

@@ -109,9 +109,15 @@ def presets(as_json: bool = JsonOpt) -> None:
 def init(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c0.pt)."),
     size: str = typer.Option(None, "--size", help="Preset: nano, micro, mini, 5M … 314M."),
-    layers: int = typer.Option(None, "--layers", help="Custom shape: number of layers."),
-    d_model: int = typer.Option(None, "--d-model", help="Custom shape: hidden size."),
-    heads: int = typer.Option(None, "--heads", help="Attention heads (default d_model / 64)."),
+    layers: int = typer.Option(
+        None, "--layers", help="Custom shape, instead of --size: number of layers."
+    ),
+    d_model: int = typer.Option(
+        None, "--d-model", help="Custom shape, instead of --size: hidden size."
+    ),
+    heads: int = typer.Option(
+        None, "--heads", help="Custom shape: attention heads (default d_model / 64)."
+    ),
     tokenizer: str = typer.Option(None, "--tokenizer", help="byte, qwen3 or hf:NAME (sets vocab)."),
     vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary, if no --tokenizer."),
     context: int = typer.Option(None, "--context", help="Maximum sequence length (default 2048)."),

@@ -1,8 +1,9 @@
 """Batches of token windows: random training windows and the fixed evaluation windows.
 
 Training windows are a pure function of (seed, task index, step): a resumed run needs only the step
-to continue the same stream, each rank can take its rows of the same global batch, and every
-appearance of a language (a new task index) sees a new sample of its data.
+to continue the same stream, each rank reads only its rows (rank::world_size) of the same global
+batch, and every appearance of a language (a new task index) sees a new sample of its data.
+`BatchSampler.local` gives one rank's rows with the next step's read in a background thread.
 
 Evaluation windows (§IV-A: "1,280 randomly sampled sequences") are drawn once per (val split,
 length, seed): non-overlapping whole windows at random places in the whole val split
@@ -13,6 +14,7 @@ a loss — from the seed and the starts that the metric files record.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -24,7 +26,7 @@ def _windows(arr, starts: np.ndarray, length: int) -> np.ndarray:
     if isinstance(arr, np.ndarray):
         # Rows of a strided view of all windows: one copy per row, no index array, no Python loop.
         return np.lib.stride_tricks.sliding_window_view(arr, length)[starts]
-    if hasattr(arr, "windows"):  # RawTokens: one read per window from the chunk files
+    if hasattr(arr, "windows"):  # a reader of the store's files: each chunk read once a batch
         return arr.windows(starts, length)
     return np.stack([arr[s : s + length] for s in starts.tolist()])
 
@@ -63,6 +65,11 @@ def eval_windows(
     return starts, np.asarray(_windows(store.val, starts, seq_len + 1), dtype=np.int64)
 
 
+def _check_rank(batch_size: int, rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+        raise PlcError(f"a batch of {batch_size} sequences has no rank {rank} of {world_size}")
+
+
 class BatchSampler:
     """Global batches of `batch_size` windows of `seq_len + 1` tokens from one store or a mixture."""
 
@@ -89,8 +96,11 @@ class BatchSampler:
             raise PlcError("mixture weights must be non-negative, one per language, not all zero")
         self.weights = w / w.sum()
 
-    def batch(self, step: int) -> np.ndarray:
-        """The global batch of training step `step`: int64 array (batch_size, seq_len + 1)."""
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Rows rank::world_size of the global batch of training step `step`: int64 array
+        (batch_size // world_size, seq_len + 1); the whole batch by default. Only those rows are
+        read, and they are the global batch's rows, byte for byte, whatever the world size."""
+        _check_rank(self.batch_size, rank, world_size)
         rng = np.random.default_rng([self.seed, self.task_index, step])
         n = self.batch_size
         which = (
@@ -98,11 +108,59 @@ class BatchSampler:
             if len(self.stores) == 1
             else rng.choice(len(self.stores), size=n, p=self.weights)
         )
-        out = np.empty((n, self.seq_len + 1), dtype=np.int64)
+        out = np.empty((n // world_size, self.seq_len + 1), dtype=np.int64)
         for i, store in enumerate(self.stores):
             rows = np.flatnonzero(which == i)
             if rows.size:
                 high = store.train.shape[0] - self.seq_len - 1
+                # Every row's start is drawn, so the stream is the same for any world size.
                 starts = rng.integers(0, high + 1, size=rows.size)
-                out[rows] = _windows(store.train, starts, self.seq_len + 1)
+                mine = rows % world_size == rank
+                if mine.any():
+                    out[rows[mine] // world_size] = _windows(
+                        store.train, starts[mine], self.seq_len + 1
+                    )
         return out
+
+    def local(self, rank: int = 0, world_size: int = 1, stop: int | None = None) -> LocalBatches:
+        """This rank's rows of every step, each next step read ahead in a background thread."""
+        return LocalBatches(self, rank, world_size, stop)
+
+
+class LocalBatches:
+    """`batch(step)` = `sampler.batch(step, rank, world_size)`; after each call the next step's rows
+    are read in a background thread (file reads and decompression release the GIL), so a training
+    step waits for its data only when the read takes longer than the step. Steps ≥ `stop` are
+    never read ahead. `close()` (or a `with` block) ends the thread."""
+
+    def __init__(self, sampler: BatchSampler, rank: int, world_size: int, stop: int | None = None):
+        _check_rank(sampler.batch_size, rank, world_size)  # here, not in the thread
+        self.sampler, self.rank, self.world_size, self.stop = sampler, rank, world_size, stop
+        self.batch_size, self.seq_len = sampler.batch_size // world_size, sampler.seq_len
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="plc-batches")
+        self._ahead: tuple[int, Future] | None = None
+
+    def _read(self, step: int) -> np.ndarray:
+        return self.sampler.batch(step, self.rank, self.world_size)
+
+    def batch(self, step: int) -> np.ndarray:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == step:
+            rows = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            rows = self._read(step)
+        if self.stop is None or step + 1 < self.stop:
+            self._ahead = (step + 1, self._pool.submit(self._read, step + 1))
+        return rows
+
+    def close(self) -> None:
+        self._ahead = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalBatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

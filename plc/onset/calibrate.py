@@ -9,7 +9,7 @@ then stays flat, a steady fall (the nulls: no rise after the minimum); a broken 
 or a mid-run probe; and three smooth shapes the broken stick does not contain — a parabola (smooth
 U), a linear fall into a quadratic rise (convex rise), and a flat stretch then a rise ∝ (t − τ)^1.5
 (plateau-then-rise: its onset is where the plateau ends). Every simulated run goes through the
-same estimator as real runs (plc.onset.detect); a case with several seeds also pools them as
+same estimator as real runs; a case with several seeds also pools them as
 fit-onset does (plc.onset.bootstrap.pool_seeds), and the censored-seeds case gives its seeds
 onsets so late that some are not detected, which the pooling must count as censored.
 
@@ -17,12 +17,15 @@ Per case: the share of runs with an onset detected (the false-alarm rate where t
 the power otherwise), the p-values' distribution under the nulls (shares below 0.01, 0.05, 0.10,
 0.5 and Kolmogorov–Smirnov tests of uniformity), the share called "still falling", the coverage
 and median width of the onset's interval and the point's mean absolute error, each rate with its
-Monte-Carlo standard error.
+Monte-Carlo standard error. Any estimator can be calibrated by name (plc.onset.estimators); the
+default noise model is run through its test directly (`judge_onset`), so `samples` can make it
+cheaper.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,8 +33,20 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset.bootstrap import pool_seeds
-from plc.onset.detect import ALPHA, NULL_SAMPLES, PILOT_SAMPLES, STILL_FALLING, judge_onset
+from plc.onset.detect import ALPHA, NULL_SAMPLES, PILOT_SAMPLES, judge_onset
+from plc.onset.estimators import (
+    FROM_START,
+    NO_RISE,
+    ONSET,
+    STILL_FALLING,
+    Estimator,
+    NoiseModel,
+    get_estimator,
+    verdict_of,
+)
 from plc.onset.noise import Design, offset_groups, simulate
+from plc.onset.series import ProbeSeries
+from plc.protocol import ONSET_ESTIMATOR, ONSET_WINDOW
 
 PROBES = (2, 6, 8)  # tasks of a cycle after zh, de and ru (App. B's dense probing)
 LANGS = ("zh", "de", "ru")
@@ -111,6 +126,7 @@ class Calibration:
     ci: float
     noise_sd: float = 1.0
     rows: list[CaseResult] = field(default_factory=list)
+    estimator: str = ONSET_ESTIMATOR
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +199,85 @@ class _Pooled:
         return self.mass
 
 
+@dataclass
+class _Seen:
+    """What an estimator made of one simulated series."""
+
+    detected: bool
+    p_value: float | None  # None: the estimator has no test (the moving average)
+    verdict: str  # one of plc.onset.estimators.VERDICTS
+    point: float  # the onset, or the minimum where none is detected
+    lo: float | None  # the interval of the point; None where there is none (still falling)
+    hi: float | None
+    mass: tuple[np.ndarray, np.ndarray]  # the point's distribution: tasks and probabilities
+
+
+# One simulated series (its design, tasks, languages, values) → what the estimator made of it.
+Judge = Callable[[Design, np.ndarray, list[str], np.ndarray, np.random.Generator], _Seen]
+
+
+def _judge(estimator: Estimator, alpha: float, ci: float, samples: int) -> Judge:
+    """The noise model's test with `samples` samples (plc.onset.detect.judge_onset, as
+    assess_onset runs it), any other estimator through its interface (which has no such knob)."""
+    level = [(1 - ci) / 2, (1 + ci) / 2]
+    if isinstance(estimator, NoiseModel):
+        pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
+
+        def noise_model(
+            design: Design, tasks: np.ndarray, langs: list[str], y: np.ndarray, rng: Any
+        ) -> _Seen:
+            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
+            point = float(tasks[-1] if v.still_falling else tasks[v.knot])
+            verdict = (
+                STILL_FALLING
+                if v.still_falling
+                else (FROM_START if v.knot == 0 else ONSET)
+                if v.detected
+                else NO_RISE
+            )
+            lo = hi = None
+            if v.knots.size and not v.still_falling:
+                lo, hi = np.quantile(tasks[v.knots], level, method="inverted_cdf")
+                lo, hi = min(float(lo), point), max(float(hi), point)
+            at, count = np.unique(tasks[v.knots], return_counts=True)
+            mass = (at, count / count.sum()) if at.size else (np.array([point]), np.ones(1))
+            return _Seen(v.detected, v.p_value, verdict, point, lo, hi, mass)
+
+        return noise_model
+
+    def other(
+        design: Design, tasks: np.ndarray, langs: list[str], y: np.ndarray, rng: Any
+    ) -> _Seen:
+        series = ProbeSeries(
+            run_id="sim",
+            size="",
+            n_params=1,
+            normalize="first",
+            task_index=[int(t) for t in tasks],
+            lang=list(langs),
+            auc=list(y),
+            tokens_seen=[int(t) for t in tasks],
+            value=list(y),
+            baseline_auc=1.0,
+        )
+        ev = estimator.assess(
+            series, window=ONSET_WINDOW, ci=ci, alpha=alpha, seed=int(rng.integers(2**31))
+        )
+        mass = ev.onset_mass or {ev.minimum_task: 1.0}
+        at, p = np.array(list(mass), dtype=float), np.array(list(mass.values()))
+        return _Seen(
+            ev.detected,
+            ev.p_value,
+            verdict_of(ev),
+            float(ev.minimum_task),
+            ev.onset_lo,
+            ev.onset_hi,
+            (at, p / p.sum()),
+        )
+
+    return other
+
+
 def run_case(
     case: Case,
     cycles: int,
@@ -191,18 +286,18 @@ def run_case(
     alpha: float = ALPHA,
     ci: float = 0.95,
     samples: int = NULL_SAMPLES,
+    estimator: str = ONSET_ESTIMATOR,
 ) -> CaseResult:
     """`reps` studies of one case (each `case.seeds` runs) through the estimator."""
     from scipy.stats import kstest
 
+    judge = _judge(get_estimator(estimator), alpha, ci, samples)
     tasks, langs = grid_of(case, cycles)
     groups, _ = offset_groups(langs)
     design = Design(tasks, groups)
     offsets = np.array([OFFSETS.get(x, 0.0) for x in langs]) if case.offsets else 0.0
     truths = case.onsets or (case.onset,) * case.seeds
     means = [trend(tasks, t, case.shape) + offsets for t in truths]
-    level = [(1 - ci) / 2, (1 + ci) / 2]
-    pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
     detected, p_values, falling, covered, widths, errors = [], [], [], [], [], []
     pooled_cover, pooled_width, censored = [], [], []
     truth = math.exp(np.mean(np.log(truths))) if case.onsets else case.onset
@@ -210,31 +305,27 @@ def run_case(
         runs = []
         for mean, onset in zip(means, truths, strict=True):
             y = simulate(mean, case.rho, 1.0, 1, rng)[0]
-            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
-            detected.append(v.detected)
-            p_values.append(v.p_value)
-            falling.append(v.still_falling)
-            censored.append(not v.detected)
-            at, count = np.unique(tasks[v.knots], return_counts=True)
+            seen = judge(design, tasks, langs, y, rng)
+            detected.append(seen.detected)
+            p_values.append(seen.p_value)
+            falling.append(seen.verdict == STILL_FALLING)
+            censored.append(not seen.detected)
             if onset is not None:
-                point = tasks[v.knot]
-                ok = v.kind != STILL_FALLING and v.knots.size > 0
-                lo, hi = np.quantile(tasks[v.knots], level, method="inverted_cdf") if ok else (0, 0)
-                lo, hi = min(lo, point), max(hi, point)
-                covered.append(bool(ok and lo <= onset <= hi))
+                ok = seen.lo is not None and seen.hi is not None
+                covered.append(bool(ok and seen.lo <= onset <= seen.hi))
                 if ok:
-                    widths.append(float(hi - lo))
-                    errors.append(abs(float(point) - onset))
+                    widths.append(float(seen.hi - seen.lo))
+                    errors.append(abs(seen.point - onset))
             runs.append(
                 _Pooled(
                     1,
                     "s",
                     "none",
-                    v.detected,
-                    float(tasks[v.knot]) if v.detected else None,
+                    seen.detected,
+                    seen.point if seen.detected else None,
                     float(tasks[-1]),
-                    v.kind,
-                    (at, count / max(count.sum(), 1)) if at.size else (tasks[-1:], np.ones(1)),
+                    seen.verdict,
+                    seen.mass,
                 )
             )
         if case.seeds > 1 and truth is not None:
@@ -257,8 +348,8 @@ def run_case(
         out.pooled_width = float(np.median(pooled_width)) if pooled_width else None
         out.pooled_truth = float(truth)
         out.censored = float(np.mean(censored))
-    if all(t is None for t in truths) and case.onsets is None:
-        p = np.asarray(p_values)
+    if all(t is None for t in truths) and case.onsets is None and None not in p_values:
+        p = np.asarray(p_values, dtype=float)
         out.p_below = {f"{x:g}": float((p < x).mean()) for x in P_BELOW}
         out.uniform_p = float(kstest(p, "uniform").pvalue)
         out.small_p = float(kstest(p, "uniform", alternative="greater").pvalue)
@@ -274,6 +365,7 @@ def calibrate(
     cases: tuple[Case, ...] = DEFAULT_CASES,
     samples: int = NULL_SAMPLES,
     jobs: int = 1,
+    estimator: str = ONSET_ESTIMATOR,
 ) -> Calibration:
     """`plc simulate-onset`: every case `reps` times with this seed, `jobs` cases at a time in
     their own processes. Each case draws from its own stream, seeded by `seed` and the case
@@ -288,8 +380,9 @@ def calibrate(
         raise PlcError(f"--ci is a level between 0 and 1 (e.g. 0.95), not {ci:g}")
     if jobs < 1:
         raise PlcError(f"--jobs must be at least 1, not {jobs}")
-    out = Calibration(cycles, reps, seed, alpha, ci)
-    work = [(case, cycles, reps, seed, alpha, ci, samples) for case in cases]
+    get_estimator(estimator)
+    out = Calibration(cycles, reps, seed, alpha, ci, estimator=estimator)
+    work = [(case, cycles, reps, seed, alpha, ci, samples, estimator) for case in cases]
     if jobs == 1:
         out.rows = [_run_seeded(*w) for w in work]
     else:
@@ -302,9 +395,16 @@ def calibrate(
 
 
 def _run_seeded(
-    case: Case, cycles: int, reps: int, seed: int, alpha: float, ci: float, samples: int
+    case: Case,
+    cycles: int,
+    reps: int,
+    seed: int,
+    alpha: float,
+    ci: float,
+    samples: int,
+    estimator: str,
 ) -> CaseResult:
     import zlib
 
     rng = np.random.default_rng([seed, zlib.crc32(repr(case).encode())])
-    return run_case(case, cycles, reps, rng, alpha, ci, samples)
+    return run_case(case, cycles, reps, rng, alpha, ci, samples, estimator)

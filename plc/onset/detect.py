@@ -33,22 +33,15 @@ from plc.onset.noise import (
     simulate,
 )
 from plc.onset.series import ProbeSeries, check_series, find_onset, jitter
+from plc.protocol import ONSET_ALPHA, ONSET_WINDOW
 
-ALPHA = 0.05
+ALPHA = ONSET_ALPHA
 NULL_SAMPLES = 400  # p-values to ±0.011 at 0.05
 FALL_SAMPLES = 200  # the still-falling test's samples of a trend flat at the end
 ALT_SAMPLES = 400
 PILOT_SAMPLES = 50  # samples per true ρ measuring the bias of ρ̂ and of the variance
 SHARP = 2.0  # Akaike weights at a temperature of ½ (docs/estimators.md: the calibration)
 PILOT_RHOS = np.array([0.0, 0.25, 0.5, 0.7, 0.85, MAX_RHO])
-
-
-# A run's verdicts (OnsetEvidence.verdict); "too few probes" has no test (TooFewProbes).
-ONSET = "onset"
-NO_RISE = "no significant rise"
-STILL_FALLING = "still falling"
-TOO_FEW = "too few probes"
-VERDICTS = (ONSET, NO_RISE, STILL_FALLING, TOO_FEW)
 
 
 @dataclass
@@ -58,7 +51,7 @@ class Verdict:
     p_value: float
     detected: bool
     knot: int  # the alternative's onset (its trend's minimum); n − 1 where no rise fits
-    still_falling: bool  # the best trend falls through the last probe, significantly (α)
+    still_falling: bool  # no onset, and the last third falls significantly (α)
     rho: float  # bias-corrected AR(1) coefficient of the residuals (of the better hypothesis)
     noise_sd: float  # bias-corrected stationary SD of the residuals
     rise: float  # the alternative's trend from its minimum to its highest point after it
@@ -66,10 +59,6 @@ class Verdict:
     falling_p: float | None = None  # one-sided p of "the last third's slope is not negative"
     p_fitted: float | None = None  # p against the fitted null alone (p is the larger of two)
     p_flat: float | None = None  # p against the flat null (None where the fitted null is flat)
-
-    @property
-    def kind(self) -> str:
-        return ONSET if self.detected else STILL_FALLING if self.still_falling else NO_RISE
 
 
 def _corrected(
@@ -279,7 +268,7 @@ class OnsetEvidence:
     rise_jitter: float | None  # rise of the smoothed AUC after its minimum, in jitter units
     rate: float | None  # OLS slope of the AUC change from the minimum on, % per task
     rate_se: float | None
-    verdict: str = ONSET  # ONSET, NO_RISE or STILL_FALLING (VERDICTS)
+    still_falling: bool = False  # no onset: the last third's slope is significantly negative
     falling_p: float | None = None  # one-sided p of "not falling at the end" (last third)
     offset_note: str | None = None  # single-probe languages folded into a neighbour's offset
 
@@ -341,7 +330,7 @@ def _repeat_var(repeats: list[list[float]]) -> float:
 
 def assess_onset(
     series: ProbeSeries,
-    window: int = 3,
+    window: int = ONSET_WINDOW,
     ci: float = 0.95,
     alpha: float = ALPHA,
     seed: int = 0,
@@ -358,24 +347,26 @@ def assess_onset(
     rng = np.random.default_rng([seed, zlib.crc32(series.run_id.encode())])
     v = judge_onset(design, y, rng, alpha, _repeat_var(series.repeats))
     last = series.task_index[-1]
-    i = series.n_probes - 1 if v.kind == STILL_FALLING else v.knot
+    i = series.n_probes - 1 if v.still_falling else v.knot
     task = series.task_index[i]
     reason = None
-    if v.kind == STILL_FALLING:
+    if v.still_falling:
         reason = (
             f"no onset yet: still falling at the last probe (task {last}; falling, "
             f"p = {v.falling_p:.3f} < α = {alpha:g}), p = {v.p_value:.3f}"
         )
-    elif v.kind == NO_RISE:
+    elif not v.detected:
         reason = (
             f"no significant rise after the minimum: p = {v.p_value:.3f} ≥ α = {alpha:g} "
             f"(minimum at task {task})"
         )
     lo = hi = mass = None
-    if v.knots.size and v.kind != STILL_FALLING:
+    # A run still falling has no minimum to place: the alternative's knots say where a rise would
+    # begin, not where its minimum lies, so it gets no interval. Elsewhere the percentile interval
+    # is widened to hold the estimate itself, which a skewed sample can leave outside it.
+    if v.knots.size and not v.still_falling:
         picked = tasks[v.knots]
         lo, hi = np.quantile(picked, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
-        # The point estimate lies in its interval whatever the samples' spread.
         lo, hi = min(lo, task), max(hi, task)
         at, count = np.unique(picked, return_counts=True)
         mass = {int(t): float(c) / picked.size for t, c in zip(at, count, strict=True)}
@@ -406,7 +397,7 @@ def assess_onset(
         rho=v.rho,
         rise_sd=(
             v.rise / v.noise_sd
-            if v.noise_sd > 0 and v.knots.size and v.kind != STILL_FALLING
+            if v.noise_sd > 0 and v.knots.size and not v.still_falling
             else None
         ),
         offsets=names,
@@ -415,7 +406,7 @@ def assess_onset(
         rise_jitter=rise_jitter,
         rate=rate,
         rate_se=rate_se,
-        verdict=v.kind,
+        still_falling=v.still_falling,
         falling_p=v.falling_p,
         offset_note=(
             "; ".join(f"{a}'s single probe shares {b}'s offset" for a, b in folded.items()) or None

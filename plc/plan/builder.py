@@ -3,21 +3,38 @@ the onset fit and the figures; and the settings every kind resolves the same way
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plc.data.sources import embedded_languages
+from plc.data.sources import embedded_languages, folder_files
 from plc.errors import PlcError
 from plc.options import number
 from plc.plan.jobs import INPUTS, Job, Plan, Run
 from plc.plan.options import PlanOptions, parse_mitigation
 from plc.presets import get_preset
-from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
+from plc.protocol import (
+    CYCLE,
+    ENTROPY_LANG,
+    MIN_FIT_POINTS,
+    ONSET_WINDOW,
+    PLOT_KINDS,
+    PROBE_LANG,
+)
 from plc.store import metric_path
 
 X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
 CONTROL_REPEATS = 2  # the control's probe seeds per probed checkpoint (its jitter dominates)
+# Training and probe jobs save resumable state this often, so a job killed at its wall time (or a
+# node lost) repeats at most this much on its retry; SIGTERM/SIGUSR1 save at once (plc.train).
+SAVE_EVERY_MINUTES = 30.0
+# A language read from a dataset or a folder is sharded by jobs of SHARD_WORKERS processes, one
+# job per SHARD_PART_TOKENS of its budget (the paper's 101B tokens: 11 jobs of ≈ 1.2 h each at the
+# ≈ 2.2M tokens/s a core measured through hf:), then merged by one more; a job that fails is
+# redone alone.
+SHARD_WORKERS = 8
+SHARD_PART_TOKENS = 10_000_000_000
 
 
 def metric_file(
@@ -38,6 +55,45 @@ def can_shard(source: str, lang: str) -> str | None:
     return None if Path(path).exists() else f"{path} does not exist"
 
 
+def val_tokens(
+    data: str,
+    lang: str,
+    source: str,
+    tokenizer: str,
+    budget: tuple[int | None, int | None],
+    seed: int,
+) -> int | None:
+    """Val tokens of the store of `lang`: the store's own where it exists, else its val budget,
+    else what `plc shard` makes of the embedded corpus; None for another source without one."""
+    store = Path(data) / f"{lang}.zarr"
+    if store.exists():
+        from plc.data.tokenstore import open_store
+
+        return int(open_store(store).val.shape[0])
+    if budget[1] is not None:
+        return budget[1]
+    if source == "embedded":
+        return _embedded_val_tokens(lang, tokenizer, budget[0], seed)
+    return None
+
+
+@functools.cache
+def _embedded_val_tokens(lang: str, tokenizer: str, train: int | None, seed: int) -> int | None:
+    """What `plc shard` puts in the val split of an embedded language, sharded here into a
+    temporary folder (the embedded corpus is small: well under a second); None where it cannot
+    be sharded here (a tokenizer this machine lacks): the plan's shard job will say why."""
+    import tempfile
+
+    from plc.data.shard import shard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{lang}.zarr"
+        try:
+            return shard(lang, out, tokenizer=tokenizer, train_tokens=train, seed=seed).val_tokens
+        except PlcError:
+            return None
+
+
 class Builder:
     """One plan under construction: the options resolved against the preset, and its jobs."""
 
@@ -53,8 +109,10 @@ class Builder:
         self.metrics, self.figures = f"{o.out_dir}/metrics", f"{o.out_dir}/figures"
         self.methods = self._methods()
         self.preset = {"preset": p.name}
+        self.resumable = {"save_every_minutes": SAVE_EVERY_MINUTES}
         self.jobs: list[Job] = []
         self.runs: list[Run] = []
+        self.window = ONSET_WINDOW
 
     def _methods(self) -> list[tuple[str, dict[str, Any]]]:
         """(run id tag, TrainOptions fields) of every --mitigation."""
@@ -111,6 +169,9 @@ class Builder:
             launcher=self.launcher,
             runs=self.runs,
             jobs=self.jobs,
+            estimator=self.o.estimator,
+            alpha=self.o.alpha,
+            window=self.window,
         )
 
     # ---------------------------------------------------------------------------- runs
@@ -151,12 +212,33 @@ class Builder:
                 f"({why}); shard it first or give a --source that has it"
             )
         train, val = budget
-        args = ["--lang", lang, "--source", source.replace("{lang}", lang)]
+        path = source.replace("{lang}", lang)
+        args = ["--lang", lang, "--source", path]
         args += ["--tokenizer", self.tokenizer, "--out", f"{self.data}/{lang}.zarr"]
         args += [] if train is None else ["--train-tokens", str(train)]
         args += [] if val is None else ["--val-tokens", str(val)]
         args += ["--seed", str(self.seeds[0]), "--force"]
-        self.jobs.append(Job("shard", self.store(lang), stage="data", args=args))
+        if source == "embedded" or source.startswith("markov:"):  # small: one process
+            self.jobs.append(Job("shard", self.store(lang), stage="data", args=args))
+            return
+        parts = 1
+        if train is not None and (source.startswith("hf:") or Path(path).is_dir()):
+            parts = -(-(train + (val or 0)) // SHARD_PART_TOKENS)
+            if Path(path).is_dir():
+                parts = max(1, min(parts, len(folder_files(Path(path)))))
+        workers = ["--workers", str(SHARD_WORKERS)]
+        if parts == 1:
+            self.jobs.append(Job("shard", self.store(lang), stage="data", args=args + workers))
+            return
+        from plc.data.shard import part_path  # numpy: not at the top, `plc --help` reaches here
+
+        outputs = []
+        for i in range(1, parts + 1):
+            outputs.append(f"{part_path(f'{self.data}/{lang}.zarr', i, parts)}/zarr.json")
+            part = ["--part", f"{i}/{parts}", *workers]
+            self.jobs.append(Job("shard", outputs[-1], stage="data", args=args + part))
+        merge = ["--parts", str(parts)]
+        self.jobs.append(Job("shard", self.store(lang), outputs, "data", args + merge))
 
     def shards(self, cycle: Sequence[str], probe_lang: str, source: str) -> None:
         for lang in cycle:
@@ -180,22 +262,41 @@ class Builder:
         stores: list[str],
         train: dict[str, Any],
         after: Sequence[str] = (),
+        record: str | None = None,
     ) -> None:
         """Task `task` of `run` from checkpoint `src`: `what` its data (--lang L, --mix …), `train`
-        the TrainOptions fields it sets beside the preset, `after` train-task's own flags."""
+        the TrainOptions fields it sets beside the preset, `after` train-task's own flags.
+
+        `record`: the task's train metric file as the job's target instead of the checkpoint —
+        the one file the task writes whether it finishes or diverges, so that a diverged task
+        (exit status 3, no checkpoint) counts as done (App. A's grid goes on to fit-lr)."""
         self.jobs.append(
             Job(
                 "train-task",
-                out,
+                out if record is None else record,
                 [src, *stores],
                 "train",
                 args=[*what, "--ckpt", src, "--data", self.data, "--out", out],
-                train={**self.preset, **train},
+                train={**self.preset, **self.resumable, **train},
                 args_after=[*after, "--metrics", self.metrics, "--force"],
                 launch=True,
+                diverged_ok=record is not None,
                 **self._of(run, task),
             )
         )
+
+    def val_windows(
+        self, lang: str, source: str, budget: tuple[int | None, int | None]
+    ) -> int | None:
+        """Evaluation windows of the preset's length that the val split of `lang` holds for every
+        seed of the plan (each run draws its own from its seed), or None where that is unknown
+        until the store exists (a file or dataset without a val budget)."""
+        from plc.data.sampling import eval_slots  # numpy: not for `plc --help`
+
+        val = val_tokens(self.data, lang, source, self.tokenizer, budget, self.seeds[0])
+        if val is None:
+            return None
+        return min(eval_slots(val, self.p.seq_len, seed)[1].size for seed in self.seeds)
 
     def probe(self, run: Run, task: int, ckpt: str, task_lang: str, probe_lang: str) -> str:
         out = metric_file(self.metrics, "probe", run.run_id, task, task_lang, probe_lang)
@@ -216,7 +317,7 @@ class Builder:
                 [ckpt, self.store(lang)],
                 "probe",
                 args=[ckpt, "--data", self.data, "--lang", lang],
-                train=dict(self.preset),
+                train={**self.preset, **self.resumable},
                 args_after=[*extra, *repeats, "--metrics", self.metrics, "--force"],
                 launch=True,
                 **self._of(run, task),
@@ -253,8 +354,9 @@ class Builder:
         # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
         # An onset needs two probes per run, the centred moving average of App. B three.
         fits = "all" if len(self.sizes) >= MIN_FIT_POINTS else "none"
-        onset_args = ["--probe-after", probe_after]
-        onset_args += ["--window", "3" if probes_per_run >= 3 else "1"]
+        self.window = ONSET_WINDOW if probes_per_run >= ONSET_WINDOW else 1
+        onset_args = ["--probe-after", probe_after, "--window", str(self.window)]
+        onset_args += ["--estimator", self.o.estimator, "--alpha", f"{self.o.alpha:g}"]
         if probes_per_run >= 2:
             onset = f"{self.out_dir}/onset.parquet"
             argv = ["fit-onset", INPUTS, "--model", fits, *onset_args, "--out", onset, "--force"]

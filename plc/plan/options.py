@@ -8,6 +8,7 @@ alone happen at construction; checks that need the preset or the cycle happen in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -15,12 +16,15 @@ from typing import Any
 from plc.errors import PlcError
 from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
+from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
 from plc.sizes import shape_of
 from plc.store import method_tag
 
+LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")  # as `plc shard --lang` takes them
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
 LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
+JUDGED = (*CYCLIC, "control")  # kinds whose runs get an onset verdict (fit-onset, figures)
 
 
 def parse_list(text: str | None) -> tuple[str, ...] | None:
@@ -172,6 +176,13 @@ class PlanOptions:
         ("lr-grid",),
         cli_type=int,
     )
+    val_seqs: int | None = _opt(
+        None,
+        "--val-seqs",
+        "lr-grid: validation windows (default: the probe's, or all the val split holds if fewer).",
+        ("lr-grid",),
+        cli_type=int,
+    )
     mitigations: tuple[str, ...] | None = _opt(
         None,
         "--mitigation",
@@ -192,6 +203,19 @@ class PlanOptions:
     )
     launcher: str = _opt(
         "", "--launcher", "Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
+    )
+    estimator: str = _opt(
+        ONSET_ESTIMATOR,
+        "--estimator",
+        "How each run's onset is judged (plc fit-onset --estimator): noise-model or moving-average.",
+        JUDGED,
+    )
+    alpha: float = _opt(
+        ONSET_ALPHA,
+        "--alpha",
+        "False-alarm rate of each run's test of a rise after the minimum (fit-onset --alpha).",
+        JUDGED,
+        cli_type=float,
     )
 
     def __post_init__(self) -> None:
@@ -227,6 +251,20 @@ class PlanOptions:
         if self.dense_cycles is not None and self.dense_cycles[0] > self.dense_cycles[1]:
             lo, hi = self.dense_cycles
             raise PlcError(f"--dense-cycles {lo}-{hi}: the first cycle is after the last")
+        for name in ("data", "out_dir"):
+            if getattr(self, name).startswith("-"):
+                flag = display_flag(name)
+                raise PlcError(
+                    f"{flag} {getattr(self, name)!r} would read as a flag in the plan's commands; "
+                    f"write it ./{getattr(self, name)}"
+                )
+        for name in ("cycle", "probe_after", "dense_after", "probe_lang"):
+            value = getattr(self, name)
+            for lang in (value,) if isinstance(value, str) else value or ():
+                if not LANG_CODE.fullmatch(lang):
+                    raise PlcError(
+                        f"{display_flag(name)}: {lang!r} is not a language code such as en or vi"
+                    )
         if self.cycle is not None:
             if not self.cycle:
                 raise PlcError("--cycle names no language")
@@ -239,6 +277,13 @@ class PlanOptions:
             raise PlcError(f"--lrs must be distinct positive rates, got {list(lrs)}")
         if self.val_every is not None and self.val_every < 1:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
+        if self.val_seqs is not None and self.val_seqs < 1:
+            raise PlcError(f"--val-seqs must be positive, got {self.val_seqs}")
+        if not 0 < self.alpha < 1:
+            raise PlcError(f"--alpha is a false-alarm rate between 0 and 1, not {self.alpha:g}")
+        from plc.onset.estimators import get_estimator  # numpy: only when a plan is built
+
+        get_estimator(self.estimator)
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:

@@ -9,13 +9,15 @@ model size and the plan's launcher.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from plc.plan.jobs import INPUTS, Job, Plan
+from plc.errors import EXIT_DIVERGED, PlcError
+from plc.plan.jobs import INPUTS, Job, Plan, check_text
 from plc.presets import get_preset
 from plc.sizes import make_config, padded_vocab, train_flops_per_token
 
@@ -36,6 +38,7 @@ MIB = 1 << 20
 CPU_BASE_MB, CPU_BYTES_PER_PARAM = 1024, 24
 GPU_BASE_MB, GPU_BYTES_PER_PARAM = 4096, 8
 PLAIN_MB = 2048  # shard, fit-onset, plot: no model
+SHARD_WORKER_MB = 512  # each further `plc shard --workers` process: 109 MiB peak measured (Qwen3)
 RULE_PREFIX = {"train-task": "train", "fit-onset": "fit"}
 
 
@@ -66,6 +69,9 @@ def job_resources(
     """Threads, GPUs, host memory and FLOPs of one job of a plan; `size` is the model it works
     on (the job's own, None for data and analysis jobs)."""
     command = job.command
+    if command == "shard" and "--workers" in job.args:
+        workers = int(job.args[job.args.index("--workers") + 1])
+        return JobResources(workers, 0, PLAIN_MB + SHARD_WORKER_MB * (workers - 1), 0.0)
     if size is None or not (job.launch or command in ("init", "diagnose")):
         return JobResources(threads=1, gpus=0, mem_mb=PLAIN_MB, flops=0.0)
     c = _config(size, tokenizer, preset)
@@ -120,25 +126,44 @@ def _rule_names(plan: Plan) -> list[str]:
 
 
 def _q(s: str) -> str:
-    """A Python string literal in double quotes."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Python string literal in double quotes, whatever `s` holds."""
+    check_text(s)
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _file(path: str) -> str:
+    """A path as an input or output of a rule; braces are refused (Snakemake reads them as
+    wildcards, doubled or not, in a rule without outputs)."""
+    if "{" in path or "}" in path:
+        raise PlcError(
+            f"the plan's path {path!r} holds a brace, which Snakemake reads as a wildcard; "
+            "choose --data and --out-dir without { }"
+        )
+    return _q(path)
 
 
 def _shell(job: Job) -> str:
     """The job's `plc` command; braces doubled, as Snakemake formats the string. A job whose
     result is what it prints writes its standard output to the target (Snakemake deletes the
-    output of a failed job)."""
+    output of a failed job); one whose divergence is a result succeeds when it diverged (exit 3)
+    and left its output."""
     prog = "{PLC_TRAIN}" if job.launch else "{PLC}"
     args = [
         "{input:q}" if a == INPUTS else shlex.quote(a).replace("{", "{{").replace("}", "}}")
         for a in job.argv
     ]
-    return " ".join([prog, *args, *(["> {output:q}"] if job.stdout else [])])
+    for a in job.argv:
+        check_text(a)
+    tail = ["> {output:q}"] if job.stdout else []
+    if job.diverged_ok:
+        tail = [f"|| {{{{ test $? -eq {EXIT_DIVERGED} && test -f {{output:q}}; }}}}"]
+    return " ".join([prog, *args, *tail])
 
 
 def render_snakefile(plan: Plan) -> str:
     """The plan as a Snakefile: one rule per file with its exact inputs and output, the same
     commands as the Makefile, and per job threads, GPUs, memory and a wall time for Slurm."""
+    check_text(plan.description)
     preset = get_preset(plan.preset)
     launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
     lines = [
@@ -179,7 +204,7 @@ def render_snakefile(plan: Plan) -> str:
         "# checkpoint whose dependents are up to date unless it is asked for (Make does).",
         "rule all:",
         "    input:",
-        *[f"        {_q(job.output)}," for job in plan.jobs],
+        *[f"        {_file(job.output)}," for job in plan.jobs],
         "",
     ]
     for job, name in zip(plan.jobs, _rule_names(plan), strict=True):
@@ -190,7 +215,9 @@ def render_snakefile(plan: Plan) -> str:
             preset=preset,
             launcher=plan.launcher,
         )
-        if job.command == "shard":
+        if job.command == "shard" and "--parts" in job.args:
+            runtime = "60"  # the merge of the parts: links their files
+        elif job.command == "shard":
             runtime = "SHARD_MINUTES"
         elif r.gpus:
             runtime = f"minutes({r.flops:.4g}, gpus={r.gpus})"
@@ -201,10 +228,10 @@ def render_snakefile(plan: Plan) -> str:
             resources.append(f"gpu={r.gpus}")
         lines += ["", f"rule {name}:"]
         if job.inputs:
-            lines += ["    input:", *[f"        {_q(d)}," for d in job.inputs]]
+            lines += ["    input:", *[f"        {_file(d)}," for d in job.inputs]]
         lines += [
             "    output:",
-            f"        {_q(job.output)},",
+            f"        {_file(job.output)},",
             f"    threads: {r.threads}",
             "    resources:",
             *[f"        {res}," for res in resources],

@@ -1,0 +1,361 @@
+"""The correlates of plasticity loss inside a network (§V-B, Appendix C), measured on a model.
+
+Below the training loop and the commands: the remedies (plc.mitigations: ReDo scores units with
+`unit_mean_abs` and `dormant_scores`) and `plc diagnose` (which reads the data and writes the
+files) both use these functions. They read a model through `ModelSeam`, the small interface that
+says where a model's MLP hidden units and attention probabilities are; plc's GPT has one
+(`GPTSeam`), and another model under study (a Hugging Face causal LM) needs only an adapter.
+
+- `param_abs_mean`: mean |θ| over every parameter but the token and position tables, pooled.
+- dormant MLP units (eq. 3–4): h̄ = mean |hidden unit| of each unit over the real tokens,
+  s = h̄ / (its layer's mean h̄); dormant if s ≤ ε.
+- attention entropy (eq. 5): per head, −Σ p ln p averaged over the windows and query positions
+  q_from…L (1-based, inclusive; a query at position q sees q keys); H_max is the mean of ln q over
+  the same positions; lazy above 0.9·H_max, collapsed below 0.1·H_max.
+- sink positions (`plc init --sink-tokens K`): only real tokens are measured. Hidden units at the
+  K sink positions are left out of every MLP statistic; entropy is taken over real query
+  positions, each of whose distributions spans the K sink keys as well (a sink is a key that can
+  take attention mass), so a query at real position q sees q + K keys and H_max is the mean of
+  ln(q + K).
+- beyond the paper: effective rank (exp of the entropy of the normalised singular values, Roy &
+  Vetterli 2007), stable rank (Σσ² / σ_max²) and mean L2 norm of each layer's hidden units.
+
+`measure` reads each data set in one pass; every part hooks into the same forward. Memory stays
+bounded at long contexts: an attention layer's probabilities are reduced to per-head entropy sums
+inside the hook and freed before the next layer, and batches with that hook are sized so that one
+layer's B×H×T×T tensor stays under ATTN_BATCH_BYTES.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from plc.errors import PlcError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from plc.model import GPT
+
+ATTN_BATCH_BYTES = 1 << 27  # one layer's fp32 attention probabilities per batch (128 MiB)
+QUERY_ROW_CHUNK = 256  # query rows reduced at a time inside the hook (bounds the p·ln p temporary)
+TOKEN_CHUNK = 4096  # MLP activation rows reduced at a time inside the hook
+LAZY_FRACTION, COLLAPSED_FRACTION = 0.9, 0.1
+
+# (layer, hidden units (B, K+T, units)) and (layer, attention probabilities (B, H, K+T, K+T)).
+UnitsWatch = Callable[[int, "torch.Tensor"], None]
+ProbsWatch = Callable[[int, "torch.Tensor"], None]
+Progress = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------------------------ the seam
+
+
+@runtime_checkable
+class ModelSeam(Protocol):
+    """What the measures read from a model under study.
+
+    `n_sink` leading positions of every layer's input are not tokens (plc's sink tokens; 0 for
+    other models): the hidden units and probabilities passed to watchers include them, and the
+    measures drop them. A watcher sees every forward pass until its remover is called.
+    """
+
+    n_layer: int
+    n_head: int  # attention heads of every layer
+    mlp_width: int  # MLP hidden units of every layer
+    n_sink: int
+
+    def run(self, idx: torch.Tensor) -> None:
+        """A forward pass over token ids (B, T) through every layer (no logits needed)."""
+
+    def watch_units(self, fn: UnitsWatch) -> Callable[[], None]:
+        """Call fn(layer, h) with each layer's MLP hidden units — the input of its output
+        projection — on every forward; returns the function that stops it."""
+
+    def watch_probs(self, fn: ProbsWatch) -> Callable[[], None]:
+        """Route attention through explicit probabilities passed to fn(layer, p) on every forward
+        (slower than fused attention: only while measuring); returns the function that stops it."""
+
+    def core_parameters(self) -> Iterator[torch.Tensor]:
+        """The parameters mean |θ| pools: all but the token and position tables."""
+
+    def device(self) -> torch.device: ...
+
+
+class GPTSeam:
+    """plc's GPT (plc.model) behind ModelSeam: hidden units are the output of `mlp.act`, the
+    probabilities come from the attention's explicit path (`GPT.set_probs_hook`)."""
+
+    def __init__(self, model: GPT):
+        c = model.config
+        self.model = model
+        self.n_layer, self.n_head, self.mlp_width = c.n_layer, c.n_head, 4 * c.d_model
+        self.n_sink = model.n_sink
+
+    def run(self, idx: torch.Tensor) -> None:
+        self.model.hidden(idx)
+
+    def watch_units(self, fn: UnitsWatch) -> Callable[[], None]:
+        handles = [
+            block.mlp.act.register_forward_hook(lambda mod, inp, out, i=i: fn(i, out))
+            for i, block in enumerate(self.model.transformer.h)
+        ]
+
+        def stop() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return stop
+
+    def watch_probs(self, fn: ProbsWatch) -> Callable[[], None]:
+        self.model.set_probs_hook(fn)
+        return lambda: self.model.set_probs_hook(None)
+
+    def core_parameters(self) -> Iterator[torch.Tensor]:
+        tables = {id(self.model.transformer.wte.weight), id(self.model.transformer.wpe.weight)}
+        return (p for p in self.model.parameters() if id(p) not in tables)
+
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def seam(model: GPT | ModelSeam) -> ModelSeam:
+    """The model's seam: a model that implements ModelSeam itself, or plc's GPT adapted."""
+    return model if isinstance(model, ModelSeam) else GPTSeam(model)
+
+
+# -------------------------------------------------------------------------------- the measures
+
+
+def h_max(q_from: int, q_to: int) -> float:
+    """Mean of ln q for q = q_from…q_to: the largest possible mean entropy over those queries (eq. 5)."""
+    if not 1 <= q_from <= q_to:
+        raise PlcError(f"query positions must satisfy 1 ≤ from ≤ to, got {q_from}…{q_to}")
+    return (math.lgamma(q_to + 1) - math.lgamma(q_from)) / (q_to - q_from + 1)
+
+
+def param_abs_mean(model: GPT | ModelSeam) -> float:
+    """Mean |θ| over all parameters except the token and position tables (the tied head included)."""
+    total, count = 0.0, 0
+    for p in seam(model).core_parameters():
+        total += p.detach().double().abs().sum().item()
+        count += p.numel()
+    return total / count
+
+
+def dormant_scores(mean_abs: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: each unit's mean |activation| over its layer's mean (rows = layers); 0 for a dead layer."""
+    import torch
+
+    layer_mean = mean_abs.mean(dim=-1, keepdim=True)
+    return torch.where(layer_mean > 0, mean_abs / layer_mean, torch.zeros_like(mean_abs))
+
+
+def unit_mean_abs(model: GPT | ModelSeam, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """h̄ of eq. 3 for every MLP unit, (layers, units) fp64 on the model's device: mean |hidden
+    unit| over the real tokens of the token-id batches, accumulated as `measure` does (ReDo in
+    plc.mitigations scores units with this and `dormant_scores`)."""
+    import torch
+
+    view = seam(model)
+    stats = UnitStats(view, ranks=False)
+    stats.active = True
+    try:
+        with torch.no_grad():
+            for x in batches:
+                view.run(x)
+    finally:
+        stats.remove()
+    return stats.abs_sum / stats.tokens
+
+
+def rank_metrics(gram: torch.Tensor) -> tuple[float, float]:
+    """Effective and stable rank of a feature matrix F from its Gram matrix FᵀF."""
+    import torch
+
+    lam = torch.linalg.eigvalsh(gram.double())
+    if lam.max() <= 0:
+        return 0.0, 0.0
+    # Eigenvalues within rounding of zero (as in matrix_rank) are null directions, not features.
+    lam = torch.where(lam > lam.max() * lam.numel() * torch.finfo(lam.dtype).eps, lam, 0.0)
+    sigma = lam.sqrt()
+    p = sigma / sigma.sum()
+    effective = math.exp(-float(torch.special.xlogy(p, p).sum()))
+    return effective, float(lam.sum() / lam.max())
+
+
+class UnitStats:
+    """Watches every layer's MLP hidden units: per-unit Σ|h|, the Gram matrix Σ hᵀh, Σ‖h‖."""
+
+    def __init__(self, view: ModelSeam, ranks: bool):
+        import torch
+
+        n_layer, n_units, dev = view.n_layer, view.mlp_width, view.device()
+        self.active, self.tokens, self.n_sink = False, 0, view.n_sink
+        self.abs_sum = torch.zeros(n_layer, n_units, dtype=torch.float64, device=dev)
+        self.norm_sum = torch.zeros(n_layer, dtype=torch.float64, device=dev)
+        self.gram = (
+            torch.zeros(n_layer, n_units, n_units, dtype=torch.float64, device=dev)
+            if ranks
+            else None
+        )
+        self.remove = view.watch_units(self._add)
+
+    def _add(self, layer: int, out: torch.Tensor) -> None:
+        if not self.active:
+            return
+        h = out[:, self.n_sink :].flatten(0, 1)  # (real tokens, units)
+        if layer == 0:
+            self.tokens += h.shape[0]
+        # A slice of tokens at a time: the temporaries (|h|, the fp64 copy) stay small.
+        for s in range(0, h.shape[0], TOKEN_CHUNK):
+            hc = h[s : s + TOKEN_CHUNK].float()
+            self.abs_sum[layer] += hc.abs().sum(dim=0).double()
+            self.norm_sum[layer] += hc.norm(dim=1).sum().double()
+            if self.gram is not None:
+                # fp64: the ranks take square roots of the eigenvalues, which would lift fp32
+                # rounding (1e-7·λ_max) into singular values of 3e-4·σ_max on null directions.
+                hd = hc.double()
+                self.gram[layer] += hd.t() @ hd
+
+
+class EntropyStats:
+    """A probabilities watcher: per-head sums of −Σ p ln p over real queries q_from…T."""
+
+    def __init__(self, view: ModelSeam, q_from: int):
+        import torch
+
+        self.q_from, self.rows, self.n_sink = q_from, 0, view.n_sink
+        self.sums = torch.zeros(
+            view.n_layer, view.n_head, dtype=torch.float64, device=view.device()
+        )
+
+    def __call__(self, layer: int, probs: torch.Tensor) -> None:
+        import torch
+
+        B, H, T, _ = probs.shape  # T counts the sink positions first
+        if layer == 0:
+            self.rows += B * (T - self.n_sink - self.q_from + 1)
+        for s in range(self.n_sink + self.q_from - 1, T, QUERY_ROW_CHUNK):
+            p = probs[:, :, s : s + QUERY_ROW_CHUNK].float()
+            ent = -torch.special.xlogy(p, p).sum(dim=-1)  # (B, H, rows)
+            self.sums[layer] += ent.sum(dim=(0, 2)).double()
+
+    def mean(self) -> torch.Tensor:
+        return self.sums / self.rows
+
+
+# ------------------------------------------------------------------------------- one pass
+
+
+@dataclass
+class Part:
+    """One measurement of a pass: the language whose windows it reads and how many of them."""
+
+    lang: str
+    seqs: int
+
+
+@dataclass
+class Measured:
+    """What one pass measured (CPU tensors and plain numbers); None for a part not asked."""
+
+    mean_abs: torch.Tensor | None = None  # h̄ (layers × units), fp64
+    effective_rank: list[float] | None = None
+    stable_rank: list[float] | None = None
+    feature_norm: list[float] | None = None  # mean ‖h‖ of each layer's hidden units
+    entropy: torch.Tensor | None = None  # (layers × heads), nats
+
+
+def _spans(n: int, mlp_n: int, ent_n: int, attn_batch: int, plain_batch: int):
+    """Batches [s, e) over n windows; none straddles the end of a part, and while the attention
+    watcher is on (s < ent_n) a batch holds at most attn_batch windows."""
+    s = 0
+    while s < n:
+        size = attn_batch if s < ent_n else plain_batch
+        e = min([s + size, n] + [b for b in (mlp_n, ent_n) if b > s])
+        yield s, e
+        s = e
+
+
+def measure(
+    model: GPT | ModelSeam,
+    windows: dict[str, np.ndarray],
+    *,
+    seq_len: int,
+    units: Part | None = None,
+    ranks: bool = False,
+    entropy: Part | None = None,
+    query_from: int = 1,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> Measured:
+    """One pass over the first `seq_len` tokens of each language's windows (n, ≥ seq_len): the
+    hidden units' h̄ (and with `ranks` their ranks and norms) on the first `units.seqs` windows of
+    `units.lang`, attention entropy from query `query_from` on the first `entropy.seqs` of
+    `entropy.lang`. A language read by both parts is read once."""
+    import torch
+
+    view = seam(model)
+    mlp = UnitStats(view, ranks) if units is not None else None
+    ent = EntropyStats(view, query_from) if entropy is not None else None
+    attn_batch = max(1, ATTN_BATCH_BYTES // (4 * view.n_head * seq_len * seq_len))
+    attn_batch = min(attn_batch, batch_size)
+    total, done = sum(w.shape[0] for w in windows.values()), 0
+    stop_probs = None
+    # Measurements, not training: full fp32 (no autocast, no TF32) so CPU and GPU agree and the
+    # Gram matrices keep the small singular values the ranks depend on. Restored afterwards: a
+    # notebook may train next.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            for lang, win in windows.items():
+                mlp_n = units.seqs if units is not None and lang == units.lang else 0
+                ent_n = entropy.seqs if entropy is not None and lang == entropy.lang else 0
+                for s, e in _spans(win.shape[0], mlp_n, ent_n, attn_batch, batch_size):
+                    if mlp is not None:
+                        mlp.active = s < mlp_n
+                    if s < ent_n and stop_probs is None:
+                        stop_probs = view.watch_probs(ent)
+                    elif s >= ent_n and stop_probs is not None:
+                        stop_probs()
+                        stop_probs = None
+                    view.run(torch.from_numpy(win[s:e, :seq_len]).to(view.device()))
+                    done += e - s
+                    if progress:
+                        progress(done, total)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if stop_probs is not None:
+            stop_probs()
+        if mlp is not None:
+            mlp.remove()
+
+    out = Measured()
+    if mlp is not None:
+        out.mean_abs = (mlp.abs_sum / mlp.tokens).cpu()
+        if ranks:
+            pairs = [rank_metrics(g) for g in mlp.gram.cpu()]
+            out.effective_rank = [p[0] for p in pairs]
+            out.stable_rank = [p[1] for p in pairs]
+            out.feature_norm = (mlp.norm_sum / mlp.tokens).cpu().tolist()
+    if ent is not None:
+        out.entropy = ent.mean().cpu()
+    return out
+
+
+def dormant_fraction(scores: torch.Tensor, eps: float) -> tuple[float, list[float]]:
+    """% of units with score ≤ ε: overall and per layer."""
+    is_dormant = (scores <= eps).double()
+    return 100.0 * float(is_dormant.mean()), (100.0 * is_dormant.mean(dim=1)).tolist()
+
+
+def head_states(entropy: torch.Tensor, hmax: float) -> tuple[float, float]:
+    """% of heads lazy (entropy above 0.9·H_max) and collapsed (below 0.1·H_max)."""
+    lazy = 100.0 * float((entropy > LAZY_FRACTION * hmax).double().mean())
+    return lazy, 100.0 * float((entropy < COLLAPSED_FRACTION * hmax).double().mean())
