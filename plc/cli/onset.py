@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -17,6 +18,9 @@ from plc.cli.common import (
     emit_json,
     err_console,
 )
+
+if TYPE_CHECKING:
+    from plc.onset.calibrate import LawCalibration
 
 PANEL = "Onset of plasticity loss"  # of `plc --help`
 
@@ -305,15 +309,23 @@ def simulate_onset_cmd(
     jobs: int = typer.Option(
         1, "--jobs", help="Cases run at a time, each in its own process (same numbers)."
     ),
+    law: bool = typer.Option(
+        False,
+        "--law",
+        help="Calibrate the law's interval of b instead (--reps studies per case of sizes × seeds).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Calibrate an onset estimator's verdict and interval on synthetic studies with a known onset."""
-    from plc.onset.calibrate import calibrate
+    from plc.onset.calibrate import calibrate, calibrate_law
     from plc.onset.detect import check_alpha
     from plc.onset.estimators import get_estimator
 
     check_alpha(alpha)
     get_estimator(estimator)
+    if law:
+        _print_law(calibrate_law(studies=reps, seed=seed, ci=ci, jobs=jobs), as_json)
+        return
     res = calibrate(
         reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci, estimator=estimator, jobs=jobs
     )
@@ -381,3 +393,37 @@ def simulate_onset_cmd(
             "onsets). The p-value is the larger of those at the fitted and the flat null, so it "
             "is conservative on series that fall: shares below their level are valid."
         )
+
+
+def _print_law(res: LawCalibration, as_json: bool) -> None:
+    """simulate-onset --law's table."""
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    level = f"{res.ci:.0%}"
+    table = Table(
+        title=f"The law's {level} interval of b ({res.studies} studies per case, seed {res.seed})"
+    )
+    for c in ("study", "scatter (SD of ln T)", "b", "interval", "no onset", "coverage"):
+        table.add_column(c, justify="left" if c in ("study", "interval") else "right")
+    for c in ("width / ideal", "OLS t: coverage", "OLS t: width / ideal"):
+        table.add_column(c, justify="right")
+    for r in res.rows:
+        c = r.case
+        table.add_row(
+            c.name,
+            f"{c.scatter:g}",
+            f"{c.slope:g}",
+            r.interval,
+            f"{r.censored:.0%}",
+            f"{r.coverage:.1%} ± {r.coverage_se:.1%}",
+            f"{r.ratio:.2f}",
+            f"{r.ols_coverage:.1%}",
+            f"{r.ols_width / r.ideal:.2f}",
+        )
+    console.print(table)
+    console.print(
+        "Ideal: ±z·SD of the point estimate of b over the studies. Runs through the noise "
+        f"model's test ({res.samples} samples), the detected runs' law through fit-onset's "
+        f"bootstrap ({res.resamples} resamples), or where runs show no onset the censored law."
+    )

@@ -35,7 +35,6 @@ class Run(Protocol):
 
 MIN_BOOTSTRAP = 100
 RESAMPLE = ("cases", "within-size")
-POOL_RESAMPLES = 2000  # resamples of a size's seeds for its pooled onset's interval
 
 
 @dataclass
@@ -209,19 +208,16 @@ class SizeOnset:
     beyond: float | None = None  # every run censored: the onset lies beyond this task
 
 
-def pool_seeds(
-    runs: Sequence[Run], ci: float = 0.95, seed: int = 0, resamples: int = POOL_RESAMPLES
-) -> list[SizeOnset]:
+def pool_seeds(runs: Sequence[Run], ci: float = 0.95) -> list[SizeOnset]:
     """Per size (and method) with several runs: the geometric mean onset of its seeds, each run
     with no onset detected counted as censored at its last probed task (plc.onset.censored), with
     a t interval. One normal model of ln T for every size at once (a mean per size, one SD:
     two or three seeds cannot estimate their own), the SD at least the runs' own noise (the
     spread of ln T over each detected run's onset distribution). Sizes with a single run are
     left out (their run's interval is the answer); so are runs with too few probes for a
-    verdict (no information). `seed` and `resamples` are unused (kept for callers)."""
+    verdict (no information)."""
     from scipy.stats import t as t_dist
 
-    del seed, resamples
     groups: dict[tuple[int, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.n_params, r.method), []).append(r)

@@ -383,14 +383,7 @@ def calibrate(
     get_estimator(estimator)
     out = Calibration(cycles, reps, seed, alpha, ci, estimator=estimator)
     work = [(case, cycles, reps, seed, alpha, ci, samples, estimator) for case in cases]
-    if jobs == 1:
-        out.rows = [_run_seeded(*w) for w in work]
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            out.rows = list(pool.map(_run_seeded, *zip(*work, strict=True)))
+    out.rows = _map(_run_seeded, work, jobs)
     return out
 
 
@@ -408,3 +401,193 @@ def _run_seeded(
 
     rng = np.random.default_rng([seed, zlib.crc32(repr(case).encode())])
     return run_case(case, cycles, reps, rng, alpha, ci, samples, estimator)
+
+
+# ---------------------------------------------------------------- the law's interval
+LAW_PROBES = 40  # probes at tasks 1…40 (one chain per task, as the control's)
+LAW_SLOPE = 0.3  # % per task of the fall to the onset and of the rise after it (noise SD 1 %)
+LAW_RESAMPLES = 300  # of the law's bootstrap, per study
+
+
+@dataclass(frozen=True)
+class LawCase:
+    """Synthetic law studies: `sizes` sizes × `seeds` seeds, the true law T = first·(P/P₀)^b
+    from `first` to `last` tasks, each seed's onset scattered about it by `scatter` (SD of ln T).
+    Where `last` lies past the probes, the largest sizes' runs show no onset: censored."""
+
+    name: str
+    sizes: int
+    seeds: int
+    scatter: float
+    slope: float
+    first: float = 5.0
+    last: float = 30.0
+
+
+LAW_CASES = (
+    LawCase("8 sizes × 1 seed", 8, 1, 0.3, 0.3),
+    LawCase("8 × 1", 8, 1, 0.3, 1.0),
+    LawCase("8 × 1, no scatter", 8, 1, 0.0, 0.3),
+    LawCase("4 × 3", 4, 3, 0.3, 0.3),
+    LawCase("4 × 3", 4, 3, 0.3, 1.0),
+    LawCase("5 × 2", 5, 2, 0.3, 0.3),
+    LawCase("5 × 3, censored", 5, 3, 0.3, 0.6, 6.0, 70.0),
+)
+
+
+@dataclass
+class LawResult:
+    case: LawCase
+    studies: int
+    coverage: float  # share of studies whose interval of b holds the true b
+    coverage_se: float
+    width: float  # mean width of that interval
+    ideal: float  # 2·z·SD of the point estimate of b over the studies
+    ols_coverage: float  # the OLS t interval of the same points, for comparison
+    ols_width: float
+    censored: float  # share of runs with no onset detected
+    interval: str  # which interval: the bootstrap's (cases) or the censored law's
+
+    @property
+    def ratio(self) -> float:
+        return self.width / self.ideal if self.ideal > 0 else float("nan")
+
+
+@dataclass
+class LawCalibration:
+    studies: int
+    seed: int
+    ci: float
+    samples: int
+    resamples: int
+    rows: list[LawResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for row, r in zip(out["rows"], self.rows, strict=True):
+            row["ratio"] = r.ratio
+        return out
+
+
+def law_case(
+    case: LawCase,
+    studies: int,
+    rng: np.random.Generator,
+    ci: float = 0.95,
+    samples: int = 100,
+    resamples: int = LAW_RESAMPLES,
+    alpha: float = ALPHA,
+) -> LawResult:
+    """`studies` studies of one law case: each run through the noise model's test (its p from
+    `samples` samples), the detected runs' log-log law through the bootstrap of fit-onset
+    (`cases`), or where runs are censored the censored law (plc.onset.censored) as fit-onset
+    prints it."""
+    from scipy.stats import linregress, norm
+    from scipy.stats import t as t_dist
+
+    from plc.onset.bootstrap import bootstrap_fits
+    from plc.onset.censored import censored_law
+
+    tasks = np.arange(1, LAW_PROBES + 1, dtype=float)
+    design = Design(tasks, np.zeros(tasks.size, dtype=int))
+    pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
+    p = 5e6 * (case.last / case.first) ** (np.arange(case.sizes) / (case.sizes - 1) / case.slope)
+    law = case.first * (p / p[0]) ** case.slope
+    censoring = case.last > LAW_PROBES
+    hits, widths, points, ols_hits, ols_widths, lost = [], [], [], [], [], []
+    for k in range(studies):
+        runs = []
+        for size, t in zip(np.repeat(p, case.seeds), np.repeat(law, case.seeds), strict=True):
+            onset = t * math.exp(rng.normal(0.0, case.scatter))
+            y = simulate(LAW_SLOPE * np.abs(tasks - onset), 0.0, 1.0, 1, rng)[0]
+            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
+            at, count = np.unique(tasks[v.knots], return_counts=True)
+            mass = (at, count / count.sum()) if at.size else (tasks[-1:], np.ones(1))
+            found = float(tasks[v.knot]) if v.detected else None
+            runs.append(
+                _Pooled(int(size), f"{size:g}", "none", v.detected, found, tasks[-1], "", mass)
+            )
+            lost.append(not v.detected)
+        kept = [r for r in runs if r.detected]
+        x, ln_t = np.log([r.n_params for r in kept]), np.log([r.onset for r in kept])
+        if censoring:
+            fit = censored_law(
+                [r.size for r in runs],
+                [r.n_params for r in runs],
+                [r.onset for r in runs],
+                [float(r.horizon) for r in runs],
+                ci,
+            )
+            if fit is None:
+                continue
+            b, (lo, hi) = fit.b, fit.b_ci
+        else:
+            if len(set(x.tolist())) < 2 or x.size < 3:
+                continue
+            bounds, _ = bootstrap_fits(kept, ["loglog"], resamples, ci, seed=k)
+            (lo, hi), b = bounds["loglog"]["b"], float(np.polyfit(x, ln_t, 1)[0])
+        hits.append(lo <= case.slope <= hi)
+        widths.append(hi - lo)
+        points.append(b)
+        if x.size >= 3 and len(set(x.tolist())) >= 2:
+            ols = linregress(x, ln_t)
+            q = float(t_dist.ppf((1 + ci) / 2, x.size - 2))
+            ols_hits.append(abs(ols.slope - case.slope) <= q * ols.stderr)
+            ols_widths.append(2 * q * ols.stderr)
+    cover, cover_se = _share(hits)
+    z = float(norm.ppf((1 + ci) / 2))
+    return LawResult(
+        case,
+        len(hits),
+        cover,
+        cover_se,
+        float(np.mean(widths)),
+        2 * z * float(np.std(points, ddof=1)),
+        float(np.mean(ols_hits)),
+        float(np.mean(ols_widths)),
+        float(np.mean(lost)),
+        "censored law (t)" if censoring else "bootstrap (cases)",
+    )
+
+
+def calibrate_law(
+    studies: int = 100,
+    seed: int = 0,
+    ci: float = 0.95,
+    cases: tuple[LawCase, ...] = LAW_CASES,
+    samples: int = 100,
+    resamples: int = LAW_RESAMPLES,
+    jobs: int = 1,
+) -> LawCalibration:
+    """`plc simulate-onset --law`: the coverage and width of the law's interval of b, every case
+    `studies` times, `jobs` cases at a time; each case seeded by `seed` and itself."""
+    if studies < 3:
+        raise PlcError(
+            f"--reps must be at least 3 for a law study (an SD over studies), not {studies}"
+        )
+    if jobs < 1:
+        raise PlcError(f"--jobs must be at least 1, not {jobs}")
+    out = LawCalibration(studies, seed, ci, samples, resamples)
+    work = [(case, studies, seed, ci, samples, resamples) for case in cases]
+    out.rows = _map(_law_seeded, work, jobs)
+    return out
+
+
+def _law_seeded(
+    case: LawCase, studies: int, seed: int, ci: float, samples: int, resamples: int
+) -> LawResult:
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(repr(case).encode())])
+    return law_case(case, studies, rng, ci, samples, resamples)
+
+
+def _map(fn: Callable[..., Any], work: list[tuple], jobs: int) -> list[Any]:
+    """fn over the work's argument tuples, `jobs` at a time in their own processes."""
+    if jobs == 1:
+        return [fn(*w) for w in work]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(fn, *zip(*work, strict=True)))

@@ -277,7 +277,7 @@ def _fit(
         ),
         by=f.by,
         groups=[] if f.by is None else groups,
-        sizes=pool_seeds(runs, o.ci, o.seed),
+        sizes=pool_seeds(runs, o.ci),
         loss=f.loss,
         kept=kept_text(points) if f.keep_no_onset else None,
         censored=whole.censored,
