@@ -1,6 +1,7 @@
 """The onsets of a study's runs as data: one RunOnset per run (its verdict, its onset or minimum
 with the interval and distribution, the evidence), the fits of Table V to them with their
-bootstrap intervals and predictions, each size's onset pooled over its seeds, and the onset table
+bootstrap intervals, delta-method bands and backtests, the log-log law with the runs that show no
+onset censored, each size's onset pooled over its seeds, and the onset table
 (Parquet) that `plc fit-onset --out` writes and fit-onset and plot onset read back.
 
 The verdicts themselves are computed once, by plc.study.verdicts; `plc fit-onset` is
