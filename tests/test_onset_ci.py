@@ -554,6 +554,21 @@ def test_bad_interval_input_is_one_line(tmp_path, mixed):
         fit_onset([str(mixed / "*.parquet")], auc_from="5")
 
 
+def test_a_law_study_in_small_and_its_bad_input():
+    """simulate-onset --law's mechanics on a tiny study (its numbers are docs/estimators.md's
+    table): the censored law where onsets pass the probes, the bootstrap elsewhere; every study
+    counted, the ideal width an SD over them."""
+    from plc.onset.calibrate import LawCase
+
+    rng = np.random.default_rng(3)
+    plain = law_case(LawCase("3 × 1", 3, 1, 0.0, 0.5), 4, rng, samples=40, resamples=100)
+    assert plain.interval == "bootstrap (cases)" and plain.studies <= 4
+    assert 0 <= plain.coverage <= 1 and plain.width > 0 and plain.ideal > 0
+    late = law_case(LawCase("3 × 2", 3, 2, 0.0, 0.5, 10.0, 90.0), 4, rng, samples=40)
+    assert late.interval == "censored law (t)" and late.censored > 0
+    assert_bad_input(run_plc("simulate-onset", "--law", "--reps", "2"), "at least 3")
+
+
 @pytest.mark.slow
 def test_coverage_of_the_exponents_interval_on_simulated_studies():
     """Studies of 8 sizes × 1 seed and of 5 sizes × 3 seeds whose largest onsets lie past the

@@ -534,6 +534,8 @@ def law_case(
             q = float(t_dist.ppf((1 + ci) / 2, x.size - 2))
             ols_hits.append(abs(ols.slope - case.slope) <= q * ols.stderr)
             ols_widths.append(2 * q * ols.stderr)
+    if len(hits) < 3:
+        raise PlcError(f"{case.name}: {len(hits)} of {studies} studies had a law to fit (need 3)")
     cover, cover_se = _share(hits)
     z = float(norm.ppf((1 + ci) / 2))
     return LawResult(
