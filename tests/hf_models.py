@@ -54,8 +54,8 @@ def hf_config(family: str, *, width: int = 32, layers: int = 2, vocab: int = VOC
     raise ValueError(family)
 
 
-def tokenizer_dir(path: Path) -> Path:
-    """A byte-level BPE of TOKENIZER_SIZE tokens (EOS id 0) trained on the embedded corpus."""
+def tokenizer_dir(path: Path, size: int = TOKENIZER_SIZE) -> Path:
+    """A byte-level BPE of `size` tokens (EOS id 0) trained on the embedded corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -68,7 +68,7 @@ def tokenizer_dir(path: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_SIZE,
+        vocab_size=size,
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
