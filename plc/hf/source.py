@@ -28,6 +28,19 @@ TOKENS_IN_NAME = re.compile(r"tokens(\d+(?:\.\d+)?)([KMBT])", re.IGNORECASE)
 _SCALE = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
+# Pretraining tokens per step of known suites, by the Hub id's prefix: Pythia's 1,024 sequences
+# of 2,048 tokens (its model cards; OLMo's revisions name their tokens instead).
+SUITE_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
+
+
+def tokens_per_step_of(name: str) -> int | None:
+    """The known pretraining tokens per step of a suite's model, if any."""
+    for prefix, tokens in SUITE_TOKENS_PER_STEP.items():
+        if name.startswith(prefix):
+            return tokens
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     """`hf:NAME[@REVISION]` as given."""
