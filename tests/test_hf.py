@@ -200,7 +200,10 @@ def test_train_probe_diagnose_and_export_round_trip(env, tmp_path, family):
     moves the loss; a probe and a diagnose write their files; the trained model exports to its
     own format, which AutoModelForCausalLM loads with equal logits."""
     from plc.diagnose import diagnose
+    from plc.evaluate import evaluate
     from plc.export import export_hf
+    from plc.init import describe_checkpoint
+    from plc.mitigations import intervene
     from plc.probe import probe
     from plc.task import train_task
 
@@ -229,6 +232,16 @@ def test_train_probe_diagnose_and_export_round_trip(env, tmp_path, family):
     assert set(d["metric"]) >= {"param_abs_mean", "dormant_pct", "entropy", "effective_rank"}
     assert d.filter(pl.col("metric") == "entropy").height == 2 * 4  # layers × heads
     assert all(math.isfinite(v) for v in d["value"])
+
+    ev = evaluate(res.out, data=data, lang="vi", seqs=4, seq_len=32, device="cpu")
+    assert math.isfinite(ev.loss) and ev.tokens == 4 * 32
+    iv = intervene("shrink-perturb", res.out, out=tmp_path / "c1x.pt", shrink_perturb="0.5,0")
+    assert iv.units_per_layer == trained.config.mlp_width
+    halved = load_checkpoint(tmp_path / "c1x.pt")
+    name = next(n for n, k in trained.build_model().param_kinds().items() if k == "weight")
+    assert torch.allclose(halved.model[name], trained.model[name] * 0.5)
+    info = describe_checkpoint(res.out)
+    assert info["architecture"] == trained.config.architecture and info["task_index"] == 1
 
     out = export_hf(res.out, tmp_path / "exported")
     loaded = _reference(out)
