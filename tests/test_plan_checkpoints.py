@@ -176,3 +176,34 @@ def test_a_tiny_suite_runs_under_make_to_its_onset_table_and_figures(tmp_path):
     assert sorted(probes["task_index"].unique().to_list()) == [0, 10, 20, 30, 40]
     assert sorted(probes["tokens_seen"].unique().to_list()) == [0, 10_000, 20_000, 30_000, 40_000]
     assert probes["lang"].unique().to_list() == ["pretrain"] and probes["auc"].is_finite().all()
+
+
+def test_snakefile_sizes_pretrained_models_by_their_names():
+    from plc.plan.snakefile import job_resources
+    from plc.presets import get_preset
+
+    plan = build_plan(
+        "checkpoints",
+        models=[PYTHIA[0], "EleutherAI/pythia-1.4b"],
+        revisions=["step1"],
+        preset="paper",
+    )
+    probes = {
+        j.size: j for j in plan.jobs if j.command == "probe" and "--from-scratch" not in j.argv
+    }
+    res = {
+        size: job_resources(
+            j, size=size, tokenizer=plan.tokenizer, preset=get_preset("paper"), launcher=""
+        )
+        for size, j in probes.items()
+    }
+    small, big = res["pythia-70m"], res["pythia-1.4b"]
+    assert big.mem_mb > small.mem_mb and 10 < big.flops / small.flops < 40
+    with pytest.raises(PlcError, match="unknown size"):
+        job_resources(
+            probes["pythia-70m"],
+            size="mystery",
+            tokenizer="byte",
+            preset=get_preset("paper"),
+            launcher="",
+        )
