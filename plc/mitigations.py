@@ -84,7 +84,7 @@ from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
 if TYPE_CHECKING:
     import torch
 
-    from plc.model import GPT
+    from plc.model import LanguageModel
     from plc.store import Checkpoint
 
 # Weight clipping's bound in init stds: κ = 1 clamps at 7σ of the layer's normal init, beyond
@@ -204,7 +204,7 @@ class Mitigations:
         self.options, self.seed, self.task_index = options, seed, task_index
         self.counters = {"cbp_replaced": 0, "redo_reset": 0, "shrink_perturb": 0}
         self.init_source: str | None = None
-        self.model: GPT | None = None
+        self.model: LanguageModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._unwatch: list[Callable[[], None]] = []
 
@@ -216,13 +216,13 @@ class Mitigations:
 
     def attach(
         self,
-        model: GPT,
+        model: LanguageModel,
         optimizer: torch.optim.Optimizer | None,
         *,
         init: InitialState | None = None,
         micro_batch: int | None = None,
     ) -> Mitigations:
-        """Bind to `model` (the plain GPT, not a DDP or compiled wrapper) and its optimizer.
+        """Bind to `model` (the plain model, not a DDP or compiled wrapper) and its optimizer.
 
         `init` (θ₀) is required with l2_init. `micro_batch` bounds the rows of one ReDo forward.
         """

@@ -54,6 +54,13 @@ def test_every_revision_of_every_model_is_a_point_of_its_pretraining_probed_and_
     assert _arg(auc, "--x") == "tokens"
     assert plan.probe_after == ("pretrain",)
     render_makefile(plan)  # every path a Makefile can carry
+    # The onset along pretraining is judged as the plan says (plan.json records it).
+    judged = build_plan(
+        "checkpoints", models=PYTHIA, revisions=REVISIONS, estimator="moving-average", alpha=0.1
+    )
+    fit = next(j for j in judged.jobs if j.command == "fit-onset")
+    assert (_arg(fit, "--estimator"), _arg(fit, "--alpha")) == ("moving-average", "0.1")
+    assert (judged.estimator, judged.alpha) == ("moving-average", 0.1)
 
 
 def test_local_revision_folders_are_inputs_and_diagnoses_follow_their_cadence(tmp_path):
@@ -176,6 +183,14 @@ def test_a_tiny_suite_runs_under_make_to_its_onset_table_and_figures(tmp_path):
     assert sorted(probes["task_index"].unique().to_list()) == [0, 10, 20, 30, 40]
     assert sorted(probes["tokens_seen"].unique().to_list()) == [0, 10_000, 20_000, 30_000, 40_000]
     assert probes["lang"].unique().to_list() == ["pretrain"] and probes["auc"].is_finite().all()
+    # plc report reads the study: its page names every model of the suite.
+    r = subprocess.run(
+        [sys.executable, "-m", "plc", "report", "runs", "-o", "report.html"],
+        cwd=tmp_path, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert all(f"neox-{w}" in page for w in (16, 32, 48))
 
 
 def test_snakefile_sizes_pretrained_models_by_their_names():
