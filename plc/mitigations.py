@@ -49,6 +49,35 @@ them executes no extra code), calls `at_task_start` once before the first step o
   `plc.measures.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
   weights from the initialisation, incoming bias 0 and outgoing weights 0.
 
+- swr ζ (selective weight reinitialisation, Hernandez-Garcia et al. 2025; JFernando4/
+  collas_2025_swr_paper `selective_weight_reinitialization.py` with its ViT configuration:
+  pruning_method threshold, utility_function gradient, reinit_strat resample, reinit_freq 128,
+  reinit_factor 0.0005): every N = swr_every steps of the run, right after the optimizer step,
+  each parameter tensor's weights with utility |θ·∇θ| ≤ ζ·(the tensor's mean utility) are drawn
+  afresh from their initialisation — N(0, σ²) with σ from GPT.init_stds for weights, tables and
+  sink vectors; the constant for the rest (Linear and LayerNorm biases 0, LayerNorm gains 1: the
+  reference resamples those to their mean too). Every parameter takes part, as in the reference
+  (its optimizer holds them all). ∇θ is the step's gradient (after clipping, which scales a tensor's
+  utilities alike and so selects the same weights). As the reference, the optimizer state of a
+  re-drawn weight is kept (its SGD momentum is not touched there). Counted in the run's steps
+  (the reference's global step), so the cadence runs across tasks.
+- embed_reset N (active forgetting, Chen et al. 2023; facebookresearch/language-model-plasticity
+  `IRobertaModel.reset_embeddings` and `AdamEF`, `--clear_embed_every_K_updates 1000`): after every
+  N-th step of the run the token embedding is re-drawn from its initialisation N(0, 0.02²) and its
+  AdamW moments and step count are zeroed (AdamEF restarts the embeddings' bias correction). plc
+  ties the embedding to the output head, as RoBERTa does there, so the head is re-drawn with it.
+  AdamEF's separate learning rate for the embeddings (lr_emb) is not reproduced: they train at the
+  task's rate. The position table is kept (the reference resets only the token embedding).
+- spectral λ (spectral regularisation, Lewandowski et al. 2025, "Learning Continually by Spectral
+  Regularization", ICLR; no reference code in the stored sources, the definition is the paper's):
+  the loss gains λ·Σ_l (σ₁(W_l)^k − 1)² with k = SPECTRAL_POWER = 2, over every nn.Linear, its bias
+  taken as one more column of W (σ₁ of [W | b]); σ₁ by one power iteration a step on a persistent
+  vector (SPECTRAL_WARMUP iterations when a task starts). Its gradient
+  λ·2(σ₁^k − 1)·k·σ₁^(k−1)·u vᵀ is added to the step's gradient before clipping and the optimizer
+  (`before_step`), so AdamW normalises it as it would the penalty's autograd gradient. The
+  token/position tables (lookup tables, one of them the tied head) and LayerNorm are left out.
+  λ = 1e-4 (the plan's spectral arm) is plc's choice: the paper tunes λ per problem.
+
 Optimizer state of a reset unit (CBP, ReDo): the AdamW first and second moments of its row of
 mlp.c_fc.weight, its entry of mlp.c_fc.bias and its column of mlp.c_proj.weight are zeroed. AdamW
 keeps one `step` count per parameter tensor, not per unit, so the step is kept (as dopamine's
@@ -92,8 +121,10 @@ if TYPE_CHECKING:
 CLIP_STDS = 7.0
 DEFAULT_REDO_TAU = float(ARMS["redo"][2])  # Plasticine's threshold, the plan's redo arm's
 INTERVENE_METHODS = ("shrink-perturb", "redo")
+SPECTRAL_POWER = 2  # k of (σ₁^k − 1)²
+SPECTRAL_WARMUP = 20  # power iterations before a task's first step: σ₁ starts converged
 # Generator streams: one per method, so enabling one never changes another's draws.
-_SHRINK, _CBP, _REDO = 1, 2, 3
+_SHRINK, _CBP, _REDO, _SWR, _EMBED, _SPECTRAL = 1, 2, 3, 4, 5, 6
 
 
 # ----------------------------------------------------------------------------------------- θ₀
@@ -158,9 +189,25 @@ class Mitigations:
     from task to task, so units stay mature across a task boundary).
     """
 
-    def __init__(self, options: MitigationOptions, *, seed: int = 0, task_index: int = 0):
+    def __init__(
+        self,
+        options: MitigationOptions,
+        *,
+        seed: int = 0,
+        task_index: int = 0,
+        run_step: int = 0,
+    ):
+        """`run_step`: the run's steps before this task (SWR's and the embedding reset's cadence
+        counts the run's steps)."""
         self.options, self.seed, self.task_index = options, seed, task_index
-        self.counters = {"cbp_replaced": 0, "redo_reset": 0, "shrink_perturb": 0}
+        self.run_step = run_step
+        self.counters = {
+            "cbp_replaced": 0,
+            "redo_reset": 0,
+            "shrink_perturb": 0,
+            "swr_reset": 0,
+            "embed_resets": 0,
+        }
         self.init_source: str | None = None
         self.model: GPT | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -200,6 +247,13 @@ class Mitigations:
                     self._clip.append((p, CLIP_STDS * std))
                 if not isinstance(module, nn.LayerNorm):
                     self._shrink.append((p, self.stds[name]))
+        # Each parameter's initial distribution (mean, std or None for the constant) for SWR.
+        self._init: list[tuple[torch.Tensor, float, float | None]] = []
+        for mod_name, module in model.named_modules():
+            for p_name, p in module.named_parameters(recurse=False):
+                name = f"{mod_name}.{p_name}" if mod_name else p_name
+                gain = isinstance(module, nn.LayerNorm) and p_name == "weight"
+                self._init.append((p, 1.0 if gain else 0.0, self.stds[name]))
         self._theta0: list[tuple[torch.Tensor, torch.Tensor]] = []
         if o.l2_init is not None:
             if init is None:
@@ -212,6 +266,8 @@ class Mitigations:
             self.init_source = init.source
         if o.cbp is not None:
             self._init_cbp()
+        if o.spectral is not None:
+            self._init_spectral()
         return self
 
     def detach(self) -> None:
@@ -240,12 +296,22 @@ class Mitigations:
             if o.clip_weights is not None:
                 self.clip()
 
+    def before_step(self) -> None:
+        """On the step's gradients, before clipping and `optimizer.step()`: spectral
+        regularisation adds its penalty's gradient."""
+        if self.options.spectral is not None:
+            import torch
+
+            with torch.no_grad():
+                self.spectral_grad()
+
     def after_step(self, step: int, batch_x: torch.Tensor | None = None) -> None:
         """Right after `optimizer.step()` of 0-based step `step`; batch_x: this rank's inputs of
         that step (B, T), used by ReDo every redo_every steps."""
         import torch
 
         o = self.options
+        done = self.run_step + step + 1  # the run's steps after this one
         with torch.no_grad():
             if o.l2_init is not None:
                 self.l2_init_step()
@@ -257,6 +323,10 @@ class Mitigations:
                 if batch_x is None:
                     raise PlcError("ReDo needs the step's batch")
                 self.redo(self._chunks(batch_x), step=step + 1)
+            if o.swr is not None and done % o.swr_every == 0:
+                self.swr_step(done)
+            if o.embed_reset is not None and done % o.embed_reset == 0:
+                self.reset_embedding(done)
             if o.clip_weights is not None:
                 self.clip()
 
@@ -315,6 +385,98 @@ class Mitigations:
             reset.append(idx.tolist())
         self.counters["redo_reset"] += sum(len(r) for r in reset)
         return reset
+
+    def swr_step(self, run_step: int) -> int:
+        """Re-draw every weight whose utility |θ·∇θ| is at most ζ × its tensor's mean utility;
+        the number re-drawn."""
+        import torch
+
+        zeta, gen, total = self.options.swr, None, 0
+        for p, mean, std in self._init:
+            if p.grad is None:
+                continue
+            utility = (p * p.grad).abs()
+            picked = utility <= zeta * utility.mean()
+            n = int(picked.sum())
+            if n == 0:
+                continue
+            if std:
+                gen = gen or self._generator(p.device, _SWR, run_step)
+                new = torch.randn(n, generator=gen, device=p.device) * std + mean
+                p[picked] = new.to(p.dtype)
+            else:
+                p[picked] = mean
+            total += n
+        self.counters["swr_reset"] += total
+        return total
+
+    def reset_embedding(self, run_step: int) -> None:
+        """The token embedding (the tied head) drawn afresh; its AdamW moments and step zeroed."""
+        import torch
+
+        wte = self.model.transformer.wte.weight
+        std = self.stds["transformer.wte.weight"]
+        gen = self._generator(wte.device, _EMBED, run_step)
+        wte.copy_(torch.randn(wte.shape, generator=gen, device=wte.device) * std)
+        state = self.optimizer.state.get(wte) if self.optimizer is not None else None
+        for value in (state or {}).values():
+            if torch.is_tensor(value):
+                value.zero_()
+        self.counters["embed_resets"] += 1
+
+    # ----------------------------------------------------------------------------- spectral
+
+    def _spectral_layers(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        import torch.nn as nn
+
+        return [(m.weight, m.bias) for m in self.model.modules() if isinstance(m, nn.Linear)]
+
+    def _init_spectral(self) -> None:
+        """A right singular vector estimate per layer, converged by SPECTRAL_WARMUP iterations."""
+        import torch
+
+        gen = self._generator(self.model.transformer.wte.weight.device, _SPECTRAL, 0)
+        self.spectral_v = []
+        for w, b in self._spectral_layers():
+            v = torch.randn(w.shape[1] + (b is not None), generator=gen, device=w.device)
+            self.spectral_v.append(v / v.norm())
+        with torch.no_grad():
+            for _ in range(SPECTRAL_WARMUP):
+                self._power_iteration()
+
+    def _power_iteration(self) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """One iteration on every layer: (σ₁, u, v) with u, v the unit singular vectors."""
+        import torch
+
+        out = []
+        for i, (w, b) in enumerate(self._spectral_layers()):
+            m = w.float() if b is None else torch.cat([w.float(), b.float()[:, None]], dim=1)
+            u = m @ self.spectral_v[i]
+            u /= u.norm().clamp_min(1e-12)
+            v = m.t() @ u
+            sigma = v.norm()
+            self.spectral_v[i] = v / sigma.clamp_min(1e-12)
+            out.append((float(sigma), u, self.spectral_v[i]))
+        return out
+
+    def spectral_grad(self) -> list[float]:
+        """Add λ·∇Σ(σ₁^k − 1)² to the gradients; σ₁ of each layer after this step's iteration."""
+        lam, k = self.options.spectral, SPECTRAL_POWER
+        sigmas = []
+        for (w, b), (sigma, u, v) in zip(
+            self._spectral_layers(), self._power_iteration(), strict=True
+        ):
+            scale = lam * 2 * (sigma**k - 1) * k * sigma ** (k - 1)
+            g = scale * u[:, None] * v[None, :]  # ∂σ₁/∂M = u vᵀ
+            for p, part in ((w, g[:, : w.shape[1]]), (b, g[:, w.shape[1]])):
+                if p is None:
+                    continue
+                if p.grad is None:
+                    p.grad = part.to(p.dtype).clone()
+                else:
+                    p.grad.add_(part.to(p.dtype))
+            sigmas.append(sigma)
+        return sigmas
 
     # ---------------------------------------------------------------------------------- CBP
 
@@ -417,6 +579,8 @@ class Mitigations:
     def state_dict(self) -> dict[str, Any]:
         """Counters and CBP statistics (tensors and plain values: weights_only-loadable)."""
         state: dict[str, Any] = {"counters": dict(self.counters)}
+        if self.options.spectral is not None:
+            state["spectral_v"] = [v.cpu() for v in self.spectral_v]
         if self.options.cbp is not None:
             state["cbp"] = {
                 "util": self.cbp_util.cpu(),
@@ -430,6 +594,9 @@ class Mitigations:
         task continuing the previous one's unit ages and utilities)."""
         if counters:
             self.counters.update(state.get("counters", {}))
+            if self.options.spectral is not None and "spectral_v" in state:
+                device = self.model.transformer.wte.weight.device
+                self.spectral_v = [v.to(device) for v in state["spectral_v"]]
         cbp = state.get("cbp")
         if self.options.cbp is not None and cbp is not None:
             if tuple(cbp["util"].shape) != tuple(self.cbp_util.shape):
