@@ -1,0 +1,191 @@
+"""Which continual-pretraining recipe delays plasticity loss? A study on the transfer control.
+
+    python examples/recipes/run.py [OUT] [--sizes nano,L2-d64] [--seeds 0,1,2] [--tasks 48]
+                                   [--methods "none;cosine;…"] [--workers 2] [--analyse-only]
+
+One `plc plan control --shared 0.3 --probe-repeats 1 --diagnose-every 0` graph with one arm per
+recipe (`--mitigation`, docs/recipes.md): the baseline (the paper's constant rate after a per-task
+warm-up), cosine re-warm/re-decay (floor 0.1), WSD (the last 10 % of each task decays to 0),
+replay of 5 % and 25 % of every batch from earlier chains, gradual transitions over the first
+half of each task (64 of 128 steps), selective weight reinitialisation and embedding resets
+(active forgetting) with their reference defaults — every size and seed on the same chains g01…,
+which share one map with the probe chain g00: the probe AUC first falls (tasks teach the map) and
+later rises (plasticity loss). The plan runs in-process (`plc demo`'s runner; `make -j2` on the
+Makefile written beside the results gives the same files); a rerun continues what is missing.
+
+Then `plc fit-onset --by method` (α = 0.05, 1,000 bootstrap draws): per size and method the runs
+with an onset, the onset pooled over the seeds with its interval, the rate of loss after the
+minimum and the AUC at the horizon, each as a mean over the seeds with a t interval; the figure
+(probe AUC against tasks, one panel per size, the mean over seeds of each method); OUT/table.md,
+OUT/recipes.json and OUT/recipes.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from plc.cli import run_argv
+from plc.plan import build_plan, write_plan
+from plc.runner import run_plan
+
+METHODS = "none;cosine;wsd;replay:0.05;replay:0.25;transition:64;swr;embreset"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", nargs="?", default="recipes")
+    parser.add_argument("--sizes", default="nano,L2-d64")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tasks", type=int, default=48)
+    parser.add_argument("--shared", type=float, default=0.3)
+    parser.add_argument("--methods", default=METHODS, help="--mitigation arms, ';'-separated")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--analyse-only", action="store_true", help="only read what is there")
+    args = parser.parse_args()
+    out = Path(args.out)
+    plan = build_plan(
+        "control",
+        sizes=args.sizes.split(","),
+        seeds=[int(s) for s in args.seeds.split(",")],
+        tasks=args.tasks,
+        shared=args.shared,
+        probe_repeats=1,
+        diagnose_every=0,
+        mitigations=args.methods.split(";"),
+        data=str(out / "data"),
+        out_dir=str(out),
+    )
+    cost = ""
+    if not args.analyse_only:
+        write_plan(plan, out / "Makefile", force=True)  # and plan.json, which plc status reads
+        t0, cpu0 = time.perf_counter(), os.times()
+        run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
+        wall = time.perf_counter() - t0
+        cpu = sum(os.times()[:4]) - sum(cpu0[:4])  # this process and its finished workers
+        cost = (
+            f"{len(plan.jobs)} jobs, {args.workers} workers: {wall / 60:.1f} min wall, "
+            f"{cpu / 3600:.2f} CPU-hours (this invocation)."
+        )
+        (out / "cost.txt").write_text(cost + "\n")
+    print(analyse(out, args.sizes.split(","), args.tasks, cost))
+
+
+def _t_interval(values: list[float]) -> str:
+    """mean [95 % t interval over the seeds]; the value alone for one seed."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return "–"
+    if v.size == 1:
+        return f"{v[0]:.3g}"
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return f"{v.mean():.3g} [{v.mean() - half:.3g}, {v.mean() + half:.3g}]"
+
+
+def _horizon_aucs(metrics: list[Path], horizon: int) -> dict[str, float]:
+    """Each run's probe AUC after task `horizon` over its from-scratch probe (< 1: the trained
+    model learns the probe chain faster than a fresh one)."""
+    import polars as pl
+
+    frame = pl.concat(
+        [pl.read_parquet(m).filter(pl.col("step") == 0).head(1) for m in metrics],
+        how="diagonal_relaxed",
+    )
+    auc = {}
+    for run in frame["run_id"].unique().to_list():
+        mine = frame.filter(pl.col("run_id") == run)
+        scratch = mine.filter(pl.col("from_scratch"))["auc"]
+        last = mine.filter(~pl.col("from_scratch") & (pl.col("task_index") == horizon))["auc"]
+        if len(scratch) and len(last):
+            auc[run] = float(last[0] / scratch[0])
+    return auc
+
+
+def analyse(out: Path, sizes: list[str], tasks: int, cost: str) -> str:
+    from plc.onset import fit_onset
+
+    # Only probes up to the task every run reached: an interrupted study is read at one horizon.
+    metrics = sorted((out / "metrics").glob("probe-*.parquet"))
+    last: dict[str, int] = {}
+    for m in metrics:
+        run, task = re.match(r"probe-(.+)-t(\d+)-", m.name).groups()
+        last[run] = max(last.get(run, 0), int(task))
+    horizon = min([tasks, *last.values()])
+    metrics = [m for m in metrics if int(re.search(r"-t(\d+)-", m.name).group(1)) <= horizon]
+    res = fit_onset(
+        metrics, models=[], probe_after=None, by="method", normalize="alone", auc_from="0"
+    )
+    (out / "recipes.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
+    auc = _horizon_aucs(metrics, horizon)
+    methods = list(dict.fromkeys(r.method for r in res.runs))
+    lines = [
+        f"Horizon: {horizon} tasks (every run probed up to it).",
+        "",
+        "| size | method | runs with an onset | onset (mean [95 %]) | rate of loss "
+        "(%/task, mean [95 %]) | AUC at the horizon / scratch (mean [95 %]) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for method in methods:
+            mine = [r for r in res.runs if r.size == size and r.method == method]
+            if not mine:
+                continue
+            onsets = [r.onset for r in mine if r.onset is not None]
+            rates = [r.rate for r in mine]
+            aucs = [auc.get(r.run_id) for r in mine]
+            lines.append(
+                f"| {size} | {method} | {len(onsets)} of {len(mine)} | {_t_interval(onsets)} | "
+                f"{_t_interval(rates)} | {_t_interval(aucs)} |"
+            )
+    _figure(out, metrics, sizes, methods, horizon)
+    if cost:
+        lines += ["", cost]
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def _figure(out: Path, metrics: list[Path], sizes: list[str], methods: list[str], horizon: int):
+    """Probe AUC over the from-scratch probe's against tasks: one panel per size, each method's
+    mean over its seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    frame = pl.concat(
+        [pl.read_parquet(m).filter(pl.col("step") == 0).head(1) for m in metrics],
+        how="diagonal_relaxed",
+    )
+    scratch = frame.filter(pl.col("from_scratch")).select("run_id", pl.col("auc").alias("s"))
+    rel = (
+        frame.filter(~pl.col("from_scratch"))
+        .join(scratch, on="run_id")
+        .with_columns((pl.col("auc") / pl.col("s")).alias("rel"))
+    )
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), sharey=True)
+    for ax, size in zip(np.atleast_1d(axes), sizes, strict=True):
+        for method in methods:
+            mine = rel.filter((pl.col("size") == size) & (pl.col("method") == method))
+            curve = mine.group_by("task_index").agg(pl.col("rel").mean()).sort("task_index")
+            ax.plot(curve["task_index"], curve["rel"], marker=".", label=method)
+        ax.set_title(f"{size}: probe AUC / from-scratch AUC (mean of seeds)")
+        ax.set_xlabel("task")
+        ax.set_xlim(0, horizon + 1)
+    np.atleast_1d(axes)[0].set_ylabel("relative probe AUC (lower = learns faster)")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recipes.png", dpi=110)
+
+
+if __name__ == "__main__":  # the workers are spawned: they import this file
+    main()
