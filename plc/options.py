@@ -53,6 +53,7 @@ SCHEDULES = ("constant", "cosine", "wsd", "rsqrt")
 # 2024 re-decay cosine to 0.1 of the peak; OLMo-core's WSD decays over the last 10 % to 0.
 SCHEDULE_FLOOR = {"cosine": 0.1, "wsd": 0.0, "rsqrt": 0.0}
 SCHEDULE_DECAY = {"wsd": 0.1}
+PERTURB_SIGMA = 1.0  # diagnose's perturbation: one init std of each layer (plc.measures)
 
 
 def _positive(name: str, v: float) -> None:
@@ -555,6 +556,40 @@ class DiagnoseOptions:
     ranks: bool = _flag(
         True, "--ranks/--no-ranks", "Effective/stable rank and norm of MLP features.", bool, None
     )
+    features: bool = _flag(
+        True,
+        "--features/--no-features",
+        "Norm and variance of the last hidden state (on the dormant language's windows).",
+        bool,
+        None,
+    )
+    distance: bool = _flag(
+        True, "--distance/--no-distance", "L2 distance from the initial weights θ₀.", bool, None
+    )
+    perturb: bool = _flag(
+        True,
+        "--perturb/--no-perturb",
+        "Loss increase under a Gaussian parameter perturbation (Springer et al.).",
+        bool,
+        None,
+    )
+    perturb_sigma: float = _flag(
+        PERTURB_SIGMA,
+        "--perturb-sigma",
+        "σ: θ + σ·ε, ε drawn like the initialisation (σ in init stds).",
+        float,
+        None,
+    )
+    perturb_draws: int = _flag(
+        2, "--perturb-draws", "Perturbations averaged (each one pass over the windows).", int, None
+    )
+    perturb_lang: str | None = _flag(
+        None,
+        "--perturb-lang",
+        "Data for the perturbation: --dormant-seqs windows (default: the last task's language).",
+        str,
+        None,
+    )
     dormant_lang: str = _flag(PROBE_LANG, "--dormant-lang", "Data for dormant units.", str, None)
     dormant_seqs: int | None = _flag(None, "--dormant-seqs", "Windows (paper: 256).", int, None)
     eps: float = _flag(0.01, "--eps", "Dormancy threshold on the normalised score.", float, None)
@@ -582,8 +617,13 @@ class DiagnoseOptions:
     )
 
     def __post_init__(self) -> None:
-        if not (self.params or self.dormant or self.entropy or self.ranks):
+        parts = (self.params, self.dormant, self.entropy, self.ranks, self.features)
+        if not any((*parts, self.distance, self.perturb)):
             raise PlcError("nothing to measure: every part is switched off")
+        if not (math.isfinite(self.perturb_sigma) and self.perturb_sigma > 0):
+            raise PlcError(f"--perturb-sigma must be positive, got {self.perturb_sigma}")
+        if self.perturb_draws < 1:
+            raise PlcError(f"--perturb-draws must be at least 1, got {self.perturb_draws}")
         for name in ("dormant_seqs", "entropy_seqs", "seq_len", "batch_size"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -596,10 +636,18 @@ class DiagnoseOptions:
         """The pass reads the MLP hidden units (for dormancy or ranks)."""
         return self.dormant or self.ranks
 
-    def resolve(self, *, preset: str | None, context: int) -> DiagnoseOptions:
+    @property
+    def dormant_windows(self) -> bool:
+        """Some part reads the dormant language's windows."""
+        return self.units or self.features
+
+    def resolve(self, *, preset: str | None, context: int, last_lang: str = "") -> DiagnoseOptions:
         """Window counts from the preset (self.preset, else `preset`, else paper), the window
         length from the checkpoint's `context`, the first entropy query from the preset's fraction
-        of it (the paper's 256 of 2,048); checked against the context."""
+        of it (the paper's 256 of 2,048); checked against the context. The perturbation reads the
+        language the model last trained on (`last_lang`; the dormant language for a fresh init or
+        a mixture): the loss it raises is one the model has fitted (Springer et al. perturb
+        around the pretraining loss)."""
         p = get_preset(self.preset or preset or "paper")
         L = context if self.seq_len is None else self.seq_len
         if L > context:
@@ -620,6 +668,8 @@ class DiagnoseOptions:
             entropy_seqs=p.entropy_seqs if self.entropy_seqs is None else self.entropy_seqs,
             seq_len=L,
             query_from=q_from,
+            perturb_lang=self.perturb_lang
+            or (last_lang if last_lang not in ("", "mix") else self.dormant_lang),
         )
 
 

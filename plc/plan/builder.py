@@ -331,7 +331,10 @@ class Builder:
         args += [] if probe_lang == PROBE_LANG else ["--dormant-lang", probe_lang]
         args += [] if entropy == ENTROPY_LANG else ["--entropy-lang", entropy]
         args += ["--metrics", self.metrics, "--force"]
-        inputs = [ckpt, *dict.fromkeys([self.store(probe_lang), self.store(entropy)])]
+        # The perturbation reads the last task's language (a mixture's: the probe language's).
+        perturbed = probe_lang if task_lang == "mix" else task_lang
+        stores = [self.store(probe_lang), self.store(entropy), self.store(perturbed)]
+        inputs = [ckpt, *dict.fromkeys(stores)]
         self.jobs.append(Job("diagnose", out, inputs, "diagnose", args, **self._of(run, task)))
         return out
 
