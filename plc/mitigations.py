@@ -120,7 +120,7 @@ if TYPE_CHECKING:
 # (3.1e8 Linear weights): κ = 1 clips no weight at initialisation at any size of the paper.
 CLIP_STDS = 7.0
 DEFAULT_REDO_TAU = float(ARMS["redo"][2])  # Plasticine's threshold, the plan's redo arm's
-INTERVENE_METHODS = ("shrink-perturb", "redo")
+INTERVENE_METHODS = ("shrink-perturb", "redo", "embed-reset")
 SPECTRAL_POWER = 2  # k of (σ₁^k − 1)²
 SPECTRAL_WARMUP = 20  # power iterations before a task's first step: σ₁ starts converged
 # Generator streams: one per method, so enabling one never changes another's draws.
@@ -646,6 +646,8 @@ def intervene(
     - redo: the units with dormancy score ≤ `tau` on the first `seqs` evaluation windows of `lang`
       in `data` (the windows `plc diagnose --dormant-lang LANG --dormant-seqs SEQS` scores) are
       reset. No optimizer state is involved: the protocol's next task starts a fresh AdamW.
+    - embed-reset: the token embedding (the tied head) re-drawn from its initialisation, as
+      language-model-plasticity's `manual_reset_emb.py` does before adapting to a new language.
 
     The output keeps the task index; its history gains an entry {"intervention": method, …} that
     repeats the last task's language (so `lang` columns of later metric rows stay right).
@@ -662,6 +664,8 @@ def intervene(
         if shrink_perturb is None:
             raise PlcError("shrink-perturb needs --shrink-perturb λ,σ")
         options = MitigationOptions(shrink_perturb=shrink_perturb)
+    elif method == "embed-reset":
+        options = MitigationOptions(embed_reset=1)
     else:
         if not 0 <= tau < 1:
             raise PlcError(f"--tau must be in [0, 1), got {tau}")
@@ -692,6 +696,9 @@ def intervene(
         if method == "shrink-perturb":
             mit.shrink_perturb(step=0)
             reset = None
+        elif method == "embed-reset":
+            mit.reset_embedding(0)
+            reset = None
         else:
             L = windows.shape[1] - 1
             batches = (
@@ -704,7 +711,8 @@ def intervene(
         "lang": base.last_lang,
         "tokens": 0,
         "steps": 0,
-        **{k: v for k, v in options.record().items() if k != "label"},
+        # A one-off reset has no cadence: the embed_reset field only switched it on.
+        **{k: v for k, v in options.record().items() if k not in ("label", "embed_reset")},
         "seed": seed,
     }
     if reset is not None:

@@ -888,3 +888,19 @@ def test_new_remedies_are_arms_with_their_reference_defaults():
         with pytest.raises(PlcError, match=None) as e:
             MitigationOptions(**kwargs)
         assert fragment in str(e.value)
+
+
+def test_intervene_embed_reset_redraws_only_the_token_embedding(tmp_path):
+    c = tmp_path / "c0.pt"
+    init_checkpoint(c, size="nano", vocab_size=320, context=CTX, seed=4)
+    res = intervene("embed-reset", c, out=tmp_path / "c0x.pt", device="cpu")
+    before, after = load_checkpoint(c), load_checkpoint(res.out)
+    for name, value in before.model.items():
+        same = torch.equal(value, after.model[name])
+        assert same == (name != "transformer.wte.weight"), name
+    wte = after.model["transformer.wte.weight"]
+    assert float(wte.std()) == pytest.approx(0.02, rel=0.05)
+    assert after.meta["history"][-1] == {
+        "intervention": "embed-reset", "lang": "", "tokens": 0, "steps": 0, "seed": 4
+    }  # fmt: skip
+    assert after.method == "intervene embed-reset" and res.task_index == 0
