@@ -16,6 +16,7 @@ from typing import Any
 from plc.errors import PlcError
 from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
+from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
 from plc.sizes import shape_of
 from plc.store import method_tag
 
@@ -23,6 +24,7 @@ LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")  # as `plc shard --lang` takes them
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
 LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
+JUDGED = (*CYCLIC, "control")  # kinds whose runs get an onset verdict (fit-onset, figures)
 
 
 def parse_list(text: str | None) -> tuple[str, ...] | None:
@@ -210,6 +212,19 @@ class PlanOptions:
     launcher: str = _opt(
         "", "--launcher", "Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     )
+    estimator: str = _opt(
+        ONSET_ESTIMATOR,
+        "--estimator",
+        "How each run's onset is judged (plc fit-onset --estimator): noise-model or moving-average.",
+        JUDGED,
+    )
+    alpha: float = _opt(
+        ONSET_ALPHA,
+        "--alpha",
+        "False-alarm rate of each run's test of a rise after the minimum (fit-onset --alpha).",
+        JUDGED,
+        cli_type=float,
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from Python callers: tuples, so the options stay frozen
@@ -274,6 +289,11 @@ class PlanOptions:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
         if self.val_seqs is not None and self.val_seqs < 1:
             raise PlcError(f"--val-seqs must be positive, got {self.val_seqs}")
+        if not 0 < self.alpha < 1:
+            raise PlcError(f"--alpha is a false-alarm rate between 0 and 1, not {self.alpha:g}")
+        from plc.onset.estimators import get_estimator  # numpy: only when a plan is built
+
+        get_estimator(self.estimator)
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:
