@@ -50,24 +50,35 @@ them executes no extra code), calls `at_task_start` once before the first step o
   weights from the initialisation, incoming bias 0 and outgoing weights 0.
 
 - swr ζ (selective weight reinitialisation, Hernandez-Garcia et al. 2025; JFernando4/
-  collas_2025_swr_paper `selective_weight_reinitialization.py` with its ViT configuration:
-  pruning_method threshold, utility_function gradient, reinit_strat resample, reinit_freq 128,
-  reinit_factor 0.0005): every N = swr_every steps of the run, right after the optimizer step,
-  each parameter tensor's weights with utility |θ·∇θ| ≤ ζ·(the tensor's mean utility) are drawn
-  afresh from their initialisation — N(0, σ²) with σ from GPT.init_stds for weights, tables and
-  sink vectors; the constant for the rest (Linear and LayerNorm biases 0, LayerNorm gains 1: the
-  reference resamples those to their mean too). Every parameter takes part, as in the reference
-  (its optimizer holds them all). ∇θ is the step's gradient (after clipping, which scales a tensor's
-  utilities alike and so selects the same weights). As the reference, the optimizer state of a
-  re-drawn weight is kept (its SGD momentum is not touched there). Counted in the run's steps
-  (the reference's global step), so the cadence runs across tasks.
-- embed_reset N (active forgetting, Chen et al. 2023; facebookresearch/language-model-plasticity
-  `IRobertaModel.reset_embeddings` and `AdamEF`, `--clear_embed_every_K_updates 1000`): after every
-  N-th step of the run the token embedding is re-drawn from its initialisation N(0, 0.02²) and its
-  AdamW moments and step count are zeroed (AdamEF restarts the embeddings' bias correction). plc
-  ties the embedding to the output head, as RoBERTa does there, so the head is re-drawn with it.
-  AdamEF's separate learning rate for the embeddings (lr_emb) is not reproduced: they train at the
-  task's rate. The position table is kept (the reference resets only the token embedding).
+  collas_2025_swr_paper `src/swr_functions/selective_weight_reinitialization.py`, called after
+  every `optim.step()` in `experiments/vit_incremental_cifar/vit_experiment.py`, with its ViT
+  configuration `config/incremental_cifar/swr_with_regular_ln.json`: pruning_method threshold,
+  utility_function gradient, reinit_strat resample, reinit_freq 128, reinit_factor 0.0005,
+  decay_rate 0): every N = swr_every steps of the run, right after the optimizer step, each
+  parameter tensor's weights with utility |θ·∇θ| ≤ ζ·(the tensor's mean utility) — the
+  reference's `prune_weights` "threshold", ≤ included, on the step's utility (decay_rate 0: no
+  running average) — are drawn afresh from their initialisation: N(0, σ²) with σ from
+  GPT.init_stds for weights, tables and sink vectors; the constant for the rest (Linear and
+  LayerNorm biases 0, LayerNorm gains 1: `get_vit_network_init_parameters` resamples those to
+  their mean too; its ViT's MLP biases, initialised uniformly there, are 0 at init here). Every
+  parameter takes part, as in the reference (its optimizer holds them all). ∇θ is the step's
+  gradient (after clipping, which scales a tensor's utilities alike and so selects the same
+  weights). As the reference, the optimizer state of a re-drawn weight is kept (its SGD momentum
+  is not touched there). Counted in the run's steps (the reference's `current_step`, never
+  reset), so the cadence runs across tasks.
+- embed_reset N (active forgetting, Chen et al. 2023; facebookresearch/language-model-plasticity:
+  `language/fairseq_cli/train.py` after every `train_step` with num_updates % K == 0, K =
+  `--clear_embed_every_K_updates`, 1000 in its pretraining sweep, 0 = off by default;
+  `emb_reinit` "roberta": N(0, 0.02²), the padding row 0; `AdamEF` zeroes the embedding's
+  exp_avg and exp_avg_sq and restarts its bias correction `step_emb`): after every N-th step of
+  the run the token embedding is re-drawn from its initialisation N(0, 0.02²) and its AdamW
+  moments and step count are zeroed (plc's vocabularies have no padding row). plc ties the
+  embedding to the output head, as RoBERTa does there, so the head is re-drawn with it.
+  AdamEF's separate learning rate for the embeddings (lr_emb) and its `stop_after` are not
+  reproduced: they train at the task's rate, and the resets go on for the whole run. The
+  position table is kept (the reference resets only the token embedding). `plc intervene
+  embed-reset` is the same re-draw once, on a checkpoint: the reference's README resets the
+  embedding before adapting to a new language (`fb_sweep/manual_reset_emb.py`).
 - spectral λ (spectral regularisation, Lewandowski et al. 2025, "Learning Continually by Spectral
   Regularization", ICLR; no reference code in the stored sources, the definition is the paper's):
   the loss gains λ·Σ_l (σ₁(W_l)^k − 1)² with k = SPECTRAL_POWER = 2, over every nn.Linear, its bias
@@ -647,7 +658,8 @@ def intervene(
       in `data` (the windows `plc diagnose --dormant-lang LANG --dormant-seqs SEQS` scores) are
       reset. No optimizer state is involved: the protocol's next task starts a fresh AdamW.
     - embed-reset: the token embedding (the tied head) re-drawn from its initialisation, as
-      language-model-plasticity's `manual_reset_emb.py` does before adapting to a new language.
+      language-model-plasticity's `fb_sweep/manual_reset_emb.py` does before adapting to a new
+      language.
 
     The output keeps the task index; its history gains an entry {"intervention": method, …} that
     repeats the last task's language (so `lang` columns of later metric rows stay right).

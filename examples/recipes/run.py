@@ -110,10 +110,12 @@ def _horizon_aucs(metrics: list[Path], horizon: int) -> dict[str, float]:
 
 
 def analyse(out: Path, sizes: list[str], tasks: int, cost: str) -> str:
-    from plc.onset import fit_onset
+    from plc.study import fit_onset
 
     # Only probes up to the task every run reached: an interrupted study is read at one horizon.
-    metrics = sorted((out / "metrics").glob("probe-*.parquet"))
+    metrics = sorted(
+        m for s in sizes for m in (out / "metrics").glob(f"probe-{s}-s*.parquet")
+    )  # only the sizes asked: a study cut short may hold a size it stopped early
     last: dict[str, int] = {}
     for m in metrics:
         run, task = re.match(r"probe-(.+)-t(\d+)-", m.name).groups()
