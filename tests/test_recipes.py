@@ -20,7 +20,7 @@ from plc.errors import PlcError
 from plc.init import init_checkpoint
 from plc.model import GPT, GPTConfig
 from plc.options import TrainOptions, parse_mitigation
-from plc.plan import build_plan
+from plc.plan import build_plan, plan_json, render
 from plc.probe import probe
 from plc.schedule import learning_rate, lr_at
 from plc.store import load_checkpoint
@@ -323,3 +323,18 @@ def test_plans_carry_replay_and_transitions_with_the_stores_they_read():
         build_plan("stationary", sizes=["nano"], preset="tiny", mitigations=["replay:0.1"])
     with pytest.raises(PlcError, match="does not combine"):
         build_plan("control", sizes=["nano"], tasks=2, transition=4, mitigations=["replay:0.1"])
+
+
+@pytest.mark.parametrize("kind", ["continual", "control"])
+def test_a_transition_of_zero_steps_is_todays_plan(kind):
+    """--transition 0 is the protocol's abrupt switch: the same jobs, run ids, Makefile and
+    plan.json as a plan without the flag."""
+    kw = (
+        dict(sizes=["nano"], preset="tiny", cycles=1)
+        if kind == "continual"
+        else dict(sizes=["nano"], tasks=3, shared=0.3)
+    )
+    today, zero = build_plan(kind, **kw), build_plan(kind, transition=0, **kw)
+    assert plan_json(zero) == plan_json(today)
+    assert render(zero) == render(today)
+    assert all("--transition" not in j.argv for j in zero.jobs)
