@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from plc.cli import run_argv
-from plc.plan import build_plan, write_plan
+from plc.plan import Plan, build_plan, write_plan
 from plc.runner import run_plan
 
 METHODS = "none;cosine;wsd;replay:0.05;replay:0.25;transition:64;swr;embreset"
@@ -73,8 +73,9 @@ def main() -> None:
             f"{len(plan.jobs)} jobs, {args.workers} workers: {wall / 60:.1f} min wall, "
             f"{cpu / 3600:.2f} CPU-hours (this invocation)."
         )
-        (out / "cost.txt").write_text(cost + "\n")
-    print(analyse(out, args.sizes.split(","), args.tasks, cost))
+        with open(out / "cost.txt", "a") as f:  # one line per invocation: a study run in stages
+            f.write(f"--tasks {args.tasks} --sizes {args.sizes}: {cost}\n")
+    print(analyse(out, plan, cost))
 
 
 def _t_interval(values: list[float]) -> str:
@@ -109,45 +110,56 @@ def _horizon_aucs(metrics: list[Path], horizon: int) -> dict[str, float]:
     return auc
 
 
-def analyse(out: Path, sizes: list[str], tasks: int, cost: str) -> str:
+def analyse(out: Path, plan: Plan, cost: str) -> str:
+    """The table of every size and arm of `plan` at the last task all its runs were probed
+    after; metric files of runs outside the plan (a size or arm dropped) are not read."""
     from plc.study import fit_onset
 
-    # Only probes up to the task every run reached: an interrupted study is read at one horizon.
-    metrics = sorted(
-        m for s in sizes for m in (out / "metrics").glob(f"probe-{s}-s*.parquet")
-    )  # only the sizes asked: a study cut short may hold a size it stopped early
-    last: dict[str, int] = {}
-    for m in metrics:
+    runs = {r.run_id: r for r in plan.runs}
+    metrics, last = [], dict.fromkeys(runs, 0)
+    for m in sorted((out / "metrics").glob("probe-*.parquet")):
         run, task = re.match(r"probe-(.+)-t(\d+)-", m.name).groups()
-        last[run] = max(last.get(run, 0), int(task))
-    horizon = min([tasks, *last.values()])
+        if run in runs:
+            metrics.append(m)
+            last[run] = max(last[run], int(task))
+    horizon = min(last.values())
     metrics = [m for m in metrics if int(re.search(r"-t(\d+)-", m.name).group(1)) <= horizon]
     res = fit_onset(
         metrics, models=[], probe_after=None, by="method", normalize="alone", auc_from="0"
     )
     (out / "recipes.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
     auc = _horizon_aucs(metrics, horizon)
-    methods = list(dict.fromkeys(r.method for r in res.runs))
+    onsets = {r.run_id: r for r in res.runs}
+    # The baseline of the same size and seed: the same initialisation, chains and probes.
+    arms = list(dict.fromkeys(r.method for r in plan.runs))
+    base = {(r.size, r.seed): r.run_id for r in plan.runs if r.method == arms[0]}
     lines = [
         f"Horizon: {horizon} tasks (every run probed up to it).",
         "",
-        "| size | method | runs with an onset | onset (mean [95 %]) | rate of loss "
-        "(%/task, mean [95 %]) | AUC at the horizon / scratch (mean [95 %]) |",
-        "|---|---|---|---|---|---|",
+        "| size | arm | runs with an onset | onset (mean [95 %]) | rate of loss "
+        "(%/task, mean [95 %]) | AUC at the horizon / scratch (mean [95 %]) | "
+        "− the baseline's, same seed (mean [95 %]) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for size in sizes:
-        for method in methods:
-            mine = [r for r in res.runs if r.size == size and r.method == method]
-            if not mine:
-                continue
-            onsets = [r.onset for r in mine if r.onset is not None]
-            rates = [r.rate for r in mine]
+    for size in plan.sizes:
+        for arm in arms:
+            mine = [r for r in plan.runs if r.size == size and r.method == arm]
+            fitted = [onsets[r.run_id] for r in mine if r.run_id in onsets]
+            found = [f.onset for f in fitted if f.onset is not None]
+            rates = [f.rate for f in fitted]
             aucs = [auc.get(r.run_id) for r in mine]
+            paired = [
+                auc[r.run_id] - auc[base[size, r.seed]]
+                for r in mine
+                if r.run_id in auc and auc.get(base[size, r.seed]) is not None
+            ]
+            label = fitted[0].method if fitted else arm or "none"
             lines.append(
-                f"| {size} | {method} | {len(onsets)} of {len(mine)} | {_t_interval(onsets)} | "
-                f"{_t_interval(rates)} | {_t_interval(aucs)} |"
+                f"| {size} | {label} | {len(found)} of {len(mine)} "
+                f"| {_t_interval(found)} | {_t_interval(rates)} | {_t_interval(aucs)} | "
+                f"{'—' if arm == arms[0] else _t_interval(paired)} |"
             )
-    _figure(out, metrics, sizes, methods, horizon)
+    _figure(out, metrics, plan.sizes, list(dict.fromkeys(r.method for r in res.runs)), horizon)
     if cost:
         lines += ["", cost]
     text = "\n".join(lines) + "\n"
