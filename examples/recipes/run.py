@@ -13,11 +13,13 @@ which share one map with the probe chain g00: the probe AUC first falls (tasks t
 later rises (plasticity loss). The plan runs in-process (`plc demo`'s runner; `make -j2` on the
 Makefile written beside the results gives the same files); a rerun continues what is missing.
 
-Then `plc fit-onset --by method` (α = 0.05, 1,000 bootstrap draws): per size and method the runs
-with an onset, the onset pooled over the seeds with its interval, the rate of loss after the
-minimum and the AUC at the horizon, each as a mean over the seeds with a t interval; the figure
-(probe AUC against tasks, one panel per size, the mean over seeds of each method); OUT/table.md,
-OUT/recipes.json and OUT/recipes.png.
+Then `plc fit-onset --by method` (the noise model, α = 0.05), at the last task every run of the
+plan was probed after: per size and arm the runs with an onset, the onset, the rate of loss after
+the minimum and the probe AUC at that horizon over the from-scratch probe's, each as a mean over
+the seeds with a 95 % t interval, and that AUC's difference from the baseline of the same seed
+(the same initialisation, chains and probes: the seed-to-seed spread cancels); the figure (probe
+AUC against tasks, one panel per size, the mean over seeds of each arm); OUT/table.md,
+OUT/recipes.json, OUT/recipes.png, and OUT/cost.txt with a line per invocation.
 """
 
 from __future__ import annotations
