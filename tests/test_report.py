@@ -145,6 +145,14 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     nano = next(r for r in rows if r["run"] == "nano-s0")
     assert (nano["task"], nano["cycle"]) == ("8", "1")
     assert nano["mean |θ|"] == f"{param:.5g}"
+    for metric, column in (
+        ("init_distance", "‖θ − θ₀‖₂"),
+        ("perturb_loss_increase", "loss increase under perturbation"),
+        ("last_hidden_norm", "last hidden norm"),
+        ("last_hidden_var", "last hidden variance"),
+    ):
+        value = diag.filter(pl.col("metric") == metric)["value"][0]
+        assert nano[column] == f"{value:.4g}", metric
 
     histories = [t for t in page.tables if t[0] == ["tasks", "languages", "settings"]]
     assert len(histories) == 2  # a table per run, one row each: 8 tasks of the same settings
