@@ -105,8 +105,9 @@ class Scripted:
         return "Scripted verdicts (a test)."
 
 
-# No subnormals: a library loaded earlier in the session may set the CPU's flush-to-zero mode, in
-# which Hypothesis cannot draw them (FloatingPointError); no property here turns on them.
+# No subnormals: a command run in this process earlier in the session (plc.runtime) turns on
+# torch's flush-to-zero, under which Hypothesis cannot draw them (FloatingPointError); no property
+# here turns on them.
 fraction = st.floats(0, 1, allow_subnormal=False)
 scripts = st.builds(
     Script,
