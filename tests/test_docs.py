@@ -88,9 +88,20 @@ def _flags(cmd) -> set[str]:
     return names
 
 
+def _start(words: list[str]) -> int | None:
+    """Where `plc` starts a command in these words: first (after VAR=value words), after `-m`
+    (`python -m plc`, `torchrun … -m plc`) or after `do`/`then`/`time`; None if it is none's."""
+    for i, word in enumerate(words):
+        if word == "plc" and (
+            all("=" in w for w in words[:i]) or words[i - 1] in ("-m", "do", "then", "time")
+        ):
+            return i
+    return None
+
+
 def _invocations(block: str, console: bool) -> list[list[str]]:
-    """Each `plc …` command line of a code block as its words (a console block's commands are
-    its `$ ` lines; continued lines joined; shell operators split one line into commands)."""
+    """Each `plc …` command of a code block as its words (a console block's commands are its `$ `
+    lines; continued lines joined; shell operators split one line into commands)."""
     lines = block.replace("\\\n", " ").splitlines()
     if console:
         lines = [line[2:] for line in lines if line.startswith("$ ")]
@@ -101,27 +112,28 @@ def _invocations(block: str, console: bool) -> list[list[str]]:
         words = []
         for word in [*lex, ";"]:
             if word and set(word) <= set(";&|"):
-                if "plc" in words:
-                    found.append(words[words.index("plc") :])
+                if (i := _start(words)) is not None:
+                    found.append(words[i:])
                 words = []
             else:
                 words.append(word)
     return found
 
 
-def _readme_invocations() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
+def _shown(page: Path) -> list[list[str]]:
     return [
         words
-        for lang, block in FENCE.findall(text)
+        for lang, block in FENCE.findall(page.read_text())
         for words in _invocations(block, console=lang == "console")
     ]
 
 
-def test_every_command_in_the_readme_exists_with_its_flags():
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_command_shown_exists_with_its_flags(page):
     commands = _commands()
-    shown = _readme_invocations()
-    assert len(shown) >= 10  # the parser found the README's commands
+    shown = _shown(page)
+    if page.name == "README.md":
+        assert len(shown) >= 10  # the parser found the README's commands
     wrong = []
     for words in shown:
         name, rest = "plc", words[1:]
@@ -147,6 +159,10 @@ def test_the_invocation_parser():
     assert _invocations("$ plc sizes --json\nplc not-a-command", console=True) == [
         ["plc", "sizes", "--json"]
     ]
+    other = (
+        "ruff check plc tests\nPLC_THREADS=1 torchrun --nproc_per_node 2 -m plc probe \\\n  c.pt"
+    )
+    assert _invocations(other, console=False) == [["plc", "probe", "c.pt"]]
 
 
 def test_docs_commands_lists_every_command():
