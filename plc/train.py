@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from plc.errors import PlcError
 from plc.mitigations import Mitigations
-from plc.model import GPT
+from plc.model import LanguageModel
 from plc.options import TrainOptions
 from plc.runtime import Runtime
 from plc.store import atomic_path
@@ -41,7 +41,7 @@ STATE_VERSION = 1
 # A training-step row: what `on_step` receives and what the `train` metric file holds per step.
 StepRow = dict[str, float | int]
 # Builds a task's remedies for (model, its optimizer, micro-batch rows) once the optimizer exists.
-MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
+MakeMitigations = Callable[[LanguageModel, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
@@ -164,7 +164,7 @@ class LoopResult:
 
 
 def train_loop(
-    model: GPT,
+    model: LanguageModel,
     sampler: Sampler,
     options: TrainOptions,
     *,
@@ -181,7 +181,8 @@ def train_loop(
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
-    - model: a GPT already on `runtime.device` (wrapped here in DDP under torchrun, and compiled if
+    - model: the model under study (plc.model.LanguageModel: plc's GPT or a Hugging Face model's
+      adapter) already on `runtime.device` (wrapped here in DDP under torchrun, and compiled if
       `options.compile`); its parameters are updated in place.
     - sampler: the global batch of step `step` (0-based) is int64 (batch_size, seq_len + 1); this
       rank trains on rows rank::world_size of it, which `.local(rank, world_size)` reads alone,
@@ -385,7 +386,9 @@ def _next_save(options: TrainOptions) -> float | None:
     return None if minutes is None else time.monotonic() + 60 * minutes
 
 
-def _require_finite(model: GPT, step: int, rows: list[StepRow], evals: list[dict]) -> None:
+def _require_finite(
+    model: LanguageModel, step: int, rows: list[StepRow], evals: list[dict]
+) -> None:
     """TrainingDiverged if the update of `step` left a weight that is not finite."""
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():

@@ -121,9 +121,11 @@ def _invocations(block: str, console: bool) -> list[list[str]]:
 
 
 def _shown(page: Path) -> list[list[str]]:
+    """The commands of a page's shell blocks (```bash, ```console; not diagrams or formats)."""
     return [
         words
         for lang, block in FENCE.findall(page.read_text())
+        if lang in ("bash", "sh", "shell", "console")
         for words in _invocations(block, console=lang == "console")
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plc.plan.jobs import Plan
+from plc.plan.kinds.checkpoints import checkpoints
 from plc.plan.kinds.continual import continual
 from plc.plan.kinds.control import control
 from plc.plan.kinds.lr_grid import lr_grid
@@ -18,6 +19,7 @@ BUILDERS = {
     "control": control,
     "transfer": transfer,
     "lr-grid": lr_grid,
+    "checkpoints": checkpoints,
 }
 
 
