@@ -129,8 +129,8 @@ class HFModel(nn.Module):
 
     # ------------------------------------------------------------ the seam (plc.measures)
 
-    def run(self, idx: torch.Tensor) -> None:
-        self.hidden(idx)
+    def run(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.hidden(idx)
 
     def watch_units(self, fn: UnitsWatch) -> Callable[[], None]:
         f = self.family
