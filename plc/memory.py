@@ -159,7 +159,9 @@ def estimate(
     saved = saved_bytes(config, tokens, seq_len, autocast=True, checkpointing=checkpointing)
     layer = saved_bytes(config, tokens, seq_len, autocast=True) // max(1, config.n_layer)
     head = min(tokens, max(1, HEAD_CHUNK // config.vocab_size)) * config.vocab_size
-    transient = max(HEAD_CHUNK_BYTES * head, (2 if checkpointing else 1) * layer)
+    # The head's chunk, and the bf16 partial product of its weight gradient (vocab, d).
+    head_bytes = HEAD_CHUNK_BYTES * head + 2 * config.vocab_size * config.d_model
+    transient = max(head_bytes, (2 if checkpointing else 1) * layer)
     return Estimate(
         strategy,
         micro_batch,

@@ -161,6 +161,10 @@ class Builder:
             launcher=self.launcher,
             runs=self.runs,
             jobs=self.jobs,
+            nodes=self.o.nodes,
+            keep_every=self.o.keep_every,
+            gpu=self.o.gpu,
+            mfu=self.o.mfu,
         )
 
     # ---------------------------------------------------------------------------- runs
