@@ -42,6 +42,9 @@ STATE_BYTES, DDP_BUCKET_BYTES = 16, 4
 # Not measured (no GPU here): the CUDA context (≈ 0.5 GiB), NCCL's buffers and what the caching
 # allocator cannot reuse are kept out of the device's memory before anything is fitted.
 USABLE_FRACTION, RESERVED_BYTES = 0.9, 2 * GIB
+# Activation checkpointing runs each block's forward pass twice: 8 FLOPs per weight and token
+# instead of 6 (an MFU counts the model's 6).
+RECOMPUTE = 8 / 6
 # bf16 dense peak TFLOP/s and memory (GiB) of the GPUs a plan can be costed for (SXM parts).
 GPUS: dict[str, tuple[float, float]] = {
     "h100": (989.0, 80.0),

@@ -228,3 +228,19 @@ def test_hours_scale_with_the_stated_mfu_and_gpu(paper):
         paper.costs["hours"] * 0.45 * 989 / (0.3 * 312), rel=1e-3
     )
     assert math.isclose(slower["store_tb"], paper.costs["store_tb"])
+
+
+def test_checkpointing_costs_its_recomputed_forward_passes():
+    kw = dict(preset="paper", sizes=["L32-d4096"], cycles=1, tokenizer="qwen3", source="hf:x")
+    one = build_plan("continual", **kw, launcher="torchrun --nproc_per_node 1")
+    eight = build_plan("continual", **kw, launcher="torchrun --nproc_per_node 8")
+    (a,), (b,) = one.costs["sizes"], eight.costs["sizes"]
+    assert a["activation_checkpointing"] and not b["activation_checkpointing"]
+    assert b["strategy"] == "fsdp" and not a["fits"]  # 7B does not fit one 80 GB GPU at all
+    assert a["task_hours"] == pytest.approx(8 * b["task_hours"] * 8 / 6)
+    # The Snakefile asks for the time of the FLOPs done, recomputation included.
+    runtime = {}
+    for plan in (one, eight):
+        rule = render_snakefile(plan).split("rule train_L32_d4096_s0_c1:")[1].split("\nrule ")[0]
+        runtime[plan.launcher] = float(rule.split("runtime=minutes(")[1].split(",")[0])
+    assert runtime[one.launcher] == pytest.approx(runtime[eight.launcher] * 8 / 6, rel=1e-3)

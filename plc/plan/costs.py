@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from plc.memory import GIB, choose, gpu_spec
+from plc.memory import GIB, RECOMPUTE, choose, gpu_spec
 from plc.plan.snakefile import GPU_PRESETS, job_resources, launcher_procs, model_config
 from plc.presets import get_preset
 
@@ -107,37 +107,12 @@ def plan_costs(plan: Plan) -> Costs:
             nodes=plan.nodes,
         )
 
-    def hours(job: Job) -> tuple[float, float]:
-        """(wall hours, device hours) of one job."""
-        r = resources(job)
-        if job.command == "shard":
-            tokens = sum(int(_flag(job, f) or 0) for f in ("--train-tokens", "--val-tokens"))
-            if "--parts" in job.args:
-                return 0.0, 0.0  # the merge links the parts' files
-            part = _flag(job, "--part")
-            tokens //= int(part.split("/")[1]) if part else 1
-            return tokens / SHARD_TOKENS_PER_S / 3600, 0.0
-        if r.gpus and gpu:
-            wall = r.flops / (r.gpus * peak * 1e12 * plan.mfu) / 3600
-            return wall, wall * r.gpus
-        wall = r.flops / (r.threads * CPU_GFLOPS * 1e9) / 3600
-        return wall, wall * r.threads
-
-    by_output = {job.output: job for job in plan.jobs}
-
-    @functools.cache
-    def finish(output: str) -> float:
-        job = by_output.get(output)
-        if job is None:
-            return 0.0  # an input the plan does not make (a store that exists)
-        return max((finish(d) for d in job.inputs), default=0.0) + hours(job)[0]
-
     sizes: dict[str, SizeCost] = {}
     for size in dict.fromkeys(plan.sizes):
         c = model_config(size, plan.tokenizer, preset)
         fit = None
         if gpu:
-            share = preset.batch_size // procs
+            share = max(1, preset.batch_size // procs)
             fit = choose(
                 c,
                 seq_len=preset.seq_len,
@@ -158,6 +133,35 @@ def plan_costs(plan: Plan) -> Costs:
             hours=0.0,
             checkpoint_gb=4 * c.n_params_total / 1e9,
         )
+
+    def hours(job: Job) -> tuple[float, float]:
+        """(wall hours, device hours) of one job."""
+        r = resources(job)
+        if job.command == "shard":
+            tokens = sum(int(_flag(job, f) or 0) for f in ("--train-tokens", "--val-tokens"))
+            if "--parts" in job.args:
+                return 0.0, 0.0  # the merge links the parts' files
+            part = _flag(job, "--part")
+            tokens //= int(part.split("/")[1]) if part else 1
+            return tokens / SHARD_TOKENS_PER_S / 3600, 0.0
+        if r.gpus and gpu:
+            wall = r.flops / (r.gpus * peak * 1e12 * plan.mfu) / 3600
+            cost = sizes.get(job.size or "")
+            if job.launch and cost is not None and cost.activation_checkpointing:
+                wall *= RECOMPUTE
+            return wall, wall * r.gpus
+        wall = r.flops / (r.threads * CPU_GFLOPS * 1e9) / 3600
+        return wall, wall * r.threads
+
+    by_output = {job.output: job for job in plan.jobs}
+
+    @functools.cache
+    def finish(output: str) -> float:
+        job = by_output.get(output)
+        if job is None:
+            return 0.0  # an input the plan does not make (a store that exists)
+        return max((finish(d) for d in job.inputs), default=0.0) + hours(job)[0]
+
     ckpt_bytes, ckpt_files = 0.0, 0
     total = 0.0
     for job in plan.jobs:
@@ -216,9 +220,10 @@ def cost_lines(costs: dict) -> list[str]:
                 f"{s['size']:>10} {s['params'] / 1e6:>7,.0f}M {how:>8} {s['micro_batch']:>5} "
                 f"{memory:>7} {s['task_hours']:>7.2f} {s['hours']:>11,.0f}"
             )
+        n = costs["devices_per_job"]
         assumed = (
             f"at {costs['mfu']:.0%} MFU of {costs['peak_tflops']:g} TFLOP/s (assumed, not "
-            f"measured), {costs['devices_per_job']} GPUs a training job"
+            f"measured), {n} GPU{'s' if n > 1 else ''} a training job"
         )
     else:
         assumed = f"at {CPU_GFLOPS:g} GFLOP/s a thread (assumed)"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from plc.errors import EXIT_DIVERGED, PlcError
-from plc.memory import gpu_spec
+from plc.memory import RECOMPUTE, gpu_spec
 from plc.plan.jobs import INPUTS, Job, Plan, check_text
 from plc.presets import get_preset
 from plc.sizes import make_config, padded_vocab, train_flops_per_token
@@ -186,6 +186,9 @@ def render_snakefile(plan: Plan) -> str:
         launch = f"{multi_node(plan.launcher, plan.nodes)} -m plc"
     peak, _ = gpu_spec(plan.gpu)
     transient = plan.transient_checkpoints()
+    # Sizes that train with activation checkpointing on the plan's GPU (plc.plan.costs).
+    fitted = (plan.costs or {}).get("sizes", [])
+    recompute = {s["size"] for s in fitted if s.get("activation_checkpointing")}
     lines = [
         f"# plc protocol: {plan.description}; preset {plan.preset}, "
         f"seed{'s' if len(plan.seeds) > 1 else ''} {','.join(map(str, plan.seeds))}.",
@@ -249,7 +252,8 @@ def render_snakefile(plan: Plan) -> str:
         elif job.command == "shard":
             runtime = "SHARD_MINUTES"
         elif r.gpus:
-            runtime = f"minutes({r.flops:.4g}, gpus={r.gpus})"
+            flops = r.flops * (RECOMPUTE if job.launch and job.size in recompute else 1)
+            runtime = f"minutes({flops:.4g}, gpus={r.gpus})"
         else:
             runtime = f"minutes({r.flops:.4g}, threads={r.threads})"
         resources = [f"mem_mb={r.mem_mb}", f"runtime={runtime}"]
