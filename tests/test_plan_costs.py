@@ -145,27 +145,36 @@ def _make(folder: Path, *args: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_make_removes_what_keep_every_lets_go_and_does_not_remake_it(tmp_path):
-    plan = build_plan(
-        "continual", sizes=["nano"], cycles=2, preset="tiny", keep_every=4, data="d", out_dir="r"
-    )
+    kw = dict(sizes=["nano"], cycles=2, preset="tiny", keep_every=4, data="d", out_dir="r")
+    plan = build_plan("continual", **kw, probe_after=["ru"])  # App. B's first stage
     write_plan(plan, tmp_path / "Makefile")
     made = _make(tmp_path, "-j2")
     assert len(made) == len(plan.jobs)
     gone = plan.transient_checkpoints()
-    # zh, de and ru probed (2, 6, 10, 14, 16), every 4th kept, the last: the rest go.
-    assert sorted(int(Path(c).stem[1:]) for c in gone) == [1, 3, 5, 7, 9, 11, 13, 15]
+    # ru probed (8, 16), every 4th kept (4, 12), the last: the rest go.
+    assert sorted(int(Path(c).stem[1:]) for c in gone) == [1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15]
     checkpoints = {str(p.relative_to(tmp_path)) for p in (tmp_path / "r").rglob("*.pt")}
     assert checkpoints == {j.output for j in plan.jobs if j.output.endswith(".pt")} - gone
     assert _make(tmp_path) == []  # done: nothing is retrained for the removed checkpoints
     # A lost probe result is redone from its kept checkpoint alone.
-    probe = next(j for j in plan.jobs if j.stage == "probe" and j.task == 6)
+    probe = next(j for j in plan.jobs if j.stage == "probe" and j.task == 8)
     (tmp_path / probe.output).unlink()
     assert _make(tmp_path, probe.output) == [probe.output]
-    # A lost checkpoint is retrained from the nearest one kept before it, and what was
-    # removed on the way is removed again.
-    (tmp_path / "r/nano-s0/c8.pt").unlink()
-    assert _make(tmp_path, "r/nano-s0/c8.pt") == ["r/nano-s0/c7.pt", "r/nano-s0/c8.pt"]
-    assert not (tmp_path / "r/nano-s0/c7.pt").exists()
+    # The second stage probes after zh and de in cycle 2 too: their checkpoints (10, 14) are
+    # retrained from the kept ones before them (8, 12), and nothing after them is.
+    dense = build_plan("continual", **kw, probe_after=["ru"], dense_cycles=(2, 2))
+    write_plan(dense, tmp_path / "Makefile", force=True)
+    redone = _make(tmp_path, "-j2")
+    trained = sorted(int(Path(o).stem[1:]) for o in redone if o.endswith(".pt"))
+    assert trained == [9, 10, 13, 14]
+    probes = {j.output for j in dense.jobs if j.stage == "probe"} - {
+        j.output for j in plan.jobs if j.stage == "probe"
+    }
+    assert len(probes) == 2 and probes <= set(redone)
+    assert set(redone) - probes - {f"r/nano-s0/c{k}.pt" for k in trained} <= {
+        j.output for j in dense.jobs if j.stage == "analysis"
+    }
+    assert _make(tmp_path) == []
 
 
 def test_the_snakefile_marks_them_temporary_and_leaves_them_out_of_all():

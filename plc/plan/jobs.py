@@ -100,6 +100,18 @@ class Plan:
     mfu: float = 0.45
     costs: dict[str, Any] | None = None  # plc.plan.costs.Costs, as plan.json holds it
 
+    def chained(self, job: Job) -> list[str]:
+        """The inputs of `job` whose time stamps make and Snakemake must not compare: under
+        --keep-every, a training's input checkpoint. A removed checkpoint retrained later (for
+        a probe added by App. B's dense stage, or lost) is then newer than what was trained from
+        it, and make or Snakemake would retrain the rest of the run; it is the same training,
+        so they retrain only up to it. Without --keep-every: none (a remade checkpoint remakes
+        what follows, as always)."""
+        if self.keep_every is None or job.stage != "train":
+            return []
+        made = {j.output for j in self.jobs if j.stage in ("init", "train")}
+        return [d for d in job.inputs if d in made]
+
     def transient_checkpoints(self) -> set[str]:
         """The checkpoints `--keep-every K` removes once the next task has trained from them:
         those only a next task reads (no probe, no diagnose), of a task index that is not a

@@ -88,7 +88,9 @@ def render_makefile(plan: Plan) -> str:
         return line
 
     def deps(job: Job) -> str:
-        names = [word(d) for d in job.inputs]
+        chained = plan.chained(job)  # order-only: made first, time stamps not compared
+        names = [word(d) for d in job.inputs if d not in chained]
+        names += ["|", *(word(d) for d in chained)] if chained else []
         return " \\\n    ".join(" ".join(names[i : i + 4]) for i in range(0, len(names), 4))
 
     if plan.nodes > 1:

@@ -268,7 +268,12 @@ def render_snakefile(plan: Plan) -> str:
         output = _file(job.output)
         lines += ["", f"rule {name}:"]
         if job.inputs:
-            lines += ["    input:", *[f"        {_file(d)}," for d in job.inputs]]
+            chained = plan.chained(job)  # time stamps not compared (Plan.chained)
+            lines += ["    input:"]
+            lines += [
+                f"        {f'ancient({_file(d)})' if d in chained else _file(d)},"
+                for d in job.inputs
+            ]
         lines += [
             "    output:",
             f"        {f'temp({output})' if job.output in transient else output},",
