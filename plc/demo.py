@@ -9,13 +9,14 @@ shows the protocol's mechanics, not evidence of plasticity loss.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from plc.plan import Job, Plan, build_plan, write_plan
-from plc.runner import Execute, JobDone, run_plan, run_subprocess
+from plc.onset.table import RunOnset
+from plc.plan import Job, Plan, build_plan
+from plc.runner import Execute, JobDone, run_subprocess
+from plc.study.run import StudyRun, run_study
 
 # Relative cost of a job, for the progress bar's ETA (a task's training is 1).
 WEIGHTS = {"train": 1.0, "probe": 1.2, "diagnose": 0.6, "analysis": 0.5, "data": 0.3, "init": 0.3}
@@ -30,6 +31,15 @@ CAVEAT = (
 
 
 @dataclass
+class ControlRun:
+    """A run of the positive control: its verdict, and the AUC change at its last probe."""
+
+    run: RunOnset
+    last_task: int
+    rise_pct: float  # eq. 1 at the last probe, against the first probe
+
+
+@dataclass
 class DemoResult:
     out_dir: str
     makefile: str
@@ -40,14 +50,15 @@ class DemoResult:
     sizes: list[str]
     cycles: int
     preset: str
-    onsets: list[dict] = field(default_factory=list)  # size, n_params, probes, onset, onset_tokens
-    law: str | None = None  # the log-log fit (eq. 2 form), when it could be fitted
+    onsets: list[RunOnset] = field(default_factory=list)  # the study's verdict per run
+    law: str | None = None  # the log-log fit (eq. 2 form), or why there is none
     fits: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     report: str | None = None  # the study as one HTML page (plc report)
     control_report: str | None = None  # the positive control's page (a study of its own)
     removed: list[str] = field(default_factory=list)  # checkpoints removed (no --keep-checkpoints)
-    control: dict | None = None  # the positive control's result (see _control)
+    control: list[ControlRun] = field(default_factory=list)  # the positive control's runs
+    notes: list[str] = field(default_factory=list)  # what the readings left out
     caveat: str = CAVEAT
 
 
@@ -62,6 +73,8 @@ def demo(
     workers: int = 2,
     control: list[str] | None = None,
     keep_checkpoints: bool = False,
+    estimator: str | None = None,
+    alpha: float | None = None,
     execute: Execute = run_subprocess,
     on_start: Callable[[Plan, float], None] | None = None,
     on_done: Callable[[JobDone, float], None] | None = None,
@@ -70,7 +83,8 @@ def demo(
 
     Beside it runs the positive control (`plc plan control`, Markov-chain tasks in which small
     models certainly lose plasticity) for the `control` sizes (default nano; [] for none), in
-    OUT/control, so the demo shows plc detecting plasticity loss where it is there.
+    OUT/control, so the demo shows plc detecting plasticity loss where it is there. `estimator`
+    and `alpha` judge both studies' runs (their plans record them; default: the protocol's).
 
     `execute` runs one job's `plc` command (a fresh process each by default; the command line
     runs them inside its worker processes). `on_start(plan, total_work)` and
@@ -80,71 +94,68 @@ def demo(
     a longer run start from it); the others are removed at the end, and the Makefiles name them
     secondary, so neither `make` nor a rerun retrains them while what was made from them stands."""
     out = Path(out)
-    plan = build_plan(
-        "continual",
-        sizes=sizes,
-        cycles=cycles,
-        preset=preset,
-        probe_after=probe_after,  # None: the protocol's default (plc.protocol)
-        diagnose_every=1,
-        data=str(out / "data"),
-        out_dir=str(out),
-        seeds=[seed],
-    )
-    makefile, _ = write_plan(
-        plan, out / "Makefile", force=True, epilogue=_secondary_rule(plan, keep_checkpoints)
-    )
-    sizes_control = ["nano"] if control is None else list(control)
-    jobs = list(plan.jobs)
-    if sizes_control:
-        positive = build_plan(
-            "control",
-            sizes=sizes_control,
+    judging = {k: v for k, v in (("estimator", estimator), ("alpha", alpha)) if v is not None}
+    plans = [
+        build_plan(
+            "continual",
+            sizes=sizes,
+            cycles=cycles,
+            preset=preset,
+            probe_after=probe_after,  # None: the protocol's default (plc.protocol)
+            diagnose_every=1,
+            data=str(out / "data"),
+            out_dir=str(out),
             seeds=[seed],
-            data=str(out / "control" / "data"),
-            out_dir=str(out / "control"),
+            **judging,
         )
-        write_plan(
-            positive,
-            out / "control" / "Makefile",
-            force=True,
-            epilogue=_secondary_rule(positive, keep_checkpoints),
+    ]
+    sizes_control = ["nano"] if control is None else list(control)
+    if sizes_control:
+        plans.append(
+            build_plan(
+                "control",
+                sizes=sizes_control,
+                seeds=[seed],
+                data=str(out / "control" / "data"),
+                out_dir=str(out / "control"),
+                **judging,
+            )
         )
-        jobs += positive.jobs
-    secondary = set() if keep_checkpoints else _intermediate_checkpoints(jobs)
-    # one pool for both graphs: the workers stay busy
-    both = replace(plan, jobs=_to_run(jobs, secondary))
-    if on_start:
-        on_start(both, sum(WEIGHTS[j.stage] for j in jobs))
-
-    t0 = time.perf_counter()
-    done = run_plan(
-        both,
+    every = [j for plan in plans for j in plan.jobs]
+    secondary = set() if keep_checkpoints else _intermediate_checkpoints(every)
+    study = run_study(  # one pool for both graphs: the workers stay busy
+        plans,
         workers=workers,
-        log_dir=out / "logs",
         execute=execute,
+        log_dir=out / "logs",
+        epilogue=lambda plan: _secondary_rule(plan, keep_checkpoints),
+        jobs=lambda jobs: _to_run(jobs, secondary),
+        on_start=(lambda plan, _: on_start(plan, sum(WEIGHTS[j.stage] for j in every)))
+        if on_start
+        else None,
         on_done=(lambda d: on_done(d, WEIGHTS[d.job.stage])) if on_done else None,
     )
+    main = study.runs[0]
     res = DemoResult(
         out_dir=str(out),
-        makefile=str(makefile),
-        seconds=time.perf_counter() - t0,
-        jobs=len(jobs),
-        ran=sum(not d.skipped for d in done),
-        skipped=len(jobs) - sum(not d.skipped for d in done),
-        sizes=plan.sizes,
-        cycles=plan.cycles,
+        makefile=main.makefile,
+        seconds=study.seconds,
+        jobs=len(every),
+        ran=sum(not d.skipped for d in study.done),
+        skipped=len(every) - sum(not d.skipped for d in study.done),
+        sizes=main.plan.sizes,
+        cycles=main.plan.cycles,
         preset=preset,
         figures=[
-            j.output for j in plan.jobs if j.stage == "analysis" and j.output.endswith(".png")
+            j.output for j in main.plan.jobs if j.stage == "analysis" and j.output.endswith(".png")
         ],
     )
     res.removed = [t for t in sorted(secondary) if Path(t).exists()]
     for t in res.removed:
         Path(t).unlink()
-    _summarise(res, out / "onset.parquet")
+    _summarise(res, main)
     if sizes_control:
-        res.control = _control(sorted((out / "control" / "metrics").glob("probe-*.parquet")))
+        res.control = _control(study.runs[1])
     from plc.report import report
 
     res.report = report(out, out / "report.html", force=True).path
@@ -187,50 +198,27 @@ def _to_run(jobs: list[Job], secondary: set[str]) -> list[Job]:
         must |= new
 
 
-def _control(probe_files: list[Path]) -> dict:
-    """The positive control's verdict per run as fit-onset gives it on every probe (eq. 1 against
-    the first probe): the onset with its p-value and interval, or why there is none; beside it the
-    AUC change at the last probe, in % and in noise SDs of the series."""
-    from plc.onset import ALPHA, assess_onset, probe_series, read_probes
-
-    runs = []
-    for s in probe_series(read_probes(probe_files), "first", None):
-        ev = assess_onset(s)
-        runs.append(
-            {
-                "run_id": s.run_id,
-                "size": s.size,
-                "probes": len(s.value),
-                "last_task": s.task_index[-1],
-                "rise_pct": s.value[-1],
-                "noise_sd_pct": ev.noise_sd,
-                "rho": ev.rho,
-                "detected": ev.detected,
-                "onset": float(ev.minimum_task) if ev.detected else None,
-                "at_start": ev.at_start,
-                "p_value": ev.p_value,
-                "onset_lo": ev.onset_lo,
-                "onset_hi": ev.onset_hi,
-                "minimum_task": ev.minimum_task,
-                "no_onset": ev.no_onset,
-            }
-        )
-    return {"alpha": ALPHA, "runs": runs}
-
-
-def _summarise(res: DemoResult, onset_table: Path) -> None:
-    """Onset per size and the log-log law, from the onset table the plan's fit-onset wrote."""
-    import polars as pl
-
-    from plc.onset import fit_onset_or_runs
-
-    if not onset_table.exists():  # one probe per run: no onset to find
+def _summarise(res: DemoResult, main: StudyRun) -> None:
+    """The study's verdict per run and the log-log law with its exponent's interval (the fits
+    refitted on runs resampled with their onset distributions)."""
+    if main.judged is not None:
+        res.notes += main.judged.notes
+    if main.onsets is None:  # no probes: no onset to find
         return
-    res.onsets = pl.read_parquet(onset_table).to_dicts()
-    # The exponent's interval: refits on runs resampled with their onset distributions.
-    fitted = fit_onset_or_runs([onset_table], models=["loglog"], bootstrap=1000)
-    res.fits = fitted.to_dict()["fits"]
-    if fitted.law is None:
-        res.law = f"(no fit: {fitted.fits_skipped})"
+    res.onsets = main.onsets.runs
+    res.fits = main.onsets.to_dict()["fits"]
+    if main.onsets.law is None:
+        res.law = f"(no fit: {main.onsets.fits_skipped})"
     else:
-        res.law = f"{fitted.law}; {fitted.exponent}"
+        res.law = f"{main.onsets.law}; {main.onsets.exponent}"
+
+
+def _control(control: StudyRun) -> list[ControlRun]:
+    """The positive control's verdict per run (the study's, on every probe, eq. 1 against the
+    first probe) with the AUC change at its last probe."""
+    if control.judged is None:
+        return []
+    return [
+        ControlRun(control.judged.of(s.run_id), s.task_index[-1], s.value[-1])
+        for s in control.judged.series
+    ]

@@ -3,18 +3,25 @@
 Kinds, the keys of `DRAW`: `auc` (Fig. 2, or Fig. 4 with x=tokens), `probing` (Fig. 9), `onset`
 (Fig. 3; Fig. 10 with all four fits), `correlates` (Fig. 5, 7 top, 11), `dormant-layers` (Fig. 6),
 `entropy` (Fig. 7 bottom); `auc`, `onset` and `correlates` also `by="method"`: one colour per
-mitigation method, the baseline always the first, sizes by line style and marker. Each kind is one drawing function with the same signature: it fills a
-bare `Figure` from the input paths and the options and says which runs it drew and what it could
-not draw. `build_figure` returns the figure without saving it (tests read what is drawn); `plot`
-saves it. No pyplot: no global figure registry, no backend switch. Matplotlib and polars are
-imported inside the functions so `plc --help` stays fast.
+mitigation method, the baseline always the first, sizes by line style and marker. Each kind is one
+drawing function with the same signature: it fills a bare `Figure` from the input paths and the
+options and says which runs it drew and what it could not draw.
+
+The onset a figure marks is the study's verdict (plc.study.verdicts), judged once per figure (or
+handed in, as the report does) and drawn the same way in every kind: an onset as a filled marker
+inside its interval, a minimum with no significant rise after it as an open one, and a run still
+falling or with too few probes not at all (a note says so).
+
+`build_figure` returns the figure without saving it (tests read what is drawn); `plot` saves it.
+No pyplot: no global figure registry, no backend switch. Matplotlib and polars are imported
+inside the functions so `plc --help` stays fast.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,12 +31,8 @@ from plc.errors import PlcError
 from plc.onset import (
     BASELINE,
     Fit,
-    OnsetEvidence,
-    ProbeSeries,
     RunOnset,
-    assess_onset,
     check_by,
-    collect_onsets,
     expand_inputs,
     fit_groups,
     fit_model,
@@ -37,14 +40,23 @@ from plc.onset import (
     method_order,
     moving_average,
     probe_series,
+    read_finite,
     read_probes,
     run_methods,
     split_inputs,
+    table_runs,
 )
-from plc.onset.detect import TooFewProbes
-from plc.plan.files import probe_after_of
-from plc.protocol import CYCLE, PAPER_PROBE_AFTER
+from plc.onset.estimators import DETECTED, FROM_START, NO_RISE
+from plc.protocol import CYCLE, ONSET_WINDOW, PAPER_PROBE_AFTER
 from plc.store import atomic_path, check_output, read_metrics
+from plc.study import (
+    FROM_PLAN,
+    Judged,
+    VerdictOptions,
+    judge_rows,
+    plan_of_metrics,
+    verdict_options,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -86,10 +98,13 @@ class PlotOptions:
     x: str = "cycle"  # auc: cycle (Fig. 2), tokens (Fig. 4) or task (cycles not of eight)
     normalize: str = "first"
     probe_after: tuple[str, ...] | None = PAPER_PROBE_AFTER
-    window: int = 3
+    window: int = ONSET_WINDOW
     models: tuple[str, ...] = ("loglog",)
     layer: int | None = None  # entropy: the layer drawn
     by: str | None = None  # "method": colour by mitigation method (BY_KINDS)
+    estimator: str | None = None  # how runs are judged (None: the plan's, else the default)
+    alpha: float | None = None
+    judged: Judged | None = None  # the runs judged already (the report's): not judged again
 
 
 class Drawn(NamedTuple):
@@ -121,15 +136,24 @@ def build_figure(
     *,
     x: str = "cycle",
     normalize: str = "first",
-    probe_after: Sequence[str] | None | str = "default",
-    window: int = 3,
+    probe_after: Sequence[str] | None | str = FROM_PLAN,
+    window: int | None = None,
     models: Sequence[str] = ("loglog",),
     layer: int | None = None,
     by: str | None = None,
+    estimator: str | None = None,
+    alpha: float | None = None,
+    judged: Judged | None = None,
 ) -> Drawing:
-    """Draw one figure of the paper from metric files (or an onset table), without saving it."""
+    """Draw one figure of the paper from metric files (or an onset table), without saving it;
+    `judged`: the runs' verdicts where the caller has them (else they are judged here, with the
+    settings given, else the plan's)."""
     inputs = list(inputs)
-    options = _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
+    options = _options(
+        kind, inputs, x, normalize, probe_after, window, models, layer, by, estimator, alpha
+    )
+    if judged is not None:
+        options = replace(options, judged=judged)
     return _draw(kind, inputs, options)
 
 
@@ -140,16 +164,20 @@ def plot(
     *,
     x: str = "cycle",
     normalize: str = "first",
-    probe_after: Sequence[str] | None | str = "default",
-    window: int = 3,
+    probe_after: Sequence[str] | None | str = FROM_PLAN,
+    window: int | None = None,
     models: Sequence[str] = ("loglog",),
     layer: int | None = None,
     by: str | None = None,
+    estimator: str | None = None,
+    alpha: float | None = None,
     force: bool = False,
 ) -> PlotResult:
     """`plc plot KIND`: draw one figure of the paper and write it to `out` (.png, .svg or .pdf)."""
     inputs = list(inputs)
-    options = _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
+    options = _options(
+        kind, inputs, x, normalize, probe_after, window, models, layer, by, estimator, alpha
+    )
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise PlcError(f"--out must end in {', '.join(FORMATS)} (got {out.name})")
@@ -160,7 +188,9 @@ def plot(
     return PlotResult(str(out), kind, drawing.runs, drawing.notes)
 
 
-def _options(kind, inputs, x, normalize, probe_after, window, models, layer, by) -> PlotOptions:
+def _options(
+    kind, inputs, x, normalize, probe_after, window, models, layer, by, estimator, alpha
+) -> PlotOptions:
     if kind not in DRAW:
         raise PlcError(f"unknown plot kind {kind!r}; choose from {', '.join(DRAW)}")
     check_by(by)
@@ -170,16 +200,55 @@ def _options(kind, inputs, x, normalize, probe_after, window, models, layer, by)
         )
     if x not in ("cycle", "tokens", "task"):
         raise PlcError(f"--x must be cycle, tokens or task, not {x!r}")
-    if probe_after == "default":  # Fig. 2 plots every probe; the onset reads fit-onset's
-        probe_after = None if kind == "auc" else probe_after_of(inputs)
+    if probe_after == FROM_PLAN and kind == "auc":  # Fig. 2 plots every probe
+        probe_after = None
+    # The study's settings: those given, else the plan's (plan.json beside the metrics), as in
+    # fit-onset; checked here, before any figure is drawn.
+    plan = plan_of_metrics(expand_inputs(inputs)[:1])
+    judging = verdict_options(
+        plan,
+        estimator=estimator,
+        alpha=alpha,
+        window=window,
+        probe_after=probe_after,
+        normalize=normalize,
+    )
     return PlotOptions(
         x=x,
         normalize=normalize,
-        probe_after=None if probe_after is None else tuple(probe_after),
-        window=window,
+        probe_after=judging.probe_after,
+        window=judging.window,
         models=tuple(models),
         layer=layer,
         by=by,
+        estimator=judging.estimator,
+        alpha=judging.alpha,
+    )
+
+
+def _judged(paths: Sequence[Path], options: PlotOptions) -> Judged:
+    """The runs' verdicts, every kind's: those handed in, else the study's judgement of the
+    probe files (with the rows of any onset tables, which only plot onset reads). Runs whose
+    series cannot be built are named in `unusable`; a figure that needs them says so."""
+    if options.judged is not None:
+        return options.judged
+    metric_files, table = split_inputs(paths)
+    notes: list[str] = []
+    probes = read_finite(metric_files, "probe", notes)
+    judged = judge_rows(probes, _verdict_options(options), notes)
+    if table is not None:
+        judged.runs += table_runs(table)
+    return judged
+
+
+def _verdict_options(options: PlotOptions) -> VerdictOptions:
+    return verdict_options(
+        None,
+        estimator=options.estimator,
+        alpha=options.alpha,
+        window=options.window,
+        probe_after=options.probe_after,
+        normalize=options.normalize,
     )
 
 
@@ -311,11 +380,13 @@ def _line_per(ax: Axes, rows: pl.DataFrame, column: str, options: PlotOptions) -
     return len(keys)
 
 
-def _read_diagnose(paths: Sequence[Path], kind: str) -> pl.DataFrame:
+def _read_diagnose(paths: Sequence[Path], kind: str, notes: list[str]) -> pl.DataFrame:
+    """The diagnose rows with a finite value (the others named in `notes`)."""
     metric_files = _metric_files(paths, kind)
-    df = read_metrics(metric_files, "diagnose")
+    df = read_finite(metric_files, "diagnose", notes)
     if df.height == 0:
-        kinds = sorted(set(read_metrics(metric_files)["kind"].unique().to_list()))
+        every = read_metrics(metric_files)
+        kinds = sorted(set(every["kind"].unique().to_list())) if every.height else []
         raise PlcError(
             "no diagnose rows in the input metric files (they hold "
             + (", ".join(kinds) or "no rows")
@@ -325,30 +396,25 @@ def _read_diagnose(paths: Sequence[Path], kind: str) -> pl.DataFrame:
 
 
 def _onsets(paths: Sequence[Path], options: PlotOptions) -> tuple[dict[str, int], list[str]]:
-    """Onset task per run where probe metrics allow one; the others only get a note."""
-    import polars as pl
+    """Onset task per run where the study's verdict has one; the others get a note (one per
+    reason), as every figure draws them."""
+    judged = _judged(paths, options)
+    if not judged.runs and not judged.unusable:
+        return {}, [*judged.notes, "no probe rows: no onset marked"]
+    onsets = {r.run_id: int(r.onset) for r in judged.runs if r.verdict in DETECTED}
+    return onsets, [*judged.notes, *_unmarked(judged, "no onset marked for")]
 
-    probes = read_metrics(_metric_files(paths, "correlates"), "probe")
-    onsets: dict[str, int] = {}
-    notes: list[str] = []
-    none: dict[str, list[str]] = {}  # runs by the reason they have no onset: one note each
-    if probes.height == 0:
-        return onsets, ["no probe rows: no onset marked"]
-    for run_id in sorted(set(probes["run_id"].to_list())):
-        run = probes.filter(pl.col("run_id") == run_id)
-        try:
-            (s,) = probe_series(run, options.normalize, options.probe_after)
-            ev = assess_onset(s, options.window)
-        except PlcError as e:
-            notes.append(f"no onset marked: {e}")
-            continue
-        if ev.detected:
-            onsets[run_id] = ev.minimum_task
-        else:
-            none.setdefault(ev.no_onset or "", []).append(run_id)
+
+def _unmarked(judged: Judged, what: str) -> list[str]:
+    """One note per reason a run has no onset to draw: `what a, b: no onset detected (why)`."""
+    notes = [f"{what} {run}: {why}" for run, why in judged.unusable.items()]
+    none: dict[str, list[str]] = {}
+    for r in judged.runs:
+        if r.verdict not in DETECTED:
+            none.setdefault(r.no_onset or r.verdict, []).append(r.run_id or r.size)
     for why, runs in none.items():
-        notes.append(f"no onset marked for {', '.join(runs)}: no onset detected ({why})")
-    return onsets, notes
+        notes.append(f"{what} {', '.join(runs)}: no onset detected ({why})")
+    return notes
 
 
 def _runs(diag: pl.DataFrame) -> list[tuple[str, str]]:
@@ -363,7 +429,8 @@ def _runs(diag: pl.DataFrame) -> list[tuple[str, str]]:
 
 def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 2 / Fig. 4: % change of probe AUC relative to the first probe, one line per size."""
-    probes = read_probes(_metric_files(paths, "auc"))
+    notes: list[str] = []
+    probes = read_probes(_metric_files(paths, "auc"), notes)
     series = probe_series(probes, "first", options.probe_after)
     ax = _axes(fig, 7.5, 4.5)
     if options.by:
@@ -398,25 +465,22 @@ def _auc(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         ncol=2 if len(series) > 6 else 1,
     )
     ax.grid(alpha=0.3)
-    return Drawn([s.run_id for s in series], [])
-
-
-def _evidence(s: ProbeSeries, window: int) -> OnsetEvidence | None:
-    """fit-onset's verdict on a run; None where its probes are too few for the noise model."""
-    try:
-        return assess_onset(s, window)
-    except TooFewProbes:
-        return None
+    return Drawn([s.run_id for s in series], notes)
 
 
 def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
-    """Fig. 9: normalised AUC per probe, its moving average and the onset, one panel per run."""
-    probes = read_probes(_metric_files(paths, "probing"))
-    series = probe_series(probes, options.normalize, options.probe_after)
-    evidence = [_evidence(s, options.window) for s in series]
+    """Fig. 9: normalised AUC per probe, its moving average and the study's verdict, one panel per
+    run: the onset (red) or the minimum with no significant rise after it (open), each with its
+    interval as a horizontal bar; a run still falling or with too few probes has no marker, and
+    its legend says why."""
+    judged = _judged(paths, options)
+    judged.check_usable()
+    series = judged.series
+    if not series:
+        raise PlcError("no probe rows in the input metric files; run plc probe first")
     axes = _grid(fig, len(series))
     labels = _labels([(s.size, s.run_id) for s in series])
-    for s, ev, ax, label in zip(series, evidence, axes, labels, strict=True):
+    for s, ax, label in zip(series, axes, labels, strict=True):
         ax.plot(s.task_index, s.value, color="tab:blue", marker="o", ms=3, lw=1, label="probe")
         if s.n_probes >= options.window:
             ax.plot(
@@ -426,16 +490,7 @@ def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
                 lw=2,
                 label=f"moving average ({options.window})",
             )
-        if ev is not None:  # None: too few probes for the noise model
-            i = s.task_index.index(ev.minimum_task)
-            if ev.detected:
-                style = {"color": "red"}
-                mark = f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}]"
-                mark += f", p = {ev.p_value:.3f}"
-            else:  # the minimum, as an open marker: still falling or a rise within noise
-                style = {"mfc": "none", "color": "0.4"}
-                mark = f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
-            ax.plot(ev.minimum_task, s.value[i], "o", ms=8, zorder=5, label=mark, **style)
+        _mark_verdict(ax, s.task_index, s.value, judged.of(s.run_id))
         ax.set_title(label)
         ax.set_xlabel("Task")
         ax.set_ylabel(
@@ -445,61 +500,111 @@ def _probing(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return Drawn([s.run_id for s in series], [])
+    return Drawn([s.run_id for s in series], judged.notes)
+
+
+def _mark_verdict(ax: Axes, tasks: Sequence[int], values: Sequence[float], r: RunOnset) -> None:
+    """A run's verdict on its own series: the point inside its interval, or why there is none."""
+    p = "" if r.p_value is None else f", p = {r.p_value:.3f}"
+    drawn = r.drawn
+    if drawn is None:  # still falling, too few probes: nothing to place
+        ax.plot([], [], " ", label=f"no onset: {r.verdict}")
+        return
+    task, lo, hi = drawn
+    y = values[list(tasks).index(int(task))]
+    if r.verdict in DETECTED:
+        style = {"color": "red"}
+        mark = f"onset: task {task:g} [{lo:g}, {hi:g}]{p}"
+        mark += " (from the start)" if r.verdict == FROM_START else ""
+    else:  # the minimum, open: a rise within noise
+        style = {"mfc": "none", "color": "0.4"}
+        mark = f"minimum: task {task:g} [{lo:g}, {hi:g}], no onset detected{p}"
+    ax.errorbar(
+        [task],
+        [y],
+        xerr=[[task - lo], [hi - task]],
+        fmt="o",
+        ms=8,
+        capsize=3,
+        zorder=5,
+        label=mark,
+        **style,
+    )
 
 
 def _onset(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 3 / Fig. 10: onset vs model size on log-log axes with the fitted curve(s); each onset
-    with its interval, and runs with no onset detected as open markers at their minimum."""
-    every, _ = collect_onsets(paths, options.normalize, options.probe_after, options.window)
-    runs = [r for r in every if r.onset is not None]
-    missing = [r for r in every if r.onset is None and r.minimum_task is not None]
-    shown = runs + missing
-    p = np.array([r.n_params for r in shown], dtype=float)
-    t = np.array([r.fit_value for r in shown], dtype=float)
-    if not shown or (p <= 0).any() or (t <= 0).any():
-        raise PlcError("plot onset uses log axes; every n_params and onset must be positive")
-    notes = []
-    if missing:
-        notes.append(f"no onset detected: {', '.join(r.run_id or r.size for r in missing)}")
+    with its interval, and runs with no onset detected as open markers at their minimum (where
+    they have one to draw: not a run still falling or with too few probes, which get a note)."""
+    judged = _judged(paths, options)
+    judged.check_usable()
+    every = judged.runs
+    drawable = [r for r in every if r.drawn is not None and r.n_params > 0 and r.drawn[0] > 0]
+    runs = [r for r in drawable if r.verdict in DETECTED]
+    minima = [r for r in drawable if r.verdict == NO_RISE]
+    shown = runs + minima
+    notes = list(judged.notes)
+    unshown = [r for r in every if r not in shown]
+    if unshown:
+        notes.append(
+            "not drawn (no point to place on log axes): "
+            + ", ".join(f"{r.run_id or r.size} ({_why_not(r)})" for r in unshown)
+        )
+    if minima:
+        notes.append(f"no onset detected: {', '.join(r.run_id or r.size for r in minima)}")
     ax = _axes(fig, 7, 4.8)
+    if not shown:
+        ax.text(
+            0.5,
+            0.5,
+            "no run has an onset or a minimum to draw",
+            ha="center",
+            transform=ax.transAxes,
+        )
+        _onset_axes(ax, np.array([1.0, 10.0]))
+        return Drawn([], notes)
+    p = np.array([r.n_params for r in shown], dtype=float)
+    t = np.array([r.drawn for r in shown], dtype=float).ravel()  # points and interval ends
     grid = np.geomspace(p.min() / 1.5, p.max() * 1.5, 200)
     if options.by:
-        notes += _onset_by_method(ax, runs, missing, grid, options)
-        _onset_axes(ax, t)
+        notes += _onset_by_method(ax, runs, minima, grid, options)
+        _onset_axes(ax, t, p)
         return Drawn([r.run_id or r.size for r in shown], notes)
+    fits = []
     try:
         fits = [
             fit_model(m, [r.n_params for r in runs], [r.onset for r in runs])
             for m in options.models
         ]
     except PlcError as e:
-        if not missing:
-            raise
-        fits = []
         notes.append(f"no fit: {e}")
-    for group, style in ((runs, {"color": "black"}), (missing, {"mfc": "none", "color": "0.5"})):
+    for group, style in ((runs, {"color": "black"}), (minima, {"mfc": "none", "color": "0.5"})):
         if not group:
             continue
-        label = "observed onset" if group is runs else "no onset detected (smoothed minimum)"
+        label = "observed onset" if group is runs else "no onset detected (minimum)"
         _onset_points(ax, group, label, style)
     for f in fits:
         _fit_line(ax, f, grid, MODEL_COLOR[f.model], "")
-    _onset_axes(ax, t)
+    _onset_axes(ax, t, p)
     return Drawn([r.run_id or r.size for r in shown], notes)
 
 
+def _why_not(r: RunOnset) -> str:
+    if r.drawn is None:
+        return r.verdict
+    return "n_params ≤ 0" if r.n_params <= 0 else "task ≤ 0"
+
+
 def _onset_points(ax: Axes, group: Sequence[RunOnset], label: str, style: dict[str, Any]) -> None:
-    """Onsets (or minima) with their intervals, each marked with its size."""
+    """Onsets (or minima) inside their intervals (RunOnset.drawn), each marked with its size."""
+    drawn = np.array([r.drawn for r in group], dtype=float)
     x = np.array([r.n_params for r in group], dtype=float)
-    y = np.array([r.fit_value for r in group], dtype=float)
-    lo = np.array([r.fit_value if r.onset_lo is None else r.onset_lo for r in group])
-    hi = np.array([r.fit_value if r.onset_hi is None else r.onset_hi for r in group])
+    y, lo, hi = drawn.T
     ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", capsize=3, zorder=5, label=label, **style)
-    for r in group:
+    for r, task in zip(group, y, strict=True):
         ax.annotate(
             r.size,
-            (r.n_params, r.fit_value),
+            (r.n_params, task),
             textcoords="offset points",
             xytext=(5, -10),
             fontsize=8,
@@ -527,10 +632,14 @@ def _onset_by_method(
     options: PlotOptions,
 ) -> list[str]:
     """Each method's onsets and its own fitted law, in the method's colour (line style: the
-    model); a method whose runs cannot be fitted gets a note (bad input only if none can)."""
-    groups = fit_groups(runs, missing, options.models, "method")
-    colors = _method_colors(g.method for g in groups)
+    model); a method whose runs cannot be fitted gets a note."""
     notes = []
+    try:
+        groups = fit_groups(runs, missing, options.models, "method")
+    except PlcError as e:  # no method's runs can be fitted: the points alone
+        groups = fit_groups(runs, missing, [], "method")
+        notes.append(f"no fit: {e}")
+    colors = _method_colors(g.method for g in groups)
     for g in groups:
         color = colors[g.method]
         seen = [r for r in runs if r.method == g.method]
@@ -538,7 +647,7 @@ def _onset_by_method(
         if seen:
             _onset_points(ax, seen, f"{g.method}: observed onset", {"color": color})
         if unseen:
-            label = f"{g.method}: no onset detected (smoothed minimum)"
+            label = f"{g.method}: no onset detected (minimum)"
             _onset_points(ax, unseen, label, {"mfc": "none", "color": color})
         for f in g.fits:
             _fit_line(ax, f, grid, color, f"{g.method}: ")
@@ -547,25 +656,31 @@ def _onset_by_method(
     return notes
 
 
-def _onset_axes(ax: Axes, t: np.ndarray) -> None:
-    """Log-log axes in model size and tasks, the y range from the onsets shown."""
+def _onset_axes(ax: Axes, t: np.ndarray, p: np.ndarray | None = None) -> None:
+    """Log-log axes in model size and tasks, the ranges from the onsets shown with their
+    intervals (`t`) and sizes (`p`)."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(t.min() / 2, t.max() * 3)
+    if p is not None:
+        ax.set_xlim(p.min() / 2, p.max() * 2)  # room for the size beside the last point
     _count_axis(ax.xaxis)
     _plain_log_axis(ax.yaxis)
     ax.set_xlabel("Model size (non-embedding parameters)")
     ax.set_ylabel("Onset of plasticity loss (task)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 5 / 7 top / 11: whole-model correlates vs cycle with the onset marked in red."""
     import polars as pl
 
-    diag = _read_diagnose(paths, "correlates")
+    read: list[str] = []
+    diag = _read_diagnose(paths, "correlates", read)
     onsets, notes = _onsets(paths, options)
+    notes = read + notes
     whole = diag.filter(pl.col("layer").is_null() & pl.col("head").is_null())
     present = [(m, label) for m, label in CORRELATES if whole.filter(pl.col("metric") == m).height]
     if not present:
@@ -630,7 +745,8 @@ def _dormant_layers(fig: Figure, paths: Sequence[Path], options: PlotOptions) ->
     """Fig. 6: dormant % of each MLP layer vs cycle, one panel per run."""
     import polars as pl
 
-    diag = _read_diagnose(paths, "dormant-layers")
+    notes: list[str] = []
+    diag = _read_diagnose(paths, "dormant-layers", notes)
     rows = diag.filter((pl.col("metric") == "dormant_pct") & pl.col("layer").is_not_null())
     if rows.height == 0:
         raise PlcError("no per-layer dormant_pct rows in the diagnose metrics")
@@ -645,14 +761,15 @@ def _dormant_layers(fig: Figure, paths: Sequence[Path], options: PlotOptions) ->
         ax.legend(
             fontsize=7, ncol=2 if n_layers > 8 else 1, title="layer (0-based)", title_fontsize=7
         )
-    return Drawn([run_id for run_id, _ in runs], [])
+    return Drawn([run_id for run_id, _ in runs], notes)
 
 
 def _entropy(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     """Fig. 7 bottom: entropy of each head of one layer vs cycle, lazy/collapsed bands marked."""
     import polars as pl
 
-    diag = _read_diagnose(paths, "entropy")
+    notes: list[str] = []
+    diag = _read_diagnose(paths, "entropy", notes)
     rows = diag.filter((pl.col("metric") == "entropy") & pl.col("head").is_not_null())
     if rows.height == 0:
         raise PlcError("no per-head entropy rows in the diagnose metrics")
@@ -664,7 +781,6 @@ def _entropy(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Drawn:
     h_max_rows = diag.filter(pl.col("metric") == "h_max")
     runs = _runs(rows)
     axes = _grid(fig, len(runs), width=5.5, height=4)
-    notes = []
     for (run_id, label), ax in zip(runs, axes, strict=True):
         n_heads = _line_per(ax, rows.filter(pl.col("run_id") == run_id), "head", options)
         h = h_max_rows.filter(pl.col("run_id") == run_id)["value"]

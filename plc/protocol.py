@@ -14,6 +14,10 @@ PROBE_LANG = "vi"
 PAPER_PROBE_AFTER = ("zh", "de", "ru")
 # App. B: the onset is the minimum of a centred moving average of this many probes.
 ONSET_WINDOW = 3
+# A run's verdict: the estimator that judges its probe series (plc.onset.estimators) and the
+# false-alarm rate of its test of a rise after the minimum (per run).
+ONSET_ESTIMATOR = "noise-model"
+ONSET_ALPHA = 0.05
 # §V-B: entropy is measured on ru, dormant units on the probe language.
 ENTROPY_LANG = "ru"
 

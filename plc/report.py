@@ -2,7 +2,8 @@
 
 Everything the study's files allow, in the order a reader asks for it: where the study stands
 (plc status), the onset of plasticity loss per run as plc fit-onset decides it (with its interval,
-or no onset and why), the four fits of Table V with their intervals and the law, every
+or no onset and why: the study's verdicts, judged once and shown alike in every table and figure
+of the page), the four fits of Table V with their intervals and the law, every
 figure `plc plot` can draw from the metrics present, the correlates per diagnose, any other
 tables of the study (transfer, mitigations), and how it was made (the task histories in the
 checkpoints, the plan file, the versions). Figures are PNGs inside the page (base64), styles are
@@ -23,22 +24,22 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
-from plc.onset import MODELS, fit_onset_or_runs, probe_series, read_probes, view
-from plc.onset.series import check_series
-from plc.plan import read_plan
+from plc.onset import MODELS, read_finite, view
+from plc.plan.jobs import Plan
 from plc.plot import ONSET_LABEL, build_figure
-from plc.protocol import CYCLE, ONSET_WINDOW
-from plc.status import find_study_files, format_duration, run_rows, study_status
-from plc.store import atomic_path, check_output, checkpoint_meta, read_metrics
+from plc.protocol import CYCLE
+from plc.status import format_duration, run_rows, study_status
+from plc.store import atomic_path, check_output, checkpoint_meta
+from plc.study import find_study_files, fit_judged, judge_study, verdict_options
 
 if TYPE_CHECKING:
     import polars as pl
     from matplotlib.figure import Figure
 
     from plc.onset import BootstrapSummary, Fit, OnsetResult
-    from plc.status import StatusResult, StudyFiles
+    from plc.status import StatusResult
+    from plc.study import Judged, StudyFiles
 
-WINDOW = ONSET_WINDOW  # App. B's moving average, as plc status
 BOOTSTRAP = 1000  # resamples of the runs for the fits' intervals, as plc demo's law
 MAX_TABLE_ROWS = 200
 CORRELATE_COLUMNS = (
@@ -83,26 +84,37 @@ def report(
     out: str | os.PathLike,
     *,
     force: bool = False,
+    estimator: str | None = None,
+    alpha: float | None = None,
+    window: int | None = None,
 ) -> ReportResult:
-    """`plc report`: write the HTML page of the study in `directory` to `out`."""
+    """`plc report`: write the HTML page of the study in `directory` to `out`, its runs judged
+    once with the study's settings (those given, else its plan's)."""
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise PlcError(f"--out must end in .html (got {out.name})")
     check_output(out, force)
     files = find_study_files(directory)
-    state = study_status(files)
-    diag = read_metrics(files.metric_files("diagnose"), "diagnose")
+    plan = files.read_plan()
+    judged = judge_study(
+        files, verdict_options(plan, estimator=estimator, alpha=alpha, window=window)
+    )
+    state = study_status(files, plan, judged)
+    read_notes: list[str] = []
+    diag = read_finite(files.metric_files("diagnose"), "diagnose", read_notes)
     page = _Page()
+    for note in [*state.notes, *read_notes]:
+        page.note(note)
     page.add_status(state)
     for nested in files.nested:  # its runs may reuse this study's run ids: never mixed in
         where = nested.relative_to(files.root)
         page.note(
             f"{where}/ is a study of its own (its own plan), not part of this page: plc report {nested}"
         )
-    series = page.add_onsets(files)
-    page.add_fits(series)
-    page.add_figures(files, diag)
+    onsets = page.add_onsets(judged)
+    page.add_fits(onsets)
+    page.add_figures(files, diag, judged, plan)
     page.add_correlates(diag)
     page.add_other_tables(files)
     page.add_provenance(files, state)
@@ -185,48 +197,33 @@ class _Page:
         if state.seconds_left:
             self.p(f"Training left: {format_duration(state.seconds_left)} of compute.")
 
-    def add_onsets(self, files: StudyFiles) -> OnsetResult | None:
-        """Onset per run as `plc fit-onset --probe-after all --bootstrap 1000` decides it (the
-        test of a rise after the minimum, the onset's interval, or no onset and why)."""
+    def add_onsets(self, judged: Judged) -> OnsetResult | None:
+        """Onset per run as `plc fit-onset --bootstrap 1000` decides it (the study's verdict: an
+        onset with its interval, or none and why), with the fits where they can be made."""
 
         self.h2("Onset of plasticity loss", "onset")
-        runs = sorted({m.run_id for m in files.metrics if m.kind == "probe"})
-        if not runs:
+        if not judged.runs and not judged.unusable:
             self.note("No probe metrics yet: no onset.")
             return None
-        # A run with a single probe stops fit-onset for every run: such runs get a row with the
-        # reason, and fit-onset reads the others.
-        latest: dict[str, str] = {}
-        unusable: list[tuple[str, str]] = []
-        usable: list[Path] = []
-        methods: set[str] = set()
-        for run_id in runs:
-            paths = files.metric_files("probe", run_id)
-            try:
-                series = probe_series(read_probes(paths), "first", None)
-                for s in series:
-                    check_series(s)
-            except PlcError as e:
-                unusable.append((run_id, str(e)))
-                continue
-            for s in series:
-                latest[s.run_id] = f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})"
-                methods.add(s.method)
-            usable += paths
-        by = "method" if len(methods) > 1 else None
+        latest = {
+            s.run_id: f"{s.value[-1]:+.2f} % (task {s.task_index[-1]})" for s in judged.series
+        }
+        by = "method" if len({s.method for s in judged.series}) > 1 else None
         res = (
-            fit_onset_or_runs(
-                usable, models=list(MODELS), bootstrap=BOOTSTRAP, probe_after=None, by=by
-            )
-            if usable
+            fit_judged(judged, list(MODELS), bootstrap=BOOTSTRAP, by=by, or_runs=True)
+            if judged.runs
             else None
+        )
+        probes = (
+            "every probe"
+            if judged.options.probe_after is None
+            else ("the probes after " + ", ".join(judged.options.probe_after))
         )
         if res:
             self.p(
                 "Per run: the probe AUC normalised by eq. 1 (% change relative to AUC_1, the first "
-                "probe after ru, or the first probe where none follows ru), every probe in the "
-                "metric files, as plc fit-onset --probe-after all reads it. "
-                + view.method_text(res)
+                f"probe after ru, or the first probe where none follows ru), {probes}, as plc "
+                "fit-onset reads the study. " + view.method_text(res)
             )
             columns = view.run_columns(res)
         else:
@@ -242,7 +239,7 @@ class _Page:
             cells[at:at] = [latest.get(r.run_id or "", "")]
             rows.append([*cells, r.no_onset or ""])
         onset = next(h for h in headers if h.startswith("onset (task)")) if res else None
-        for run_id, why in unusable:
+        for run_id, why in judged.unusable.items():
             cells = dict.fromkeys(headers, "")
             cells.update({"run": run_id, "no onset: why": why})
             if onset:
@@ -293,17 +290,28 @@ class _Page:
         if boot:
             self.p(view.bootstrap_text(boot), "meta")
 
-    def add_figures(self, files: StudyFiles, diag: pl.DataFrame) -> None:
+    def add_figures(
+        self, files: StudyFiles, diag: pl.DataFrame, judged: Judged, plan: Plan | None
+    ) -> None:
+        """Every figure, its onsets those of `judged` (the page's verdicts)."""
         self.h2("Figures", "figures")
         inputs = files.metric_files("probe") + files.metric_files("diagnose")
         if not inputs:
             self.note("No probe or diagnose metrics yet: no figures.")
             return
-        for kind, options, caption in _figure_list(diag, files.plan_data):
+        o = judged.options
+        for kind, options, caption in _figure_list(diag, plan):
+            if kind != "auc":  # Fig. 2 and 4 draw every probe
+                options = {"probe_after": o.probe_after, "window": o.window, **options}
             try:
-                drawing = build_figure(kind, inputs, probe_after=None, window=WINDOW, **options)
+                drawing = build_figure(
+                    kind, inputs, estimator=o.estimator, alpha=o.alpha, judged=judged, **options
+                )
             except PlcError as e:
                 self.note(f"{caption}: not drawn ({e})")
+                continue
+            if not drawing.runs:  # plot onset with no point to place: nothing to show here
+                self.note(f"{caption}: not drawn (no run has an onset or a minimum to place)")
                 continue
             caption = _drawn_caption(caption, drawing.figure)
             png = io.BytesIO()
@@ -315,7 +323,8 @@ class _Page:
                 f"<figcaption>{_esc(caption)}</figcaption></figure>"
             )
             for n in drawing.notes:
-                self.note(f"{caption}: {n}")
+                if n not in judged.notes and n not in self.notes:  # said once, above
+                    self.note(f"{caption}: {n}")
 
     def add_correlates(self, diag: pl.DataFrame) -> None:
         import polars as pl
@@ -416,11 +425,11 @@ class _Page:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _figure_list(diag: pl.DataFrame, plan: Path | None) -> list[tuple[str, dict[str, Any], str]]:
+def _figure_list(diag: pl.DataFrame, plan: Plan | None) -> list[tuple[str, dict[str, Any], str]]:
     """Every figure of `plc plot` with its caption; entropy for every layer, so every size's
     every layer is drawn. Against tasks where the plan's cycle is not the paper's eight (the
     control's chains)."""
-    eight = plan is None or len(read_plan(plan).cycle) == len(CYCLE)
+    eight = plan is None or len(plan.cycle) == len(CYCLE)
     x: dict[str, Any] = {} if eight else {"x": "task"}
     figs: list[tuple[str, dict[str, Any], str]] = [
         ("auc", x, "Fig. 2: probe AUC over training"),

@@ -4,7 +4,9 @@ Whatever runs the plan (make, Snakemake, a shell loop), the study's state is in 
 checkpoints `<folder>/cN.pt` (the last one per folder says the tasks done), metric files (probes,
 diagnoses, training throughput), the resumable state a long job keeps beside its output
 (`*.resume`), the temporary names of writes in progress (`.<name>.*.tmp`, `.<name>.partial`), and
-the plan.json that `plc plan` wrote beside its Makefile or Snakefile, which says what is planned.
+the plan.json that `plc plan` wrote beside its Makefile or Snakefile, which says what is planned
+(plc.study.files finds them). Each run's onset so far is the study's verdict (plc.study.verdicts),
+the one every other reader gives.
 
 A job leaves no trace while it runs unless it saves resumable state, so "running" means a recent
 in-progress file and "stale" one older than `stale_minutes` (its job died or hangs).
@@ -13,7 +15,6 @@ in-progress file and "stale" one older than `stale_minutes` (its job died or han
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -25,39 +26,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plc.errors import PlcError
-from plc.protocol import CYCLE, ONSET_WINDOW
-from plc.store import (
-    checkpoint_meta,
-    diverged,
-    parse_metric_name,
-    parse_progress_name,
-    read_metrics,
-)
+from plc.onset.estimators import DETECTED
+from plc.onset.inputs import read_finite
+from plc.onset.table import RunOnset
+from plc.onset.view import onset_cell
+from plc.plan.jobs import Plan
+from plc.protocol import CYCLE
+from plc.store import checkpoint_meta, diverged, read_metrics
+from plc.study.files import MetricFile, StudyFiles, find_study_files
+from plc.study.verdicts import Judged, judge_study, verdict_options
 
 if TYPE_CHECKING:
     import polars as pl
 
-# cN.pt, or a branch cN-NAME.pt: the transfer plan trains c1-<lang>.pt from one c0.pt.
-CHECKPOINT_NAME = re.compile(r"^c(\d+)(-[A-Za-z0-9_]+)?\.pt$")
 # The job an in-progress file belongs to: a metric file's run, or a checkpoint's number.
 IN_PROGRESS_RUN = re.compile(r"^\.?(?:train|probe|diagnose)-(.+?)-t\d+-")
 IN_PROGRESS_CHECKPOINT = re.compile(r"^\.?c(\d+)(-[A-Za-z0-9_]+)?\.pt[.]")
-# A study's plan: the Makefile or Snakefile `plc plan` wrote, and beside it plan.json, the plan as
-# data (FORMATS.md), which says what is planned.
-PLAN_FILES = ("Makefile", "Snakefile")
-PLAN_JSON = "plan.json"
-MAX_DEPTH = 4  # <dir>/runs/<size>/metrics/x.parquet: the deepest layout (bin/ before plan.json)
 WATCHED = ("param_abs_mean", "dormant_pct", "lazy_pct", "collapsed_pct")  # shown per diagnose
-
-
-@dataclass
-class MetricFile:
-    path: Path
-    kind: str
-    run_id: str
-    task_index: int
-    lang: str
-    suffix: str
 
 
 @dataclass
@@ -69,30 +54,6 @@ class JobFile:
     minutes: float  # since it was last written
     stale: bool  # older than --stale-minutes: its job died or hangs
     run_id: str | None  # None for study-wide jobs (token stores)
-
-
-@dataclass
-class StudyFiles:
-    """What a walk of the study folder found."""
-
-    root: Path
-    checkpoints: dict[Path, dict[int, Path]] = field(default_factory=dict)  # folder → {N: cN.pt}
-    metrics: list[MetricFile] = field(default_factory=list)
-    in_progress: list[Path] = field(default_factory=list)
-    progress: list[MetricFile] = field(default_factory=list)  # rows saved by tasks in progress
-    plan: Path | None = None  # the Makefile or Snakefile, as written
-    plan_data: Path | None = None  # its plan.json: what the study plans
-    other_tables: list[Path] = field(default_factory=list)  # Parquet/CSV that are not metrics
-    nested: list[Path] = field(
-        default_factory=list
-    )  # subfolders with their own plan: other studies
-
-    def metric_files(self, kind: str | None = None, run_id: str | None = None) -> list[Path]:
-        return [
-            m.path
-            for m in self.metrics
-            if (kind is None or m.kind == kind) and (run_id is None or m.run_id == run_id)
-        ]
 
 
 @dataclass
@@ -112,9 +73,10 @@ class RunStatus:
     auc_change: float | None  # eq. 1 at the latest probe, in %
     auc_change_task: int | None
     onset: int | None  # task index of the onset so far
-    onset_note: str  # why there is none yet
+    onset_note: str  # the verdict as the tables read it: the onset, or none and why
     onset_lo: float | None = None  # the onset's interval, as fit-onset gives it
     onset_hi: float | None = None
+    verdict: str = ""  # plc.onset.estimators.VERDICTS; "" before the run has probes
     last_diagnose: int | None = None  # task index
     diagnose: dict[str, float] = field(default_factory=dict)  # WATCHED values at last_diagnose
     tokens_per_s: float | None = None  # median of the latest complete task
@@ -135,76 +97,7 @@ class StatusResult:
     seconds_left: float | None  # compute left over all runs, one job at a time
     checked_at: float  # Unix time of the reading
     nested: list[str] = field(default_factory=list)  # subfolders that are studies of their own
-
-
-# ------------------------------------------------------------------------------------- files
-
-
-def find_study_files(directory: str | os.PathLike) -> StudyFiles:
-    """Walk a study folder (plan layout, demo layout or shell-script layout alike)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise PlcError(f"no folder at {root}")
-    found = StudyFiles(root)
-    for name in PLAN_FILES:
-        if (root / name).is_file():
-            found.plan = root / name
-            break
-    if (root / PLAN_JSON).is_file():
-        found.plan_data = root / PLAN_JSON
-    base_depth = len(root.parts)
-    for here, dirs, files in os.walk(root):
-        here_path = Path(here)
-        depth = len(here_path.parts) - base_depth
-        kept = []
-        for d in dirs:
-            if d.endswith(".partial"):
-                found.in_progress.append(here_path / d)
-            elif _is_plc_plan(here_path / d):
-                # e.g. the demo's control/: its runs reuse run ids (nano-s0) of this study's
-                found.nested.append(here_path / d)
-            elif not (d.startswith(".") or d.endswith(".zarr")) and depth < MAX_DEPTH:
-                kept.append(d)
-        dirs[:] = sorted(kept)
-        for f in sorted(files):
-            path = here_path / f
-            if m := CHECKPOINT_NAME.match(f):
-                ckpts = found.checkpoints.setdefault(here_path, {})
-                if m.group(2) is None:  # of several checkpoints of one task, the trunk's
-                    ckpts[int(m.group(1))] = path
-                else:
-                    ckpts.setdefault(int(m.group(1)), path)
-            elif m := parse_metric_name(f):
-                found.metrics.append(
-                    MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
-                )
-            elif m := parse_progress_name(f):
-                found.progress.append(
-                    MetricFile(path, m.kind, m.run, m.task_index, m.lang, m.suffix)
-                )
-                found.in_progress.append(path)
-            elif f.endswith(".resume") or (f.startswith(".") and f.endswith((".tmp", ".partial"))):
-                found.in_progress.append(path)
-            elif f.endswith((".parquet", ".csv")) and not f.startswith("."):
-                found.other_tables.append(path)
-    found.metrics.sort(key=lambda m: (m.run_id, m.task_index, m.kind, m.suffix))
-    if not (found.checkpoints or found.metrics or found.in_progress or _is_plc_plan(root)):
-        raise PlcError(
-            f"no plc files in {root} (no checkpoints cN.pt, metric files or plc plan); "
-            "point it at a plan's folder"
-        )
-    return found
-
-
-def _is_plc_plan(folder: Path) -> bool:
-    """The folder holds a study's plan: a plan.json, or a Makefile or Snakefile plc wrote."""
-    if (folder / PLAN_JSON).is_file():
-        return True
-    for name in PLAN_FILES:
-        plan = folder / name
-        if plan.is_file() and "plc" in plan.read_text(errors="replace")[:2000]:
-            return True
-    return False
+    notes: list[str] = field(default_factory=list)  # what was left out (non-finite values)
 
 
 @dataclass
@@ -215,33 +108,27 @@ class PlannedWork:
     runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # folder name → (run id, size)
 
 
-def planned_work(plan: Path) -> PlannedWork:
-    """Checkpoints and probes a plan.json names (FORMATS.md: its runs, and each job's stage, run
-    id, task and output)."""
-    try:
-        data = json.loads(plan.read_text())
-        runs, jobs, cycle = data["runs"], data["jobs"], data["cycle"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PlcError(f"cannot read the plan {plan}: {e!r}; write it again with plc plan") from e
+def planned_work(plan: Plan) -> PlannedWork:
+    """Checkpoints and probes a plan names (its runs, and each job's stage, run id, task and
+    output)."""
     tasks: dict[str, int] = {}
     probes: dict[str, set[str]] = {}
     names: dict[str, tuple[str, str]] = {}
-    for run in runs:
-        folder = Path(run["folder"]).name
-        names[folder] = (run["run_id"], run["size"])
+    for run in plan.runs:
+        folder = Path(run.folder).name
+        names[folder] = (run.run_id, run.size)
         tasks[folder] = 0
-        probes[run["run_id"]] = set()
-    folder_of = {run["run_id"]: Path(run["folder"]).name for run in runs}
-    for job in jobs:
-        rid = job["run_id"]
-        if job["stage"] == "train":
+        probes[run.run_id] = set()
+    folder_of = {run.run_id: Path(run.folder).name for run in plan.runs}
+    for job in plan.jobs:
+        if job.stage == "train":
             # The job's target is its checkpoint, or (lr grid) its train metric file.
-            out = Path(job["output"])
-            folder = out.parent.name if out.suffix == ".pt" else folder_of[rid]
-            tasks[folder] = max(tasks[folder], job["task"])
-        elif job["stage"] == "probe":
-            probes[rid].add(Path(job["output"]).name)
-    return PlannedWork(tasks, probes, len(cycle), names)
+            out = Path(job.output)
+            folder = out.parent.name if out.suffix == ".pt" else folder_of[job.run_id]
+            tasks[folder] = max(tasks.get(folder, 0), job.task or 0)
+        elif job.stage == "probe" and job.run_id is not None:
+            probes.setdefault(job.run_id, set()).add(Path(job.output).name)
+    return PlannedWork(tasks, probes, len(plan.cycle), names)
 
 
 def _cycle(plan: PlannedWork | None) -> int:
@@ -273,19 +160,31 @@ def _job_run(path: Path, folder_runs: dict[Path, str]) -> str | None:
 # --------------------------------------------------------------------------------- the command
 
 
-def status(directory: str | os.PathLike = ".", *, stale_minutes: float = 30.0) -> StatusResult:
-    """`plc status`: one row per run of the study in `directory`, from its files alone."""
-    return study_status(find_study_files(directory), stale_minutes=stale_minutes)
+def status(
+    directory: str | os.PathLike = ".",
+    *,
+    stale_minutes: float = 30.0,
+    estimator: str | None = None,
+    alpha: float | None = None,
+    window: int | None = None,
+) -> StatusResult:
+    """`plc status`: one row per run of the study in `directory`, from its files alone; each run's
+    onset so far judged with the study's settings (the flags given, else its plan's)."""
+    files = find_study_files(directory)
+    plan = files.read_plan()
+    options = verdict_options(plan, estimator=estimator, alpha=alpha, window=window)
+    return study_status(files, plan, judge_study(files, options), stale_minutes=stale_minutes)
 
 
-def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusResult:
-    """The status of the study whose files `find_study_files` found."""
-    import polars as pl
-
+def study_status(
+    files: StudyFiles, plan: Plan | None, judged: Judged, *, stale_minutes: float = 30.0
+) -> StatusResult:
+    """The status of the study whose files `find_study_files` found, its runs judged."""
     if not stale_minutes > 0:
         raise PlcError(f"--stale-minutes must be positive, got {stale_minutes}")
-    plan = planned_work(files.plan_data) if files.plan_data else None
+    work = planned_work(plan) if plan is not None else None
     now = time.time()
+    notes = list(judged.notes)
 
     metas: dict[Path, dict[str, Any]] = {}
     problems: dict[Path, str] = {}
@@ -297,25 +196,21 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
             problems[folder] = str(e)
     folder_runs = {f: str(m.get("run_id", f.name)) for f, m in metas.items()}
 
-    probes = read_metrics(files.metric_files("probe"), "probe")
     run_ids = sorted(set(folder_runs.values()) | {m.run_id for m in files.metrics})
     runs: list[RunStatus] = []
     for run_id in run_ids:
         folders = [f for f, r in folder_runs.items() if r == run_id]
         folder = folders[0] if folders else None
-        run_probes = probes.filter(pl.col("run_id") == run_id) if probes.height else probes
-        runs.append(
-            _run_status(
-                run_id, files, folder, metas.get(folder, {}) if folder else {}, run_probes, plan
-            )
-        )
+        meta = metas.get(folder, {}) if folder else {}
+        runs.append(_run_status(run_id, files, folder, meta, judged, work, notes))
     for folder, error in problems.items():
-        runs.append(_unreadable_run(folder, files.checkpoints[folder], error, plan))
-    if plan is not None:
+        runs.append(_unreadable_run(folder, files.checkpoints[folder], error, work))
+    if work is not None:  # planned runs with no file yet (by checkpoint folder or by run id)
         seen = {Path(r.folder).name for r in runs if r.folder}
-        for name, last in sorted(plan.tasks.items()):
-            if name not in seen:
-                runs.append(_not_started(name, last, plan))
+        ids = {r.run_id for r in runs}
+        for name, last in sorted(work.tasks.items()):
+            if name not in seen and work.runs[name][0] not in ids:
+                runs.append(_not_started(name, last, work))
 
     study_jobs = []
     by_run = {r.run_id: r for r in runs}
@@ -343,6 +238,7 @@ def study_status(files: StudyFiles, *, stale_minutes: float = 30.0) -> StatusRes
         seconds_left=None if None in left else sum(left),
         checked_at=now,
         nested=[str(p) for p in files.nested],
+        notes=notes,
     )
 
 
@@ -351,8 +247,9 @@ def _run_status(
     files: StudyFiles,
     folder: Path | None,
     meta: dict[str, Any],
-    probes: pl.DataFrame,
+    judged: Judged,
     plan: PlannedWork | None,
+    notes: list[str],
 ) -> RunStatus:
     train = [m for m in files.metrics if m.run_id == run_id and m.kind == "train"]
     diag = [m for m in files.metrics if m.run_id == run_id and m.kind == "diagnose"]
@@ -397,11 +294,11 @@ def _run_status(
         after = m.task_index > tasks_done or folder is None and m.task_index == tasks_done
         if after and diverged(read_metrics([m.path])):
             status.diverged_task = m.task_index
-    _probe_summary(status, probes, [m.path for m in probe_files])
+    _probe_summary(status, judged, bool(probe_files))
     if diag:
         latest = max(diag, key=lambda m: m.task_index)
         status.last_diagnose = latest.task_index
-        status.diagnose = _whole_model(read_metrics([latest.path], "diagnose"))
+        status.diagnose = _whole_model(read_finite([latest.path], "diagnose", notes))
     running = [m for m in files.progress if m.run_id == run_id and m.kind == "train"]
     _time_left(status, train, running, history)
     return status
@@ -413,39 +310,28 @@ def _first_row(paths: list[Path]) -> dict[str, Any]:
     return pl.read_parquet(paths[0], n_rows=1).row(0, named=True) if paths else {}
 
 
-def _probe_summary(status: RunStatus, probes: pl.DataFrame, paths: list[Path]) -> None:
-    """Latest AUC change (eq. 1) and the onset so far: fit-onset's verdict on the run's probes
-    (App. B's moving average of 3, every probe), so status and report never disagree with it."""
-    import polars as pl
-
-    from plc.onset import fit_onset, probe_series
-
-    if probes.height == 0 or "from_scratch" in probes.columns and probes["from_scratch"].all():
-        if probes.height:
+def _probe_summary(status: RunStatus, judged: Judged, probed: bool) -> None:
+    """Latest AUC change (eq. 1) and the onset so far: the study's verdict on the run's probes
+    (plc.study.verdicts), so status, fit-onset and the report never disagree."""
+    series = next((s for s in judged.series if s.run_id == status.run_id), None)
+    if series is None:
+        if status.run_id in judged.unusable:
+            status.onset_note = f"none ({judged.unusable[status.run_id]})"
+        elif probed:
             status.onset_note = "not yet (from-scratch probe only)"
-        return
-    try:
-        (series,) = probe_series(probes.with_columns(pl.col("auc").cast(pl.Float64)), "first", None)
-    except PlcError as e:
-        status.onset_note = str(e)
         return
     status.auc_change = series.value[-1]
     status.auc_change_task = series.task_index[-1]
-    if series.n_probes < ONSET_WINDOW:
-        status.onset_note = f"not yet ({series.n_probes} of {ONSET_WINDOW} probes)"
-        return
-    (run,) = fit_onset(paths, models=[], probe_after=None, window=ONSET_WINDOW).runs
-    if run.onset is None:
-        status.onset_note = f"none ({(run.no_onset or 'not detected').split(':')[0]})"
-        return
-    status.onset, status.onset_note = int(run.onset), ""
-    status.onset_lo, status.onset_hi = run.onset_lo, run.onset_hi
+    run: RunOnset = judged.of(status.run_id)
+    status.verdict, status.onset_note = run.verdict, onset_cell(run)
+    if run.verdict in DETECTED:
+        status.onset, (_, status.onset_lo, status.onset_hi) = int(run.onset), run.drawn
 
 
 def _whole_model(diag: pl.DataFrame) -> dict[str, float]:
     import polars as pl
 
-    if diag.height == 0:
+    if diag.height == 0 or "metric" not in diag.columns:
         return {}
     whole = diag.filter(pl.col("layer").is_null() & pl.col("head").is_null())
     out = {}
@@ -565,8 +451,6 @@ def format_duration(seconds: float | None) -> str:
 
 def run_rows(runs: Iterable[RunStatus]) -> list[dict[str, str]]:
     """The status table as text cells (the CLI's table and the report's use the same)."""
-    from plc.onset import format_onset
-
     out = []
     for r in runs:
         planned = f"/{r.tasks_planned}" if r.tasks_planned is not None else ""
@@ -595,9 +479,7 @@ def run_rows(runs: Iterable[RunStatus]) -> list[dict[str, str]]:
                 "ΔAUC (eq. 1)": ""
                 if r.auc_change is None
                 else f"{r.auc_change:+.2f} % (task {r.auc_change_task})",
-                "onset so far": r.onset_note
-                if r.onset is None
-                else f"task {format_onset(r.onset, r.onset_lo, r.onset_hi)}",
+                "onset so far": r.onset_note,
                 "last diagnose": diag,
                 "tokens/s": "" if r.tokens_per_s is None else f"{r.tokens_per_s:,.0f}",
                 "time left": format_duration(r.seconds_left) if r.seconds_left else "",

@@ -17,8 +17,9 @@ from test_onset import write_run
 from test_plot import legend, line, write_diagnose
 
 from plc.errors import PlcError
-from plc.onset import collect_onsets, fit_model, fit_onset, probe_series, read_probes
+from plc.onset import fit_model, probe_series, read_probes
 from plc.plot import BY_KINDS, KINDS, SIZE_STYLES, build_figure
+from plc.study import fit_onset, judge_inputs
 
 TAB10 = colormaps["tab10"]
 SIZES = (("5M", 4_932_480), ("27M", 27_922_752), ("106M", 106_101_632))
@@ -131,7 +132,7 @@ def test_onset_table_keeps_the_method(files, tmp_path):
     # A table without a method column (Table IV, older tables) is the baseline.
     old = tmp_path / "old.csv"
     table.drop("method").select("n_params", "onset").drop_nulls().write_csv(old)
-    assert {r.method for r in collect_onsets([old])[0]} == {"none"}
+    assert {r.method for r in judge_inputs([old]).runs} == {"none"}
 
 
 def test_files_without_a_method_are_the_baseline(tmp_path):

@@ -19,7 +19,7 @@ from conftest import assert_bad_input, cli
 
 from plc.errors import refusal, user_path, writing
 from plc.init import init_checkpoint
-from plc.plan import build_plan
+from plc.plan import build_plan, plan_json
 from plc.store import load_checkpoint, metric_path, save_checkpoint, write_metrics
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -294,7 +294,7 @@ def test_plan_json(tmp_path, monkeypatch, capsys):
     assert r.returncode == 0 and got["plan_file"] is None and got["format"] == "make"
     assert (got["jobs"], got["tasks"]) == (6, 2)
     plan = build_plan("lr-grid", sizes=["nano", "micro"], preset="tiny", lrs=[1e-3])
-    assert got["plan"] == json.loads(json.dumps(plan.to_json()))
+    assert got["plan"] == json.loads(json.dumps(plan_json(plan)))
     r = cli(monkeypatch, capsys, *args, "--json", "-o", tmp_path / "Makefile")
     got = json.loads(r.stdout)
     assert got["plan_file"] == str(tmp_path / "Makefile")

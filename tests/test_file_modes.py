@@ -31,9 +31,9 @@ def test_every_writer_leaves_the_umask_mode(umask, tmp_path, monkeypatch, capsys
     from plc.diagnose import diagnose
     from plc.export import export_hf
     from plc.init import init_checkpoint
-    from plc.onset import fit_onset
     from plc.plot import plot
     from plc.report import report
+    from plc.study import fit_onset
 
     study = tmp_path / "study"  # made under the umask, as everything below it
     for lang in ("vi", "ru"):

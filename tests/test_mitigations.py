@@ -744,7 +744,7 @@ def test_variants_from_one_checkpoint_keep_their_own_metric_files(tmp_path, monk
     the variant's file names its method, so neither overwrites the other, and status reads both."""
     import polars as pl
 
-    from plc.status import find_study_files
+    from plc.study import find_study_files
     from plc.task import train_task
 
     monkeypatch.chdir(tmp_path)

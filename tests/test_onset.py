@@ -17,7 +17,6 @@ from plc.onset import (
     ProbeSeries,
     find_onset,
     fit_model,
-    fit_onset,
     moving_average,
     onset_position,
     parse_numbers,
@@ -26,6 +25,7 @@ from plc.onset import (
 )
 from plc.protocol import CYCLE, cycle_of
 from plc.store import metric_path, write_metrics
+from plc.study import fit_onset
 
 # Table IV: model, non-embedding parameters P, onset T (tasks).
 TABLE_IV = [
@@ -378,10 +378,15 @@ def test_cli_bad_inputs(tmp_path, runs):
     zero = tmp_path / "zero.csv"
     zero.write_text("n_params,onset\n0,6\n1e7,9\n2e7,12\n")
     assert_bad_input(run_plc("fit-onset", zero, "--model", "loglog"), "loglog", "≤ 0")
-    # A run with a single probe; --normalize alone without a from-scratch probe.
+    # A run with a single probe has too few probes, as one with six (below): reported, not
+    # judged. --normalize alone without a from-scratch probe is bad input.
     single = tmp_path / "single"
     write_probe(single, "s", "5M", 5, 8, 3.0)
-    assert_bad_input(run_plc("fit-onset", *single.glob("*.parquet")), "single probe")
+    proc = run_plc("fit-onset", *single.glob("*.parquet"), "--model", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "s: no onset detected (too few probes (1): a single probe is not a series)" in proc.stdout
+    )
     # Two cycles of zh/de/ru probes: 6, and the three offsets, two slopes, ρ and σ need 7. One
     # series alone is bad input (tests/test_onset_ci.py); fit-onset reports the run without a
     # verdict, as a plan's analysis step after the first probes needs.

@@ -20,7 +20,6 @@ from plc.onset import (
     RunOnset,
     assess_onset,
     bootstrap_fits,
-    fit_onset,
     judge_onset,
     pool_seeds,
     probe_series,
@@ -31,6 +30,7 @@ from plc.onset.detect import _repeat_var
 from plc.onset.noise import Design, offset_groups, simulate
 from plc.probe import auc
 from plc.store import cycle_of, metric_path, write_metrics
+from plc.study import fit_onset
 
 DENSE = [8 * c + k for c in range(8) for k in (2, 6, 8)]  # probes after zh, de and ru (App. B)
 
@@ -295,7 +295,7 @@ def test_runs_without_onset_are_reported_and_left_out_of_the_fits(mixed, tmp_pat
 
 
 def test_a_study_without_a_fit_still_gets_its_onsets(mixed, tmp_path):
-    from plc.onset import fit_onset_or_runs
+    from plc.study import fit_onset_or_runs
 
     # Two runs, every one detected: fit-onset refuses (bad input); a study shows the onsets.
     two = tmp_path / "two.csv"

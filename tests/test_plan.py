@@ -240,6 +240,8 @@ def test_the_demo_control_line_gives_fit_onsets_verdict(tmp_path):
     from test_onset import write_probe
 
     from plc.demo import _control
+    from plc.study import judge, verdict_options
+    from plc.study.run import StudyRun
 
     rng = np.random.default_rng(0)
     tasks = list(range(1, 13)) + [16, 20, 24]
@@ -251,30 +253,49 @@ def test_the_demo_control_line_gives_fit_onsets_verdict(tmp_path):
     for run, values in aucs.items():
         for t, v in zip(tasks, values, strict=True):
             write_probe(tmp_path, run, "nano", 50_112, t, v)
-    res = _control(sorted(tmp_path.glob("probe-*.parquet")))
-    by_run = {r["run_id"]: r for r in res["runs"]}
+    plan = build_plan("control", sizes=["nano"])  # every probe, as the control reads them
+    judged = judge(sorted(tmp_path.glob("probe-*.parquet")), verdict_options(plan))
+    by_run = {c.run.run_id: c for c in _control(StudyRun(plan, "Makefile", judged))}
     for run, values in aucs.items():
-        r = by_run[run]
+        c = by_run[run]
         # eq. 1: relative to the first end-of-cycle probe (these files name task 8's language ru)
-        assert r["rise_pct"] == pytest.approx(100 * (values[-1] / values[tasks.index(8)] - 1))
-        assert (r["probes"], r["last_task"]) == (15, 24)
-    rising, flat = by_run["rising"], by_run["flat"]
-    assert rising["detected"] and rising["at_start"] and rising["onset"] == 1
-    assert rising["p_value"] < 0.05 and not flat["detected"] and flat["p_value"] >= 0.05
+        assert c.rise_pct == pytest.approx(100 * (values[-1] / values[tasks.index(8)] - 1))
+        assert (c.run.n_probes, c.last_task) == (15, 24)
+    rising, flat = by_run["rising"].run, by_run["flat"].run
+    assert rising.verdict == "from the start" and rising.onset == 1
+    assert rising.p_value < 0.05 and not flat.detected and flat.p_value >= 0.05
 
 
-def test_the_demo_prints_every_onset_with_its_interval():
+def test_every_verdict_reads_with_its_point_inside_its_interval():
+    """One view of a verdict (the demo's lines, fit-onset's and the report's tables): an onset with
+    its interval, the minimum where no significant rise follows it, and no point at all for a run
+    still falling (whose fitted interval may lie elsewhere: the crash of issue 27) or with too
+    few probes."""
+    from plc.onset.table import RunOnset
     from plc.onset.view import onset_cell, verdict
 
-    row = {"run_id": "nano-s0", "onset": 6.0, "onset_lo": 4.0, "onset_hi": 10.0}
-    row |= {"minimum_task": 6, "at_start": False, "no_onset": None, "p_value": 0.01}
-    assert onset_cell(row) == "6 [4, 10]"
-    assert verdict(row) == "nano-s0: onset at task 6 [4, 10], p = 0.010"
-    start = {**row, "onset": 2.0, "onset_lo": 2.0, "onset_hi": 4.0, "at_start": True}
+    base = {"run_id": "nano-s0", "size": "nano", "n_params": 1, "n_probes": 24}
+    base |= {"onset_tokens": None, "minimum_task": 6, "onset_lo": 4.0, "onset_hi": 10.0}
+    onset = RunOnset(**base, onset=6.0, p_value=0.01, verdict="onset")
+    assert onset.drawn == (6, 4, 10) and onset_cell(onset) == "6 [4, 10]"
+    assert verdict(onset) == "nano-s0: onset at task 6 [4, 10], p = 0.010"
+    start = RunOnset(**{**base, "onset_lo": 2.0, "onset_hi": 4.0}, onset=2.0, p_value=0.01)
+    start.verdict = "from the start"
     assert verdict(start) == "nano-s0: onset at task 2 [2, 4] (from the start), p = 0.010"
-    # No onset detected: where the minimum lies, with its interval, or that it is still falling.
-    none = {**row, "onset": None, "no_onset": "no significant rise after the minimum: p = 0.3"}
-    assert onset_cell(none) == "none (minimum 6 [4, 10])"
-    falling = {**none, "no_onset": "no onset yet: still falling at the last probe (task 24)"}
-    assert onset_cell(falling) == "none (still falling)"
-    assert onset_cell({**none, "onset_lo": None, "minimum_task": None}) == "none"
+    skewed = RunOnset(**base, onset=2.0, verdict="onset")  # an interval that misses its point
+    assert skewed.drawn == (2, 2, 10) and onset_cell(skewed) == "2 [2, 10]"
+    why = "no significant rise after the minimum: p = 0.3"
+    none = RunOnset(**base, onset=None, detected=False, no_onset=why, verdict="no significant rise")
+    assert none.drawn == (6, 4, 10) and onset_cell(none) == "none (minimum 6 [4, 10])"
+    assert verdict(none) == f"nano-s0: no onset detected ({why})"
+    falling = RunOnset(**{**base, "minimum_task": 24}, onset=None, detected=False)
+    falling.verdict = "still falling"
+    assert falling.drawn is None and onset_cell(falling) == "none (still falling)"
+    few = RunOnset(**base, onset=None, detected=False, verdict="too few probes")
+    assert few.drawn is None and onset_cell(few) == "none (too few probes)"  # no reason given
+    # Onset tables written before the verdict column: the verdict from the columns they have.
+    old = {**base, "onset": None, "detected": False}
+    assert RunOnset(**old, no_onset="no onset yet: still falling").verdict == "still falling"
+    assert RunOnset(**old, no_onset="too few probes (3): …").verdict == "too few probes"
+    assert RunOnset(**old, no_onset=why).verdict == "no significant rise"
+    assert RunOnset(**{**base, "onset": 6.0}, at_start=True).verdict == "from the start"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,49 @@ def test_costs_are_in_plan_json_and_printed(tmp_path, monkeypatch, capsys):
     r = cli(monkeypatch, capsys, "plan", "continual", "--sizes", "nano", "--cycles", "1")
     assert "CPU thread-hours at 10 GFLOP/s a thread (assumed)" in r.stderr
     assert "GPU" not in r.stderr.split("CPU thread-hours")[0]
+
+
+def test_plan_json_reads_back_the_costs_and_the_cluster_settings(tmp_path):
+    plan = build_plan(
+        "continual", **{**PAPER, "cycles": 1}, nodes=2, keep_every=4, gpu="h200", mfu=0.3
+    )
+    write_plan(plan, tmp_path / "Snakefile", "snakemake")
+    assert read_plan(tmp_path / "plan.json") == plan
+    obj = json.loads((tmp_path / "plan.json").read_text())
+    # A plan.json of an earlier plc (none of them written) reads with their defaults.
+    old = {k: v for k, v in obj.items() if k not in ("nodes", "keep_every", "gpu", "mfu", "costs")}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    again = read_plan(tmp_path / "plan.json")
+    assert (again.nodes, again.keep_every, again.gpu, again.mfu, again.costs) == (
+        1,
+        None,
+        "h100",
+        0.45,
+        None,
+    )
+    # A hand-edited one is one line naming the field, inside costs too.
+    for edit, message in [
+        (("nodes", 0), "plan.json: nodes must be a positive integer, not 0"),
+        (("gpu", "tpu"), "plan.json: gpu must be one of h100, "),
+        (("mfu", 1.5), "plan.json: mfu must be a number in (0, 1], not 1.5"),
+        (("costs", []), "plan.json: costs must be an object or null, not []"),
+        (("costs", {**obj["costs"], "hours": "many"}), 'costs.hours must be a number, not "many"'),
+        (
+            ("costs", {k: v for k, v in obj["costs"].items() if k != "sizes"}),
+            "costs.sizes is missing",
+        ),
+    ]:
+        (tmp_path / "plan.json").write_text(json.dumps({**obj, edit[0]: edit[1]}))
+        with pytest.raises(PlcError, match=re.escape(message)):
+            read_plan(tmp_path / "plan.json")
+    sizes = [dict(obj["costs"]["sizes"][0]), {**obj["costs"]["sizes"][1], "strategy": "zero3"}]
+    (tmp_path / "plan.json").write_text(
+        json.dumps({**obj, "costs": {**obj["costs"], "sizes": sizes}})
+    )
+    with pytest.raises(
+        PlcError, match=re.escape("costs.sizes[1].strategy must be one of ddp, fsdp or null")
+    ):
+        read_plan(tmp_path / "plan.json")
 
 
 def test_keep_every_bounds_the_disk_and_keeps_what_probes_read(paper):

@@ -230,6 +230,25 @@ CASES = {
         0.3,
         lambda p: 'config.get("gpu_tflops", 296.7)' in render_snakefile(p),  # 30 % of 989
     ),
+    "estimator": (
+        "control",
+        ["--estimator", "moving-average"],
+        "moving-average",
+        lambda p: (
+            p.estimator == "moving-average"
+            and {_value(j, "--estimator") for j in p.jobs if "--window" in j.argv}
+            == {"moving-average"}
+        ),
+    ),
+    "alpha": (
+        "stationary",
+        ["--alpha", "0.1"],
+        0.1,
+        lambda p: (
+            p.alpha == 0.1
+            and {_value(j, "--alpha") for j in p.jobs if "--window" in j.argv} == {"0.1"}
+        ),
+    ),
 }
 
 
@@ -350,8 +369,12 @@ def test_plan_json_is_written_beside_the_plan_file(tmp_path, monkeypatch, capsys
 
 
 def test_fit_onset_defaults_to_the_plans_probe_positions(tmp_path):
-    from plc.plan import plan_of_metrics, probe_after_of, write_plan
+    from plc.plan import write_plan
     from plc.protocol import PAPER_PROBE_AFTER
+    from plc.study import plan_of_metrics, verdict_options
+
+    def probe_after_of(paths):
+        return verdict_options(plan_of_metrics(paths)).probe_after
 
     plan = build_plan(sizes=["nano"], cycles=2, preset="tiny", probe_after=["fr"], out_dir="runs")
     write_plan(plan, tmp_path / "Makefile")

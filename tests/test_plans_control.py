@@ -68,18 +68,19 @@ def test_the_control_loses_plasticity_within_eight_tasks(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_transfer_control_falls_then_rises_with_an_interior_onset(tmp_path):
-    """The transfer control's point, loosely (issue 22; exact onsets differ between CPUs and
-    seeds): on nano the probe AUC first falls — every task teaches the shared map — then rises,
-    and fit-onset finds an onset that is neither the first nor the last probed task. This is the
-    run nano-s0 of examples/onset-law-control to task 24 (the stores are sharded with the first
-    seed, so seed 1 alone is another sample: measured, it rose from the start): −5.8 % at task 3,
-    +7.6 % at task 24, onset 3 [2, 6] by the former minimum rule, minimum 2 and p = 0.055 by the
-    current AR(1) test: one seed's 15 probes are marginal evidence, so the loose setting tests at
-    α = 0.1 (examples/onset-law-control reads the study at 0.05)."""
+def test_the_transfer_control_runs_and_every_run_gets_a_verdict(tmp_path):
+    """The transfer control (issue 22) to task 24, its mechanics: every probe taken, every AUC a
+    finite number, and the plan's own fit-onset giving the run one verdict whose point lies
+    inside its interval. Whether this run shows an onset, and where, is not asserted: at laptop
+    scale that changes with the CPU and the seed (issue 27; a nano run measured p = 0.055 on one
+    CPU and 0.229 on another). The statistics are checked on synthetic series with a known
+    truth (test_onset_ci, test_study_properties)."""
+    import math
+
     from plc.cli import run_argv
-    from plc.onset import fit_onset, probe_series, read_probes
+    from plc.onset import VERDICTS, probe_series, read_probes
     from plc.runner import run_plan
+    from plc.study import judge_inputs, verdict_options
 
     plan = build_plan(
         "control",
@@ -94,8 +95,17 @@ def test_the_transfer_control_falls_then_rises_with_an_interior_onset(tmp_path):
     run_plan(plan, workers=2, log_dir=tmp_path / "logs", execute=run_argv)
     probes = sorted((tmp_path / "runs" / "metrics").glob("probe-*.parquet"))
     (series,) = probe_series(read_probes(probes), "first", None)
-    values = [round(v, 1) for v in series.value]
-    (run,) = fit_onset(probes, models=[], probe_after=None, alpha=0.1).runs
-    assert run.onset is not None, f"no onset ({run.no_onset}); AUC change (%): {values}"
-    assert series.task_index[0] < run.onset < series.task_index[-1], values
-    assert min(series.value) < -1.0 and series.value[-1] > min(series.value) + 2.0, values
+    planned = sorted(j.task for j in plan.jobs if j.stage == "probe" and j.task)
+    assert series.task_index == planned and len(planned) == 15
+    assert all(math.isfinite(v) for v in series.auc)
+    table = pl.read_parquet(tmp_path / "runs" / "onset.parquet")
+    assert table["run_id"].to_list() == ["nano-s0"] and table["verdict"][0] in VERDICTS
+    (run,) = judge_inputs(probes, verdict_options(plan)).runs  # the one the plan's job wrote
+    assert (run.verdict, run.onset, run.onset_lo) == (
+        table["verdict"][0],
+        table["onset"][0],
+        table["onset_lo"][0],
+    )
+    if run.drawn is not None:
+        task, lo, hi = run.drawn
+        assert lo <= task <= hi and task in series.task_index

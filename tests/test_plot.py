@@ -15,8 +15,6 @@ from test_onset import TABLE_IV, write_probe, write_run, write_table_iv
 
 from plc.errors import PlcError
 from plc.onset import (
-    assess_onset,
-    collect_onsets,
     find_onset,
     fit_model,
     probe_series,
@@ -35,8 +33,8 @@ from plc.plot import (
 )
 from plc.protocol import PAPER_PROBE_AFTER, PLOT_KINDS, cycle_of
 from plc.store import metric_path, metric_schema, write_metrics
+from plc.study import judge_inputs
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIAGNOSE_SCHEMA = metric_schema("diagnose")
 H_MAX = 6.9215
 SIZES = ["5M", "27M", "106M"]  # the fixture's runs a, b, c, small to large
@@ -111,10 +109,6 @@ def series(metrics):
     return [find_onset(s, 3) for s in probe_series(probes, "first", PAPER_PROBE_AFTER)]
 
 
-def is_png(path: Path) -> bool:
-    return path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5_000
-
-
 def legend(ax) -> list[str]:
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
@@ -134,7 +128,6 @@ def grid_shape(ax) -> tuple[int, int]:
 def test_every_kind_is_one_drawing_function_into_a_bare_figure(metrics):
     from matplotlib.figure import Figure
 
-    assert KINDS == tuple(DRAW)
     assert KINDS == PLOT_KINDS  # the kinds plans draw are the kinds plot has
     paths = sorted(metrics.glob("*.parquet"))
     for kind, draw in DRAW.items():
@@ -142,15 +135,41 @@ def test_every_kind_is_one_drawing_function_into_a_bare_figure(metrics):
         drawn = draw(fig, paths, PlotOptions())
         assert isinstance(drawn, Drawn) and drawn.notes == [], kind
         assert sorted(drawn.runs) == ["a", "b", "c"] and fig.axes, kind
+        # Every panel holds data: lines or marked points, none of them empty.
+        for ax in fig.axes:
+            data = [ln for ln in ax.get_lines() if len(ln.get_xdata())] + list(ax.containers)
+            assert data, (kind, ax.get_title())
+
+
+def _saved(drawing):
+    """A drawing as plot saves it: PNG at 150 dpi, in memory."""
+    import io
+
+    buffer = io.BytesIO()
+    drawing.figure.savefig(buffer, format="png", dpi=150)
+    buffer.seek(0)
+    return buffer
+
+
+def _pixels(source) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(source, format="png")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_kind_renders_a_png(kind, files, tmp_path):
+def test_each_kind_saves_the_figure_it_draws(kind, files, tmp_path):
+    """The PNG plot writes is the figure build_figure draws (whose content the tests below
+    check), pixel for pixel, at 150 dpi; written through a temporary name."""
     out = tmp_path / f"{kind}.png"
     res = plot(kind, files, out)
-    assert Path(res.path) == out and is_png(out)
-    assert sorted(res.runs) == ["a", "b", "c"]
-    assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary name
+    assert Path(res.path) == out and sorted(res.runs) == ["a", "b", "c"]
+    drawing = build_figure(kind, files)
+    saved, drawn = _pixels(out), _pixels(_saved(drawing))
+    width, height = drawing.figure.get_size_inches() * 150
+    assert saved.shape[:2] == (round(height), round(width))
+    assert np.array_equal(saved, drawn) and saved.std() > 0  # not a blank canvas
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_plot_builds_in_no_pyplot_state():
@@ -202,23 +221,32 @@ def test_auc_draws_one_line_per_run_with_its_normalised_probes(files, metrics):
         assert list(line(ax, size).get_xdata()) == s.task_index
 
 
-def test_probing_marks_the_onset_plc_onset_finds(files, series):
+def error_bars(container) -> list[tuple[float, float]]:
+    """The (low, high) ends of each error bar of an errorbar container, along its bars."""
+    (bars,) = container.lines[2]
+    return [tuple(sorted(seg[:, i])) for seg in bars.get_segments() for i in [_axis(seg)]]
+
+
+def _axis(seg) -> int:
+    return 0 if seg[0, 1] == seg[1, 1] else 1  # horizontal bars vary in x
+
+
+def test_probing_marks_the_studys_verdict_inside_its_interval(files, series):
     d = build_figure("probing", files)
     assert len(d.figure.axes) == 3 and d.runs == ["a", "b", "c"]
+    judged = judge_inputs(files)
     for ax, s, size in zip(d.figure.axes, series, SIZES, strict=True):
-        assert ax.get_title() == size and len(ax.get_lines()) == 3
-        ev = assess_onset(s, 3)
-        mark = (
-            f"onset: task {ev.minimum_task} [{ev.onset_lo:g}, {ev.onset_hi:g}], "
-            f"p = {ev.p_value:.3f}"
-            if ev.detected
-            else f"minimum: task {ev.minimum_task}, no onset detected (p = {ev.p_value:.2f})"
-        )
+        assert ax.get_title() == size
+        r = judged.of(s.run_id)
+        task, lo, hi = r.drawn
+        assert lo <= task <= hi and r.verdict == "onset"
+        mark = f"onset: task {task:g} [{lo:g}, {hi:g}], p = {r.p_value:.3f}"
         assert legend(ax) == ["probe", "moving average (3)", mark]
-        marker = line(ax, mark)
-        i = s.task_index.index(ev.minimum_task)
-        assert list(marker.get_xdata()) == [ev.minimum_task]
-        assert list(marker.get_ydata()) == pytest.approx([s.value[i]])
+        (bar,) = ax.containers  # the onset, red, with its interval as a horizontal bar
+        point = bar.lines[0]
+        assert list(point.get_xdata()) == [task] and point.get_color() == "red"
+        assert list(point.get_ydata()) == pytest.approx([s.value[s.task_index.index(task)]])
+        assert error_bars(bar) == [(lo, hi)]
         smooth = line(ax, "moving average (3)").get_ydata()
         assert np.isnan(smooth[0]) and np.isnan(smooth[-1])  # no half-empty windows
         np.testing.assert_allclose(smooth[1:-1], s.smoothed[1:-1])
@@ -237,7 +265,7 @@ def fit_lines(ax):
 
 def test_onset_scatter_is_the_collected_onsets_and_one_curve_per_fit(files, metrics, tmp_path):
     (ax,) = build_figure("onset", files).figure.axes
-    every, _ = collect_onsets(sorted(metrics.glob("*.parquet")))
+    every = judge_inputs(sorted(metrics.glob("*.parquet"))).runs
     runs = [r for r in every if r.onset is not None]
     assert len(runs) == 3  # the fixture's onsets are all detected
     (bars,) = ax.containers  # each onset with its interval
@@ -296,7 +324,8 @@ def test_correlates_draw_only_the_metrics_present_and_no_onset_without_probes(tm
     assert [ax.get_ylabel() for ax in d.figure.axes] == [label for _, label in CORRELATES[:3]]
     assert all(len(ax.get_lines()) == 1 for ax in d.figure.axes)  # the run, no marker
     out = tmp_path / "c.png"
-    assert plot("correlates", [str(folder / "*.parquet")], out).notes == d.notes and is_png(out)
+    assert plot("correlates", [str(folder / "*.parquet")], out).notes == d.notes
+    assert np.array_equal(_pixels(out), _pixels(_saved(d)))
 
 
 def test_dormant_layers_one_panel_per_run_one_line_per_layer(files):
@@ -380,7 +409,9 @@ def test_cli_plot_json_and_bad_input(metrics, tmp_path):
     out = tmp_path / "fig2.png"
     proc = run_plc("plot", "auc", str(metrics / "*.parquet"), "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["path"] == str(out) and is_png(out)
+    assert json.loads(proc.stdout)["path"] == str(out)
+    drawn = _saved(build_figure("auc", [str(metrics / "*.parquet")]))
+    assert np.array_equal(_pixels(out), _pixels(drawn))
     assert_bad_input(
         run_plc("plot", "auc", str(tmp_path / "none" / "*.parquet"), "--out", tmp_path / "n.png"),
         "no input files match",

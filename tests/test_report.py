@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -90,7 +91,8 @@ def _expected_cells(res, r) -> dict[str, str]:
 
 
 def test_report_of_a_tiny_study(tiny_study, tiny_report):
-    from plc.onset import MODELS, fit_onset
+    from plc.onset import MODELS
+    from plc.study import fit_onset
 
     res, out = tiny_report
     text = out.read_text()
@@ -99,7 +101,17 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     assert len(page.images) == len(res.figures) >= 6
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG
+    # Each image is the figure plot draws: Fig. 2 (the first) pixel for pixel.
+    from matplotlib.image import imread
+
+    from plc.plot import build_figure
+
+    first = io.BytesIO(base64.b64decode(page.images[0].split(",", 1)[1]))
+    drawn = io.BytesIO()
+    inputs = sorted((tiny_study / "metrics").glob("*.parquet"))
+    build_figure("auc", inputs).figure.savefig(drawn, format="png", dpi=150)
+    drawn.seek(0)
+    assert (imread(first, format="png") == imread(drawn, format="png")).all()
     drawn = " ".join(res.figures)
     for fig in ("Fig. 2", "Fig. 4", "Fig. 9", "Fig. 5", "Fig. 6", "Fig. 7"):
         assert fig in drawn
@@ -207,7 +219,8 @@ def _fit_cells(f) -> dict[str, str]:
 
 
 def test_onsets_fits_law_and_other_tables(tmp_path):
-    from plc.onset import MODELS, fit_onset
+    from plc.onset import MODELS
+    from plc.study import fit_onset
 
     study = tmp_path / "study"
     # d rises from its first probe on: an onset there; e is still falling at its last probe.
@@ -259,7 +272,7 @@ def test_onsets_fits_law_and_other_tables(tmp_path):
 def test_two_sizes_onsets_without_a_fit(tmp_path):
     """Two runs with an onset, of two sizes: fit-onset cannot fit, the onsets stay. A third run
     has two probes, too few for the noise model: a row with the reason, not an error."""
-    from plc.onset import fit_onset
+    from plc.study import fit_onset
 
     study = tmp_path / "study"
     paths = _write_study(study, {"a": (1_000_000, 3), "b": (4_000_000, 5)})
@@ -273,7 +286,7 @@ def test_two_sizes_onsets_without_a_fit(tmp_path):
     assert str(e.value).startswith("a fit needs at least 3 (n_params, onset) points")
     onsets = _onset_rows(page)
     assert list(onsets) == ["a", "b", "e"]
-    assert onsets["e"]["onset (task) [95 % interval]"] == "none"
+    assert onsets["e"]["onset (task) [95 % interval]"] == "none (too few probes (2))"
     assert onsets["e"]["no onset: why"].startswith("too few probes (2): the noise model")
     assert onsets["e"]["probes"] == "2"
     assert [onsets[r.run_id]["onset (task) [95 % interval]"] for r in fit.runs] == [
@@ -284,7 +297,8 @@ def test_two_sizes_onsets_without_a_fit(tmp_path):
 
 
 def test_methods_get_a_column_and_fits_of_their_own(tmp_path):
-    from plc.onset import MODELS, fit_onset
+    from plc.onset import MODELS
+    from plc.study import fit_onset
 
     study = tmp_path / "study"
     base = {k: (n, dip, 12, "none") for k, n, dip in (("a", 1e6, 2), ("b", 4e6, 4), ("c", 16e6, 6))}
@@ -353,12 +367,11 @@ def test_chromium_renders_the_report(tiny_report, tmp_path):
 
 
 def test_the_auc_figure_is_drawn_against_tasks_when_the_cycle_is_not_eight(tmp_path):
-    from plc.plan import build_plan, write_plan
+    from plc.plan import build_plan
     from plc.report import _figure_list
 
-    _, control = write_plan(build_plan("control", sizes=["nano"], tasks=24), tmp_path / "Makefile")
-    plan = build_plan(sizes=["nano"], cycles=2, preset="tiny")
-    _, paper = write_plan(plan, tmp_path / "Makefile.paper")
+    control = build_plan("control", sizes=["nano"], tasks=24)
+    paper = build_plan(sizes=["nano"], cycles=2, preset="tiny")
     empty = pl.DataFrame()
     assert _figure_list(empty, control)[0][:2] == ("auc", {"x": "task"})
     over_training = [o for k, o, _ in _figure_list(empty, control) if k != "auc"]

@@ -11,7 +11,8 @@ from test_plot import write_diagnose
 from test_report import Page, _write_study
 
 from plc.plot import build_figure
-from plc.report import WINDOW, _figure_list, report
+from plc.protocol import ONSET_WINDOW as WINDOW
+from plc.report import _figure_list, report
 from plc.status import status
 
 ONSET = "onset (task) [95 % interval]"

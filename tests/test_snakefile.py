@@ -87,7 +87,7 @@ def test_plan_json_beside_either_file_is_the_plan_status_reads(tmp_path):
     # The data round-trips, and the Snakefile (its resources included) renders from it alone.
     assert read_plan(snake_json) == read_plan(make_json) == plan
     assert render_snakefile(read_plan(snake_json)) == (tmp_path / "snake" / "Snakefile").read_text()
-    work = planned_work(make_json)
+    work = planned_work(read_plan(make_json))
     assert work.tasks == {"nano-s0": 16, "micro-s0": 16} and work.cycle_length == 8
     # zh is task 2 of a cycle, ru task 8: two cycles of each, and the from-scratch probe.
     for size in ("nano", "micro"):

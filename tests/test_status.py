@@ -14,8 +14,10 @@ import pytest
 from conftest import assert_bad_input, copy_with_a_second_cycle_of_probes, run_plc
 
 from plc.errors import PlcError
-from plc.status import find_study_files, planned_work, status
+from plc.plan import read_plan
+from plc.status import planned_work, status
 from plc.store import progress_path
+from plc.study import find_study_files
 
 
 def _probe_auc(metrics, run_id: str, task: int) -> float:
@@ -138,7 +140,7 @@ def test_planned_work_of_a_plan_json(tmp_path):
         "continual", sizes=["nano"], cycles=2, preset="tiny", probe_after=["zh", "de", "ru"]
     )
     _, data = write_plan(plan, tmp_path / "Makefile")
-    work = planned_work(data)
+    work = planned_work(read_plan(data))
     assert work.tasks == {"nano-s0": 16}
     probed = [(2, "zh"), (6, "de"), (8, "ru"), (10, "zh"), (14, "de"), (16, "ru")]
     assert work.probes == {
@@ -149,10 +151,12 @@ def test_planned_work_of_a_plan_json(tmp_path):
     # A cycle is the plan's own: the control's 24 chains are one, a two-language cycle is two.
     control = build_plan("control", sizes=["nano"], tasks=24)
     _, data = write_plan(control, tmp_path / "control" / "Snakefile", "snakemake")
-    assert planned_work(data).cycle_length == 24
+    assert planned_work(read_plan(data)).cycle_length == 24
     short = build_plan("continual", sizes=["nano"], cycles=3, preset="tiny", cycle=["en", "fr"])
     _, data = write_plan(short, tmp_path / "Makefile.short")
-    assert data.name == "Makefile.short.plan.json" and planned_work(data).cycle_length == 2
+    assert (
+        data.name == "Makefile.short.plan.json" and planned_work(read_plan(data)).cycle_length == 2
+    )
     # A Makefile alone is shown, not parsed: nothing is planned without its plan.json.
     (tmp_path / "plan.json").unlink()
     files = find_study_files(tmp_path)
@@ -165,7 +169,7 @@ def test_a_transfer_study_is_done_when_its_branches_and_probes_are(tiny_study, t
     # The transfer plan trains c1-<lang>.pt from one c0.pt, and probes each and c0 from scratch.
     plan = build_plan("transfer", sizes=["nano"], preset="tiny")
     _, data = write_plan(plan, tmp_path / "Makefile")
-    work = planned_work(data)
+    work = planned_work(read_plan(data))
     langs = [Path(j.output).stem.split("-")[1] for j in plan.jobs if j.stage == "train"]
     assert work.tasks == {"nano-s0": 1} and len(langs) == 8
     run = tmp_path / "runs" / "nano-s0"

@@ -15,17 +15,16 @@ no run loses plasticity: there a method can only show its cost.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import polars as pl
 
 from plc.cli import run_argv
-from plc.onset import fit_onset
-from plc.plan import build_plan, write_plan
+from plc.onset.view import onset_cell
+from plc.plan import build_plan
 from plc.protocol import PAPER_PROBE_AFTER
-from plc.runner import run_plan
 from plc.store import read_metrics
+from plc.study.run import run_study
 
 METHODS = ["none", "wd:0.1", "clip:1", "l2init:0.1", "sp:0.8,0.01", "cbp:0.0001", "redo:0.025"]
 
@@ -55,17 +54,16 @@ def main() -> None:
         out_dir=str(out),
         **length,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    write_plan(plan, out / "Makefile", force=True)  # and plan.json, which plc status reads
-    t0 = time.perf_counter()
-    run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
-    seconds = time.perf_counter() - t0
+    # Written with its plan.json (which plc status reads), run, and its runs judged as its
+    # fit-onset job judges them (no fits: the comparison is per size).
+    study = run_study(plan, workers=args.workers, execute=run_argv, models=[], bootstrap=None)
+    seconds = study.seconds
 
     sizes = args.sizes.split(",")  # the runs of this call only (OUT may hold others)
     metrics = sorted(
         p for p in (out / "metrics").glob("*.parquet") if p.name.split("-")[1] in sizes
     )
-    onsets = {r.run_id: r for r in fit_onset(metrics, models=[], probe_after=None).runs}
+    onsets = {r.run_id: r for r in study.runs[0].onsets.runs}
     probes = read_metrics(metrics, "probe").filter(~pl.col("from_scratch"))
     diag = read_metrics(metrics, "diagnose").filter(pl.col("layer").is_null())
     train = read_metrics(metrics, "train")
@@ -93,9 +91,7 @@ def main() -> None:
                 "method": run_id.split("-", 2)[2] if run_id.count("-") >= 2 else "baseline",
                 "auc_last": auc,
                 "auc_mean": per_ckpt["auc"].mean(),
-                "onset": "none"
-                if r.onset is None
-                else f"{r.onset:g} [{r.onset_lo:g}, {r.onset_hi:g}]",
+                "onset": "none" if r.onset is None else onset_cell(r),
                 "no_onset": r.no_onset or "",
                 "rise_jitter": r.rise_jitter,
                 "rate": r.rate,

@@ -22,19 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import time
 from pathlib import Path
 
-import numpy as np
-
 from plc.cli import run_argv
-from plc.onset import fit_onset_or_runs
-from plc.onset.fit import rate_law
-from plc.onset.view import run_markdown
-from plc.plan import build_plan, write_plan
-from plc.runner import run_plan
+from plc.onset.view import study_markdown
+from plc.plan import Plan, build_plan
+from plc.study.run import read_study, run_study
 
 
 def main() -> None:
@@ -62,63 +55,23 @@ def main() -> None:
         out_dir=str(out),
     )
     cost = ""
-    if not args.analyse_only:
-        write_plan(plan, out / "Makefile", force=True)  # and plan.json, which plc status reads
-        t0, cpu0 = time.perf_counter(), os.times()
-        run_plan(plan, workers=args.workers, log_dir=out / "logs", execute=run_argv)
-        wall = time.perf_counter() - t0
-        cpu = sum(os.times()[:4]) - sum(cpu0[:4])  # this process and its finished workers
-        cost = (
-            f"{len(plan.jobs)} jobs, {args.workers} workers: {wall / 60:.1f} min wall, "
-            f"{cpu / 3600:.2f} CPU-hours (this invocation)."
-        )
-    print(analyse(out, sizes, args.tasks, cost))
+    if not args.analyse_only:  # read below, at the horizon every run reached
+        study = run_study(plan, workers=args.workers, execute=run_argv, read=False)
+        cost = study.cost(args.workers) + " (this invocation)"
+    print(analyse(plan, out, sizes, args.tasks, cost))
 
 
-def analyse(out: Path, sizes: list[str], tasks: int, cost: str) -> str:
+def analyse(plan: Plan, out: Path, sizes: list[str], tasks: int, cost: str) -> str:
     # Only probes up to the task every run reached: an interrupted study is read at one horizon.
-    metrics = sorted((out / "metrics").glob("probe-*.parquet"))
-    last: dict[str, int] = {}
-    for m in metrics:
-        run, task = re.match(r"probe-(.+)-t(\d+)-", m.name).groups()
-        last[run] = max(last.get(run, 0), int(task))
-    horizon = min([tasks, *last.values()])
-    metrics = [m for m in metrics if int(re.search(r"-t(\d+)-", m.name).group(1)) <= horizon]
-    # Fewer than three sizes with an onset: the runs, with the reason there is no law.
-    res = fit_onset_or_runs(metrics, models=["loglog"], probe_after=None, bootstrap=1000)
+    reached: dict[str, int] = {}
+    for j in plan.jobs:
+        if j.stage == "probe" and Path(j.output).exists():
+            reached[j.run_id] = max(reached.get(j.run_id, 0), j.task)
+    horizon = min([tasks, *reached.values()])
+    _, res = read_study(plan, models=["loglog"], bootstrap=1000, up_to=horizon)
     (out / "onset.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
-
-    lines = [
-        f"Horizon: {horizon} tasks (every run probed up to it).",
-        "",
-    ]
-    order = {s: i for i, s in enumerate(sizes)}
-    res.runs.sort(key=lambda r: (order.get(r.size, 99), r.run_id))
-    runs = res.runs
-    lines += run_markdown(res)  # fit-onset's own columns: onset [interval], p, rise, rate
-    lines += [
-        "",
-        "| size | runs with an onset | mean onset ± SD | mean rate of loss (%/task ± SD) |",
-    ]
-    lines += ["|---|---|---:|---|"]
-    for size in sizes:
-        mine = [r for r in runs if r.size == size]
-        onsets = [r.onset for r in mine if r.onset is not None]
-        rates = [r.rate for r in mine if r.rate is not None]
-        mean_onset = (
-            f"{np.mean(onsets):.1f} ± {np.std(onsets, ddof=1):.1f}"
-            if len(onsets) > 1
-            else (f"{onsets[0]:g}" if onsets else "–")
-        )
-        spread = f"{np.mean(rates):+.2f} ± {np.std(rates, ddof=1):.2f}" if len(rates) > 1 else "–"
-        lines.append(f"| {size} | {len(onsets)} of {len(mine)} | {mean_onset} | {spread} |")
-    law = res.law and f"{res.law}; {res.exponent}"
-    lines += ["", f"Log-log law of the onset: {law or f'no fit ({res.fits_skipped})'}"]
-    # The rate of loss after the onset, beside it: its own log-log slope over every run, with the
-    # regression's standard error and a t interval.
-    rates = rate_law([r.n_params for r in runs], [r.rate for r in runs])
-    if rates is not None:
-        lines.append(str(rates))
+    lines = [f"Horizon: {horizon} tasks (every run probed up to it).", ""]
+    lines += study_markdown(res, sizes)
     if cost:
         lines += ["", cost]
     text = "\n".join(lines) + "\n"

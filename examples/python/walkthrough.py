@@ -12,9 +12,10 @@ from pathlib import Path
 from plc.data.shard import shard
 from plc.diagnose import diagnose
 from plc.init import init_checkpoint
-from plc.onset import fit_onset
+from plc.onset.view import verdict
 from plc.probe import probe
 from plc.protocol import CYCLE, PROBE_LANG
+from plc.study import fit_onset
 from plc.task import train_task
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "walkthrough")
@@ -47,9 +48,5 @@ for size in ("nano", "micro"):
     )
 
 result = fit_onset(sorted(metrics.glob("probe-*.parquet")), models=[])
-for run in result.runs:
-    if run.onset is None:
-        print(f"{run.size}: no onset detected ({run.no_onset})")
-    else:
-        interval = f"[{run.onset_lo:g}, {run.onset_hi:g}]"
-        print(f"{run.size}: onset after task {run.onset:g} {interval} ({run.n_probes} probes)")
+for run in result.runs:  # the verdict with its point inside its interval, or why there is none
+    print(f"{verdict(run)} ({run.n_probes} probes)")

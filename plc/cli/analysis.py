@@ -15,8 +15,8 @@ from plc.cli.common import (
     app,
     console,
     emit_json,
-    err_console,
 )
+from plc.cli.onset import AlphaOpt, EstimatorOpt, WindowOpt, print_notes
 
 PANEL = "Figures and tables"  # of `plc --help`
 
@@ -113,7 +113,9 @@ def plot_cmd(
         help=ProbeAfterHelp + " Default: all for auc; otherwise the plan's (plan.json beside the "
         "metrics), else zh,de,ru.",
     ),
-    window: int = typer.Option(3, "--window", help="Centred moving-average window for the onset."),
+    window: int = WindowOpt,
+    estimator: str = EstimatorOpt,
+    alpha: float = AlphaOpt,
     layer: int = typer.Option(
         None, "--layer", help="entropy: the layer (0-based; default the first)."
     ),
@@ -128,6 +130,7 @@ def plot_cmd(
     """Draw one of the paper's figures from metric files."""
     from plc.onset import parse_models, parse_probe_after
     from plc.plot import plot
+    from plc.study import FROM_PLAN
 
     res = plot(
         kind,
@@ -135,8 +138,10 @@ def plot_cmd(
         out,
         x=x,
         normalize=normalize,
-        probe_after="default" if probe_after is None else parse_probe_after(probe_after),
+        probe_after=FROM_PLAN if probe_after is None else parse_probe_after(probe_after),
         window=window,
+        estimator=estimator,
+        alpha=alpha,
         models=parse_models(model),
         layer=layer,
         by=by,
@@ -145,8 +150,7 @@ def plot_cmd(
     if as_json:
         emit_json(res)
         return
-    for note in res.notes:
-        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    print_notes(res.notes)
     console.print(f"wrote [bold]{res.path}[/bold] ({res.kind}, {len(res.runs)} runs)")
 
 

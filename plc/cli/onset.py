@@ -15,9 +15,36 @@ from plc.cli.common import (
     app,
     console,
     emit_json,
+    err_console,
 )
 
 PANEL = "Onset of plasticity loss"  # of `plc --help`
+
+# How a study's runs are judged: every command that shows a verdict takes these (fit-onset, plot,
+# status, report, demo); not given, they are the plan's (plan.json), else the protocol's.
+EstimatorOpt = typer.Option(
+    None,
+    "--estimator",
+    help="How each run's onset is judged: noise-model (a test of a rise after the minimum) or "
+    "moving-average (App. B's minimum). Default: the plan's, else noise-model.",
+)
+AlphaOpt = typer.Option(
+    None,
+    "--alpha",
+    help="False-alarm rate of the test of a rise after the minimum (per run). Default: the "
+    "plan's, else 0.05.",
+)
+WindowOpt = typer.Option(
+    None,
+    "--window",
+    help="Window of the centred moving average (odd). Default: the plan's, else 3.",
+)
+
+
+def print_notes(notes: list[str]) -> None:
+    """What a reading left out, one line each on stderr."""
+    for note in notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 
 
 @app.command("fit-onset", rich_help_panel=PANEL)
@@ -35,21 +62,14 @@ def fit_onset_cmd(
         "--probe-after",
         help=ProbeAfterHelp + " Default: the plan's (plan.json beside the metrics), else zh,de,ru.",
     ),
-    window: int = typer.Option(
-        3,
-        "--window",
-        help="Window of Table IV's moving average (the descriptive minimum column; odd).",
-    ),
+    window: int = WindowOpt,
+    estimator: str = EstimatorOpt,
     auc_from: str = typer.Option(
         "0",
         "--auc-from",
         help="0: the probe curve's area from step 0 (as probe stored it); first: recomputed without the step-0 evaluation.",
     ),
-    alpha: float = typer.Option(
-        0.05,
-        "--alpha",
-        help="False-alarm rate of the test of a rise after the minimum (per run).",
-    ),
+    alpha: float = AlphaOpt,
     keep_no_onset: bool = typer.Option(
         False, "--keep-no-onset", help="Fit runs with no onset detected too, at their minimum."
     ),
@@ -88,17 +108,16 @@ def fit_onset_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Onset of plasticity loss per run, with intervals, and its scaling law: the fits of Table V."""
-    from plc.onset import fit_onset, parse_models, parse_numbers, parse_probe_after
-    from plc.plan import probe_after_of
+    from plc.onset import parse_models, parse_numbers, parse_probe_after
+    from plc.study import FROM_PLAN, fit_onset
 
     res = fit_onset(
         inputs,
         models=parse_models(model),
         normalize=normalize,
-        probe_after=probe_after_of(inputs)
-        if probe_after is None
-        else parse_probe_after(probe_after),
+        probe_after=FROM_PLAN if probe_after is None else parse_probe_after(probe_after),
         window=window,
+        estimator=estimator,
         predict=parse_numbers(predict, "--predict"),
         task_tokens=(parse_numbers(task_tokens, "--task-tokens") or [None])[0],
         out=out,
@@ -116,6 +135,7 @@ def fit_onset_cmd(
     if as_json:
         emit_json(res.to_dict())
         return
+    print_notes(res.notes)
     _print_onsets(res)
 
 
@@ -130,9 +150,9 @@ def _print_onsets(res) -> None:
         runs.add_row(*cells, style=None if r.detected else "dim")
     console.print(runs)
     for r in res.runs:
-        if r.p_value is not None or not r.detected:
+        if r.n_probes is not None or not r.detected:  # not the rows of a Table IV alone
             console.print(view.verdict(r))
-    if any(r.noise_sd is not None for r in res.runs):
+    if res.estimator_text and any(r.n_probes is not None for r in res.runs):
         console.print(view.method_text(res))
     if res.sizes:
         headers, rows = view.size_columns(res)
@@ -240,20 +260,25 @@ def simulate_onset_cmd(
     cycles: int = typer.Option(8, "--cycles", help="Cycles of probes after zh, de and ru."),
     alpha: float = typer.Option(0.05, "--alpha", help="False-alarm rate of the test."),
     ci: float = typer.Option(0.95, "--ci", help="Level of the onset's interval."),
+    estimator: str = typer.Option(
+        "noise-model", "--estimator", help="The estimator: noise-model or moving-average."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Calibrate fit-onset's test and interval on synthetic studies with a known onset."""
+    """Calibrate an onset estimator's verdict and interval on synthetic studies with a known onset."""
     from plc.onset.calibrate import calibrate
     from plc.onset.detect import check_alpha
+    from plc.onset.estimators import get_estimator
 
     check_alpha(alpha)
-    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci)
+    get_estimator(estimator)
+    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci, estimator=estimator)
     if as_json:
         emit_json(res.to_dict())
         return
     level = f"{ci:.0%}"
     table = Table(
-        title=f"fit-onset on synthetic studies ({reps} per case, {cycles} cycles, seed {seed})"
+        title=f"{estimator} on synthetic studies ({reps} per case, {cycles} cycles, seed {seed})"
     )
     columns = ["trend", "noise", "offsets", "seeds", "runs", f"onset detected (α = {alpha:g})"]
     columns += [f"{level} coverage", "median width (tasks)", "pooled coverage / width"]

@@ -19,6 +19,7 @@ from plc.cli.common import (
     plan_options,
     run_argv,
 )
+from plc.cli.onset import AlphaOpt, EstimatorOpt, WindowOpt, print_notes
 
 PANEL = "Studies"  # of `plc --help`
 
@@ -29,15 +30,21 @@ def status_cmd(
     stale_minutes: float = typer.Option(
         30.0, "--stale-minutes", help="In-progress files older than this are stale (job died)."
     ),
+    estimator: str = EstimatorOpt,
+    alpha: float = AlphaOpt,
+    window: int = WindowOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Where a study stands, from its files alone: one row per run, stale jobs, time left."""
     from plc.status import format_duration, run_rows, status
 
-    res = status(directory, stale_minutes=stale_minutes)
+    res = status(
+        directory, stale_minutes=stale_minutes, estimator=estimator, alpha=alpha, window=window
+    )
     if as_json:
         emit_json(res)
         return
+    print_notes(res.notes)
     rows = run_rows(res.runs)
     table = Table(
         title=f"{res.directory}" + (f" (plan: {Path(res.plan).name})" if res.plan else "")
@@ -69,18 +76,20 @@ def status_cmd(
 def report_cmd(
     directory: Path = typer.Argument(..., help="The study's folder (a plan's or demo's)."),
     out: Path = typer.Option(..., "--out", "-o", help="The HTML page to write."),
+    estimator: str = EstimatorOpt,
+    alpha: float = AlphaOpt,
+    window: int = WindowOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """A study on one self-contained HTML page: onsets, fits, figures, correlates, provenance."""
     from plc.report import report
 
-    res = report(directory, out, force=force)
+    res = report(directory, out, force=force, estimator=estimator, alpha=alpha, window=window)
     if as_json:
         emit_json(res)
         return
-    for note in res.notes:
-        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    print_notes(res.notes)
     console.print(
         f"wrote [bold]{res.path}[/bold] ({res.bytes / 1e6:.1f} MB): {res.runs} runs, "
         f"{len(res.figures)} figures, {len(res.tables)} tables"
@@ -135,7 +144,7 @@ def plan(
 ) -> None:
     """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
     Slurm); a rerun finishes what is missing."""
-    from plc.plan import build_plan, render, write_plan
+    from plc.plan import build_plan, plan_json, render, write_plan
     from plc.plan.costs import cost_lines
 
     the_plan = build_plan(problem, options)
@@ -157,7 +166,7 @@ def plan(
                 "format": fmt,
                 "jobs": len(the_plan.jobs),
                 "tasks": the_plan.n_tasks,
-                "plan": the_plan.to_json(),
+                "plan": plan_json(the_plan),
             }
         )
         return
@@ -189,6 +198,8 @@ def demo(
         "--keep-checkpoints",
         help="Keep every checkpoint (default: each run's last; the others take ~0.8 GB).",
     ),
+    estimator: str = EstimatorOpt,
+    alpha: float = AlphaOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the continual protocol end to end on the embedded corpus and summarise it."""
@@ -235,6 +246,8 @@ def demo(
             workers=workers,
             control=[] if control == "none" else control.split(","),
             keep_checkpoints=keep_checkpoints,
+            estimator=estimator,
+            alpha=alpha,
             execute=run_argv,
             on_start=on_start,
             on_done=on_done,
@@ -244,27 +257,29 @@ def demo(
         return
     from plc.onset import view
 
+    print_notes(res.notes)
     table = Table(title=f"Onset of plasticity loss ({res.preset} preset, {res.cycles} cycles)")
     for col in ("size", "non-emb params", "probes", "onset (task)", "onset (tokens)"):
         table.add_column(col, justify="left" if col == "size" else "right")
     for r in res.onsets:
         table.add_row(
-            str(r["size"]),
-            f"{r['n_params']:,}",
-            str(r.get("n_probes") or ""),
+            r.size,
+            f"{r.n_params:,}",
+            "" if r.n_probes is None else str(r.n_probes),
             view.onset_cell(r),
-            f"{r['onset_tokens']:,}" if r.get("onset_tokens") else "",
+            f"{r.onset_tokens:,}" if r.onset_tokens else "",
         )
     console.print(table)
     for r in res.onsets:
         console.print(view.verdict(r))
     console.print(f"log-log law: [bold]{res.law}[/bold]")
-    for r in (res.control or {}).get("runs", []):
+    for c in res.control:
+        sd = c.run.noise_sd
+        spread = f" ({c.rise_pct / sd:.1f} noise SDs of {sd:.1f} %)" if sd else ""
         console.print(
-            f"positive control ({r['size']}, Markov-chain tasks): probe AUC at task "
-            f"{r['last_task']} {r['rise_pct']:+.1f} % vs the first probe "
-            f"({r['rise_pct'] / r['noise_sd_pct']:.1f} noise SDs of {r['noise_sd_pct']:.1f} %); "
-            f"[bold]{view.verdict(r)}[/bold]"
+            f"positive control ({c.run.size}, Markov-chain tasks): probe AUC at task "
+            f"{c.last_task} {c.rise_pct:+.1f} % vs the first probe{spread}; "
+            f"[bold]{view.verdict(c.run)}[/bold]"
         )
     console.print(f"figures: {', '.join(res.figures)}")
     console.print(f"report: {res.report} (one page, open it in a browser)")

@@ -1,14 +1,16 @@
-"""Onset of plasticity loss and its scaling law (§V-A, Appendix B, Tables IV–V, eq. 1–2).
+"""Onset of plasticity loss and its scaling law (§V-A, Appendix B, Tables IV–V, eq. 1–2): the
+statistics, below the study (plc.study, which judges a study's runs with them, once).
 
 From `probe` metric rows, per run (series): one AUC per probe, normalised by eq. 1 or by the AUC of
 training the probe language alone from scratch, optionally only the probes after some languages
-(App. B: zh, de, ru). Per run (noise, detect): a noise model estimated from the series itself —
-per-language offsets, a broken-stick trend, AR(1) residuals — a test of "no rise after the
-minimum" with a stated false-alarm rate, the onset (the fitted trend's minimum, possibly the first
-probe) and its interval. Across runs (fit, bootstrap, table): the four fits of Table V, their
-bootstrap intervals, each size's onset pooled over its seeds, the onset table. How it all reads
-(view) and how well it works on synthetic studies with a known truth (calibrate).
-docs/estimators.md has the why and the numbers.
+(App. B: zh, de, ru). Per run, an estimator behind one interface (estimators): the default, a
+noise model estimated from the series itself (noise, detect) — per-language offsets, a
+broken-stick trend, AR(1) residuals — with a test of "no rise after the minimum" at a stated
+false-alarm rate, the onset (the fitted trend's minimum, possibly the first probe) and its
+interval; or the paper's moving-average minimum. Across runs (fit, bootstrap, table): the four
+fits of Table V, their bootstrap intervals, each size's onset pooled over its seeds, the onset
+table. How it all reads (view) and how well an estimator works on synthetic studies with a known
+truth (calibrate). docs/estimators.md has the why and the numbers.
 """
 
 from plc.onset.bootstrap import (
@@ -21,6 +23,7 @@ from plc.onset.bootstrap import (
     pool_seeds,
 )
 from plc.onset.detect import ALPHA, OnsetEvidence, assess_onset, check_alpha, judge_onset
+from plc.onset.estimators import ESTIMATORS, VERDICTS, Estimator, get_estimator, verdict_of
 from plc.onset.fit import (
     FORMULAS,
     MODELS,
@@ -37,6 +40,7 @@ from plc.onset.inputs import (
     check_by,
     expand_inputs,
     method_order,
+    read_finite,
     read_probes,
     run_methods,
     split_inputs,
@@ -61,12 +65,10 @@ from plc.onset.table import (
     OnsetResult,
     Prediction,
     RunOnset,
-    collect_onsets,
     fit_groups,
-    fit_onset,
-    fit_onset_or_runs,
     split_by_method,
     suggest_dense,
+    table_runs,
     write_onset_table,
 )
 from plc.onset.view import format_count, format_onset
@@ -76,6 +78,7 @@ __all__ = [
     "ALPHA",
     "AUC_FROM",
     "BASELINE",
+    "ESTIMATORS",
     "BY",
     "END_OF_CYCLE",
     "FORMULAS",
@@ -87,8 +90,10 @@ __all__ = [
     "PAPER_TASK_TOKENS",
     "RESAMPLE",
     "TABLE_COLUMNS",
+    "VERDICTS",
     "BootstrapSummary",
     "DenseSuggestion",
+    "Estimator",
     "Fit",
     "GroupFits",
     "OnsetEvidence",
@@ -103,15 +108,13 @@ __all__ = [
     "check_by",
     "check_interval_options",
     "check_points",
-    "collect_onsets",
     "expand_inputs",
     "find_onset",
     "fit_groups",
     "fit_model",
-    "fit_onset",
-    "fit_onset_or_runs",
     "format_count",
     "format_onset",
+    "get_estimator",
     "jitter",
     "judge_onset",
     "method_order",
@@ -122,10 +125,13 @@ __all__ = [
     "parse_probe_after",
     "pool_seeds",
     "probe_series",
+    "read_finite",
     "read_probes",
     "run_methods",
     "split_by_method",
     "split_inputs",
     "suggest_dense",
+    "table_runs",
+    "verdict_of",
     "write_onset_table",
 ]

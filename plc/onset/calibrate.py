@@ -7,12 +7,14 @@ simulated run goes through the same estimator as real runs (plc.onset.detect); a
 several seeds also pools them as fit-onset does (plc.onset.bootstrap.pool_seeds). The table gives
 the share of runs with an onset detected (the false-alarm rate where the trend is flat, the power
 otherwise), the coverage and the median width of the onset's interval, each with its Monte-Carlo
-standard error.
+standard error. Any estimator can be calibrated by name (plc.onset.estimators); the default noise
+model is run through its test directly (`judge_onset`), so `samples` can make it cheaper.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +23,10 @@ import numpy as np
 from plc.errors import PlcError
 from plc.onset.bootstrap import pooled_interval
 from plc.onset.detect import ALPHA, NULL_SAMPLES, PILOT_SAMPLES, judge_onset
+from plc.onset.estimators import Estimator, NoiseModel, get_estimator
 from plc.onset.noise import Design, offset_groups, simulate
+from plc.onset.series import ProbeSeries
+from plc.protocol import ONSET_ESTIMATOR, ONSET_WINDOW
 
 PROBES = (2, 6, 8)  # tasks of a cycle after zh, de and ru (App. B's dense probing)
 LANGS = ("zh", "de", "ru")
@@ -80,6 +85,7 @@ class Calibration:
     ci: float
     noise_sd: float = 1.0
     rows: list[CaseResult] = field(default_factory=list)
+    estimator: str = ONSET_ESTIMATOR
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,8 +118,10 @@ def run_case(
     alpha: float = ALPHA,
     ci: float = 0.95,
     samples: int = NULL_SAMPLES,
+    estimator: str = ONSET_ESTIMATOR,
 ) -> CaseResult:
     """`reps` studies of one case (each `case.seeds` runs) through the estimator."""
+    judge = _judge(get_estimator(estimator), alpha, ci, samples)
     tasks = np.array([8 * c + k for c in range(cycles) for k in PROBES], dtype=float)
     langs = [LANGS[i % 3] for i in range(tasks.size)]
     groups, _ = offset_groups(langs)
@@ -121,24 +129,19 @@ def run_case(
     mean = _trend(tasks, case.onset)
     if case.offsets:
         mean = mean + np.array([OFFSETS[x] for x in langs])
-    level = [(1 - ci) / 2, (1 + ci) / 2]
-    pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
     detected, covered, widths, pooled_cover, pooled_width = [], [], [], [], []
     for _ in range(reps):
         picks = []
         for y in simulate(mean, case.rho, 1.0, case.seeds, rng):
-            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
-            detected.append(v.detected)
-            knots = tasks[v.knots] if v.knots.size else tasks[-1:]
-            lo, hi = np.quantile(knots, level, method="inverted_cdf")
+            found, lo, hi, mass = judge(design, tasks, langs, y, rng)
+            detected.append(found)
             if case.onset is not None:
                 covered.append(bool(lo <= case.onset <= hi))
                 widths.append(float(hi - lo))
-            if v.detected:
-                picks.append(knots)
+            if found:
+                picks.append(mass)
         if case.seeds > 1 and case.onset is not None and picks:
-            tasks_p = [np.unique(p, return_counts=True) for p in picks]
-            lo, hi = pooled_interval([(t, c / c.sum()) for t, c in tasks_p], ci, rng)
+            lo, hi = pooled_interval(picks, ci, rng)
             pooled_cover.append(bool(lo <= case.onset <= hi))
             pooled_width.append(float(hi - lo))
     det, det_se = _share(detected)
@@ -160,6 +163,55 @@ def run_case(
     )
 
 
+# One simulated series → (onset detected, the interval's ends, the onset's distribution as tasks
+# and their probabilities).
+Judge = Callable[
+    [Design, np.ndarray, list[str], np.ndarray, np.random.Generator],
+    tuple[bool, float, float, tuple[np.ndarray, np.ndarray]],
+]
+
+
+def _judge(estimator: Estimator, alpha: float, ci: float, samples: int) -> Judge:
+    """The noise model's test with `samples` samples, any other estimator through its
+    interface (which has no such knob)."""
+    level = [(1 - ci) / 2, (1 + ci) / 2]
+    if isinstance(estimator, NoiseModel):
+        pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
+
+        def noise_model(design, tasks, langs, y, rng):
+            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
+            knots = tasks[v.knots] if v.knots.size else tasks[-1:]
+            lo, hi = np.quantile(knots, level, method="inverted_cdf")
+            at, count = np.unique(knots, return_counts=True)
+            return v.detected, float(lo), float(hi), (at, count / count.sum())
+
+        return noise_model
+
+    def other(design, tasks, langs, y, rng):
+        series = ProbeSeries(
+            run_id="sim",
+            size="",
+            n_params=1,
+            normalize="first",
+            task_index=[int(t) for t in tasks],
+            lang=list(langs),
+            auc=list(y),
+            tokens_seen=[int(t) for t in tasks],
+            value=list(y),
+            baseline_auc=1.0,
+        )
+        ev = estimator.assess(
+            series, window=ONSET_WINDOW, ci=ci, alpha=alpha, seed=int(rng.integers(2**31))
+        )
+        mass = ev.onset_mass or {ev.minimum_task: 1.0}
+        at, p = np.array(list(mass), dtype=float), np.array(list(mass.values()))
+        lo = ev.minimum_task if ev.onset_lo is None else ev.onset_lo
+        hi = ev.minimum_task if ev.onset_hi is None else ev.onset_hi
+        return ev.detected, float(lo), float(hi), (at, p / p.sum())
+
+    return other
+
+
 def calibrate(
     reps: int = 100,
     seed: int = 0,
@@ -168,6 +220,7 @@ def calibrate(
     ci: float = 0.95,
     cases: tuple[Case, ...] = DEFAULT_CASES,
     samples: int = NULL_SAMPLES,
+    estimator: str = ONSET_ESTIMATOR,
 ) -> Calibration:
     """`plc simulate-onset`: every case `reps` times with this seed."""
     if reps < 1:
@@ -179,7 +232,7 @@ def calibrate(
     if not 0 < ci < 1:
         raise PlcError(f"--ci is a level between 0 and 1 (e.g. 0.95), not {ci:g}")
     rng = np.random.default_rng(seed)
-    out = Calibration(cycles, reps, seed, alpha, ci)
+    out = Calibration(cycles, reps, seed, alpha, ci, estimator=estimator)
     for case in cases:
-        out.rows.append(run_case(case, cycles, reps, rng, alpha, ci, samples))
+        out.rows.append(run_case(case, cycles, reps, rng, alpha, ci, samples, estimator))
     return out

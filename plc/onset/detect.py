@@ -23,8 +23,9 @@ import numpy as np
 from plc.errors import PlcError
 from plc.onset.noise import MAX_RHO, Design, Fits, min_probes, offset_groups, simulate
 from plc.onset.series import ProbeSeries, check_series, find_onset, jitter
+from plc.protocol import ONSET_ALPHA, ONSET_WINDOW
 
-ALPHA = 0.05
+ALPHA = ONSET_ALPHA
 NULL_SAMPLES = 400  # p-values to ±0.011 at 0.05
 ALT_SAMPLES = 400
 PILOT_SAMPLES = 50  # samples per true ρ measuring the bias of ρ̂ and of the variance
@@ -167,6 +168,7 @@ class OnsetEvidence:
     rise_jitter: float | None  # rise of the smoothed AUC after its minimum, in jitter units
     rate: float | None  # OLS slope of the AUC change from the minimum on, % per task
     rate_se: float | None
+    still_falling: bool = False  # no onset: the best trend still falls at the last probe
 
 
 def _rate(tasks: np.ndarray, values: np.ndarray) -> tuple[float | None, float | None]:
@@ -221,7 +223,7 @@ def _repeat_var(repeats: list[list[float]]) -> float:
 
 def assess_onset(
     series: ProbeSeries,
-    window: int = 3,
+    window: int = ONSET_WINDOW,
     ci: float = 0.95,
     alpha: float = ALPHA,
     seed: int = 0,
@@ -252,9 +254,14 @@ def assess_onset(
                 f"(minimum at task {task})"
             )
     lo = hi = mass = None
-    if v.knots.size:
+    falling = v.still_falling and not v.detected
+    # A run still falling has no minimum to place: the alternative's knots say where a rise would
+    # begin, not where its minimum lies, so it gets no interval. Elsewhere the percentile interval
+    # is widened to hold the estimate itself, which a skewed sample can leave outside it.
+    if v.knots.size and not falling:
         picked = tasks[v.knots]
         lo, hi = np.quantile(picked, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
+        lo, hi = min(lo, task), max(hi, task)
         at, count = np.unique(picked, return_counts=True)
         mass = {int(t): float(c) / picked.size for t, c in zip(at, count, strict=True)}
     smoothed = jit = rise_jitter = None
@@ -289,4 +296,5 @@ def assess_onset(
         rise_jitter=rise_jitter,
         rate=rate,
         rate_se=rate_se,
+        still_falling=falling,
     )

@@ -20,6 +20,7 @@ __all__ = [
     "check_by",
     "expand_inputs",
     "method_order",
+    "read_finite",
     "read_probes",
     "run_methods",
     "split_inputs",
@@ -94,13 +95,14 @@ TABLE_COLUMNS = (
     "rise_jitter",
     "rate",
     "rate_se",
+    "verdict",
 )
 
 
 def table_schema() -> dict[str, Any]:
     import polars as pl
 
-    types = {c: pl.String for c in ("run_id", "size", "seed", "method", "no_onset")}
+    types = {c: pl.String for c in ("run_id", "size", "seed", "method", "no_onset", "verdict")}
     for c in ("n_probes", "onset_tokens", "minimum_task", "smoothed_minimum"):
         types[c] = pl.Int64
     types |= {"detected": pl.Boolean, "at_start": pl.Boolean, "mass_task": pl.List(pl.Int64)}
@@ -162,15 +164,19 @@ def run_methods(rows: pl.DataFrame) -> dict[str, str]:
     return dict(zip(last["run_id"].to_list(), last["method"].to_list(), strict=True))
 
 
-def read_probes(metric_files: Sequence[Path]) -> pl.DataFrame:
-    """The probe rows of any mix of metric files; bad input if there are none."""
+def read_probes(metric_files: Sequence[Path], notes: list[str] | None = None) -> pl.DataFrame:
+    """The probe rows of any mix of metric files; bad input if there are none. A probe curve whose
+    AUC is not a finite number is left out, and named (file, run, task) in `notes`."""
     import polars as pl
 
     if not metric_files:
         return pl.DataFrame()
-    df = read_metrics(metric_files, "probe")
+    df = read_finite(metric_files, "probe", notes)
     if df.height == 0:
-        kinds = sorted(set(read_metrics(metric_files)["kind"].unique().to_list()))
+        every = read_metrics(metric_files)
+        kinds = sorted(set(every["kind"].unique().to_list())) if every.height else []
+        if "probe" in kinds:
+            raise PlcError("no probe in the input metric files has a finite AUC")
         raise PlcError(
             "no probe rows in the input metric files (they hold "
             + (", ".join(kinds) or "no rows")
@@ -180,3 +186,54 @@ def read_probes(metric_files: Sequence[Path]) -> pl.DataFrame:
     if missing:
         raise PlcError(f"the probe metrics lack columns {missing}; are they plc probe files?")
     return df
+
+
+# The number each kind's rows stand for: a row without a finite one measures nothing.
+MEASURED = {"probe": "auc", "diagnose": "value"}
+
+
+def read_finite(paths: Sequence[Path], kind: str, notes: list[str] | None = None) -> pl.DataFrame:
+    """Rows of `kind` from metric files, less those whose AUC (probes: the whole curve, which
+    shares it) or diagnose value is null, NaN or infinite: each file with such rows is named in
+    `notes` with its run, task and what was left out, so no reading changes silently."""
+    import polars as pl
+
+    column = MEASURED[kind]
+    frames = []
+    for path in paths:
+        df = read_metrics([path], kind)
+        if df.height == 0 or column not in df.columns:
+            frames.append(df)
+            continue
+        value = pl.col(column).cast(pl.Float64, strict=False)
+        bad = df.filter(value.is_null() | ~value.is_finite())
+        if bad.height:
+            if kind == "probe":  # a curve is one measurement: its AUC is on every row
+                curve = [c for c in ("run_id", "task_index", "probe_seed") if c in df.columns]
+                df = df.join(bad.select(curve).unique(), on=curve, how="anti", nulls_equal=True)
+                what = "its AUC is " + _shown(bad[column])
+            else:
+                df = df.filter(value.is_not_null() & value.is_finite())
+                metrics = sorted(set(bad["metric"].to_list())) if "metric" in bad.columns else []
+                what = f"{bad.height} {kind} value(s) " + _shown(bad[column])
+                what += f" ({', '.join(map(str, metrics))})" if metrics else ""
+            if notes is not None:
+                runs = sorted(set(map(str, bad["run_id"].to_list())))
+                tasks = sorted(set(bad["task_index"].to_list()))
+                notes.append(
+                    f"left out {Path(path).name} (run {', '.join(runs)}, task "
+                    f"{', '.join(map(str, tasks))}): {what}"
+                )
+        frames.append(df)
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def _shown(values: pl.Series) -> str:
+    """`NaN`, `null`, `inf`: what the left-out numbers were."""
+    import math
+
+    kinds = set()
+    for v in values.to_list():
+        kinds.add("null" if v is None else "NaN" if math.isnan(v) else "infinite")
+    return " or ".join(sorted(kinds))

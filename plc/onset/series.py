@@ -14,7 +14,7 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset.inputs import BASELINE, run_methods
-from plc.protocol import CYCLE, PAPER_PROBE_AFTER, cycle_of
+from plc.protocol import CYCLE, ONSET_WINDOW, PAPER_PROBE_AFTER, cycle_of
 
 if TYPE_CHECKING:
     import polars as pl
@@ -290,7 +290,7 @@ def check_series(series: ProbeSeries) -> None:
         )
 
 
-def find_onset(series: ProbeSeries, window: int = 3) -> ProbeSeries:
+def find_onset(series: ProbeSeries, window: int = ONSET_WINDOW) -> ProbeSeries:
     """Smooth the series and set its onset (task index and tokens seen at that probe)."""
     check_series(series)
     if series.n_probes < window:

@@ -1,6 +1,10 @@
-"""fit-onset: every run's onset with its evidence, the fits of Table V to the onsets, their
-bootstrap intervals, each size's onset pooled over its seeds, and the onset table (Parquet) that
-fit-onset, plot onset and report read back.
+"""The onsets of a study's runs as data: one RunOnset per run (its verdict, its onset or minimum
+with the interval and distribution, the evidence), the fits of Table V to them with their
+bootstrap intervals and predictions, each size's onset pooled over its seeds, and the onset table
+(Parquet) that `plc fit-onset --out` writes and fit-onset and plot onset read back.
+
+The verdicts themselves are computed once, by plc.study.verdicts; `plc fit-onset` is
+plc.study.onsets.fit_onset, which fits what they give with the functions here.
 
 A study of remedies (`plc plan --mitigation`) labels every metric row with its method; `by="method"`
 fits, bootstraps and predicts each method's runs apart. Rows and onset tables without a method
@@ -9,48 +13,35 @@ fits, bootstraps and predicts each method's runs apart. Rows and onset tables wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from plc.errors import PlcError
-from plc.onset.bootstrap import (
-    BootstrapSummary,
-    SizeOnset,
-    bootstrap_fits,
-    check_interval_options,
-    pool_seeds,
+from plc.onset.bootstrap import BootstrapSummary, SizeOnset
+from plc.onset.estimators import (
+    DETECTED,
+    FROM_START,
+    NO_RISE,
+    ONSET,
+    STILL_FALLING,
+    TOO_FEW,
+    VERDICTS,
 )
-from plc.onset.detect import (
-    ALPHA,
-    ALT_SAMPLES,
-    NULL_SAMPLES,
-    TooFewProbes,
-    assess_onset,
-    check_alpha,
-)
-from plc.onset.fit import MODELS, Fit, fit_model
-from plc.onset.inputs import (
-    BASELINE,
-    TABLE_COLUMNS,
-    check_by,
-    method_order,
-    read_probes,
-    split_inputs,
-    table_schema,
-)
-from plc.onset.series import ProbeSeries, probe_series
-from plc.protocol import PAPER_PROBE_AFTER
-from plc.store import atomic_path, check_output, expand_inputs
+from plc.onset.fit import Fit, fit_model
+from plc.onset.inputs import BASELINE, TABLE_COLUMNS, check_by, method_order, table_schema
+from plc.onset.series import ProbeSeries
+from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
+from plc.store import atomic_path
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PAPER_TASK_TOKENS = 5_000_000_000  # §IV-A: each task instance is 5B tokens
 ONE_SIZE = "no law: one model size (a fit needs at least two)"
-NOISE_MODEL = (
-    "per-language offsets (where languages repeat) and AR(1) residuals, by profile likelihood"
-)
 
 
 @dataclass
@@ -84,6 +75,30 @@ class RunOnset:
     probe_repeats: int | None = None
     baseline_task: int | None = None
     fitted: bool = False  # one of the fits' points
+    verdict: str = ""  # one of plc.onset.estimators.VERDICTS ("" : read from the fields above)
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            self.verdict = _verdict_of_row(self.detected, self.at_start, self.no_onset)
+        elif self.verdict not in VERDICTS:
+            raise PlcError(f"run {self.run_id}: unknown verdict {self.verdict!r}")
+
+    @property
+    def drawn(self) -> tuple[float, float, float] | None:
+        """What every figure and table draws for the run: (task, lo, hi) of its onset, or of its
+        minimum where no significant rise follows it (an open marker); None where there is no
+        point to draw (still falling, too few probes). The task lies inside [lo, hi]."""
+        if self.verdict in DETECTED:
+            task = self.onset
+        elif self.verdict == NO_RISE:
+            task = self.minimum_task
+        else:
+            return None
+        if task is None:
+            return None
+        lo = task if self.onset_lo is None else min(self.onset_lo, task)
+        hi = task if self.onset_hi is None else max(self.onset_hi, task)
+        return float(task), float(lo), float(hi)
 
     @property
     def fit_value(self) -> float | None:
@@ -155,6 +170,16 @@ class GroupFits:
         return {**asdict(self), "law": self.law, "exponent": self.exponent}
 
 
+def _verdict_of_row(detected: bool, at_start: bool, no_onset: str | None) -> str:
+    """The verdict of an onset table's row written before tables had the column."""
+    if detected:
+        return FROM_START if at_start else ONSET
+    why = no_onset or ""
+    if why.startswith("too few probes"):
+        return TOO_FEW
+    return STILL_FALLING if why.startswith("no onset yet") else NO_RISE
+
+
 @dataclass
 class OnsetResult:
     runs: list[RunOnset]
@@ -167,10 +192,10 @@ class OnsetResult:
     window: int
     auc_from: str = "0"
     ci: float = 0.95
-    alpha: float = ALPHA
-    noise: str = NOISE_MODEL
-    null_samples: int = NULL_SAMPLES
-    alt_samples: int = ALT_SAMPLES
+    alpha: float = ONSET_ALPHA
+    estimator: str = ONSET_ESTIMATOR
+    estimator_text: str = ""  # how its verdicts are made (the estimator's describe)
+    notes: list[str] = field(default_factory=list)  # what was left out of the inputs, and why
     excluded: list[str] = field(default_factory=list)  # runs left out of the fits: no onset
     fits_skipped: str | None = None  # why no fit was made after leaving those out
     bootstrap: BootstrapSummary | None = None
@@ -204,120 +229,48 @@ class OnsetResult:
         return out
 
 
-def collect_onsets(
-    inputs: Iterable[str | Path],
-    normalize: str = "first",
-    probe_after: Sequence[str] | None = PAPER_PROBE_AFTER,
-    window: int = 3,
-    *,
-    auc_from: str = "0",
-    ci: float = 0.95,
-    alpha: float = ALPHA,
-    seed: int = 0,
-) -> tuple[list[RunOnset], list[ProbeSeries]]:
-    """Every run's onset (None where none is detected) and the evidence for it from metric
-    files, plus the rows of any onset tables among the inputs."""
-    metric_files, table = split_inputs(expand_inputs(inputs))
-    series = (
-        probe_series(read_probes(metric_files), normalize, probe_after, auc_from)
-        if metric_files
-        else []
-    )
+def table_runs(table: pl.DataFrame) -> list[RunOnset]:
+    """The runs of onset tables' rows (plc.onset.inputs.split_inputs reads them)."""
     runs = []
-    for s in series:
-        try:
-            ev = assess_onset(s, window, ci, alpha, seed)
-        except TooFewProbes as e:
-            runs.append(_too_few(s, e.reason))
-            continue
+    for r in table.iter_rows(named=True):
+        mass = (
+            dict(zip(r["mass_task"], r["mass_p"], strict=True))
+            if r["mass_task"] and r["mass_p"]
+            else None
+        )
         runs.append(
             RunOnset(
-                run_id=s.run_id,
-                size=s.size,
-                n_params=s.n_params,
-                n_probes=s.n_probes,
-                onset=float(ev.minimum_task) if ev.detected else None,
-                onset_tokens=(
-                    s.tokens_seen[s.task_index.index(ev.minimum_task)] if ev.detected else None
-                ),
-                method=s.method,
-                minimum_task=ev.minimum_task,
-                detected=ev.detected,
-                at_start=ev.at_start,
-                p_value=ev.p_value,
-                no_onset=ev.no_onset,
-                onset_lo=ev.onset_lo,
-                onset_hi=ev.onset_hi,
-                onset_mass=ev.onset_mass,
-                noise_sd=ev.noise_sd,
-                rho=ev.rho,
-                rise_sd=ev.rise_sd,
-                smoothed_minimum=ev.smoothed_minimum,
-                jitter=ev.jitter,
-                rise_jitter=ev.rise_jitter,
-                rate=ev.rate,
-                rate_se=ev.rate_se,
-                probe_repeats=s.n_repeats,
-                baseline_task=s.baseline_task,
+                run_id=r["run_id"],
+                size=r["size"],
+                n_params=int(r["n_params"]),
+                n_probes=r["n_probes"],
+                onset=r["onset"] if r["detected"] else None,
+                onset_tokens=r["onset_tokens"] if r["detected"] else None,
+                seed=r["seed"],
+                method=r["method"],
+                minimum_task=r["minimum_task"],
+                detected=r["detected"],
+                at_start=bool(r["at_start"]),
+                p_value=r["p_value"],
+                no_onset=r["no_onset"],
+                onset_lo=r["onset_lo"],
+                onset_hi=r["onset_hi"],
+                onset_mass=mass,
+                noise_sd=r["noise_sd"],
+                rho=r["rho"],
+                rise_sd=r["rise_sd"],
+                smoothed_minimum=r["smoothed_minimum"],
+                jitter=r["jitter"],
+                rise_jitter=r["rise_jitter"],
+                rate=r["rate"],
+                rate_se=r["rate_se"],
+                verdict=r["verdict"] or "",
             )
         )
-    if table is not None:
-        for r in table.iter_rows(named=True):
-            mass = (
-                dict(zip(r["mass_task"], r["mass_p"], strict=True))
-                if r["mass_task"] and r["mass_p"]
-                else None
-            )
-            runs.append(
-                RunOnset(
-                    run_id=r["run_id"],
-                    size=r["size"],
-                    n_params=int(r["n_params"]),
-                    n_probes=r["n_probes"],
-                    onset=r["onset"] if r["detected"] else None,
-                    onset_tokens=r["onset_tokens"] if r["detected"] else None,
-                    seed=r["seed"],
-                    method=r["method"],
-                    minimum_task=r["minimum_task"],
-                    detected=r["detected"],
-                    at_start=bool(r["at_start"]),
-                    p_value=r["p_value"],
-                    no_onset=r["no_onset"],
-                    onset_lo=r["onset_lo"],
-                    onset_hi=r["onset_hi"],
-                    onset_mass=mass,
-                    noise_sd=r["noise_sd"],
-                    rho=r["rho"],
-                    rise_sd=r["rise_sd"],
-                    smoothed_minimum=r["smoothed_minimum"],
-                    jitter=r["jitter"],
-                    rise_jitter=r["rise_jitter"],
-                    rate=r["rate"],
-                    rate_se=r["rate_se"],
-                )
-            )
-    runs.sort(key=lambda r: (r.n_params, r.run_id or "", r.seed or ""))
-    return runs, series
+    return runs
 
 
-def _too_few(s: ProbeSeries, reason: str) -> RunOnset:
-    """A run reported without a verdict: its probes are too few for the noise model."""
-    return RunOnset(
-        run_id=s.run_id,
-        size=s.size,
-        n_params=s.n_params,
-        n_probes=s.n_probes,
-        onset=None,
-        onset_tokens=None,
-        method=s.method,
-        detected=False,
-        no_onset=reason,
-        probe_repeats=s.n_repeats,
-        baseline_task=s.baseline_task,
-    )
-
-
-def _task_tokens(series: Sequence[ProbeSeries]) -> float | None:
+def tokens_per_task(series: Sequence[ProbeSeries]) -> float | None:
     """Tokens per task seen in the probed checkpoints (median of tokens_seen / task_index)."""
     ratios = [
         tok / task
@@ -358,7 +311,7 @@ def split_by_method(runs: Sequence[RunOnset]) -> dict[str, list[RunOnset]]:
     return {m: [r for r in runs if r.method == m] for m in method_order(r.method for r in runs)}
 
 
-def _check_within_size(points: Sequence[RunOnset]) -> None:
+def check_within_size(points: Sequence[RunOnset]) -> None:
     sizes = {r.n_params for r in points}
     if len(sizes) == len(points) and not any(len(r.distribution()[0]) > 1 for r in points):
         raise PlcError(
@@ -411,7 +364,7 @@ def fit_groups(
     return fitted
 
 
-def _predictions(
+def predictions_of(
     fits: Sequence[Fit],
     predict: Sequence[float],
     tokens: float,
@@ -435,123 +388,6 @@ def _predictions(
                 )
             )
     return out
-
-
-def fit_onset(
-    inputs: Iterable[str | Path],
-    models: Sequence[str] = MODELS,
-    normalize: str = "first",
-    probe_after: Sequence[str] | None = PAPER_PROBE_AFTER,
-    window: int = 3,
-    predict: Sequence[float] = (),
-    task_tokens: float | None = None,
-    out: str | Path | None = None,
-    force: bool = False,
-    *,
-    auc_from: str = "0",
-    ci: float = 0.95,
-    alpha: float = ALPHA,
-    keep_no_onset: bool = False,
-    bootstrap: int | None = None,
-    resample: str = "cases",
-    seed: int = 0,
-    suggest: int | None = None,
-    by: str | None = None,
-) -> OnsetResult:
-    """`plc fit-onset`: onsets per run with their intervals (runs with no onset detected are
-    reported and, unless `keep_no_onset`, left out of the fits), the fits of Table V with
-    bootstrap intervals when `bootstrap` resamples are asked for, predictions; optionally the
-    onset table as Parquet (fit-onset and plot onset read it back) and, with `suggest`, the
-    cycles around each run's minimum to probe densely. `by="method"` fits (and bootstraps, and
-    predicts) each method's runs apart; the result's `groups` hold those fits."""
-    check_by(by)
-    check_interval_options(ci, bootstrap, resample)
-    if bootstrap is not None and not models:
-        raise PlcError("--bootstrap refits the models, but --model none fits nothing")
-    check_alpha(alpha)
-    if out is not None:
-        check_output(out, force)
-    runs, series = collect_onsets(
-        inputs,
-        normalize,
-        probe_after,
-        window,
-        auc_from=auc_from,
-        ci=ci,
-        alpha=alpha,
-        seed=seed,
-    )
-    dense = []
-    if suggest is not None:
-        if not series:
-            raise PlcError("--suggest-dense reads probe metric files; an onset table has no probes")
-        dense = suggest_dense(series, {r.run_id: r.minimum_task for r in runs if r.run_id}, suggest)
-    points = [r for r in runs if r.fit_value is not None and (r.detected or keep_no_onset)]
-    for r in points:
-        r.fitted = True
-    left_out = [r for r in runs if not r.fitted]
-    members = {None: points} if by is None else split_by_method(points)
-    if bootstrap is not None and resample == "within-size":
-        for group in members.values():
-            _check_within_size(group)
-    groups = fit_groups(points, left_out, models, by)
-    if task_tokens is not None:
-        tokens, source = float(task_tokens), "--task-tokens"
-    elif (seen := _task_tokens(series)) is not None:
-        tokens, source = seen, "from the probe metrics"
-    else:
-        tokens, source = float(PAPER_TASK_TOKENS), "the paper's, §IV-A"
-    for g in groups:
-        intervals = None
-        if bootstrap is not None and g.fits:
-            intervals, g.bootstrap = bootstrap_fits(
-                members[g.method], [f.model for f in g.fits], bootstrap, ci, seed, resample, predict
-            )
-            for f in g.fits:
-                f.a_ci, f.b_ci = intervals[f.model]["a"], intervals[f.model]["b"]
-        g.predictions = _predictions(g.fits, predict, tokens, intervals)
-    whole = groups[0] if by is None else GroupFits(None, [], [])
-    result = OnsetResult(
-        runs=runs,
-        fits=whole.fits,
-        predictions=whole.predictions,
-        task_tokens=tokens,
-        task_tokens_source=source,
-        normalize=normalize,
-        probe_after=list(probe_after) if probe_after is not None else None,
-        window=window,
-        auc_from=auc_from,
-        ci=ci,
-        alpha=alpha,
-        excluded=[r.run_id or r.size for r in left_out],
-        fits_skipped=whole.fits_skipped,
-        bootstrap=whole.bootstrap,
-        dense=dense,
-        dense_cycles=(
-            f"{min(d.first_cycle for d in dense)}-{max(d.last_cycle for d in dense)}"
-            if dense
-            else None
-        ),
-        by=by,
-        groups=[] if by is None else groups,
-        sizes=pool_seeds(runs, ci, seed),
-    )
-    if out is not None:
-        result.out = str(write_onset_table(out, runs, force))
-    return result
-
-
-def fit_onset_or_runs(inputs: Iterable[str | Path], **options: Any) -> OnsetResult:
-    """fit_onset for a study that shows whatever it has (the report, the demo, the examples):
-    where no fit can be made (too few runs with an onset, a single size) the onsets alone, with
-    the reason as `fits_skipped`, instead of the error `plc fit-onset` gives."""
-    inputs = list(inputs)
-    try:
-        return fit_onset(inputs, **options)
-    except PlcError as e:
-        res = fit_onset(inputs, **{**options, "models": [], "bootstrap": None})
-        res.fits_skipped = str(e)
-        return res
 
 
 def write_onset_table(path: str | Path, runs: Sequence[RunOnset], force: bool = False) -> Path:

@@ -1,12 +1,14 @@
 """What fit-onset's results look like in a table: which columns, and how each cell reads. One view
-for `plc fit-onset`, `plc demo` and `plc report`, so that a verdict reads the same everywhere."""
+for `plc fit-onset`, `plc status`, `plc demo` and `plc report`, so that a verdict reads the same
+everywhere."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
+
+from plc.onset.estimators import DETECTED, FROM_START, NO_RISE, STILL_FALLING, TOO_FEW
 
 if TYPE_CHECKING:
     from plc.onset.bootstrap import BootstrapSummary
@@ -27,23 +29,31 @@ def format_count(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _run(r: RunOnset | Mapping[str, Any]) -> Any:
-    """A run as attributes: a RunOnset, or a row of the onset table (plc demo reads it back)."""
-    return SimpleNamespace(**r) if isinstance(r, Mapping) else r
+def _run(r: RunOnset | Mapping[str, Any]) -> RunOnset:
+    """A run: a RunOnset, or a row of the onset table (plc demo reads it back)."""
+    from plc.onset.table import RunOnset
+
+    if isinstance(r, Mapping):
+        known = {f.name for f in fields(RunOnset)}
+        return RunOnset(**{k: v for k, v in r.items() if k in known})
+    return r
 
 
 def onset_cell(r: RunOnset | Mapping[str, Any]) -> str:
-    """`6 [4, 10]`, `2 [2, 4] (from the start)`; with no onset detected, `none (still falling)` or
-    `none (minimum 6 [6, 18])`: where the fitted trend is lowest and its interval."""
+    """`6 [4, 10]`, `2 [2, 4] (from the start)`; with no onset detected, `none (minimum 6 [6, 18])`
+    (where the fitted trend is lowest, and its interval), `none (still falling)` or `none (too few
+    probes)`: the point and interval every figure draws (RunOnset.drawn)."""
     r = _run(r)
-    lo, hi = getattr(r, "onset_lo", None), getattr(r, "onset_hi", None)
-    if r.onset is not None:
-        return format_onset(r.onset, lo, hi) + (" (from the start)" if r.at_start else "")
-    if (r.no_onset or "").startswith("no onset yet"):
-        return "none (still falling)"
-    if getattr(r, "minimum_task", None) is None:
-        return "none"
-    return f"none (minimum {format_onset(r.minimum_task, lo, hi)})"
+    drawn = r.drawn
+    if r.verdict in DETECTED and drawn:
+        return format_onset(*drawn) + (" (from the start)" if r.verdict == FROM_START else "")
+    if r.verdict == NO_RISE and drawn:
+        return f"none (minimum {format_onset(*drawn)})"
+    if r.verdict == STILL_FALLING:
+        return f"none ({r.verdict})"
+    if r.verdict == TOO_FEW:  # with their count: "too few probes (3)"
+        return f"none ({(r.no_onset or r.verdict).split(':')[0]})"
+    return "none"
 
 
 def verdict(r: RunOnset | Mapping[str, Any]) -> str:
@@ -51,11 +61,10 @@ def verdict(r: RunOnset | Mapping[str, Any]) -> str:
     none."""
     r = _run(r)
     name = r.run_id or r.size
-    if r.onset is None:
-        return f"{name}: no onset detected ({r.no_onset})"
-    lo, hi = getattr(r, "onset_lo", None), getattr(r, "onset_hi", None)
-    where = f"onset at task {format_onset(r.onset, lo, hi)}"
-    where += " (from the start)" if r.at_start else ""
+    if r.verdict not in DETECTED or r.drawn is None:
+        return f"{name}: no onset detected ({r.no_onset or r.verdict})"
+    where = f"onset at task {format_onset(*r.drawn)}"
+    where += " (from the start)" if r.verdict == FROM_START else ""
     p = "" if r.p_value is None else f", p = {r.p_value:.3f}"
     return f"{name}: {where}{p}"
 
@@ -123,16 +132,48 @@ def run_markdown(res: OnsetResult) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in run_rows(res)]
 
 
+def study_markdown(res: OnsetResult, sizes: Sequence[str]) -> list[str]:
+    """A study as the examples' READMEs show it, in the order of `sizes`: fit-onset's per-run
+    table; per size the runs with an onset, their mean onset ± SD and mean rate of loss ± SD over
+    seeds; the log-log law with its exponent's interval (or why there is none); and the rate of
+    loss's own log-log slope over every run."""
+    import numpy as np
+
+    from plc.onset.fit import rate_law
+
+    order = {s: i for i, s in enumerate(sizes)}
+    res.runs.sort(key=lambda r: (order.get(r.size, len(order)), r.run_id or ""))
+    lines = run_markdown(res)
+    lines += [
+        "",
+        "| size | runs with an onset | mean onset ± SD | mean rate of loss (%/task ± SD) |",
+    ]
+    lines += ["|---|---|---:|---|"]
+    for size in sizes:
+        mine = [r for r in res.runs if r.size == size]
+        onsets = [r.onset for r in mine if r.onset is not None]
+        rates = [r.rate for r in mine if r.rate is not None]
+        mean_onset = (
+            f"{np.mean(onsets):.1f} ± {np.std(onsets, ddof=1):.1f}"
+            if len(onsets) > 1
+            else (f"{onsets[0]:g}" if onsets else "–")
+        )
+        spread = f"{np.mean(rates):+.2f} ± {np.std(rates, ddof=1):.2f}" if len(rates) > 1 else "–"
+        lines.append(f"| {size} | {len(onsets)} of {len(mine)} | {mean_onset} | {spread} |")
+    law = res.law and f"{res.law}; {res.exponent}"
+    lines += ["", f"Log-log law of the onset: {law or f'no fit ({res.fits_skipped})'}"]
+    rates = rate_law([r.n_params for r in res.runs], [r.rate for r in res.runs])
+    if rates is not None:
+        lines.append(str(rates))
+    return lines
+
+
 def method_text(res: OnsetResult) -> str:
     """How the per-run verdicts were made, for a caption under the table."""
-    level = f"{res.ci:.0%}".replace("%", " %")
     return (
-        f"Onset: the minimum of a broken-stick trend fitted with {res.noise}; detected where "
-        f"the data reject 'no rise after the minimum' at α = {res.alpha:g} (p from "
-        f"{res.null_samples} samples of the fitted null); interval: {level} of the minimum over "
-        f"{res.alt_samples} samples of the fitted alternative. Table IV minimum: the paper's "
-        "read-out (3-point moving average), descriptive; rate: OLS slope of the AUC change from "
-        "the minimum on, ± its standard error (docs/estimators.md)."
+        f"{res.estimator_text} Table IV minimum: the paper's read-out ({res.window}-point moving "
+        "average), descriptive; rate: OLS slope of the AUC change from the minimum on, ± its "
+        "standard error (docs/estimators.md)."
     )
 
 

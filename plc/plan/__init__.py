@@ -10,8 +10,8 @@ a real `plc` subcommand with the files it reads and the file it writes (plc.plan
   (Table III), `lr_grid` (App. A);
 - `builder`: the jobs the kinds share (stores, init, tasks, probes, diagnoses, onset, figures);
 - `jobs`: Job, Run, Plan and the one function from a job to its command line (`Job.argv`);
-- `make`: the Makefile; `snakefile`: the Snakefile and its resources; `files`: writing them
-  with plan.json and reading plan.json back.
+- `make`: the Makefile; `snakefile`: the Snakefile and its resources; `files`: plan.json (its
+  names, its schema), written beside them and read back, checked, by every reader.
 
 Every run is a (method, size, seed) triple; its id is `<size>-s<seed>` plus what else differs from
 the preset (`-wd0.1`, `-lr0.003`, `-cont`/`-reset`, the method), and its checkpoints live in
@@ -20,9 +20,11 @@ the preset (`-wd0.1`, `-lr0.003`, `-cont`/`-reset`, the method), and its checkpo
 
 from plc.plan.build import BUILDERS, build_plan
 from plc.plan.files import (
+    PLAN_FILES,
+    PLAN_JSON,
+    plan_from_json,
+    plan_json,
     plan_json_path,
-    plan_of_metrics,
-    probe_after_of,
     read_plan,
     render,
     write_plan,
@@ -34,15 +36,17 @@ __all__ = [
     "BUILDERS",
     "INPUTS",
     "KINDS",
+    "PLAN_FILES",
+    "PLAN_JSON",
     "STAGES",
     "Job",
     "Plan",
     "PlanOptions",
     "Run",
     "build_plan",
+    "plan_from_json",
+    "plan_json",
     "plan_json_path",
-    "plan_of_metrics",
-    "probe_after_of",
     "read_plan",
     "render",
     "write_plan",

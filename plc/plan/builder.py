@@ -14,7 +14,14 @@ from plc.options import number
 from plc.plan.jobs import INPUTS, Job, Plan, Run
 from plc.plan.options import PlanOptions, parse_mitigation
 from plc.presets import get_preset
-from plc.protocol import CYCLE, ENTROPY_LANG, MIN_FIT_POINTS, PLOT_KINDS, PROBE_LANG
+from plc.protocol import (
+    CYCLE,
+    ENTROPY_LANG,
+    MIN_FIT_POINTS,
+    ONSET_WINDOW,
+    PLOT_KINDS,
+    PROBE_LANG,
+)
 from plc.store import metric_path
 
 X_KINDS = ("auc", "correlates", "dormant-layers", "entropy")  # the figures `plc plot --x` sets
@@ -105,6 +112,7 @@ class Builder:
         self.resumable = {"save_every_minutes": SAVE_EVERY_MINUTES}
         self.jobs: list[Job] = []
         self.runs: list[Run] = []
+        self.window = ONSET_WINDOW
 
     def _methods(self) -> list[tuple[str, dict[str, Any]]]:
         """(run id tag, TrainOptions fields) of every --mitigation."""
@@ -165,6 +173,9 @@ class Builder:
             keep_every=self.o.keep_every,
             gpu=self.o.gpu,
             mfu=self.o.mfu,
+            estimator=self.o.estimator,
+            alpha=self.o.alpha,
+            window=self.window,
         )
 
     # ---------------------------------------------------------------------------- runs
@@ -347,8 +358,9 @@ class Builder:
         # The fits of Table V need three sizes; with fewer the plan still finds each run's onset.
         # An onset needs two probes per run, the centred moving average of App. B three.
         fits = "all" if len(self.sizes) >= MIN_FIT_POINTS else "none"
-        onset_args = ["--probe-after", probe_after]
-        onset_args += ["--window", "3" if probes_per_run >= 3 else "1"]
+        self.window = ONSET_WINDOW if probes_per_run >= ONSET_WINDOW else 1
+        onset_args = ["--probe-after", probe_after, "--window", str(self.window)]
+        onset_args += ["--estimator", self.o.estimator, "--alpha", f"{self.o.alpha:g}"]
         if probes_per_run >= 2:
             onset = f"{self.out_dir}/onset.parquet"
             argv = ["fit-onset", INPUTS, "--model", fits, *onset_args, "--out", onset, "--force"]

@@ -3,22 +3,22 @@
 A job is a `plc` subcommand with the file it writes (`output`), the files it reads (`inputs`), the
 run, model size and task it belongs to, and the TrainOptions fields it sets (`train`). The same
 data renders as a Makefile (plc.plan.make), a Snakefile (plc.plan.snakefile) and `plan.json`
-(FORMATS.md), which `plc status`, `plc report` and `plc fit-onset` read back.
+(FORMATS.md, plc.plan.files), which `plc status`, `plc report`, `plc plot` and `plc fit-onset` read back.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from plc.errors import PlcError
 from plc.options import option_argv
+from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR, ONSET_WINDOW
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INPUTS = "{inputs}"  # in a job's arguments: its input files (`$^` in the Makefile)
 STAGES = ("data", "init", "train", "probe", "diagnose", "analysis")
-PLAN_JSON_VERSION = 1
 
 
 def check_text(text: str) -> None:
@@ -94,6 +94,10 @@ class Plan:
     launcher: str = ""
     runs: list[Run] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
+    # How its runs are judged (fit-onset, plot, status and report take them from plan.json):
+    estimator: str = ONSET_ESTIMATOR  # plc.onset.estimators
+    alpha: float = ONSET_ALPHA
+    window: int = ONSET_WINDOW  # of the moving average (1 where runs have fewer probes)
     nodes: int = 1  # nodes of each training job (torchrun on each)
     keep_every: int | None = None  # checkpoint retention: see transient_checkpoints
     gpu: str = "h100"  # what the costs and the Snakefile's wall times assume
@@ -140,22 +144,3 @@ class Plan:
     def n_tasks(self) -> int:
         """Training tasks of the whole plan."""
         return sum(job.stage == "train" for job in self.jobs)
-
-    def to_json(self) -> dict[str, Any]:
-        """plan.json (FORMATS.md)."""
-        return {"format": "plc-plan", "version": PLAN_JSON_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any], where: str = "plan.json") -> Plan:
-        if obj.get("format") != "plc-plan" or obj.get("version") != PLAN_JSON_VERSION:
-            raise PlcError(
-                f"{where} is not a plc plan of version {PLAN_JSON_VERSION}; "
-                "write it again with plc plan"
-            )
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in obj.items() if k in known}
-        kw["cycle"] = tuple(kw["cycle"])
-        kw["probe_after"] = None if kw["probe_after"] is None else tuple(kw["probe_after"])
-        kw["runs"] = [Run(**r) for r in kw["runs"]]
-        kw["jobs"] = [Job(**j) for j in kw["jobs"]]
-        return cls(**kw)

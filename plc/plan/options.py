@@ -17,6 +17,7 @@ from plc.errors import PlcError
 from plc.memory import GPUS, gpu_spec
 from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
+from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
 from plc.sizes import shape_of
 from plc.store import method_tag
 
@@ -24,6 +25,7 @@ LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")  # as `plc shard --lang` takes them
 KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
 CYCLIC = ("continual", "stationary")
 LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
+JUDGED = (*CYCLIC, "control")  # kinds whose runs get an onset verdict (fit-onset, figures)
 
 
 def parse_list(text: str | None) -> tuple[str, ...] | None:
@@ -225,6 +227,19 @@ class PlanOptions:
         "Model FLOPs utilisation the costs and wall times assume (not measured here).",
         cli_type=float,
     )
+    estimator: str = _opt(
+        ONSET_ESTIMATOR,
+        "--estimator",
+        "How each run's onset is judged (plc fit-onset --estimator): noise-model or moving-average.",
+        JUDGED,
+    )
+    alpha: float = _opt(
+        ONSET_ALPHA,
+        "--alpha",
+        "False-alarm rate of each run's test of a rise after the minimum (fit-onset --alpha).",
+        JUDGED,
+        cli_type=float,
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from Python callers: tuples, so the options stay frozen
@@ -299,6 +314,11 @@ class PlanOptions:
         gpu_spec(self.gpu)
         if not 0 < self.mfu <= 1:
             raise PlcError(f"--mfu is a fraction in (0, 1], got {self.mfu}")
+        if not 0 < self.alpha < 1:
+            raise PlcError(f"--alpha is a false-alarm rate between 0 and 1, not {self.alpha:g}")
+        from plc.onset.estimators import get_estimator  # numpy: only when a plan is built
+
+        get_estimator(self.estimator)
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:
