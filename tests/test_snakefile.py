@@ -25,6 +25,10 @@ HAS_SNAKEMAKE = importlib.util.find_spec("snakemake") is not None
 needs_snakemake = pytest.mark.skipif(
     not HAS_SNAKEMAKE, reason="needs the snakemake extra: pip install -e '.[snakemake]'"
 )
+needs_slurm_plugin = pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="needs the snakemake extra (the Slurm executor plugin)",
+)
 PLC = f"{sys.executable} -m plc"
 
 
@@ -118,7 +122,7 @@ def test_gpu_jobs_ask_for_the_launchers_gpus_and_the_presets_compute():
     for name in ("shard_en", "init_314M_s0_c0", "fit_onset", "plot_auc"):
         assert "gpu" not in rules[name]["resources"] and rules[name]["threads"] == "1"
 
-    # The FLOPs of a task are those of examples/paper/README.md's cost table (PFLOP per task).
+    # The FLOPs of a task are those of examples/slurm/README.md's table (PFLOP per task).
     paper = get_preset("paper")
     kw = dict(tokenizer="qwen3", preset=paper, launcher=plan.launcher)
     jobs = {j.output: j for j in plan.jobs}
@@ -238,10 +242,7 @@ def test_snakemake_runs_the_plan_as_make_does(tmp_path):
 
 
 @needs_snakemake
-@pytest.mark.skipif(
-    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-    reason="needs the snakemake extra (the Slurm executor plugin)",
-)
+@needs_slurm_plugin
 def test_slurm_profile_accepts_the_paper_plan_without_a_cluster(tmp_path):
     proc = run_plc(
         "plan",
@@ -288,10 +289,7 @@ def test_slurm_profile_accepts_the_paper_plan_without_a_cluster(tmp_path):
 
 
 @needs_snakemake
-@pytest.mark.skipif(
-    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-    reason="needs the snakemake extra (the Slurm executor plugin)",
-)
+@needs_slurm_plugin
 def test_slurm_profile_accepts_multi_node_training_jobs(tmp_path):
     proc = run_plc(
         "plan", "continual", "--preset", "paper", "--sizes", "314M", "--cycles", "1",

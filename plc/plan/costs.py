@@ -2,7 +2,7 @@
 take, and its critical path in days, at a stated GPU and MFU (`plc plan` prints them and writes
 them into plan.json as `costs`).
 
-The hours are the jobs' FLOPs (plc.plan.snakefile.job_resources: 6 per matmul weight and token,
+The hours are the jobs' FLOPs (plc.plan.snakefile.plan_resources: 6 per matmul weight and token,
 the tied head included, plus attention) at `mfu` of the GPU's bf16 dense peak; how each size
 trains on that GPU (strategy, micro-batch, memory) is plc.memory's choice. None of it was
 measured on a GPU (no GPU was available to this project): the MFU is an assumption to replace
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from plc.memory import GIB, RECOMPUTE, choose, gpu_spec
-from plc.plan.snakefile import GPU_PRESETS, job_resources, launcher_procs, model_config
+from plc.plan.snakefile import GPU_PRESETS, launcher_procs, model_config, plan_resources
 from plc.presets import get_preset
 
 if TYPE_CHECKING:
@@ -97,16 +97,6 @@ def plan_costs(plan: Plan) -> Costs:
     procs = launcher_procs(plan.launcher) * plan.nodes
     transient = plan.transient_checkpoints()
 
-    def resources(job: Job):
-        return job_resources(
-            job,
-            size=job.size,
-            tokenizer=plan.tokenizer,
-            preset=preset,
-            launcher=plan.launcher,
-            nodes=plan.nodes,
-        )
-
     sizes: dict[str, SizeCost] = {}
     for size in dict.fromkeys(plan.sizes):
         c = model_config(size, plan.tokenizer, preset)
@@ -136,7 +126,7 @@ def plan_costs(plan: Plan) -> Costs:
 
     def hours(job: Job) -> tuple[float, float]:
         """(wall hours, device hours) of one job."""
-        r = resources(job)
+        r = plan_resources(plan, job, preset)
         if job.command == "shard":
             tokens = sum(int(_flag(job, f) or 0) for f in ("--train-tokens", "--val-tokens"))
             if "--parts" in job.args:

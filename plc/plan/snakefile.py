@@ -103,6 +103,18 @@ def job_resources(
     return JobResources(procs, 0, procs * per_proc, flops)
 
 
+def plan_resources(plan: Plan, job: Job, preset: Preset) -> JobResources:
+    """job_resources of a job of `plan` (its model, tokenizer, launcher and nodes)."""
+    return job_resources(
+        job,
+        size=job.size,
+        tokenizer=plan.tokenizer,
+        preset=preset,
+        launcher=plan.launcher,
+        nodes=plan.nodes,
+    )
+
+
 def multi_node(launcher: str, nodes: int) -> str:
     """The launcher of a training job on `nodes` Slurm nodes: srun starts it once on each node,
     and torchrun's c10d rendezvous on the job's first node (a port of its own per job) joins
@@ -239,14 +251,7 @@ def render_snakefile(plan: Plan) -> str:
         "",
     ]
     for job, name in zip(plan.jobs, _rule_names(plan), strict=True):
-        r = job_resources(
-            job,
-            size=job.size,
-            tokenizer=plan.tokenizer,
-            preset=preset,
-            launcher=plan.launcher,
-            nodes=plan.nodes,
-        )
+        r = plan_resources(plan, job, preset)
         if job.command == "shard" and "--parts" in job.args:
             runtime = "60"  # the merge of the parts: links their files
         elif job.command == "shard":
