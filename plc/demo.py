@@ -15,6 +15,7 @@ from pathlib import Path
 
 from plc.onset.table import RunOnset
 from plc.plan import Job, Plan, build_plan
+from plc.plan.make import PLAIN, make_path
 from plc.runner import Execute, JobDone, run_subprocess
 from plc.study.run import StudyRun, run_study
 
@@ -178,7 +179,11 @@ def _secondary_rule(plan: Plan, keep_checkpoints: bool) -> str:
         return ""
     runs = plan.out_dir.rstrip("/") + "/"
     names = sorted(_intermediate_checkpoints(plan.jobs))
-    names = ["$(RUNS)/" + n[len(runs) :] if n.startswith(runs) else n for n in names]
+    # $(RUNS) is defined only where the folder is a plain word (plc.plan.make); else spelled out.
+    short = PLAIN.fullmatch(plan.out_dir) is not None
+    names = [
+        "$(RUNS)/" + n[len(runs) :] if short and n.startswith(runs) else make_path(n) for n in names
+    ]
     return (
         "\n# plc demo keeps each run's last checkpoint only (--keep-checkpoints keeps all): make"
         "\n# retrains the others only where something made from them is missing.\n"

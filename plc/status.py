@@ -347,13 +347,13 @@ def _time_left(
 ) -> None:
     """Training time left at the measured rate: tasks and probes still to run (a probe trains as
     many tokens as a task under every preset), less the steps a task in progress has saved."""
-    import polars as pl
-
     done = [m for m in train if m.task_index <= status.tasks_done]
     if not done:
         return
     latest = max(done, key=lambda m: m.task_index)
-    rows = pl.read_parquet(latest.path, columns=["tokens", "tokens_per_s"])
+    rows = read_metrics([latest.path])
+    if not {"tokens", "tokens_per_s"} <= set(rows.columns):  # a file of another plc: no rate
+        return
     rates = [r for r in rows["tokens_per_s"].to_list() if r and math.isfinite(r)]
     if not rates:
         return
@@ -366,7 +366,8 @@ def _time_left(
     tokens_left = (tasks_left + probes_left) * task_tokens
     for m in running:  # a task in progress saves its rows with its resumable state
         if m.task_index == status.tasks_done + 1 and tasks_left:
-            tokens_left -= float(pl.read_parquet(m.path, columns=["tokens"])["tokens"].max())
+            saved = read_metrics([m.path])
+            tokens_left -= float(saved["tokens"].max()) if "tokens" in saved.columns else 0.0
     status.seconds_left = max(tokens_left, 0.0) / status.tokens_per_s
 
 

@@ -47,3 +47,15 @@ def test_demo_removes_the_intermediate_checkpoints_and_a_rerun_does_not_retrain(
     kept = demo(tmp_path / "k", **kw, keep_checkpoints=True)
     assert len(_checkpoints(tmp_path / "k")) == 9 and kept.removed == []
     assert ".SECONDARY" not in Path(kept.makefile).read_text()
+
+
+def test_the_secondary_rule_spells_out_a_folder_make_has_no_variable_for(tmp_path):
+    from plc.demo import _secondary_rule
+    from plc.plan import build_plan
+
+    out = str(tmp_path / "my runs")
+    plan = build_plan(sizes=["nano"], cycles=1, preset="tiny", out_dir=out, data=f"{out}/data")
+    rule = _secondary_rule(plan, keep_checkpoints=False)
+    assert "$(RUNS)" not in rule and f"{out}/nano-s0/c0.pt".replace(" ", "\\ ") in rule
+    plain = build_plan(sizes=["nano"], cycles=1, preset="tiny", out_dir=str(tmp_path / "runs"))
+    assert ".SECONDARY: $(RUNS)/nano-s0/c0.pt" in _secondary_rule(plain, keep_checkpoints=False)

@@ -547,3 +547,15 @@ def test_snakemake_finishes_a_grid_with_a_diverged_rate(tmp_path, monkeypatch, c
     assert "diverged: micro (d 128) at η 1e3" in (tmp_path / "runs" / "lr-fit.txt").read_text()
     again = subprocess.run([*snake, "-n"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_status_of_a_train_file_without_a_rate_is_no_time_left_not_a_bug(
+    tmp_path, monkeypatch, capsys
+):
+    rows = [dict(kind="train", run_id="nano-s0", size="nano", n_params=50_112, task_index=1,
+                 cycle=1, lang="ru", step=s, loss=3.0) for s in (0, 4)]  # fmt: skip
+    write_metrics(metric_path(tmp_path, "train", "nano-s0", 1, "ru"), rows)
+    r = cli(monkeypatch, capsys, "status", tmp_path, "--json")
+    assert r.returncode == 0, r.stderr
+    (run,) = json.loads(r.stdout)["runs"]
+    assert (run["tasks_done"], run["tokens_per_s"], run["seconds_left"]) == (1, None, None)
