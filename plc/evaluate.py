@@ -24,7 +24,7 @@ from plc.store import check_tokenizer, load_checkpoint
 
 if TYPE_CHECKING:
     from plc.data.tokenstore import TokenStore
-    from plc.model import GPT
+    from plc.model import LanguageModel
     from plc.runtime import Runtime
     from plc.store import Checkpoint
 
@@ -71,7 +71,7 @@ def load_eval_windows(
 
 
 def validation_loss(
-    model: GPT, windows: np.ndarray, runtime: Runtime, batch_size: int | None = None
+    model: LanguageModel, windows: np.ndarray, runtime: Runtime, batch_size: int | None = None
 ) -> float:
     """Mean next-token loss of `model` over evaluation windows (n, L+1), without gradients.
 

@@ -1,4 +1,6 @@
-"""Export to Hugging Face `GPT2LMHeadModel`: the paper's architecture is GPT-2's with exact GeLU."""
+"""Export to Hugging Face: plc's GPT as `GPT2LMHeadModel` (the paper's architecture is GPT-2's
+with exact GeLU); a model started from a Hugging Face family (`plc init --from`) in its own format,
+by its own `save_pretrained` (plc.hf.adapter.export), its dropout back at the source's values."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import shutil
 from pathlib import Path
 
 from plc.errors import PlcError
+from plc.hf.config import HFConfig
 from plc.store import load_checkpoint
 
 
 def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
-    """Write a folder that `GPT2LMHeadModel.from_pretrained(out)` loads offline."""
+    """Write a folder that `AutoModelForCausalLM.from_pretrained(out)` loads offline: a
+    `GPT2LMHeadModel` for plc's GPT, the model's own class for a Hugging Face family."""
     import torch
 
     out = Path(out)
@@ -20,6 +24,10 @@ def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool 
         raise PlcError(f"{out} exists; pass --force to overwrite it")
     ckpt = load_checkpoint(ckpt_path)
     c = ckpt.config
+    if isinstance(c, HFConfig):
+        from plc.hf.adapter import export
+
+        return _into_place(out, lambda tmp: export(c, ckpt.model, ckpt.meta, tmp))
     # GPT2LMHeadModel has neither: loading such weights would silently drop them.
     if c.sink_tokens:
         raise PlcError(
@@ -58,11 +66,20 @@ def export_hf(ckpt_path: str | os.PathLike, out: str | os.PathLike, force: bool 
             v = v.t()
         state[k] = v.contiguous()
     state["lm_head.weight"] = state["transformer.wte.weight"]
+
+    def write(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        torch.save(state, tmp / "pytorch_model.bin")
+
+    return _into_place(out, write)
+
+
+def _into_place(out: Path, write) -> Path:
+    """Write the folder under a temporary name, then put it at `out` (replacing what was there)."""
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    torch.save(state, tmp / "pytorch_model.bin")
+    write(tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

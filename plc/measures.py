@@ -3,8 +3,10 @@
 Below the training loop and the commands: the remedies (plc.mitigations: ReDo scores units with
 `unit_mean_abs` and `dormant_scores`) and `plc diagnose` (which reads the data and writes the
 files) both use these functions. They read a model through `ModelSeam`, the small interface that
-says where a model's MLP hidden units and attention probabilities are; plc's GPT has one
-(`GPTSeam`), and another model under study (a Hugging Face causal LM) needs only an adapter.
+says where a model's MLP hidden units and attention probabilities are, how each parameter was
+initialised and which weights make up an MLP unit; plc's GPT has one (`GPTSeam`), and a Hugging
+Face causal LM is its own (plc.hf.adapter.HFModel). A new measure or remedy that reads a model
+only through the seam works on every family plc supports.
 
 - `param_abs_mean`: mean |θ| over every parameter but the token and position tables, pooled.
 - dormant MLP units (eq. 3–4): h̄ = mean |hidden unit| of each unit over the real tokens,
@@ -55,13 +57,30 @@ Progress = Callable[[int, int], None]
 # ------------------------------------------------------------------------------------ the seam
 
 
+@dataclass(frozen=True)
+class UnitParams:
+    """Where hidden unit i of one layer's MLP lives in the weights: index i along `axis` of each
+    parameter named in `incoming` (the weights and biases that compute the unit; for SwiGLU both
+    the gate's and the up projection's) and of `outgoing` (the weight that reads it)."""
+
+    incoming: tuple[tuple[str, int], ...]  # (parameter name, axis of the units)
+    outgoing: tuple[str, int]
+
+
+# A parameter's part in the model (ModelSeam.param_kinds), which decides what each remedy does
+# to it: the token and position tables and an output head; the weights and biases of the
+# Linear (or Conv1D) projections; the gains and biases of the norms.
+PARAM_KINDS = ("table", "weight", "bias", "norm")
+
+
 @runtime_checkable
 class ModelSeam(Protocol):
-    """What the measures read from a model under study.
+    """What the measures and the remedies read from a model under study.
 
     `n_sink` leading positions of every layer's input are not tokens (plc's sink tokens; 0 for
     other models): the hidden units and probabilities passed to watchers include them, and the
     measures drop them. A watcher sees every forward pass until its remover is called.
+    Parameters are named as the model's `named_parameters` names them.
     """
 
     n_layer: int
@@ -81,9 +100,20 @@ class ModelSeam(Protocol):
         (slower than fused attention: only while measuring); returns the function that stops it."""
 
     def core_parameters(self) -> Iterator[torch.Tensor]:
-        """The parameters mean |θ| pools: all but the token and position tables."""
+        """The parameters mean |θ| pools: all but the token and position tables (and an untied
+        output head, a table of the same kind)."""
 
     def device(self) -> torch.device: ...
+
+    def init_stds(self) -> dict[str, float | None]:
+        """Per parameter, the std of the zero-mean normal its initialisation draws it from, or
+        None where it is initialised to a constant (biases 0, norm gains 1)."""
+
+    def param_kinds(self) -> dict[str, str]:
+        """Per parameter, its kind (PARAM_KINDS)."""
+
+    def unit_params(self, layer: int) -> UnitParams:
+        """Where the MLP hidden units of `layer` live in the weights."""
 
 
 class GPTSeam:
@@ -121,6 +151,30 @@ class GPTSeam:
 
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def init_stds(self) -> dict[str, float | None]:
+        return self.model.init_stds()
+
+    def param_kinds(self) -> dict[str, str]:
+        import torch.nn as nn
+
+        kinds = {}
+        for mod_name, module in self.model.named_modules():
+            for p_name, _ in module.named_parameters(recurse=False):
+                name = f"{mod_name}.{p_name}" if mod_name else p_name
+                if isinstance(module, nn.Linear):
+                    kinds[name] = p_name
+                elif isinstance(module, nn.LayerNorm):
+                    kinds[name] = "norm"
+                else:  # the token and position tables, the sink vectors
+                    kinds[name] = "table"
+        return kinds
+
+    def unit_params(self, layer: int) -> UnitParams:
+        mlp = f"transformer.h.{layer}.mlp"
+        return UnitParams(
+            ((f"{mlp}.c_fc.weight", 0), (f"{mlp}.c_fc.bias", 0)), (f"{mlp}.c_proj.weight", 1)
+        )
 
 
 def seam(model: GPT | ModelSeam) -> ModelSeam:

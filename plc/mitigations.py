@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
+from plc.hf.config import HFConfig
 from plc.init import build_model, state_digest
 from plc.measures import dormant_scores, seam, unit_mean_abs
 from plc.options import ARMS, MitigationOptions
@@ -83,7 +84,7 @@ from plc.store import Checkpoint, check_output, load_checkpoint, save_checkpoint
 if TYPE_CHECKING:
     import torch
 
-    from plc.model import GPT
+    from plc.model import LanguageModel
     from plc.store import Checkpoint
 
 # Weight clipping's bound in init stds: κ = 1 clamps at 7σ of the layer's normal init, beyond
@@ -113,8 +114,12 @@ def initial_state(ckpt: Checkpoint, init_path: str | os.PathLike | None = None) 
     Without `init_path` they are rebuilt from the checkpoint's config and seed (plc.init.build_model
     is deterministic) and checked against the digest `plc init` recorded; with it, they are read
     from that file (the run's c0.pt), which must have the same config, run id and task index 0.
+    A run started from a pretrained model (`plc init --from`) has those weights as θ₀
+    (`_pretrained_start`).
     """
     digest = ckpt.meta.get("init_digest")
+    if isinstance(ckpt.config, HFConfig) and init_path is None:
+        return _pretrained_start(ckpt, digest)
     if init_path is not None:
         init = load_checkpoint(init_path)
         if init.config != ckpt.config:
@@ -141,6 +146,43 @@ def initial_state(ckpt: Checkpoint, init_path: str | os.PathLike | None = None) 
     return InitialState(state, f"rebuilt from seed {seed}, digest {digest}")
 
 
+def _pretrained_start(ckpt: Checkpoint, digest: str | None) -> InitialState:
+    """θ₀ of a run started from a pretrained model: the weights `plc init --from` wrote (their
+    digest recorded), found in the checkpoint itself (the start, or a pretraining point), in the
+    start checkpoint where init wrote it, or in the source model (a local folder or the Hugging
+    Face cache, offline)."""
+    from plc.hf.adapter import import_model
+    from plc.hf.source import Source, resolve
+
+    if digest is None:
+        raise PlcError("cannot tell θ₀: the checkpoint records no digest of its starting weights")
+    if state_digest(ckpt.model) == digest:
+        return InitialState(dict(ckpt.model), f"the checkpoint's own weights, digest {digest}")
+    start = ckpt.meta.get("init_path")
+    if start and Path(start).is_file():
+        init = load_checkpoint(start)
+        if state_digest(init.model) == digest:
+            return InitialState(dict(init.model), f"{start}, digest {digest}")
+    hf = ckpt.meta.get("hf") or {}
+    # A Hub model by its commit; a local one by the folder it was read from.
+    if hf.get("commit"):
+        source = Source(hf.get("name", ""), hf["commit"])
+    else:
+        source = Source(hf.get("folder") or hf.get("name", ""))
+    try:
+        state = import_model(resolve(source))[1]
+    except PlcError:
+        state = None
+    if state is not None and state_digest(state) == digest:
+        return InitialState(
+            state, f"{hf.get('source')} (commit {hf.get('commit')}), digest {digest}"
+        )
+    raise PlcError(
+        f"θ₀ of run {ckpt.run_id!r} is the model it started from, {hf.get('source')}: neither "
+        f"its start checkpoint {start} nor that model (with the same weights) is on this machine"
+    )
+
+
 # ---------------------------------------------------------------------------------------- hooks
 
 
@@ -162,7 +204,7 @@ class Mitigations:
         self.options, self.seed, self.task_index = options, seed, task_index
         self.counters = {"cbp_replaced": 0, "redo_reset": 0, "shrink_perturb": 0}
         self.init_source: str | None = None
-        self.model: GPT | None = None
+        self.model: LanguageModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._unwatch: list[Callable[[], None]] = []
 
@@ -174,37 +216,35 @@ class Mitigations:
 
     def attach(
         self,
-        model: GPT,
+        model: LanguageModel,
         optimizer: torch.optim.Optimizer | None,
         *,
         init: InitialState | None = None,
         micro_batch: int | None = None,
     ) -> Mitigations:
-        """Bind to `model` (the plain GPT, not a DDP or compiled wrapper) and its optimizer.
+        """Bind to `model` (the plain model, not a DDP or compiled wrapper) and its optimizer.
 
         `init` (θ₀) is required with l2_init. `micro_batch` bounds the rows of one ReDo forward.
         """
-        import torch.nn as nn
-
         o = self.options
         self.model, self.optimizer, self.micro_batch = model, optimizer, micro_batch
-        params = dict(model.named_parameters())
-        self.stds = model.init_stds()
+        self.view = seam(model)
+        self.params = params = dict(model.named_parameters())
+        self.stds = self.view.init_stds()
         self._clip: list[tuple[torch.Tensor, float]] = []
         self._shrink: list[tuple[torch.Tensor, float | None]] = []
-        for mod_name, module in model.named_modules():
-            for p_name, p in module.named_parameters(recurse=False):
-                name = f"{mod_name}.{p_name}" if mod_name else p_name
-                if isinstance(module, nn.Linear):  # the bias shares its weight's bound
-                    std = self.stds[f"{mod_name}.weight"]
-                    self._clip.append((p, CLIP_STDS * std))
-                if not isinstance(module, nn.LayerNorm):
-                    self._shrink.append((p, self.stds[name]))
+        for name, kind in self.view.param_kinds().items():
+            p = params[name]
+            if kind in ("weight", "bias"):  # the bias shares its weight's bound
+                std = self.stds[name if kind == "weight" else name[: -len("bias")] + "weight"]
+                self._clip.append((p, CLIP_STDS * std))
+            if kind != "norm":
+                self._shrink.append((p, self.stds[name]))
         self._theta0: list[tuple[torch.Tensor, torch.Tensor]] = []
         if o.l2_init is not None:
             if init is None:
                 raise PlcError("--l2-init needs the run's initial weights θ₀ (initial_state)")
-            if set(init.state) != set(params):
+            if not set(params) <= set(init.state):
                 raise PlcError("θ₀ does not have this model's parameters")
             self._theta0 = [
                 (p, init.state[n].to(device=p.device, dtype=p.dtype)) for n, p in params.items()
@@ -307,7 +347,7 @@ class Mitigations:
             mean_abs /= dist.get_world_size()
         dormant = dormant_scores(mean_abs) <= self.options.redo
         reset = []
-        gen = self._generator(self.model.transformer.wte.weight.device, _REDO, step)
+        gen = self._generator(self.view.device(), _REDO, step)
         for layer in range(dormant.shape[0]):
             idx = torch.nonzero(dormant[layer]).flatten()
             if idx.numel():
@@ -321,16 +361,16 @@ class Mitigations:
     def _init_cbp(self) -> None:
         import torch
 
-        c = self.model.config
-        dev = self.model.transformer.wte.weight.device
-        shape = (c.n_layer, 4 * c.d_model)
+        view = self.view
+        dev = view.device()
+        shape = (view.n_layer, view.mlp_width)
         self.cbp_util = torch.zeros(shape, device=dev)
         self.cbp_ages = torch.zeros(shape, device=dev)
-        self.cbp_acc = [0.0] * c.n_layer
+        self.cbp_acc = [0.0] * view.n_layer
         # This step's sums over its training forwards (all micro-batches).
         self._abs_sum = torch.zeros(shape, device=dev)
         self._tokens = torch.zeros((), device=dev)
-        self._unwatch.append(seam(self.model).watch_units(self._cbp_add))
+        self._unwatch.append(view.watch_units(self._cbp_add))
 
     def _cbp_add(self, layer: int, out: torch.Tensor) -> None:
         import torch
@@ -338,7 +378,7 @@ class Mitigations:
         # Training forwards only: evaluations (eval mode) and ReDo (no_grad) are not the data.
         if not (self.model.training and torch.is_grad_enabled()):
             return
-        h = out.detach()[:, self.model.n_sink :]
+        h = out.detach()[:, self.view.n_sink :]
         self._abs_sum[layer] += h.abs().sum(dim=(0, 1), dtype=torch.float32)
         if layer == 0:
             self._tokens += h.shape[0] * h.shape[1]
@@ -356,9 +396,8 @@ class Mitigations:
         if not self._tokens:
             return
         eta = o.cbp_decay
-        blocks = self.model.transformer.h
         self.cbp_ages += 1
-        w_out = torch.stack([b.mlp.c_proj.weight.abs().mean(dim=0) for b in blocks]).float()
+        w_out = torch.stack([self._outgoing_abs_mean(i) for i in range(self.view.n_layer)]).float()
         self.cbp_util.mul_(eta).add_(self._abs_sum / self._tokens * w_out, alpha=1 - eta)
         self._abs_sum.zero_()
         self._tokens.zero_()
@@ -380,22 +419,32 @@ class Mitigations:
 
     # ------------------------------------------------------------------------------- shared
 
+    def _outgoing_abs_mean(self, layer: int) -> torch.Tensor:
+        """Mean |w_out| of each unit of `layer`: over its slice of the outgoing weight."""
+        name, axis = self.view.unit_params(layer).outgoing
+        return self.params[name].abs().mean(dim=1 - axis)
+
     def _reinit_units(self, layer: int, idx: torch.Tensor, gen: torch.Generator) -> None:
-        """New incoming weights (the init), incoming bias 0, outgoing weights 0, moments 0."""
+        """New incoming weights (the init), incoming bias 0, outgoing weights 0, moments 0 (the
+        slices of the unit in every weight that computes or reads it: plc.measures.UnitParams)."""
         import torch
 
-        mlp = self.model.transformer.h[layer].mlp
-        fc_w, fc_b, proj_w = mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight
-        std = self.stds[f"transformer.h.{layer}.mlp.c_fc.weight"]
-        new = torch.randn((idx.numel(), fc_w.shape[1]), generator=gen, device=fc_w.device)
-        fc_w[idx] = (new * std).to(fc_w.dtype)
-        fc_b[idx] = 0
-        proj_w[:, idx] = 0
-        for p, index in ((fc_w, idx), (fc_b, idx), (proj_w, (slice(None), idx))):
+        where = self.view.unit_params(layer)
+        for name, axis in where.incoming:
+            p, std = self.params[name], self.stds[name]
+            if std:  # a weight: drawn afresh from its initialisation, the units along dim 0
+                rows = p.movedim(axis, 0)
+                new = torch.randn((idx.numel(), *rows.shape[1:]), generator=gen, device=p.device)
+                rows[idx] = (new * std).to(p.dtype)
+            else:
+                p.index_fill_(axis, idx, 0)
+        self.params[where.outgoing[0]].index_fill_(where.outgoing[1], idx, 0)
+        for name, axis in (*where.incoming, where.outgoing):
+            p = self.params[name]
             state = self.optimizer.state.get(p) if self.optimizer is not None else None
             for key in ("exp_avg", "exp_avg_sq"):
                 if state and key in state:
-                    state[key][index] = 0
+                    state[key].index_fill_(axis, idx, 0)
         if self.options.cbp is not None:
             for t in (self.cbp_util, self.cbp_ages):
                 t[layer, idx] = 0
@@ -560,6 +609,6 @@ def intervene(
         task_index=base.task_index,
         record=entry,
         seconds=time.perf_counter() - t0,
-        units_per_layer=4 * base.config.d_model,
+        units_per_layer=base.config.mlp_width,
         reset_units=reset,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,40 @@ from plc.sizes import (  # noqa: F401  (re-exported: plc.model is the model's pu
 
 # Called with (layer index, attention probabilities (B, H, T, T)) by diagnose; None = fast SDPA.
 AttnHook = Callable[[int, torch.Tensor], None]
+
+
+class LanguageModel(Protocol):
+    """The model under study: what the training loop, the probes, eval, diagnose and the remedies
+    ask of a model. plc's GPT implements it, and so does plc.hf.adapter.HFModel around any
+    supported Hugging Face causal LM (GPT-2, GPT-NeoX, Llama, Qwen2, Qwen3, OLMo, OLMo-2); code that
+    uses only this and the seam works on every family.
+
+    - an nn.Module whose `forward(idx, targets=None)` gives logits (B, T, V), or with targets
+      (B, T) the mean cross-entropy computed by `lm_loss` (chunked: the (B·T, V) logits are never
+      held whole, which matters at a 50k–150k vocabulary);
+    - `hidden(idx)`: the final-norm hidden states (B, T, C);
+    - `config`: n_layer, d_model, n_head, mlp_width, vocab_size (embedding rows), context,
+      n_params (non-embedding), sink_tokens (plc.sizes.GPTConfig or plc.hf.config.HFConfig);
+    - `n_sink`: leading positions of every block's input that are not tokens (0 but for plc's
+      sink tokens);
+    - `init_stds()`: per parameter name, the std of the normal it is initialised from, or None
+      for a constant (what re-initialising remedies draw from);
+    - its inside — MLP hidden units (the input of each block's output projection; SwiGLU's gated
+      product), attention probabilities per layer and head (explicit or eager attention while
+      watched), each parameter's kind, an MLP unit's slices of the weights — through its seam
+      (plc.measures.seam, plc.measures.ModelSeam);
+    - parameter groups for weight decay are one rule for every family (plc.train.make_optimizer):
+      ≥ 2-D parameters (matrices, tables) decay, 1-D ones (biases, norm gains) do not.
+    """
+
+    config: Any
+    n_sink: int
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+    def init_stds(self) -> dict[str, float | None]: ...
 
 
 class CausalSelfAttention(nn.Module):

@@ -20,6 +20,9 @@ ONSET_ESTIMATOR = "noise-model"
 ONSET_ALPHA = 0.05
 # §V-B: entropy is measured on ru, dormant units on the probe language.
 ENTROPY_LANG = "ru"
+# The last task of a checkpoint that is a point of its suite's pretraining (`plc init
+# --along-pretraining`, `plc plan checkpoints`): its metric files' language.
+PRETRAIN_LANG = "pretrain"
 
 # The figures `plc plot` draws (paper figure numbers in plc.plot).
 PLOT_KINDS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entropy")

@@ -90,6 +90,11 @@ class GPTConfig:
         return self.d_model // self.n_head
 
     @property
+    def mlp_width(self) -> int:
+        """Hidden units of every MLP (×4)."""
+        return 4 * self.d_model
+
+    @property
     def n_params(self) -> int:
         """Non-embedding parameters ("Eff. Params" of Table I): everything but token and position
         tables and sink vectors; with qk_norm, 4·head_dim more per layer."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError, writing
+from plc.hf.config import HFConfig, is_hf_config
 from plc.presets import PRESETS
 from plc.protocol import cycle_of
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     import polars as pl
     import torch
 
-    from plc.model import GPT, GPTConfig
+    from plc.model import GPTConfig, LanguageModel
 
 CHECKPOINT_FORMAT = "plc-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -209,7 +210,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
 
 @dataclass
 class Checkpoint:
-    config: GPTConfig
+    config: GPTConfig | HFConfig  # plc's GPT, or a Hugging Face causal LM (plc.hf)
     model: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     # A continued run's optimizer (`train-task --continue`): {"optimizer": AdamW state_dict,
@@ -258,7 +259,12 @@ class Checkpoint:
             if v.is_floating_point() and not torch.isfinite(v).all()
         ]
 
-    def build_model(self, device: str | torch.device = "cpu") -> GPT:
+    def build_model(self, device: str | torch.device = "cpu") -> LanguageModel:
+        """The model under study in fp32: plc's GPT, or the Hugging Face model's adapter."""
+        if isinstance(self.config, HFConfig):
+            from plc.hf.adapter import build
+
+            return build(self.config, self.model).to(device)
         from plc.model import GPT
 
         model = GPT(self.config)
@@ -309,7 +315,7 @@ def method_label(remedies: str, weight_decay: float | None, preset: str | None) 
 
 
 def new_meta(
-    config: GPTConfig,
+    config: GPTConfig | HFConfig,
     *,
     run_id: str,
     seed: int,
@@ -361,11 +367,9 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, force: bool = Fal
 def load_checkpoint(path: str | os.PathLike, finite: bool = False) -> Checkpoint:
     """The checkpoint at `path`; with `finite`, one whose weights are all finite (what a command
     that measures or trains it needs: a NaN would become its result)."""
-    from plc.model import GPTConfig
-
     payload = _read_checkpoint(Path(path), mmap=False)
     ckpt = Checkpoint(
-        GPTConfig.from_dict(payload["config"]),
+        config_from_dict(payload["config"]),
         payload["model"],
         payload["meta"],
         payload.get("optimizer"),
@@ -378,6 +382,15 @@ def load_checkpoint(path: str | os.PathLike, finite: bool = False) -> Checkpoint
             "a model to measure or train; take the run's last finite checkpoint"
         )
     return ckpt
+
+
+def config_from_dict(d: dict[str, Any]) -> GPTConfig | HFConfig:
+    """A checkpoint's config: a Hugging Face model's (HFConfig) or plc's GPT's."""
+    if is_hf_config(d):
+        return HFConfig.from_dict(d)
+    from plc.sizes import GPTConfig
+
+    return GPTConfig.from_dict(d)
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from plc.data.tokenstore import TokenStore
-    from plc.model import GPT
+    from plc.model import LanguageModel
     from plc.runtime import Runtime
     from plc.train import LoopResult, StepRow
 
@@ -155,7 +155,7 @@ def _validation_windows(
 
 
 def _validator(
-    model: GPT, windows: np.ndarray | None, runtime: Runtime
+    model: LanguageModel, windows: np.ndarray | None, runtime: Runtime
 ) -> Callable[[int], float] | None:
     if windows is None:
         return None
@@ -176,7 +176,7 @@ def _train_frame(
 
 
 def _finish(
-    result: Checkpoint, model: GPT, res: LoopResult, opts: TrainOptions, continued: bool
+    result: Checkpoint, model: LanguageModel, res: LoopResult, opts: TrainOptions, continued: bool
 ) -> None:
     """The output checkpoint's weights and what the remedies and --continue carry to the next."""
     result.model = res.weights(model)

@@ -50,7 +50,7 @@ from plc.train import Interrupts
 if TYPE_CHECKING:
     import polars as pl
 
-    from plc.model import GPT
+    from plc.model import LanguageModel
     from plc.runtime import Runtime
     from plc.train import LoopResult, MakeMitigations, Sampler, StepRow
 
@@ -117,7 +117,9 @@ def fit_to_device(
     )
 
 
-def start(options: TrainOptions, build: Callable[[], GPT]) -> tuple[Runtime, GPT]:
+def start(
+    options: TrainOptions, build: Callable[[], LanguageModel]
+) -> tuple[Runtime, LanguageModel]:
     """Join the runtime (device, torchrun ranks) and build the model on its device."""
     runtime = setup(options.device)
     return runtime, build().to(runtime.device)
@@ -164,7 +166,7 @@ def mitigations_for(
     theta0 = initial_state(base) if mopts.l2_init is not None else None
     carried = base.meta.get("mitigation_state")
 
-    def build(model: GPT, optimizer, micro_batch: int) -> Mitigations:
+    def build(model: LanguageModel, optimizer, micro_batch: int) -> Mitigations:
         mit = Mitigations(mopts, seed=options.seed, task_index=task_index)
         mit.attach(model, optimizer, init=theta0, micro_batch=micro_batch)
         if carried:
@@ -260,7 +262,7 @@ class TaskRun:
 
     def loop(
         self,
-        model: GPT,
+        model: LanguageModel,
         sampler: Sampler,
         options: TrainOptions,
         *,

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from plc.errors import PlcError
 from plc.mitigations import Mitigations
-from plc.model import GPT
+from plc.model import GPT, LanguageModel
 from plc.options import TrainOptions
 from plc.runtime import Runtime
 from plc.store import atomic_path
@@ -51,7 +51,7 @@ MAX_SYNC_STEPS = 1024
 # A training-step row: what `on_step` receives and what the `train` metric file holds per step.
 StepRow = dict[str, float | int]
 # Builds a task's remedies for (model, its optimizer, micro-batch rows) once the optimizer exists.
-MakeMitigations = Callable[[GPT, torch.optim.Optimizer, int], Mitigations]
+MakeMitigations = Callable[[LanguageModel, torch.optim.Optimizer, int], Mitigations]
 
 
 class TrainingDiverged(Exception):
@@ -184,7 +184,7 @@ class LoopResult:
 
 
 def train_loop(
-    model: GPT,
+    model: LanguageModel,
     sampler: Sampler,
     options: TrainOptions,
     *,
@@ -201,7 +201,8 @@ def train_loop(
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
-    - model: a GPT already on `runtime.device` (wrapped here in DDP under torchrun, and compiled if
+    - model: the model under study (plc.model.LanguageModel: plc's GPT or a Hugging Face model's
+      adapter) already on `runtime.device` (wrapped here in DDP under torchrun, and compiled if
       `options.compile`); its parameters are updated in place.
     - sampler: the global batch of step `step` (0-based) is int64 (batch_size, seq_len + 1); this
       rank trains on rows rank::world_size of it, which `.local(rank, world_size)` reads alone,
@@ -265,7 +266,13 @@ def train_loop(
             "--strategy fsdp shards every weight over the ranks, and the remedies act on whole "
             "weights: train with --strategy ddp"
         )
-    model.checkpointing = options.activation_checkpointing
+    if (fsdp or options.activation_checkpointing) and not isinstance(model, GPT):
+        raise PlcError(
+            "--strategy fsdp and --activation-checkpointing act on plc's GPT blocks; a Hugging "
+            "Face model trains with --strategy ddp and without checkpointing"
+        )
+    if isinstance(model, GPT):
+        model.checkpointing = options.activation_checkpointing
     state_path = Path(state_path) if state_path is not None else None
     state = None
     if state_path is not None and state_path.exists():
@@ -552,7 +559,7 @@ def _next_save(options: TrainOptions) -> float | None:
 
 
 def _require_finite(
-    model: GPT,
+    model: LanguageModel,
     step: int,
     rows: list[StepRow],
     evals: list[dict],

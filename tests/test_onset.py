@@ -14,6 +14,7 @@ from conftest import assert_bad_input, run_plc
 from plc.errors import PlcError
 from plc.onset import (
     PAPER_PROBE_AFTER,
+    NoLaw,
     ProbeSeries,
     find_onset,
     fit_model,
@@ -116,16 +117,22 @@ def test_prediction_at_one_billion_parameters():
 
 
 def test_fits_refuse_too_few_or_non_positive_points():
-    with pytest.raises(PlcError, match="at least 3"):
+    # Too few points or sizes: NoLaw (fit-onset reports "no law: …", not an error).
+    with pytest.raises(NoLaw, match="at least 3"):
         fit_model("linear", P[:2], T[:2])
-    with pytest.raises(PlcError, match="ln T"):
-        fit_model("loglog", P[:3], [6, 0, 16])
-    with pytest.raises(PlcError, match="ln P"):
-        fit_model("linlog", [0, *P[1:3]], T[:3])
-    with pytest.raises(PlcError, match="same n_params"):
+    with pytest.raises(NoLaw, match="same n_params"):
         fit_model("linear", [5e6] * 3, [1, 2, 3])
-    with pytest.raises(PlcError, match="leaves a single model size"):
+    with pytest.raises(NoLaw, match="leaves a single model size"):
         fit_model("linear", [5e6, 5e6, 1e7], [1, 2, 3])
+    # Bad values: a plain PlcError, for every model (a size is a positive parameter count).
+    with pytest.raises(PlcError, match="ln T") as log_t:
+        fit_model("loglog", P[:3], [6, 0, 16])
+    assert not isinstance(log_t.value, NoLaw)
+    for model in ("linear", "linlog", "exp", "loglog"):
+        for bad in (0, -5e6):
+            with pytest.raises(PlcError, match="n_params must be a positive number") as e:
+                fit_model(model, [bad, *P[1:3]], T[:3])
+            assert not isinstance(e.value, NoLaw)
     assert fit_model("exp", P[:3], [6, -1, 16]).n_points == 3  # no log in the exponential
 
 
@@ -371,13 +378,14 @@ def test_cli_bad_inputs(tmp_path, runs):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     assert_bad_input(run_plc("fit-onset", text), "neither a Parquet metric file")
-    # Fewer than 3 points; non-positive P under a log.
-    few = tmp_path / "few.csv"
-    few.write_text("n_params,onset\n5e6,6\n1e7,9\n")
-    assert_bad_input(run_plc("fit-onset", few), "at least 3", "got 2")
-    zero = tmp_path / "zero.csv"
-    zero.write_text("n_params,onset\n0,6\n1e7,9\n2e7,12\n")
-    assert_bad_input(run_plc("fit-onset", zero, "--model", "loglog"), "loglog", "≤ 0")
+    # A size that is not a positive parameter count: bad input, for every model.
+    for bad in ("0", "-5e6"):
+        zero = tmp_path / f"zero{bad}.csv"
+        zero.write_text(f"n_params,onset\n{bad},6\n1e7,9\n2e7,12\n")
+        for model in ("loglog", "linear"):
+            assert_bad_input(
+                run_plc("fit-onset", zero, "--model", model), "n_params must be a positive"
+            )
     # A run with a single probe has too few probes, as one with six (below): reported, not
     # judged. --normalize alone without a from-scratch probe is bad input.
     single = tmp_path / "single"
@@ -414,6 +422,74 @@ def test_cli_bad_inputs(tmp_path, runs):
     assert_bad_input(run_plc("fit-onset", *files, "--normalize", "alone"), "no from-scratch probe")
     assert_bad_input(run_plc("fit-onset", *files, "--window", "2"), "odd")
     assert_bad_input(run_plc("fit-onset", *files, "--model", "cubic"), "unknown --model")
+
+
+def test_a_study_too_small_for_a_law_is_one_rule_no_law_and_exit_0(tmp_path):
+    # One rule for every table too small for a law (issue 28): the onsets with the reason there
+    # is no fit, exit 0 — one point, two points of two sizes, three points of two sizes (a
+    # leave-one-out fold of one size). Bad values stay bad input (above).
+    for name, rows, why in (
+        ("one", [(5e6, 6)], "no law: one model size"),
+        ("two", [(5e6, 6), (1e7, 9)], "a fit needs at least 3"),
+        ("three", [(5e6, 6), (5e6, 7), (1e7, 9)], "leaving out n_params="),
+    ):
+        table = tmp_path / f"{name}.csv"
+        pl.DataFrame({"n_params": [p for p, _ in rows], "onset": [t for _, t in rows]}).write_csv(
+            table
+        )
+        proc = run_plc("fit-onset", table)
+        assert proc.returncode == 0, proc.stderr
+        assert f"No fit: {why}" in proc.stdout, proc.stdout
+        res = json.loads(run_plc("fit-onset", table, "--json").stdout)
+        assert res["fits"] == [] and res["fits_skipped"].startswith(why)
+        assert [r["onset"] for r in res["runs"]] == [t for _, t in rows]
+
+
+def test_backtest_huber_and_delta_method_on_table_iv(tmp_path):
+    table = write_table_iv(tmp_path / "t4.csv")
+    res = fit_onset([table], backtest=1, predict=[1e9])
+    # 5M–106M predict 314M (observed 118): the log-log law says 159.4, +35 %.
+    loglog = next(b for b in res.backtests if b.model == "loglog")
+    assert loglog.fitted_sizes == ["5M", "12M", "27M", "39M", "53M", "83M", "106M"]
+    assert (loglog.size, loglog.runs, loglog.observed) == ("314M", 1, 118.0)
+    assert loglog.predicted == pytest.approx(159.42, abs=0.01)
+    assert loglog.relative == pytest.approx(0.351, abs=0.001)
+    fit = fit_model("loglog", P[:7], T[:7])
+    assert loglog.predicted == pytest.approx(float(fit.predict([P[7]])[0]))
+    assert {b.model for b in res.backtests} == {"linear", "linlog", "exp", "loglog"}
+    # Delta-method band of the law at 1B: in ln T, from the OLS covariance, t with 6 df.
+    from scipy.stats import t as t_dist
+
+    f = next(f for f in res.fits if f.model == "loglog")
+    pred = next(p for p in res.predictions if p.model == "loglog")
+    x = np.array([1.0, math.log(1e9)])
+    se = math.sqrt(x @ np.array(f.cov) @ x)
+    assert f.cov[1][1] == pytest.approx(f.b_se**2)
+    q = t_dist.ppf(0.975, 6)
+    assert pred.onset_tasks_delta == pytest.approx(
+        [pred.onset_tasks * math.exp(-q * se), pred.onset_tasks * math.exp(q * se)]
+    )
+    assert pred.onset_tasks_delta[0] < 360 < pred.onset_tasks_delta[1]
+    # Huber's loss on ln T: a stray onset mid-range (39M at 180 tasks, not 18) moves the robust
+    # law at 1B less than half as far as least squares (high leverage would move both).
+    stray = [*T[:3], 180, *T[4:]]
+    moved = {}
+    for loss in ("ls", "huber"):
+        clean, dirty = (fit_model("loglog", P, t, loss=loss) for t in (T, stray))
+        moved[loss] = abs(math.log(dirty.predict([1e9])[0] / clean.predict([1e9])[0]))
+    assert moved["huber"] < moved["ls"] / 2  # 0.09 against 0.25 in ln T
+    hub = fit_model("loglog", P, T, loss="huber")
+    assert hub.loss == "huber" and hub.b_se > 0 and hub.n_points == 8
+    for model in ("linear", "linlog", "exp"):
+        assert fit_model(model, P, T, loss="huber").r2 > 0.5
+    text = run_plc("fit-onset", table, "--backtest", "1", "--predict", "1e9").stdout
+    assert "Backtest" in text and "159.4" in text and "+35%" in text
+    assert "delta method" in text
+    with pytest.raises(PlcError, match="--loss"):
+        fit_onset([table], loss="l1")
+    with pytest.raises(PlcError, match="--bootstrap refits with Table V"):
+        fit_onset([table], loss="huber", bootstrap=100)
+    assert "no backtest" in fit_onset([table], backtest=7).backtest_skipped
 
 
 def test_rate_law_is_the_log_log_slope_of_positive_rates():

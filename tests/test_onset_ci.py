@@ -5,11 +5,13 @@ of loss, --auc-from, --suggest-dense, pooled seeds, and bootstrap intervals of t
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 import polars as pl
 import pytest
+import scipy.stats
 from conftest import assert_bad_input, run_plc
 from scipy.stats import linregress
 from test_onset import TABLE_IV, lang_of, write_probe, write_run, write_table_iv
@@ -25,8 +27,9 @@ from plc.onset import (
     probe_series,
     read_probes,
 )
-from plc.onset.calibrate import Case, run_case
+from plc.onset.calibrate import LAW_CASES, Case, law_case, run_case
 from plc.onset.detect import _repeat_var
+from plc.onset.estimators import verdict_of
 from plc.onset.noise import Design, offset_groups, simulate
 from plc.probe import auc
 from plc.store import cycle_of, metric_path, write_metrics
@@ -75,23 +78,29 @@ def test_the_noise_model_recovers_its_parameters():
 # ------------------------------------------------------------------- is there an onset?
 
 
-def test_false_alarms_power_coverage_and_width_on_synthetic_studies():
+def test_false_alarms_p_values_power_coverage_and_a_smooth_shape_on_synthetic_studies():
     """The calibration of docs/estimators.md in small (fixed seed; plc simulate-onset runs it
     in full): a flat trend under AR(0.5) and AR(0.8) noise with language offsets of +3/−2/0 % is
-    called an onset in at most 10 % of runs; a clear mid-run onset (a rise of ten noise SDs) is
-    found in at least 80 %, inside its 95 % interval in at least 85 %, which is well under two
-    cycles wide."""
-    # Seeds 1–4 and 11 gave false alarms of 0–7 % (AR(0.5)) and 0–10 % (AR(0.8)), power 80–97 %,
-    # coverage 90–100 %, median width 6–10 tasks.
+    called an onset in at most 10 % of runs, its p-values fall below 0.10 in at most 13 % (the
+    former test: 12–15 %; valid: 10 %), and it is "still falling" in at most 12 % (the former
+    rule: about 30 %); a clear mid-run onset (a rise of ten noise SDs) is found in at least 80 %,
+    inside its 95 % interval in at least 85 %, well under two cycles wide; so is the minimum of a
+    smooth U, which the broken stick alone placed late."""
+    # Seed 1: false alarms 2 % and 2 %, p < 0.10 in 7 % and 13 % (10 % of the 120), still
+    # falling 10 % and 8 %; power 88 %, coverage 100 %, width 12; smooth U 93 %, 93 %.
     rng = np.random.default_rng(1)
     kw = {"cycles": 6, "rng": rng, "samples": 100}
-    for rho in (0.5, 0.8):
-        flat = run_case(Case("flat", None, rho), reps=60, **kw)
-        assert flat.detected <= 0.10
+    flats = [run_case(Case("flat", None, rho), reps=60, **kw) for rho in (0.5, 0.8)]
+    assert all(f.detected <= 0.10 for f in flats)
+    assert np.mean([f.p_below["0.1"] for f in flats]) <= 0.13
+    assert np.mean([f.p_below["0.5"] for f in flats]) <= 0.6
+    assert np.mean([f.still_falling for f in flats]) <= 0.12
     onset = run_case(Case("interior onset", 22, 0.5), reps=40, **kw)
     assert onset.detected >= 0.80
     assert onset.coverage >= 0.85
-    assert onset.width < 12
+    assert onset.width < 16
+    smooth = run_case(Case("smooth U", 22, 0.5, shape="smooth U"), reps=30, **kw)
+    assert smooth.detected >= 0.80 and smooth.coverage >= 0.85
 
 
 def test_a_fall_then_rise_with_its_minimum_at_task_6_is_an_onset_at_6():
@@ -131,12 +140,111 @@ def test_a_flat_series_has_no_onset_and_a_falling_one_none_yet():
     assert flat.no_onset.startswith("no significant rise after the minimum: p = ")
     falling = assess_onset(dense_series(-0.5 * np.arange(24) + rng.normal(0, 0.5, 24)))
     assert not falling.detected and falling.minimum_task == DENSE[-1]
-    assert falling.no_onset.startswith("no onset yet: still falling at the last probe (task 64)")
+    assert falling.no_onset.startswith("no onset yet: still falling at the last probe (task 64; ")
+    assert verdict_of(falling) == "still falling" and falling.falling_p < 0.05
+    assert falling.onset_lo is None and falling.onset_mass is None  # its minimum: beyond the probes
+    assert verdict_of(flat) == "no significant rise" and flat.onset_lo <= flat.minimum_task
     # The same seed gives the same verdict; α sets the bar.
     y = dense_series(np.abs(np.arange(24) - 12) * 0.15 + rng.normal(0, 1.0, 24))
     ev = assess_onset(y, seed=3)
     assert assess_onset(y, seed=3).p_value == ev.p_value
     assert assess_onset(y, seed=3, alpha=min(ev.p_value * 1.01, 0.99)).detected
+
+
+def test_still_falling_only_when_the_final_slope_is_significantly_negative():
+    """Flat runs and runs that fell and then stayed flat are "no significant rise", not "still
+    falling" (before: 30 % and 61–87 % of them); a run falling to its last probe is."""
+    tasks = np.array(DENSE, dtype=float)
+    groups, _ = offset_groups([lang_of(int(t)) for t in tasks])
+    design = Design(tasks, groups)
+    rng = np.random.default_rng(11)
+    offsets = np.array([3.0, -2.0, 0.0] * 8)
+    calls = {}
+    for name, mean in (
+        ("flat", offsets),
+        ("decay-then-flat", offsets + np.clip((30 - tasks) / 28 * 5, 0, None)),
+        ("falling", offsets - 20 * (tasks - 2) / 62),
+    ):
+        verdicts = [
+            judge_onset(design, y, rng, 0.05, 0.0, 100, 100, 20)
+            for y in simulate(mean, 0.5, 1.0, 16, rng)
+        ]
+        calls[name] = np.mean([v.still_falling for v in verdicts])
+        assert all(
+            v.still_falling == (v.falling_p is not None and v.falling_p < 0.05)
+            for v in verdicts
+            if not v.detected
+        )
+    # 5 % expected of each (the former rule: 30 % and 61–87 %).
+    assert calls["flat"] + calls["decay-then-flat"] <= 2 * 4 / 32
+    assert calls["falling"] >= 12 / 16  # a fall of 20 noise SDs (10: about half are called)
+
+
+def test_every_verdict_reports_its_point_inside_its_interval(mixed, tmp_path):
+    rng = np.random.default_rng(4)
+    flat = assess_onset(dense_series(rng.normal(0.0, 1.0, 24)))
+    onset = assess_onset(dense_series(np.abs(np.arange(24) - 8) * 0.8 + rng.normal(0, 1, 24)))
+    falling = assess_onset(dense_series(-0.5 * np.arange(24) + rng.normal(0, 0.5, 24)))
+    assert [verdict_of(e) for e in (flat, onset, falling)] == [
+        "no significant rise",
+        "onset",
+        "still falling",
+    ]
+    for ev in (flat, onset):
+        assert ev.onset_lo <= ev.minimum_task <= ev.onset_hi
+        assert sum(ev.onset_mass.values()) == pytest.approx(1.0)
+    # Still falling: the minimum is the last probe and lies beyond the probes: no interval.
+    assert falling.minimum_task == DENSE[-1] and falling.onset_lo is falling.onset_hi is None
+    assert falling.rise_sd is None
+    # fit-onset --keep-no-onset says what it fits, and the table reads its verdicts back.
+    res = fit_onset([str(mixed / "*.parquet")], models=["loglog"], keep_no_onset=True)
+    assert res.kept == (
+        "--keep-no-onset fits d-s0 at the last probe (still falling: a lower bound of the onset)"
+    )
+    text = run_plc("fit-onset", str(mixed / "*.parquet"), "--model", "loglog", "--keep-no-onset")
+    assert "--keep-no-onset fits d-s0 at the last probe" in text.stdout.replace("\n", " ")
+    fit_onset([str(mixed / "*.parquet")], models=[], out=tmp_path / "o.parquet")
+    table = pl.read_parquet(tmp_path / "o.parquet")
+    assert table["verdict"].to_list() == ["onset"] * 3 + ["still falling"]
+    assert table["horizon"].to_list() == [64] * 4
+    again = fit_onset([tmp_path / "o.parquet"], models=[])
+    assert [r.verdict for r in again.runs] == table["verdict"].to_list()
+
+
+def test_noise_columns_come_from_the_better_fitting_hypothesis():
+    # A steady fall under AR(0.5) noise of SD 1: the null fits it; the best trend with a rise
+    # misfits it and would read the misfit as noise (1.7 on average before).
+    tasks = np.array(DENSE, dtype=float)
+    groups, _ = offset_groups([lang_of(int(t)) for t in tasks])
+    design = Design(tasks, groups)
+    rng = np.random.default_rng(12)
+    mean = np.array([3.0, -2.0, 0.0] * 8) - 10 * (tasks - 2) / 62
+    sds = [
+        judge_onset(design, y, rng, 0.05, 0.0, 100, 100, 20).noise_sd
+        for y in simulate(mean, 0.5, 1.0, 12, rng)
+    ]
+    assert 0.75 < np.mean(sds) < 1.25
+
+
+def test_a_language_with_a_single_probe_shares_a_neighbours_offset():
+    from plc.onset.noise import offset_levels
+
+    # App. B's dense stage over one cycle: one zh probe among de and ru ones.
+    langs = ["ru", "ru", "zh", "de", "ru", "de", "ru", "de", "ru"]
+    groups, names, folded = offset_levels(langs)
+    assert names == ["de", "ru"] and folded == {"zh": "ru"}
+    assert groups.tolist() == [1, 1, 1, 0, 1, 0, 1, 0, 1]
+    assert offset_levels(["ru", "zh", "de"] * 1)[1] == []  # nothing repeats: one intercept
+    # Through the estimator: the offsets of de and ru stay, with a note.
+    tasks = [8, 16, 18, 22, 24, 30, 32, 38, 40, 48, 56, 64]
+    lang = ["ru", "ru", "zh", "de", "ru", "de", "ru", "de", "ru", "ru", "ru", "ru"]
+    rng = np.random.default_rng(2)
+    y = np.array([{"ru": 0.0, "de": -4.0, "zh": 2.0}[x] for x in lang]) + rng.normal(0, 0.5, 12)
+    s = series_of(list(y), tasks)
+    s.lang = lang
+    ev = assess_onset(s)
+    assert ev.offsets == ["de", "ru"] and ev.offset_note == "zh's single probe shares ru's offset"
+    assert ev.noise_sd < 1.5  # de's −4 % is an offset, not noise
 
 
 def test_a_clear_minimum_is_an_onset_with_an_interval_around_it():
@@ -297,14 +405,21 @@ def test_runs_without_onset_are_reported_and_left_out_of_the_fits(mixed, tmp_pat
 def test_a_study_without_a_fit_still_gets_its_onsets(mixed, tmp_path):
     from plc.study import fit_onset_or_runs
 
-    # Two runs, every one detected: fit-onset refuses (bad input); a study shows the onsets.
+    # Two runs, every one detected: too few for a law, which is no error (one rule for every
+    # study too small for one); a study shows the onsets either way.
     two = tmp_path / "two.csv"
     pl.DataFrame({"n_params": [4_932_480, 27_922_752], "onset": [14, 22]}).write_csv(two)
-    with pytest.raises(PlcError, match="at least 3") as refused:
-        fit_onset([two], models=["loglog"], bootstrap=200)
+    plain = fit_onset([two], models=["loglog"], bootstrap=200)
+    assert plain.fits == [] and plain.fits_skipped.startswith("a fit needs at least 3")
     res = fit_onset_or_runs([two], models=["loglog"], bootstrap=200)
     assert [r.onset for r in res.runs] == [14, 22]
-    assert res.fits == [] and res.bootstrap is None and res.fits_skipped == str(refused.value)
+    assert res.fits == [] and res.bootstrap is None and res.fits_skipped == plain.fits_skipped
+    # Bad values are still refused by fit-onset and shown by a study.
+    bad = tmp_path / "bad.csv"
+    pl.DataFrame({"n_params": [-1, 27_922_752, 50_000_000], "onset": [14, 22, 30]}).write_csv(bad)
+    with pytest.raises(PlcError, match="n_params must be a positive") as refused:
+        fit_onset([bad], models=["loglog"])
+    assert fit_onset_or_runs([bad], models=["loglog"]).fits_skipped == str(refused.value)
     # Where the fit can be made, it is fit_onset itself.
     files = [str(mixed / "*.parquet")]
     fitted = fit_onset_or_runs(files, models=["loglog"])
@@ -325,22 +440,20 @@ def test_rate_of_loss_is_in_the_table_and_json(mixed):
 def test_suggest_dense_gives_the_cycles_around_each_minimum(mixed):
     res = fit_onset([str(mixed / "*.parquet")], models=[], suggest=1)
     got = [(d.run_id, d.minimum_task, d.cycle, d.first_cycle, d.last_cycle) for d in res.dense]
-    # Minima at tasks 14, 22, 40, 64 are in cycles 2, 3, 5, 8; the runs' probes end in cycle 8.
-    assert got == [
-        ("a-s0", 14, 2, 1, 3),
-        ("b-s0", 22, 3, 2, 4),
-        ("c-s0", 40, 5, 4, 6),
-        ("d-s0", 64, 8, 7, 8),
-    ]
-    assert res.dense_cycles == "1-8"
+    # Minima at tasks 14, 22, 40 are in cycles 2, 3, 5; the runs' probes end in cycle 8. Run d
+    # is still falling at its last probe: its minimum lies beyond the probes, nothing to probe.
+    assert got == [("a-s0", 14, 2, 1, 3), ("b-s0", 22, 3, 2, 4), ("c-s0", 40, 5, 4, 6)]
+    assert res.dense_cycles == "1-6" and all(d.detected for d in res.dense)
     assert [d.first_cycle for d in fit_onset([str(mixed / "*.parquet")], suggest=0).dense] == [
         2,
         3,
         5,
-        8,
     ]
     text = run_plc("fit-onset", str(mixed / "*.parquet"), "--model", "none", "--suggest-dense", "2")
-    assert "--dense-cycles 1-8" in text.stdout
+    assert "--dense-cycles 1-7" in text.stdout
+    assert "still falling at their last probe (train longer; no minimum to probe around): d-s0" in (
+        text.stdout.replace("\n", " ")
+    )
     with pytest.raises(PlcError, match="≥ 0"):
         fit_onset([str(mixed / "*.parquet")], suggest=-1)
 
@@ -389,18 +502,33 @@ def test_within_size_resampling_of_several_seeds(tmp_path):
     assert [r.seed for r in res.runs[:2]] == ["0", "1"]
 
 
-def test_bootstrap_draws_each_runs_onset_from_its_distribution():
+def test_bootstrap_resamples_runs_with_their_onsets_and_widens_for_few_points():
     runs = [
         RunOnset("a", "s", 10, None, 5.0, None, onset_mass={4: 0.5, 6: 0.5}),
         RunOnset("b", "m", 100, None, 10.0, None, onset_mass={10: 1.0}),
         RunOnset("c", "l", 1000, None, 20.0, None),
     ]
-    # Fixed sizes, one run each: only run a's onset varies, so b moves and stays in its range.
+    # Within-size, one run per size: only run a's onset varies, drawn from its distribution;
+    # each side of the percentile interval is widened about the fit by t_1 / z (3 points).
     ci, summary = bootstrap_fits(runs, ["loglog"], 2000, resample="within-size", seed=3)
     x = np.log([10, 100, 1000])
-    slopes = [linregress(x, np.log([t, 10, 20])).slope for t in (4, 6)]
-    assert ci["loglog"]["b"] == pytest.approx(sorted(slopes))
+    lo, hi = (linregress(x, np.log([t, 10, 20])).slope for t in (4, 6))
+    b = linregress(x, np.log([5, 10, 20])).slope
+    grow = scipy.stats.t.ppf(0.975, 1) / scipy.stats.norm.ppf(0.975)
+    assert summary.expand == pytest.approx(grow, abs=1e-4)
+    assert ci["loglog"]["b"] == pytest.approx([b - grow * (b - hi), b + grow * (lo - b)])
     assert summary.failed == {"loglog": 0} and summary.used == 2000
+    # Cases: runs drawn with their onsets, never an onset drawn on top (no double counting):
+    # points on one line fit it exactly in every resample, whatever their distributions.
+    p = np.geomspace(1e6, 1e8, 8)
+    t = np.geomspace(10, 60, 8)
+    many = [
+        RunOnset(f"r{i}", "s", int(p[i]), None, float(t[i]), None, onset_mass={t[i] - 2: 0.5})
+        for i in range(8)
+    ]
+    cases, _ = bootstrap_fits(many, ["loglog"], 500, seed=1)
+    exact = math.log(6) / math.log(100)
+    assert cases["loglog"]["b"] == pytest.approx([exact, exact], abs=1e-6)
 
 
 def test_bad_interval_input_is_one_line(tmp_path, mixed):
@@ -426,38 +554,38 @@ def test_bad_interval_input_is_one_line(tmp_path, mixed):
         fit_onset([str(mixed / "*.parquet")], auc_from="5")
 
 
+def test_a_law_study_in_small_and_its_bad_input():
+    """simulate-onset --law's mechanics on a tiny study (its numbers are docs/estimators.md's
+    table): the censored law where onsets pass the probes, the bootstrap elsewhere; every study
+    counted, the ideal width an SD over them."""
+    from plc.onset.calibrate import LawCase
+
+    rng = np.random.default_rng(3)
+    plain = law_case(LawCase("3 × 1", 3, 1, 0.0, 0.5), 4, rng, samples=40, resamples=100)
+    assert plain.interval == "bootstrap (cases)" and plain.studies <= 4
+    assert 0 <= plain.coverage <= 1 and plain.width > 0 and plain.ideal > 0
+    late = law_case(LawCase("3 × 2", 3, 2, 0.0, 0.5, 10.0, 90.0), 4, rng, samples=40)
+    assert late.interval == "censored law (t)" and late.censored > 0
+    assert_bad_input(run_plc("simulate-onset", "--law", "--reps", "2"), "at least 3")
+
+
 @pytest.mark.slow
 def test_coverage_of_the_exponents_interval_on_simulated_studies():
-    """Studies of 8 sizes, one run each, with a known law T = 6·(P/P_0)^0.8, seed-to-seed scatter
-    of the onset (30 % SD in log) and noise around a fall-then-rise of the AUC. Each run goes
-    through the onset test (no-onset runs left out) and the fit through bootstrap_fits, as
-    fit-onset does: the 95 % interval of b must contain 0.8 in 88–99 % of the studies, and be no
-    wider than 1.5 times the ideal width (±1.96 SD of the fitted b over the studies)."""
-    rng = np.random.default_rng(2024)
-    b_true, studies, probes = 0.8, 100, 60
-    p = np.geomspace(5e6, 5e6 * 6 ** (1 / b_true), 8)
-    law = 6 * (p / p[0]) ** b_true  # 6 to 36 tasks
-    tasks = np.arange(1, probes + 1, dtype=float)
-    design = Design(tasks, np.zeros(probes, dtype=int))
-    hits, widths, fitted = 0, [], []
-    for k in range(studies):
-        onset = law * np.exp(rng.normal(0.0, 0.3, p.size))
-        runs = []
-        for size, t in zip(p, onset, strict=True):
-            v = judge_onset(design, v_shape(probes, t, 0.3, 1.0, rng), rng, 0.05, 0.0, 100, 200, 20)
-            if v.detected:
-                at, count = np.unique(tasks[v.knots], return_counts=True)
-                mass = dict(zip(at.tolist(), (count / count.sum()).tolist(), strict=True))
-                runs.append(RunOnset("r", "", size, probes, tasks[v.knot], None, onset_mass=mass))
-        ci, _ = bootstrap_fits(runs, ["loglog"], 300, seed=k)
-        lo, hi = ci["loglog"]["b"]
-        hits += lo <= b_true <= hi
-        widths.append(hi - lo)
-        fitted.append(
-            np.polyfit(np.log([r.n_params for r in runs]), np.log([r.onset for r in runs]), 1)[0]
-        )
-    assert 0.88 <= hits / studies <= 0.99
-    assert np.mean(widths) < 1.5 * 2 * 1.96 * np.std(fitted)
+    """Studies of 8 sizes × 1 seed and of 5 sizes × 3 seeds whose largest onsets lie past the
+    probes, with a known law, seed-to-seed scatter of the onset (30 % SD in log) and noise around
+    a fall-then-rise of the AUC (plc simulate-onset --law runs them all; docs/estimators.md has
+    the table). Each run goes through the onset test and the fit through fit-onset's bootstrap,
+    or where runs show no onset the censored law. The interval of b is no wider than the
+    classical t interval on the same points allows (× 1.2) and at most 1.5 times the ideal width
+    (±1.96 SD of the fitted b over the studies) — the former construction, which drew each run's
+    onset on top of drawing runs, was 2–3 times it — and covers the true b in at least 78 % of
+    the studies (60 studies per case measured 87 % and 92 %; the t interval on the same points
+    88 % and 80 %: what is short comes from the points, not the interval)."""
+    for case in (LAW_CASES[0], LAW_CASES[-1]):
+        res = law_case(case, 100, np.random.default_rng(2024))
+        assert res.coverage >= 0.78, case
+        assert res.ratio <= 1.5, case
+        assert res.width <= 1.2 * res.ols_width, case
 
 
 # ------------------------------------------------------------------ seeds of one size
@@ -471,20 +599,73 @@ def test_one_size_is_no_error_and_its_seeds_are_pooled(tmp_path):
     assert [r.onset for r in res.runs] == [14, 22, 30] and res.fits == []
     assert res.fits_skipped.startswith("no law: one model size")
     (size,) = res.sizes
-    assert (size.size, size.seeds, size.detected, size.onset) == ("nano", 3, 3, 22.0)
-    assert 14 <= size.onset_lo < 22 < size.onset_hi <= 30
+    assert (size.size, size.seeds, size.detected, size.censored) == ("nano", 3, 3, 0)
+    # The geometric mean onset, with a t interval (2 degrees of freedom) around it.
+    assert size.onset == pytest.approx((14 * 22 * 30) ** (1 / 3), rel=1e-4)
+    assert 5 < size.onset_lo < 14 and 30 < size.onset_hi < 80
     text = run_plc("fit-onset", str(folder / "*.parquet")).stdout
     assert "Onset per size, pooled over its seeds" in text and "no law: one model size" in text
     assert "nano-s0: onset at task 14" in text
 
 
-def test_pooled_interval_of_a_size_carries_the_seeds_and_their_intervals():
-    runs = [
-        RunOnset("a", "s", 10, None, 10.0, None, onset_mass={9: 0.5, 11: 0.5}),
-        RunOnset("b", "s", 10, None, 20.0, None, onset_mass={20: 1.0}),
-        RunOnset("c", "s", 10, None, None, None, detected=False),
-        RunOnset("d", "m", 100, None, 5.0, None),
+def test_pooled_onset_counts_seeds_with_no_onset_as_censored():
+    def run(name, size, n, onset, *, horizon=64, verdict=None):
+        return RunOnset(
+            name,
+            size,
+            n,
+            None,
+            onset,
+            None,
+            detected=onset is not None,
+            horizon=horizon,
+            verdict=verdict or ("onset" if onset is not None else "still falling"),
+        )
+
+    # Seeds with onsets 40, 56, 72, the fourth beyond its horizon (88): averaging the detected
+    # ones says 55; the censored seed pulls the pooled onset up, as it should.
+    seeds = [run(f"s{i}", "m", 10, t) for i, t in enumerate((40.0, 56.0, 72.0))]
+    seeds.append(run("s3", "m", 10, None, horizon=88))
+    (pooled,) = pool_seeds(seeds)
+    assert (pooled.seeds, pooled.detected, pooled.censored) == (4, 3, 1)
+    detected_only = math.exp(np.mean(np.log([40, 56, 72])))
+    assert pooled.onset > detected_only * 1.05
+    assert pooled.onset_lo < detected_only < pooled.onset_hi
+    # A size none of whose seeds shows an onset stays in the table, as a lower bound.
+    lost = [run("t0", "l", 100, None, horizon=64), run("t1", "l", 100, None, horizon=80)]
+    too_few = run("t2", "l", 100, None, verdict="too few probes")
+    rows = {s.size: s for s in pool_seeds([*seeds, *lost, too_few])}
+    assert rows["l"].onset is None and rows["l"].beyond == 64 and rows["l"].censored == 2
+    assert rows["l"].seeds == 3 and rows["l"].detected == 0
+    # Detected runs alone: the geometric mean, and no narrower than the runs' own noise.
+    tight = [
+        RunOnset("a", "s", 10, None, 20.0, None, onset_mass={16: 0.5, 24: 0.5}),
+        RunOnset("b", "s", 10, None, 20.0, None, onset_mass={16: 0.5, 24: 0.5}),
+        RunOnset("c", "s", 10, None, 20.0, None, onset_mass={16: 0.5, 24: 0.5}),
     ]
-    (pooled,) = pool_seeds(runs, ci=0.95, seed=1)
-    assert (pooled.seeds, pooled.detected, pooled.onset) == (3, 2, 15.0)
-    assert pooled.onset_lo == pytest.approx(9.0) and pooled.onset_hi == pytest.approx(20.0)
+    (same,) = pool_seeds(tight)
+    assert same.onset == pytest.approx(20.0, rel=1e-4) and same.onset_lo < 17 < 24 < same.onset_hi
+
+
+def test_the_censored_law_keeps_every_size():
+    from plc.onset import censored_law
+
+    rng = np.random.default_rng(0)
+    p = np.repeat(np.geomspace(1e6, 1e8, 5), 3)
+    truth = 8 * (p / 1e6) ** 0.6 * np.exp(rng.normal(0, 0.2, p.size))  # 8 to 127 tasks
+    horizon = np.full(p.size, 64.0)
+    onset = [t if t < h else None for t, h in zip(truth, horizon, strict=True)]
+    law = censored_law([f"{x:g}" for x in p], p.tolist(), onset, horizon.tolist())
+    kept = [t is not None for t in onset]
+    naive = linregress(np.log(p[kept]), np.log(truth[kept])).slope
+    assert law.censored == sum(t is None for t in onset) >= 4
+    assert abs(law.b - 0.6) < abs(naive - 0.6)  # the detected runs alone flatten the law
+    assert law.b_ci[0] < 0.6 < law.b_ci[1]
+    # The largest size, none of whose runs shows an onset, is in the law as censored runs.
+    assert [s.censored for s in law.sizes][-1] == 3 and len(law.sizes) == 5
+    assert "censored per size: " in str(law) and f"{law.sizes[-1].size} " in str(law)
+    # Nothing censored: the OLS log-log fit and its t interval.
+    full = censored_law(["x"] * p.size, p.tolist(), truth.tolist(), horizon.tolist())
+    ols = linregress(np.log(p), np.log(truth))
+    assert full.b == pytest.approx(ols.slope, abs=1e-5)
+    assert full.b_se == pytest.approx(ols.stderr, rel=1e-3)

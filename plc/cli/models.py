@@ -135,10 +135,25 @@ def init(
     qk_norm: bool = typer.Option(
         False, "--qk-norm", help="LayerNorm on queries and keys (4·head_dim parameters a layer)."
     ),
+    source: str = typer.Option(
+        None,
+        "--from",
+        help="Start from a pretrained Hugging Face causal LM instead: hf:ID_OR_PATH[@REVISION] "
+        "(GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Qwen3, OLMo, OLMo-2; docs/models.md).",
+    ),
+    along_pretraining: bool = typer.Option(
+        False,
+        "--along-pretraining",
+        help="--from: record the revision as a point of its suite's pretraining (task index = "
+        "its step, tokens = step × --tokens-per-step), as plc plan checkpoints does.",
+    ),
+    tokens_per_step: int = typer.Option(
+        None, "--tokens-per-step", help="--from: the suite's pretraining tokens per step."
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write a freshly initialised checkpoint (task index 0)."""
+    """Write a freshly initialised checkpoint (task index 0), or one of a pretrained model."""
     from plc.init import init_checkpoint
 
     res = init_checkpoint(
@@ -155,10 +170,25 @@ def init(
         run_id=run_id,
         sink_tokens=sink_tokens,
         qk_norm=qk_norm,
+        source=source,
+        along_pretraining=along_pretraining,
+        tokens_per_step=tokens_per_step,
         force=force,
     )
     if as_json:
         emit_json(res)
+        return
+    if res.source is not None:
+        where = (
+            f", task {res.task_index} ({res.tokens_seen:,} pretraining tokens)"
+            if along_pretraining
+            else ""
+        )
+        console.print(
+            f"wrote [bold]{res.path}[/bold]: {res.source} ({res.architecture}), "
+            f"{res.n_params:,} non-embedding parameters ({res.n_params_total:,} total), vocab "
+            f"{res.vocab_size:,}, context {res.context:,}{where}"
+        )
         return
     extras = (
         f", {res.sink_tokens} sink tokens ({res.n_sink_params:,} parameters)"
@@ -219,11 +249,16 @@ def _cell(v: Any) -> str:
 def export(
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     out: Path = typer.Argument(..., help="Output folder."),
-    fmt: str = typer.Option("hf", "--format", help="hf: a transformers GPT2LMHeadModel folder."),
+    fmt: str = typer.Option(
+        "hf",
+        "--format",
+        help="hf: a transformers folder (plc's GPT as GPT2LMHeadModel; a model started with "
+        "--from in its own family's format).",
+    ),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Export a checkpoint for other tools (Hugging Face GPT-2 format)."""
+    """Export a checkpoint for other tools (Hugging Face format)."""
     from plc.export import export_hf
 
     if fmt != "hf":
@@ -232,7 +267,7 @@ def export(
     if as_json:
         emit_json({"path": str(path), "format": fmt})
         return
-    console.print(f"wrote [bold]{path}[/bold] (load with GPT2LMHeadModel.from_pretrained)")
+    console.print(f"wrote [bold]{path}[/bold] (load with AutoModelForCausalLM.from_pretrained)")
 
 
 def _remedy_option(method: str, name: str, flag: str | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -17,6 +18,9 @@ from plc.cli.common import (
     emit_json,
     err_console,
 )
+
+if TYPE_CHECKING:
+    from plc.onset.calibrate import LawCalibration
 
 PANEL = "Onset of plasticity loss"  # of `plc --help`
 
@@ -71,7 +75,9 @@ def fit_onset_cmd(
     ),
     alpha: float = AlphaOpt,
     keep_no_onset: bool = typer.Option(
-        False, "--keep-no-onset", help="Fit runs with no onset detected too, at their minimum."
+        False,
+        "--keep-no-onset",
+        help="Fit runs with no onset detected too: at the minimum of their not-significant rise, or (still falling) at their last probe, a lower bound. Not onsets: the output names them.",
     ),
     ci: float = typer.Option(
         0.95, "--ci", help="Level of every interval (per run and of the fits)."
@@ -85,6 +91,16 @@ def fit_onset_cmd(
         help="cases: draw runs from all runs (sizes × seeds); within-size: from each size's runs.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every resampling."),
+    loss: str = typer.Option(
+        "ls",
+        "--loss",
+        help="ls: Table V's estimators; huber: Huber's loss on ln T (robust to a stray onset), fitted from a grid of starts.",
+    ),
+    backtest: int = typer.Option(
+        None,
+        "--backtest",
+        help="Fit all sizes but the K largest and report each model's error at those.",
+    ),
     predict: str = typer.Option(
         None, "--predict", help="Extrapolate the onset to these sizes, e.g. 1e9,7B."
     ),
@@ -131,6 +147,8 @@ def fit_onset_cmd(
         seed=seed,
         suggest=suggest_dense,
         by=by,
+        loss=loss,
+        backtest=backtest,
     )
     if as_json:
         emit_json(res.to_dict())
@@ -152,6 +170,8 @@ def _print_onsets(res) -> None:
     for r in res.runs:
         if r.n_probes is not None or not r.detected:  # not the rows of a Table IV alone
             console.print(view.verdict(r))
+        if r.offset_note:
+            console.print(f"  {r.run_id}: {r.offset_note}")
     if res.estimator_text and any(r.n_probes is not None for r in res.runs):
         console.print(view.method_text(res))
     if res.sizes:
@@ -160,6 +180,8 @@ def _print_onsets(res) -> None:
         console.print(view.POOLED)
     if res.excluded:
         console.print(view.excluded_text(res))
+    if res.kept:
+        console.print(res.kept)
     if res.fits_skipped:
         console.print(f"[yellow]No fit:[/yellow] {res.fits_skipped}")
     if res.fits:
@@ -180,11 +202,17 @@ def _print_onsets(res) -> None:
             dense.add_row(
                 d.run_id,
                 d.size,
-                str(d.minimum_task),
+                str(d.minimum_task) + ("" if d.detected else " (rise not significant)"),
                 str(d.cycle),
                 f"{d.first_cycle}-{d.last_cycle}",
             )
         console.print(dense)
+        falling = [r.run_id for r in res.runs if r.verdict == "still falling"]
+        if falling:
+            console.print(
+                f"still falling at their last probe (train longer; no minimum to probe around): "
+                f"{', '.join(falling)}"
+            )
         console.print(f"all runs: plc plan … --dense-cycles [bold]{res.dense_cycles}[/bold]")
     if res.out:
         console.print(f"wrote [bold]{res.out}[/bold]")
@@ -221,8 +249,9 @@ def _print_fits(group, points: int, res) -> None:
     from plc.onset import format_count, view
 
     boot = group.bootstrap
+    robust = " (Huber's loss on ln T)" if res.loss == "huber" else ""
     _print_table(
-        f"Fits of the onset T (tasks) to model size P ({points} points)",
+        f"Fits of the onset T (tasks) to model size P ({points} points){robust}",
         *view.fit_columns(group.fits, boot),
         left=2,
     )
@@ -234,13 +263,27 @@ def _print_fits(group, points: int, res) -> None:
         if group.exponent:
             console.print(f"log-log exponent: [bold]{group.exponent}[/bold]")
         console.print(view.bootstrap_text(boot))
+    if group.censored:
+        console.print(view.censored_text(group))
     if group.predictions:
         _print_table(
             f"Predicted onset ({format_count(res.task_tokens)} tokens per task: "
             f"{res.task_tokens_source})",
-            *view.prediction_columns(group.predictions, boot),
+            *view.prediction_columns(group.predictions, boot, res.ci),
             left=1,
         )
+        console.print(
+            "Delta method: the band of the fitted law from the covariance of (a, b), t quantile "
+            "with n − 2 degrees of freedom (in ln T for log-log and exp)."
+        )
+    if group.backtests:
+        _print_table(
+            "Backtest: fitted to the smaller sizes, predicted at the larger",
+            *view.backtest_columns(group.backtests),
+            left=3,
+        )
+    if group.backtest_skipped:
+        console.print(f"[yellow]{group.backtest_skipped}[/yellow]")
 
 
 def _print_table(title: str, headers: list[str], rows: list[list[str]], left: int) -> None:
@@ -263,16 +306,29 @@ def simulate_onset_cmd(
     estimator: str = typer.Option(
         "noise-model", "--estimator", help="The estimator: noise-model or moving-average."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Cases run at a time, each in its own process (same numbers)."
+    ),
+    law: bool = typer.Option(
+        False,
+        "--law",
+        help="Calibrate the law's interval of b instead (--reps studies per case of sizes × seeds).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Calibrate an onset estimator's verdict and interval on synthetic studies with a known onset."""
-    from plc.onset.calibrate import calibrate
+    from plc.onset.calibrate import calibrate, calibrate_law
     from plc.onset.detect import check_alpha
     from plc.onset.estimators import get_estimator
 
     check_alpha(alpha)
     get_estimator(estimator)
-    res = calibrate(reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci, estimator=estimator)
+    if law:
+        _print_law(calibrate_law(studies=reps, seed=seed, ci=ci, jobs=jobs), as_json)
+        return
+    res = calibrate(
+        reps=reps, seed=seed, cycles=cycles, alpha=alpha, ci=ci, estimator=estimator, jobs=jobs
+    )
     if as_json:
         emit_json(res.to_dict())
         return
@@ -280,25 +336,94 @@ def simulate_onset_cmd(
     table = Table(
         title=f"{estimator} on synthetic studies ({reps} per case, {cycles} cycles, seed {seed})"
     )
-    columns = ["trend", "noise", "offsets", "seeds", "runs", f"onset detected (α = {alpha:g})"]
-    columns += [f"{level} coverage", "median width (tasks)", "pooled coverage / width"]
+    columns = ["trend", "noise", "grid", "seeds", "runs", f"onset detected (α = {alpha:g})"]
+    columns += ["p < 0.10", "still falling", f"{level} coverage", "median width (tasks)"]
+    columns += ["mean abs. error", "pooled coverage / width"]
     for c in columns:
-        table.add_column(c, justify="left" if c in ("trend", "noise") else "right")
+        table.add_column(c, justify="left" if c in ("trend", "noise", "grid") else "right")
+    for r in res.rows:
+        c = r.case
+        grid = "control" if c.grid == "control" else ("+3/−2/0 %" if c.offsets else "no offsets")
+        below = r.p_below["0.1"] if r.p_below else None
+        table.add_row(
+            c.name,
+            "white" if c.rho == 0 else f"AR({c.rho:g})",
+            grid,
+            str(c.seeds),
+            str(r.runs),
+            f"{r.detected:.0%} ± {r.detected_se:.0%}",
+            "" if below is None else f"{below:.0%}",
+            f"{r.still_falling:.0%}",
+            "" if r.coverage is None else f"{r.coverage:.0%} ± {r.coverage_se:.0%}",
+            "" if r.width is None else f"{r.width:.1f} ± {r.width_se:.1f}",
+            "" if r.error is None else f"{r.error:.1f}",
+            ""
+            if r.pooled_coverage is None
+            else f"{r.pooled_coverage:.0%} / {r.pooled_width or 0:.1f}",
+        )
+    console.print(table)
+    console.print(
+        "Onset detected: the false-alarm rate where there is no onset, the power otherwise. "
+        "Noise SD 1 %; an onset's rise is 10 % to the last probe. ± Monte-Carlo standard "
+        "errors. Coverage counts every run of an onset case (a still-falling run has no "
+        "interval); the censored-seeds case's target is the pooled onset."
+    )
+    nulls = [r for r in res.rows if r.p_below]
+    if nulls:
+        pt = Table(title="p-values where there is no onset (a valid p: each share ≤ its level)")
+        for c in ("trend", "noise", "grid", *(f"p < {x}" for x in ("0.01", "0.05", "0.10", "0.5"))):
+            pt.add_column(c, justify="left" if c in ("trend", "noise", "grid") else "right")
+        pt.add_column("uniform (KS p)", justify="right")
+        pt.add_column("too small (KS p)", justify="right")
+        for r in nulls:
+            c = r.case
+            grid = "control" if c.grid == "control" else ("+3/−2/0 %" if c.offsets else "none")
+            pt.add_row(
+                c.name,
+                "white" if c.rho == 0 else f"AR({c.rho:g})",
+                grid,
+                *(f"{v:.1%}" for v in r.p_below.values()),
+                f"{r.uniform_p:.3f}",
+                f"{r.small_p:.3f}",
+            )
+        console.print(pt)
+        console.print(
+            "KS: Kolmogorov–Smirnov tests of the null p-values against the uniform distribution; "
+            "'too small' is one-sided (a small value means p-values too small: over-called "
+            "onsets). The p-value is the larger of those at the fitted and the flat null, so it "
+            "is conservative on series that fall: shares below their level are valid."
+        )
+
+
+def _print_law(res: LawCalibration, as_json: bool) -> None:
+    """simulate-onset --law's table."""
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    level = f"{res.ci:.0%}"
+    table = Table(
+        title=f"The law's {level} interval of b ({res.studies} studies per case, seed {res.seed})"
+    )
+    for c in ("study", "scatter (SD of ln T)", "b", "interval", "no onset", "coverage"):
+        table.add_column(c, justify="left" if c in ("study", "interval") else "right")
+    for c in ("width / ideal", "OLS t: coverage", "OLS t: width / ideal"):
+        table.add_column(c, justify="right")
     for r in res.rows:
         c = r.case
         table.add_row(
             c.name,
-            "white" if c.rho == 0 else f"AR({c.rho:g})",
-            "+3/−2/0 %" if c.offsets else "none",
-            str(c.seeds),
-            str(r.runs),
-            f"{r.detected:.0%} ± {r.detected_se:.0%}",
-            "" if r.coverage is None else f"{r.coverage:.0%} ± {r.coverage_se:.0%}",
-            "" if r.width is None else f"{r.width:.1f} ± {r.width_se:.1f}",
-            "" if r.pooled_coverage is None else f"{r.pooled_coverage:.0%} / {r.pooled_width:.1f}",
+            f"{c.scatter:g}",
+            f"{c.slope:g}",
+            r.interval,
+            f"{r.censored:.0%}",
+            f"{r.coverage:.1%} ± {r.coverage_se:.1%}",
+            f"{r.ratio:.2f}",
+            f"{r.ols_coverage:.1%}",
+            f"{r.ols_width / r.ideal:.2f}",
         )
     console.print(table)
     console.print(
-        "Onset detected: the false-alarm rate where the trend is flat, the power otherwise. Noise "
-        "SD 1 %; an onset's rise is 10 % to the last probe. ± Monte-Carlo standard errors."
+        "Ideal: ±z·SD of the point estimate of b over the studies. Runs through the noise "
+        f"model's test ({res.samples} samples), the detected runs' law through fit-onset's "
+        f"bootstrap ({res.resamples} resamples), or where runs show no onset the censored law."
     )

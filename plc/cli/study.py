@@ -124,7 +124,9 @@ def metrics_tensorboard_cmd(
 @plan_options
 def plan(
     problem: str = typer.Argument(
-        ..., help="continual, stationary, control (Markov chains), transfer (Table III) or lr-grid."
+        ...,
+        help="continual, stationary, control (Markov chains), transfer (Table III), lr-grid, or "
+        "checkpoints (a model suite's pretraining revisions; docs/models.md).",
     ),
     fmt: str = typer.Option(
         "make", "--format", help="make (a Makefile) or snakemake (a Snakefile, for Slurm too)."

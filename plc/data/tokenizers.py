@@ -177,16 +177,18 @@ class Qwen3Tokenizer:
 
 
 class HFTokenizer:
-    """Any `transformers` tokenizer, by hub name or local folder (`hf:NAME_OR_PATH`)."""
+    """Any `transformers` tokenizer, by hub name or local folder, at a revision if given
+    (`hf:NAME_OR_PATH[@REVISION]`: plc.hf.source; a local folder's revision is its subfolder)."""
 
     def __init__(self, name_or_path: str):
-        if name_or_path.startswith(("/", "./", "../", "~")) and not Path(name_or_path).exists():
-            raise PlcError(f"tokenizer folder {name_or_path} does not exist")
+        from plc.hf.source import resolve
+
+        folder = resolve(name_or_path, weights=False).folder
         import transformers
 
         transformers.logging.set_verbosity_error()  # "sequence longer than model max" is noise here
         try:
-            self._tok = transformers.AutoTokenizer.from_pretrained(name_or_path)
+            self._tok = transformers.AutoTokenizer.from_pretrained(folder)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise PlcError(f"cannot load tokenizer hf:{name_or_path}: {first}") from e

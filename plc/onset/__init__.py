@@ -5,11 +5,11 @@ From `probe` metric rows, per run (series): one AUC per probe, normalised by eq.
 training the probe language alone from scratch, optionally only the probes after some languages
 (App. B: zh, de, ru). Per run, an estimator behind one interface (estimators): the default, a
 noise model estimated from the series itself (noise, detect) — per-language offsets, a
-broken-stick trend, AR(1) residuals — with a test of "no rise after the minimum" at a stated
+broken-stick or curved trend, AR(1) residuals — with a test of "no rise after the minimum" at a stated
 false-alarm rate, the onset (the fitted trend's minimum, possibly the first probe) and its
 interval; or the paper's moving-average minimum. Across runs (fit, bootstrap, table): the four
-fits of Table V, their bootstrap intervals, each size's onset pooled over its seeds, the onset
-table. How it all reads (view) and how well an estimator works on synthetic studies with a known
+fits of Table V, their bootstrap intervals and backtests, the log-log law and each size's onset
+pooled over its seeds with the runs showing no onset censored (censored), the onset table. How it all reads (view) and how well an estimator works on synthetic studies with a known
 truth (calibrate). docs/estimators.md has the why and the numbers.
 """
 
@@ -22,12 +22,27 @@ from plc.onset.bootstrap import (
     check_interval_options,
     pool_seeds,
 )
+from plc.onset.censored import CensoredLaw, censored_law
 from plc.onset.detect import ALPHA, OnsetEvidence, assess_onset, check_alpha, judge_onset
-from plc.onset.estimators import ESTIMATORS, VERDICTS, Estimator, get_estimator, verdict_of
+from plc.onset.estimators import (
+    ESTIMATORS,
+    NO_RISE,
+    ONSET,
+    STILL_FALLING,
+    TOO_FEW,
+    VERDICTS,
+    Estimator,
+    get_estimator,
+    verdict_of,
+)
 from plc.onset.fit import (
     FORMULAS,
+    LOSSES,
     MODELS,
+    Backtest,
     Fit,
+    NoLaw,
+    backtest,
     check_points,
     fit_model,
     parse_models,
@@ -76,6 +91,16 @@ from plc.protocol import PAPER_PROBE_AFTER
 
 __all__ = [
     "ALPHA",
+    "LOSSES",
+    "NO_RISE",
+    "ONSET",
+    "STILL_FALLING",
+    "TOO_FEW",
+    "Backtest",
+    "CensoredLaw",
+    "NoLaw",
+    "backtest",
+    "censored_law",
     "AUC_FROM",
     "BASELINE",
     "ESTIMATORS",

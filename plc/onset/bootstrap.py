@@ -1,8 +1,9 @@
-"""Intervals across runs: of the fits (runs resampled, each run's onset drawn from its own
-distribution) and of each size's onset pooled over its seeds."""
+"""Intervals across runs: of the fits (runs resampled with their onsets) and of each size's onset
+pooled over its seeds (runs with no onset detected censored, plc.onset.censored)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from plc.errors import PlcError
+from plc.onset.censored import tobit
 from plc.onset.fit import _exp_curve, _predict
 
 
@@ -22,13 +24,17 @@ class Run(Protocol):
     method: str
     detected: bool
     onset: float | None
+    horizon: float | None  # the last probed task: an undetected run's onset lies beyond it
+    verdict: str | None
+
+    @property
+    def fit_value(self) -> float | None: ...
 
     def distribution(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 MIN_BOOTSTRAP = 100
 RESAMPLE = ("cases", "within-size")
-POOL_RESAMPLES = 2000  # resamples of a size's seeds for its pooled onset's interval
 
 
 @dataclass
@@ -41,6 +47,7 @@ class BootstrapSummary:
     resample: str  # cases: runs drawn from all runs; within-size: each size's runs
     used: int  # resamples with at least two sizes (the others cannot be fitted)
     failed: dict[str, int]  # per model: resamples it could not be fitted to
+    expand: float = 1.0  # each side of the percentile interval widened by t_(n−2) / z
 
 
 def check_interval_options(ci: float, bootstrap: int | None, resample: str) -> None:
@@ -64,6 +71,17 @@ def _ols_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ym[:, 0] - slope * xm[:, 0], slope
 
 
+def expansion(points: int, ci: float) -> float:
+    """t_(n−2) / z at the interval's level: a percentile interval of resampled runs is too
+    narrow for few points (it knows the scatter only as well as n points show it; n − 2 degrees
+    of freedom are left after a law's two coefficients), as a z interval is beside a t one."""
+    from scipy.stats import norm
+    from scipy.stats import t as t_dist
+
+    q = (1 + ci) / 2
+    return float(t_dist.ppf(q, max(points - 2, 1)) / norm.ppf(q))
+
+
 def bootstrap_fits(
     runs: Sequence[Run],
     models: Sequence[str],
@@ -73,9 +91,15 @@ def bootstrap_fits(
     resample: str = "cases",
     predict: Sequence[float] = (),
 ) -> tuple[dict[str, dict[str, Any]], BootstrapSummary]:
-    """Percentile intervals of each model's a, b and predictions at `predict` over fits to
-    resampled runs: runs drawn with replacement from all runs (`cases`: sizes × seeds) or from
-    each size's runs (`within-size`), each drawing its onset from its onset distribution.
+    """Intervals of each model's a, b and predictions at `predict` over fits to resampled runs:
+    runs drawn with replacement from all runs with their onsets (`cases`: sizes × seeds), or
+    from each size's runs (`within-size`), where a size with a single run draws its onset from
+    that run's distribution instead (its only variation). A run's onset is never drawn from its
+    distribution on top of drawing the run: the scatter of runs around the law already holds
+    each run's own noise, and counting it twice made intervals 2–3 times too wide.
+
+    Each side of the percentile interval is widened about the point fit by t_(n−2) / z
+    (`expansion`), the small-sample correction a percentile interval lacks.
 
     Returns {model: {"a": [lo, hi], "b": [lo, hi], "predict": [[lo, hi], …]}} (None where no
     resample could be fitted) and a summary.
@@ -85,6 +109,7 @@ def bootstrap_fits(
     from scipy.optimize import curve_fit
 
     p = np.array([r.n_params for r in runs], dtype=float)
+    point = np.array([r.fit_value for r in runs], dtype=float)
     m = p.size
     rng = np.random.default_rng(seed)
     if resample == "cases":
@@ -94,16 +119,20 @@ def bootstrap_fits(
         for size in np.unique(p):
             members = np.flatnonzero(p == size)
             pick[:, members] = rng.choice(members, size=(resamples, members.size))
-    t = np.empty(pick.shape)
-    for j, run in enumerate(runs):
-        where = pick == j
-        tasks, prob = run.distribution()
-        t[where] = rng.choice(tasks, size=int(where.sum()), p=prob)
+    t = point[pick]
+    if resample == "within-size":
+        for j, run in enumerate(runs):
+            if (p == p[j]).sum() == 1:
+                tasks, prob = run.distribution()
+                t[:, j] = rng.choice(tasks, size=resamples, p=prob)
     x = p[pick]
     usable = np.ptp(x, axis=1) > 0
-    x, t = x[usable], t[usable]
+    # Row 0: the points themselves, the centre each interval is widened about.
+    x = np.vstack([p, x[usable]])
+    t = np.vstack([point, t[usable]])
     where_at = np.asarray(predict, dtype=float)
     level = [(1 - ci) / 2, (1 + ci) / 2]
+    grow = expansion(m, ci)
     out: dict[str, dict[str, Any]] = {}
     failed: dict[str, int] = {}
     for model in models:
@@ -127,72 +156,122 @@ def bootstrap_fits(
             a[ok], b[ok] = _ols_rows(np.log(x[ok]), np.log(t[ok]))
         else:
             a, b = _ols_rows(x if model == "linear" else np.log(x), t)
-        failed[model] = int((~ok).sum())
-        a, b = a[ok], b[ok]
-        if a.size == 0:  # e.g. every resample holds an onset ≤ 0 under the log-log model's log
+        failed[model] = int((~ok[1:]).sum())
+        pred = _predict(model, a[:, None], b[:, None], where_at[None, :])
+        if not ok[0] or ok[1:].sum() == 0:
             out[model] = {"a": None, "b": None, "predict": [None] * where_at.size}
             continue
-        pred = _predict(model, a[:, None], b[:, None], where_at[None, :])
         out[model] = {
-            "a": np.quantile(a, level).tolist(),
-            "b": np.quantile(b, level).tolist(),
-            "predict": np.quantile(pred, level, axis=0).T.tolist() if where_at.size else [],
+            "a": _widened(a[0], a[1:][ok[1:]], level, grow),
+            "b": _widened(b[0], b[1:][ok[1:]], level, grow),
+            "predict": [
+                _widened(pred[0, i], pred[1:, i][ok[1:]], level, grow, log=model != "linear")
+                for i in range(where_at.size)
+            ],
         }
-    summary = BootstrapSummary(resamples, ci, seed, resample, int(usable.sum()), failed)
+    summary = BootstrapSummary(
+        resamples, ci, seed, resample, int(usable.sum()), failed, round(grow, 4)
+    )
     return out, summary
+
+
+def _widened(
+    centre: float, draws: np.ndarray, level: list[float], grow: float, log: bool = False
+) -> list[float]:
+    """The percentile interval of `draws`, each side widened `grow`-fold about `centre` (in ln
+    for positive quantities whose law is multiplicative: predictions of T)."""
+    lo, hi = np.quantile(draws, level)
+    lo, hi = min(lo, centre), max(hi, centre)
+    if log and centre > 0 and lo > 0:
+        c = math.log(centre)
+        return [
+            math.exp(c - grow * (c - math.log(lo))),
+            math.exp(c + grow * (math.log(hi) - c)),
+        ]
+    return [float(centre - grow * (centre - lo)), float(centre + grow * (hi - centre))]
 
 
 @dataclass
 class SizeOnset:
-    """One size's onset pooled over its seeds (the runs of that size with an onset detected)."""
+    """One size's onset pooled over its seeds, runs with no onset detected censored at their
+    last probe: the geometric mean of the onsets under a censored normal model of ln T."""
 
     size: str
     n_params: int
     method: str
     seeds: int  # runs of this size (and method)
     detected: int  # of them with an onset detected
-    onset: float | None  # mean onset of the detected runs
+    onset: float | None  # geometric mean onset (None: every run censored, or no verdicts)
     onset_lo: float | None
     onset_hi: float | None
+    censored: int = 0  # runs with no onset detected (their onset beyond their last probe)
+    beyond: float | None = None  # every run censored: the onset lies beyond this task
 
 
-def pool_seeds(
-    runs: Sequence[Run], ci: float = 0.95, seed: int = 0, resamples: int = POOL_RESAMPLES
-) -> list[SizeOnset]:
-    """Per size (and method) with several runs: the mean onset of the runs with an onset detected,
-    and a percentile interval over resamples that draw those runs with replacement (the scatter
-    between seeds) and each drawn run's onset from its own distribution (the noise within a run)
-    and average them. Sizes with a single run are left out: their run's interval is the answer."""
-    rng = np.random.default_rng(seed)
+def pool_seeds(runs: Sequence[Run], ci: float = 0.95) -> list[SizeOnset]:
+    """Per size (and method) with several runs: the geometric mean onset of its seeds, each run
+    with no onset detected counted as censored at its last probed task (plc.onset.censored), with
+    a t interval. One normal model of ln T for every size at once (a mean per size, one SD:
+    two or three seeds cannot estimate their own), the SD at least the runs' own noise (the
+    spread of ln T over each detected run's onset distribution). Sizes with a single run are
+    left out (their run's interval is the answer); so are runs with too few probes for a
+    verdict (no information)."""
+    from scipy.stats import t as t_dist
+
     groups: dict[tuple[int, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.n_params, r.method), []).append(r)
+    pooled = {key: mine for key, mine in sorted(groups.items()) if len(mine) >= 2}
+    # The model: runs with a verdict, of the groups with a detected run.
+    fitted = [
+        key
+        for key, mine in pooled.items()
+        if any(r.detected and r.onset is not None and r.onset > 0 for r in mine)
+    ]
+    rows, cens, y, own = [], [], [], []
+    for g, key in enumerate(fitted):
+        for r in pooled[key]:
+            if r.detected and r.onset is not None and r.onset > 0:
+                rows.append(g)
+                cens.append(False)
+                y.append(math.log(r.onset))
+                tasks, prob = r.distribution()
+                if (tasks > 0).all():
+                    lt = np.log(tasks)
+                    own.append(float((prob * (lt - (prob * lt).sum()) ** 2).sum()))
+            elif _censor_at(r) is not None:
+                rows.append(g)
+                cens.append(True)
+                y.append(math.log(_censor_at(r)))
+    est: dict[tuple[int, str], tuple[float, float, float]] = {}
+    if fitted:
+        x = np.eye(len(fitted))[rows]
+        floor = math.sqrt(float(np.mean(own))) if own else 0.0
+        fit = tobit(x, np.array(y), np.array(cens), floor)
+        se = np.sqrt(np.maximum(np.diag(fit.cov), 0.0))
+        q = float(t_dist.ppf((1 + ci) / 2, fit.dof))
+        for g, key in enumerate(fitted):
+            mu = float(fit.beta[g])
+            est[key] = (math.exp(mu), math.exp(mu - q * se[g]), math.exp(mu + q * se[g]))
     out = []
-    for (n_params, method), mine in sorted(groups.items()):
-        if len(mine) < 2:
-            continue
-        found = [r for r in mine if r.detected and r.onset is not None]
-        lo = hi = mean = None
-        if found:
-            mean = float(np.mean([r.onset for r in found]))
-            lo, hi = pooled_interval([r.distribution() for r in found], ci, rng, resamples)
-        out.append(SizeOnset(mine[0].size, n_params, method, len(mine), len(found), mean, lo, hi))
+    for key, mine in pooled.items():
+        found = sum(r.detected and r.onset is not None for r in mine)
+        censored = sum(not r.detected and _censor_at(r) is not None for r in mine)
+        mean, lo, hi = est.get(key, (None, None, None))
+        beyond = None
+        if key not in est and censored:
+            beyond = min(_censor_at(r) for r in mine if not r.detected and _censor_at(r))
+        out.append(
+            SizeOnset(
+                mine[0].size, key[0], key[1], len(mine), found, mean, lo, hi, censored, beyond
+            )
+        )
     return out
 
 
-def pooled_interval(
-    distributions: Sequence[tuple[np.ndarray, np.ndarray]],
-    ci: float,
-    rng: np.random.Generator,
-    resamples: int = POOL_RESAMPLES,
-) -> tuple[float, float]:
-    """Percentile interval of the mean onset of runs drawn with replacement, each drawn run's
-    onset drawn from its distribution (tasks, probabilities)."""
-    k = len(distributions)
-    pick = rng.integers(0, k, size=(resamples, k))
-    draws = np.empty(pick.shape)
-    for j, (tasks, p) in enumerate(distributions):
-        where = pick == j
-        draws[where] = rng.choice(tasks, size=int(where.sum()), p=p)
-    lo, hi = np.quantile(draws.mean(1), [(1 - ci) / 2, (1 + ci) / 2])
-    return float(lo), float(hi)
+def _censor_at(run: Run) -> float | None:
+    """Where a run with no onset detected is censored: its last probed task (None for a run
+    without a verdict, e.g. too few probes)."""
+    if run.detected or getattr(run, "verdict", None) in (None, "too few probes"):
+        return None
+    return getattr(run, "horizon", None)

@@ -86,12 +86,13 @@ class NoiseModel:
 
     def describe(self, *, alpha: float, ci: float) -> str:
         return (
-            "Onset: the minimum of a broken-stick trend fitted with per-language offsets (where "
-            "languages repeat) and AR(1) residuals, by profile likelihood; detected where the data "
-            f"reject 'no rise after the minimum' at α = {alpha:g} (p from {NULL_SAMPLES} samples "
-            f"of the fitted null); interval: {_level(ci)} of the minimum over {ALT_SAMPLES} "
-            "samples of the fitted alternative. Still falling: the best trend falls through the "
-            "last probe."
+            "Onset: the minimum of the best trend with a rise (a broken stick or a curved one) "
+            "fitted with per-language offsets (where languages repeat) and AR(1) residuals, by "
+            "profile likelihood; detected where the data reject 'no rise after the minimum' at "
+            f"α = {alpha:g} (p: the larger of those from {NULL_SAMPLES} samples of the fitted "
+            f"null and of the flat one); interval: {_level(ci)} of the minimum over {ALT_SAMPLES} "
+            "samples of the trends with a rise that fit, by their Akaike weights. Still falling: "
+            f"the slope over the last third of the probes is negative at α = {alpha:g}."
         )
 
 

@@ -96,6 +96,8 @@ TABLE_COLUMNS = (
     "rate",
     "rate_se",
     "verdict",
+    "falling_p",
+    "horizon",
 )
 
 
@@ -103,7 +105,7 @@ def table_schema() -> dict[str, Any]:
     import polars as pl
 
     types = {c: pl.String for c in ("run_id", "size", "seed", "method", "no_onset", "verdict")}
-    for c in ("n_probes", "onset_tokens", "minimum_task", "smoothed_minimum"):
+    for c in ("n_probes", "onset_tokens", "minimum_task", "smoothed_minimum", "horizon"):
         types[c] = pl.Int64
     types |= {"detected": pl.Boolean, "at_start": pl.Boolean, "mass_task": pl.List(pl.Int64)}
     types["mass_p"] = pl.List(pl.Float64)

@@ -1,6 +1,7 @@
 """The onsets of a study's runs as data: one RunOnset per run (its verdict, its onset or minimum
 with the interval and distribution, the evidence), the fits of Table V to them with their
-bootstrap intervals and predictions, each size's onset pooled over its seeds, and the onset table
+bootstrap intervals, delta-method bands and backtests, the log-log law with the runs that show no
+onset censored, each size's onset pooled over its seeds, and the onset table
 (Parquet) that `plc fit-onset --out` writes and fit-onset and plot onset read back.
 
 The verdicts themselves are computed once, by plc.study.verdicts; `plc fit-onset` is
@@ -22,6 +23,7 @@ import numpy as np
 
 from plc.errors import PlcError
 from plc.onset.bootstrap import BootstrapSummary, SizeOnset
+from plc.onset.censored import CensoredLaw, censored_law
 from plc.onset.estimators import (
     DETECTED,
     FROM_START,
@@ -31,7 +33,14 @@ from plc.onset.estimators import (
     TOO_FEW,
     VERDICTS,
 )
-from plc.onset.fit import Fit, fit_model
+from plc.onset.fit import (
+    Backtest,
+    Fit,
+    NoLaw,
+    backtest,
+    check_sizes,
+    fit_model,
+)
 from plc.onset.inputs import BASELINE, TABLE_COLUMNS, check_by, method_order, table_schema
 from plc.onset.series import ProbeSeries
 from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
@@ -76,12 +85,17 @@ class RunOnset:
     baseline_task: int | None = None
     fitted: bool = False  # one of the fits' points
     verdict: str = ""  # one of plc.onset.estimators.VERDICTS ("" : read from the fields above)
+    falling_p: float | None = None  # one-sided p of "not falling at the end"
+    horizon: int | None = None  # the last probed task: a run with no onset is censored there
+    offset_note: str | None = None  # single-probe languages folded into a neighbour's offset
 
     def __post_init__(self) -> None:
         if not self.verdict:
             self.verdict = _verdict_of_row(self.detected, self.at_start, self.no_onset)
         elif self.verdict not in VERDICTS:
             raise PlcError(f"run {self.run_id}: unknown verdict {self.verdict!r}")
+        if self.horizon is None and self.verdict == STILL_FALLING:
+            self.horizon = self.minimum_task  # an older table's still-falling row: its last probe
 
     @property
     def drawn(self) -> tuple[float, float, float] | None:
@@ -102,7 +116,9 @@ class RunOnset:
 
     @property
     def fit_value(self) -> float | None:
-        """The onset a fit uses: the detected one, else (when no-onset runs are kept) the minimum."""
+        """The onset a fit uses: the detected one, else (when no-onset runs are kept) the minimum
+        of the best trend with a rise (no significant rise) or the last probe (still falling:
+        a lower bound of the onset)."""
         return self.onset if self.onset is not None else self.minimum_task
 
     def distribution(self) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +138,7 @@ class Prediction:
     onset_tokens: float
     onset_tasks_ci: list[float] | None = None
     onset_tokens_ci: list[float] | None = None
+    onset_tasks_delta: list[float] | None = None  # delta-method band of the law (t quantile)
 
 
 @dataclass
@@ -134,6 +151,7 @@ class DenseSuggestion:
     cycle: int
     first_cycle: int
     last_cycle: int
+    detected: bool = True  # False: the minimum of a rise that is not significant
 
 
 def _law_of(fits: Sequence[Fit]) -> str | None:
@@ -155,6 +173,9 @@ class GroupFits:
     fits_skipped: str | None = None  # why this group has no fit (too few points, one size…)
     bootstrap: BootstrapSummary | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    censored: CensoredLaw | None = None  # the log-log law with no-onset runs censored
+    backtests: list[Backtest] = field(default_factory=list)
+    backtest_skipped: str | None = None
 
     @property
     def law(self) -> str | None:
@@ -205,6 +226,11 @@ class OnsetResult:
     by: str | None = None  # "method": the fits are per group, in `groups`, not in `fits`
     groups: list[GroupFits] = field(default_factory=list)
     sizes: list[SizeOnset] = field(default_factory=list)  # sizes with several seeds, pooled
+    loss: str = "ls"  # ls: Table V's estimators; huber: Huber's loss on ln T
+    kept: str | None = None  # what --keep-no-onset fitted
+    censored: CensoredLaw | None = None  # the log-log law with no-onset runs censored
+    backtests: list[Backtest] = field(default_factory=list)
+    backtest_skipped: str | None = None
 
     @property
     def law(self) -> str | None:
@@ -265,6 +291,8 @@ def table_runs(table: pl.DataFrame) -> list[RunOnset]:
                 rate=r["rate"],
                 rate_se=r["rate_se"],
                 verdict=r["verdict"] or "",
+                falling_p=r["falling_p"],
+                horizon=r["horizon"],
             )
         )
     return runs
@@ -282,15 +310,20 @@ def tokens_per_task(series: Sequence[ProbeSeries]) -> float | None:
 
 
 def suggest_dense(
-    series: Sequence[ProbeSeries], minima: dict[str, int], cycles: int
+    series: Sequence[ProbeSeries],
+    minima: dict[str, int | None],
+    cycles: int,
+    detected: dict[str, bool] | None = None,
 ) -> list[DenseSuggestion]:
-    """Per run: the cycles within `cycles` of the cycle of its minimum (`minima`: task per run id;
-    App. B's second stage probes after zh, de and ru there), inside the cycles it has probes for."""
+    """Per run: the cycles within `cycles` of the cycle of its minimum (`minima`: task per run
+    id, None for runs with no minimum to look at — still falling, or too few probes; App. B's
+    second stage probes after zh, de and ru there), inside the cycles it has probes for.
+    `detected` marks the runs whose minimum is an onset (the others: a rise not significant)."""
     if cycles < 0:
         raise PlcError(f"--suggest-dense takes a number of cycles ≥ 0, not {cycles}")
     out = []
     for s in series:
-        if minima.get(s.run_id) is None:  # too few probes for a minimum
+        if minima.get(s.run_id) is None:
             continue
         c = s.cycle[s.task_index.index(minima[s.run_id])]
         out.append(
@@ -301,6 +334,7 @@ def suggest_dense(
                 cycle=c,
                 first_cycle=max(min(s.cycle), c - cycles, 1),
                 last_cycle=min(max(s.cycle), c + cycles),
+                detected=True if detected is None else detected.get(s.run_id, True),
             )
         )
     return out
@@ -325,13 +359,17 @@ def fit_groups(
     left_out: Sequence[RunOnset],
     models: Sequence[str],
     by: str | None = None,
+    loss: str = "ls",
 ) -> list[GroupFits]:
     """The fits of `models` to the points' (n_params, fit_value): to all of them, or with
-    `by="method"` to each method's alone, the baseline first. A group that cannot be fitted (too
-    few points, a single size…) keeps the reason. Bad input when no group can be fitted and no run
-    was left out of the fits: ungrouped (or with one method), exactly the error of fitting every
-    point; `left_out` are the runs with no onset detected, counted in a group's reason."""
+    `by="method"` to each method's alone, the baseline first. A group too small for a law (fewer
+    than 3 points, a single size, a leave-one-out fold of one size: NoLaw) keeps the reason —
+    not an error, whatever the number of points. Bad values (n_params ≤ 0, onsets
+    ≤ 0 under a log) are bad input when no group can be fitted and no run was left out of the
+    fits; `left_out` are the runs with no onset detected, counted in a group's reason."""
     check_by(by)
+    if models:
+        check_sizes([r.n_params for r in [*points, *left_out]])
     if by is None:
         groups = {None: (list(points), list(left_out))}
     else:
@@ -339,22 +377,24 @@ def fit_groups(
         groups = {m: (kept.get(m, []), out.get(m, [])) for m in method_order([*kept, *out])}
     fitted, errors = [], []
     for method, (mine, theirs) in groups.items():
+        names = [r.run_id or r.size for r in mine]
         if models and len({r.n_params for r in [*mine, *theirs]}) == 1:
-            fitted.append(GroupFits(method, [r.run_id or r.size for r in mine], [], ONE_SIZE))
+            fitted.append(GroupFits(method, names, [], ONE_SIZE))
             continue
         try:
             fits = [
-                fit_model(m, [r.n_params for r in mine], [r.fit_value for r in mine])
+                fit_model(m, [r.n_params for r in mine], [r.fit_value for r in mine], loss)
                 for m in models
             ]
             skipped = None
+        except NoLaw as e:
+            fits, skipped = [], str(e)
         except PlcError as e:
             errors.append((method, e))
-            fits = []
-            skipped = str(e)
-            if theirs:
-                skipped += f" (after leaving out {len(theirs)} runs with no onset detected)"
-        fitted.append(GroupFits(method, [r.run_id or r.size for r in mine], fits, skipped))
+            fits, skipped = [], str(e)
+        if skipped is not None and theirs:
+            skipped += f" (after leaving out {len(theirs)} runs with no onset detected)"
+        fitted.append(GroupFits(method, names, fits, skipped))
     if errors and len(errors) == len(groups) and not left_out:
         if len(errors) == 1:
             raise errors[0][1]
@@ -364,18 +404,56 @@ def fit_groups(
     return fitted
 
 
-def predictions_of(
-    fits: Sequence[Fit],
+def censored_of(runs: Sequence[RunOnset], ci: float) -> CensoredLaw | None:
+    """The log-log law of a group's runs with a verdict, those with no onset censored at their
+    last probe; None where no run is censored (then it is the log-log fit) or too few detected."""
+    mine = [r for r in runs if r.verdict != TOO_FEW and (r.detected or r.horizon is not None)]
+    if not any(not r.detected for r in mine):
+        return None
+    return censored_law(
+        [r.size for r in mine],
+        [r.n_params for r in mine],
+        [r.onset if r.detected else None for r in mine],
+        [float(r.horizon if r.horizon is not None else 0) for r in mine],
+        ci,
+    )
+
+
+def backtest_of(
+    points: Sequence[RunOnset], models: Sequence[str], k: int, loss: str
+) -> tuple[list[Backtest], str | None]:
+    """The fits to the points of all sizes but the `k` largest against those (plc.onset.fit
+    backtest), or the reason there is none."""
+    try:
+        return (
+            backtest(
+                [r.size for r in points],
+                [r.n_params for r in points],
+                [r.fit_value for r in points],
+                models,
+                k,
+                loss,
+            ),
+            None,
+        )
+    except NoLaw as e:
+        return [], f"no backtest: {e}"
+
+
+def predictions_of(    fits: Sequence[Fit],
     predict: Sequence[float],
     tokens: float,
     intervals: dict[str, dict[str, Any]] | None,
+    ci: float = 0.95,
 ) -> list[Prediction]:
-    """Each fit's onset at the sizes to predict, in tasks and tokens, with bootstrap intervals."""
+    """Each fit's onset at the sizes to predict, in tasks and tokens, with bootstrap intervals
+    and the delta-method band."""
     out = []
     for f in fits:
         ranges = intervals[f.model]["predict"] if intervals else [None] * len(predict)
-        for pp, tt, rr in zip(
-            predict, f.predict(np.asarray(predict, dtype=float)), ranges, strict=True
+        bands = f.band(predict, ci) or [None] * len(predict)
+        for pp, tt, rr, dd in zip(
+            predict, f.predict(np.asarray(predict, dtype=float)), ranges, bands, strict=True
         ):
             out.append(
                 Prediction(
@@ -385,9 +463,26 @@ def predictions_of(
                     float(tt) * tokens,
                     onset_tasks_ci=rr,
                     onset_tokens_ci=None if rr is None else [v * tokens for v in rr],
+                    onset_tasks_delta=dd,
                 )
             )
     return out
+
+
+def kept_text(points: Sequence[RunOnset]) -> str | None:
+    """What --keep-no-onset put into the fits, in words (None: no run without an onset)."""
+    rise = [r.run_id or r.size for r in points if r.verdict == NO_RISE]
+    falling = [r.run_id or r.size for r in points if r.verdict == STILL_FALLING]
+    parts = []
+    if rise:
+        parts.append(
+            f"{', '.join(rise)} at the minimum of a rise that is not significant (not an onset)"
+        )
+    if falling:
+        parts.append(
+            f"{', '.join(falling)} at the last probe (still falling: a lower bound of the onset)"
+        )
+    return ("--keep-no-onset fits " + "; ".join(parts)) if parts else None
 
 
 def write_onset_table(path: str | Path, runs: Sequence[RunOnset], force: bool = False) -> Path:

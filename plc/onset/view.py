@@ -180,17 +180,20 @@ def method_text(res: OnsetResult) -> str:
 def size_columns(res: OnsetResult) -> tuple[list[str], list[list[str]]]:
     """The pooled onset of each size with several seeds: headers and rows."""
     level = f"{res.ci:.0%}".replace("%", " %")
-    headers = ["size", *(["method"] if res.by else []), "seeds", "onset detected", "mean onset"]
-    headers.append(f"{level} interval (seeds resampled)")
+    headers = ["size", *(["method"] if res.by else []), "seeds", "onset detected", "censored"]
+    headers += ["onset (geometric mean)", f"{level} interval"]
     rows = []
     for s in res.sizes:
+        censored = getattr(s, "censored", 0)
+        beyond = getattr(s, "beyond", None)
         rows.append(
             [
                 s.size,
                 *([s.method] if res.by else []),
                 str(s.seeds),
                 f"{s.detected} of {s.seeds}",
-                _num(s.onset, ".1f"),
+                str(censored),
+                _num(s.onset, ".1f") if beyond is None else f"> {beyond:g} (all censored)",
                 "" if s.onset_lo is None else f"[{s.onset_lo:.1f}, {s.onset_hi:.1f}]",
             ]
         )
@@ -198,8 +201,9 @@ def size_columns(res: OnsetResult) -> tuple[list[str], list[list[str]]]:
 
 
 POOLED = (
-    "Pooled: the mean onset of a size's runs with an onset detected; its interval over resamples "
-    "that draw those runs with replacement, each drawing its onset from its own distribution."
+    "Pooled: the geometric mean onset of a size's seeds, each run with no onset detected "
+    "counted as censored (its onset beyond its last probe), under a normal model of ln T with "
+    "one SD for every size (at least the runs' own noise); a t interval."
 )
 
 
@@ -209,8 +213,35 @@ def excluded_text(res: OnsetResult) -> str:
         return ""
     return (
         f"The fits leave out {len(res.excluded)} run(s) with no onset detected: "
-        f"{', '.join(res.excluded)} (fit-onset --keep-no-onset fits them at their minimum)."
+        f"{', '.join(res.excluded)} (fit-onset --keep-no-onset fits them at their minimum; "
+        "the censored log-log law counts them as censored)."
     )
+
+
+def censored_text(group: Any) -> str:
+    """The log-log law with censored runs, for a line under the fits ("" when there is none)."""
+    law = getattr(group, "censored", None)
+    return "" if law is None else str(law)
+
+
+def backtest_columns(rows: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
+    """Fits to the smaller sizes against the held-out larger: headers and rows."""
+    headers = ["model", "fitted on", "held out", "runs", "observed", "predicted", "error"]
+    out = []
+    for b in rows:
+        fitted = b.fitted_sizes[0] + "–" + b.fitted_sizes[-1]
+        out.append(
+            [
+                b.model,
+                fitted,
+                b.size,
+                str(b.runs),
+                f"{b.observed:,.1f}",
+                _tasks(b.predicted),
+                f"{b.error:+,.1f} ({b.relative:+.0%})",
+            ]
+        )
+    return headers, out
 
 
 def _level(ci: float) -> str:
@@ -251,10 +282,13 @@ def bootstrap_text(boot: BootstrapSummary) -> str:
     """How the fits' intervals were made, for a caption under their table."""
     unfit = boot.resamples - boot.used
     failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
+    grow = getattr(boot, "expand", 1.0)
     return (
         f"Intervals of the fits: {_level(boot.ci)} percentile intervals over "
-        f"{boot.resamples:,} resamples of the runs ({boot.resample}, seed {boot.seed}), each "
-        "run's onset drawn from its distribution"
+        f"{boot.resamples:,} resamples of the runs with their onsets ({boot.resample}, seed "
+        f"{boot.seed}; a size with one run draws its onset from its distribution under "
+        f"within-size), each side widened {grow:.2f}× about the fit (t over z for n − 2 "
+        "degrees of freedom)"
         + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
         + (f"; fits that failed: {failed}" if failed else "")
         + "."
@@ -266,17 +300,21 @@ def _tasks(x: float) -> str:
 
 
 def prediction_columns(
-    predictions: Sequence[Prediction], boot: BootstrapSummary | None
+    predictions: Sequence[Prediction], boot: BootstrapSummary | None, ci: float = 0.95
 ) -> tuple[list[str], list[list[str]]]:
-    """The onset each fit predicts at the sizes asked for, in tasks and tokens: headers and rows."""
-    level = _level(boot.ci) if boot else ""
+    """The onset each fit predicts at the sizes asked for, in tasks and tokens, with the
+    delta-method band of the law and the bootstrap's interval: headers and rows."""
+    level = _level(boot.ci) if boot else _level(ci)
+    delta = any(getattr(pr, "onset_tasks_delta", None) for pr in predictions)
     headers = ["model", "n_params", "onset (tasks)"]
-    headers += [f"{level} interval"] if boot else []
+    headers += [f"{level} delta method"] if delta else []
+    headers += [f"{level} bootstrap"] if boot else []
     headers += ["onset (tokens)"]
-    headers += [f"{level} interval (tokens)"] if boot else []
+    headers += [f"{level} bootstrap (tokens)"] if boot else []
     rows = []
     for pr in predictions:
         row = [pr.model, format_count(pr.n_params), _tasks(pr.onset_tasks)]
+        row += [_pair(getattr(pr, "onset_tasks_delta", None), _tasks)] if delta else []
         row += [_pair(pr.onset_tasks_ci, _tasks)] if boot else []
         row += [format_count(pr.onset_tokens)]
         row += [_pair(pr.onset_tokens_ci, format_count)] if boot else []

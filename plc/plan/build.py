@@ -6,6 +6,7 @@ from typing import Any
 
 from plc.plan.costs import plan_costs
 from plc.plan.jobs import Plan
+from plc.plan.kinds.checkpoints import checkpoints
 from plc.plan.kinds.continual import continual
 from plc.plan.kinds.control import control
 from plc.plan.kinds.lr_grid import lr_grid
@@ -19,6 +20,7 @@ BUILDERS = {
     "control": control,
     "transfer": transfer,
     "lr-grid": lr_grid,
+    "checkpoints": checkpoints,
 }
 
 

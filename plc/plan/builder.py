@@ -10,6 +10,7 @@ from typing import Any
 
 from plc.data.sources import embedded_languages, folder_files
 from plc.errors import PlcError
+from plc.hf.source import Source
 from plc.options import number
 from plc.plan.jobs import INPUTS, Job, Plan, Run
 from plc.plan.options import PlanOptions, parse_mitigation
@@ -112,6 +113,10 @@ class Builder:
         self.resumable = {"save_every_minutes": SAVE_EVERY_MINUTES}
         self.jobs: list[Job] = []
         self.runs: list[Run] = []
+        # plc plan checkpoints --continual-from: the Hugging Face model (by size, its name) each
+        # run starts from, at that revision.
+        self.hf_models: dict[str, str] = {}
+        self.start_revision: str | None = None
         self.window = ONSET_WINDOW
 
     def _methods(self) -> list[tuple[str, dict[str, Any]]]:
@@ -251,10 +256,35 @@ class Builder:
 
     def init(self, run: Run) -> str:
         out = f"{run.folder}/c0.pt"
-        args = ["--size", run.size, "--preset", self.p.name, "--tokenizer", self.tokenizer]
+        if run.size in self.hf_models:  # its tokenizer is the model's own
+            source = f"hf:{self.hf_models[run.size]}@{self.start_revision}"
+            args = ["--from", source, "--preset", self.p.name, *self._hf_tokenizer()]
+        else:
+            args = ["--size", run.size, "--preset", self.p.name, "--tokenizer", self.tokenizer]
         args += ["--seed", str(run.seed), "--run-id", run.run_id, "--out", out, "--force"]
         self.jobs.append(Job("init", out, stage="init", args=args, **self._of(run, 0)))
         return out
+
+    def pretraining_point(
+        self, run: Run, src: Source, step: int, tokens_per_step: int | None
+    ) -> str:
+        """The checkpoint of revision `src` as the point `step` of `run`'s pretraining
+        (`plc init --from … --along-pretraining`); a local revision folder's config.json is its
+        input (a Hub model is no file of the plan)."""
+        out = f"{run.folder}/{src.revision}.pt"
+        args = ["--from", src.spec, "--along-pretraining"]
+        args += [] if tokens_per_step is None else ["--tokens-per-step", str(tokens_per_step)]
+        args += ["--preset", self.p.name, *self._hf_tokenizer(), "--seed", str(run.seed)]
+        args += ["--run-id", run.run_id, "--out", out, "--force"]
+        inputs = (
+            [str(Path(src.name) / (src.revision or "") / "config.json")] if src.is_local else []
+        )
+        self.jobs.append(Job("init", out, inputs, "init", args, **self._of(run, step)))
+        return out
+
+    def _hf_tokenizer(self) -> list[str]:
+        """A pretrained model's init takes its own tokenizer unless the plan names one."""
+        return [] if self.o.tokenizer is None else ["--tokenizer", self.tokenizer]
 
     def train(
         self,

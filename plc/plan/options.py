@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from plc.errors import PlcError
+from plc.hf.source import parse_source
 from plc.memory import GPUS, gpu_spec
 from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
@@ -22,10 +23,13 @@ from plc.sizes import shape_of
 from plc.store import method_tag
 
 LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")  # as `plc shard --lang` takes them
-KINDS = ("continual", "stationary", "control", "transfer", "lr-grid")
+KINDS = ("continual", "stationary", "control", "transfer", "lr-grid", "checkpoints")
 CYCLIC = ("continual", "stationary")
-LANGUAGES = ("continual", "stationary", "transfer", "lr-grid")  # kinds trained on text
-JUDGED = (*CYCLIC, "control")  # kinds whose runs get an onset verdict (fit-onset, figures)
+# Kinds trained or probed on text; checkpoints' continual part (--continual-from) is a cycle too.
+LANGUAGES = ("continual", "stationary", "transfer", "lr-grid", "checkpoints")
+CONTINUAL_FROM = ("continual", "checkpoints")  # the continual protocol's own flags
+# Kinds whose runs get an onset verdict (fit-onset, figures); checkpoints' along pretraining.
+JUDGED = (*CYCLIC, "control", "checkpoints")
 
 
 def parse_list(text: str | None) -> tuple[str, ...] | None:
@@ -77,10 +81,18 @@ def _opt(
 @dataclass(frozen=True)
 class PlanOptions:
     sizes: tuple[str, ...] | None = _opt(
-        None, "--sizes", "Model sizes, e.g. micro,mini (default: the preset's).", parse=parse_list
+        None,
+        "--sizes",
+        "Model sizes, e.g. micro,mini (default: the preset's).",
+        tuple(k for k in KINDS if k != "checkpoints"),  # checkpoints studies --models
+        parse_list,
     )
     cycles: int | None = _opt(
-        None, "--cycles", "Times through the cycle (default: the preset's).", CYCLIC, cli_type=int
+        None,
+        "--cycles",
+        "Times through the cycle (default: the preset's).",
+        (*CYCLIC, "checkpoints"),
+        cli_type=int,
     )
     preset: str | None = _opt(
         None, "--preset", "paper, cpu, control or tiny (default: control for control, else cpu)."
@@ -96,34 +108,34 @@ class PlanOptions:
         None,
         "--probe-lang",
         "The probe language, never trained on (default vi).",
-        ("continual", "stationary", "transfer"),
+        ("continual", "stationary", "transfer", "checkpoints"),
     )
     probe_after: tuple[str, ...] | None = _opt(
         None,
         "--probe-after",
         "Probe after these languages (default: zh,de,ru in the paper's cycle, else its last).",
-        ("continual",),
+        CONTINUAL_FROM,
         parse_list,
     )
     dense_cycles: tuple[int, int] | None = _opt(
         None,
         "--dense-cycles",
         "App. B's second stage: in cycles A-B also probe after --dense-after.",
-        ("continual",),
+        CONTINUAL_FROM,
         parse_range,
     )
     dense_after: tuple[str, ...] | None = _opt(
         None,
         "--dense-after",
         "Languages probed in the dense cycles (default zh,de,ru).",
-        ("continual",),
+        CONTINUAL_FROM,
         parse_list,
     )
     diagnose_every: int | None = _opt(
         None,
         "--diagnose-every",
-        "Diagnose every K cycles (control: tasks; 0 = never).",
-        (*CYCLIC, "control"),
+        "Diagnose every K cycles (control: tasks; checkpoints: revisions; 0 = never).",
+        (*CYCLIC, "control", "checkpoints"),
         cli_type=int,
     )
     tasks: int | None = _opt(
@@ -153,15 +165,46 @@ class PlanOptions:
         None,
         "--reset-optimizer/--continue-optimizer",
         "Fresh optimizer and warm-up every task (default: continual yes, stationary no).",
-        CYCLIC,
+        (*CYCLIC, "checkpoints"),
         cli_type=bool,
     )
     probe_repeats: int | None = _opt(
         None,
         "--probe-repeats",
         "Probe seeds per probed checkpoint (plc probe --repeats; default control 2, else 1).",
-        (*CYCLIC, "control", "transfer"),
+        (*CYCLIC, "control", "transfer", "checkpoints"),
         cli_type=int,
+    )
+    models: tuple[str, ...] | None = _opt(
+        None,
+        "--models",
+        "checkpoints: Hugging Face models of one suite, IDs or local folders "
+        "(EleutherAI/pythia-70m,EleutherAI/pythia-160m; docs/models.md).",
+        ("checkpoints",),
+        parse_list,
+    )
+    revisions: tuple[str, ...] | None = _opt(
+        None,
+        "--revisions",
+        "checkpoints: the revisions probed along pretraining, in order (step1000,step2000; a "
+        "local model's are its subfolders).",
+        ("checkpoints",),
+        parse_list,
+    )
+    tokens_per_step: int | None = _opt(
+        None,
+        "--tokens-per-step",
+        "checkpoints: the suite's pretraining tokens per step (default: Pythia's 2,097,152 for "
+        "EleutherAI/pythia-*; OLMo's revisions name their tokens).",
+        ("checkpoints",),
+        cli_type=int,
+    )
+    continual_from: str | None = _opt(
+        None,
+        "--continual-from",
+        "checkpoints: instead, run the paper's continual protocol starting from this revision "
+        "of every model (its cycle, probes and diagnoses; the continual flags apply).",
+        ("checkpoints",),
     )
     lrs: tuple[float, ...] | None = _opt(
         None,
@@ -319,6 +362,34 @@ class PlanOptions:
         from plc.onset.estimators import get_estimator  # numpy: only when a plan is built
 
         get_estimator(self.estimator)
+        self._check_checkpoints()
+
+    def _check_checkpoints(self) -> None:
+        """--models, --revisions, --tokens-per-step, --continual-from alone."""
+        for name in ("models", "revisions"):
+            values = getattr(self, name)
+            if values is not None and len(set(values)) < len(values):
+                raise PlcError(f"{display_flag(name)} names one twice: {','.join(values)}")
+        for model in self.models or ():
+            if parse_source(model).revision is not None:
+                raise PlcError(
+                    f"--models {model}: name the models without a revision; the revisions go in "
+                    "--revisions (or --continual-from)"
+                )
+        revisions = [
+            *(self.revisions or ()),
+            *([] if self.continual_from is None else [self.continual_from]),
+        ]
+        for revision in revisions:
+            if not revision or "/" in revision or revision.startswith("-"):
+                raise PlcError(f"{revision!r} is not a revision such as step1000")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise PlcError(f"--tokens-per-step must be positive, got {self.tokens_per_step}")
+        if self.revisions is not None and self.continual_from is not None:
+            raise PlcError(
+                "--revisions probes along pretraining, --continual-from trains from one revision: "
+                "give one of them (two plans for both)"
+            )
 
     @classmethod
     def from_flags(cls, **values: Any) -> PlanOptions:

@@ -60,8 +60,32 @@ def launcher_procs(launcher: str) -> int:
 
 
 def model_config(size: str, tokenizer: str, preset: Preset) -> GPTConfig:
-    vocab = VOCAB.get(tokenizer, padded_vocab(VOCAB["qwen3"]))
-    return make_config(size, vocab_size=padded_vocab(vocab), context=preset.context)
+    vocab = padded_vocab(VOCAB.get(tokenizer, VOCAB["qwen3"]))
+    try:
+        return make_config(size, vocab_size=vocab, context=preset.context)
+    except PlcError:
+        shape = _pretrained_shape(size, vocab)
+        if shape is None:
+            raise
+        return make_config(
+            layers=shape[0], d_model=shape[1], vocab_size=vocab, context=preset.context
+        )
+
+
+def _pretrained_shape(name: str, vocab: int) -> tuple[int, int] | None:
+    """A plc shape (layers, d_model) of about the parameters a pretrained model's name gives
+    (`pythia-70m`, `Qwen3-0.6B`: plan checkpoints' sizes), d/L ≈ 80 as Table I's: what its jobs
+    are sized as, from the name alone (the plan does not load the model)."""
+    m = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", name, re.IGNORECASE)
+    if m is None:
+        return None
+    total = float(m.group(1)) * (1e6 if m.group(2).lower() == "m" else 1e9)
+
+    def count(d: int) -> float:
+        return 12 * max(1, round(d / 80)) * d * d + vocab * d
+
+    d = min(range(64, 16_384 + 1, 64), key=lambda d: abs(count(d) - total))
+    return max(1, round(d / 80)), d
 
 
 def job_resources(

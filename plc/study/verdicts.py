@@ -139,6 +139,9 @@ def run_verdicts(series: Sequence[ProbeSeries], options: VerdictOptions) -> list
                 probe_repeats=s.n_repeats,
                 baseline_task=s.baseline_task,
                 verdict=verdict,
+                falling_p=ev.falling_p,
+                horizon=s.task_index[-1],
+                offset_note=ev.offset_note,
             )
         )
     return runs
@@ -175,6 +178,7 @@ def _too_few(s: ProbeSeries, reason: str) -> RunOnset:
         probe_repeats=s.n_repeats,
         baseline_task=s.baseline_task,
         verdict=TOO_FEW,
+        horizon=s.task_index[-1],
     )
 
 

@@ -3,6 +3,8 @@ of cycles (App. B's second stage: --dense-cycles). Also the loop the stationary 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from plc.errors import PlcError
 from plc.plan.builder import Builder
 from plc.plan.jobs import Plan
@@ -14,8 +16,9 @@ def continual(o: PlanOptions) -> Plan:
     return cyclic(Builder("continual", o))
 
 
-def cyclic(b: Builder) -> Plan:
-    """continual (one task per language) or stationary (every task the mixture)."""
+def cyclic(b: Builder, tags: Sequence[str] = ()) -> Plan:
+    """continual (one task per language) or stationary (every task the mixture); `tags` lead the
+    run ids' tags (checkpoints --continual-from: the revision started from)."""
     o = b.o
     cycle, probe_lang, source = b.languages()
     n = len(cycle)
@@ -48,7 +51,8 @@ def cyclic(b: Builder) -> Plan:
     # The stationary problem is one training run (§V-B): by default the optimizer and its
     # schedule continue from task to task; the continual problem resets both (§IV-B).
     reset = not stationary if o.reset_optimizer is None else o.reset_optimizer
-    tags, wd = b.weight_decay()
+    wd_tags, wd = b.weight_decay()
+    tags = [*tags, *wd_tags]
     if reset != (not stationary):
         tags.append("reset" if reset else "cont")
     inputs: list[str] = []
