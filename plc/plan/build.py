@@ -30,5 +30,6 @@ def build_plan(kind: str = "continual", options: PlanOptions | None = None, **fi
     o = PlanOptions(**fields) if options is None else options
     o.check_kind(kind)
     plan = BUILDERS[kind](o)
-    plan.costs = plan_costs(plan).to_dict()
+    costs = plan_costs(plan)
+    plan.costs = None if costs is None else costs.to_dict()
     return plan

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from plc.errors import PlcError
 from plc.memory import GIB, RECOMPUTE, choose, gpu_spec
 from plc.plan.snakefile import GPU_PRESETS, launcher_procs, model_config, plan_resources
 from plc.presets import get_preset
@@ -87,8 +88,9 @@ def _checkpoint_path(job: Job) -> str | None:
     return None
 
 
-def plan_costs(plan: Plan) -> Costs:
-    """The costs of `plan` on its GPU at its MFU (plan.gpu, plan.mfu)."""
+def plan_costs(plan: Plan) -> Costs | None:
+    """The costs of `plan` on its GPU at its MFU (plan.gpu, plan.mfu); None where a model's
+    shape is not known from its name (a pretrained model named without its size)."""
     from plc.data.tokenstore import SHARD_TOKENS  # numpy: not for `plc --help`
 
     preset = get_preset(plan.preset)
@@ -99,7 +101,10 @@ def plan_costs(plan: Plan) -> Costs:
 
     sizes: dict[str, SizeCost] = {}
     for size in dict.fromkeys(plan.sizes):
-        c = model_config(size, plan.tokenizer, preset)
+        try:
+            c = model_config(size, plan.tokenizer, preset)
+        except PlcError:
+            return None
         fit = None
         if gpu:
             share = max(1, preset.batch_size // procs)
@@ -193,8 +198,10 @@ def plan_costs(plan: Plan) -> Costs:
     )
 
 
-def cost_lines(costs: dict) -> list[str]:
-    """The costs (plan.json's `costs`) as `plc plan` prints them."""
+def cost_lines(costs: dict | None) -> list[str]:
+    """The costs (plan.json's `costs`) as `plc plan` prints them; none where they are unknown."""
+    if costs is None:
+        return []
     gpu = costs["device"] != "cpu"
     unit = f"{costs['device'].upper()}-hours" if gpu else "CPU thread-hours"
     lines = []
