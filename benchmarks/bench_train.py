@@ -154,11 +154,17 @@ class RandomSampler:
     def __init__(self, batch_size: int, seq_len: int, vocab: int):
         self.batch_size, self.seq_len, self.vocab = batch_size, seq_len, vocab
 
-    def batch(self, step: int):
+    def batch(self, step: int, rank: int = 0, world_size: int = 1):
         import numpy as np
 
-        rng = np.random.default_rng(step)
-        return rng.integers(0, self.vocab, (self.batch_size, self.seq_len + 1), dtype=np.int64)
+        rng = np.random.default_rng((step, rank))
+        rows = self.batch_size // world_size
+        return rng.integers(0, self.vocab, (rows, self.seq_len + 1), dtype=np.int64)
+
+    def local(self, rank: int = 0, world_size: int = 1, stop: int | None = None):
+        from plc.data.sampling import LocalBatches  # the loop's read-ahead, as for a real store
+
+        return LocalBatches(self, rank, world_size, stop)
 
 
 def device_bench(args) -> list[dict]:

@@ -25,8 +25,10 @@ from plc.measures import (
     dormant_scores,
     h_max,
     head_states,
+    init_distance,
     measure,
     param_abs_mean,
+    perturbation_sensitivity,
 )
 from plc.options import DiagnoseOptions
 from plc.runtime import setup
@@ -75,6 +77,15 @@ class DiagnoseResult:
     effective_rank: list[float] | None = None
     stable_rank: list[float] | None = None
     feature_norm: list[float] | None = None
+    last_hidden_norm: float | None = None  # on the dormant windows
+    last_hidden_var: float | None = None
+    init_distance: float | None = None  # ‖θ − θ₀‖₂
+    theta0: str | None = None  # where θ₀ came from
+    perturb_sigma: float | None = None
+    perturb_lang: str | None = None  # the windows it is measured on: the last task's language
+    perturb_loss: float | None = None  # L(θ) on the dormant windows
+    perturb_loss_increase: float | None = None  # mean over the draws of L(θ + σε) − L(θ)
+    perturb_draws: list[float] | None = None  # each draw's increase
 
 
 def units_path_for(metrics_file: Path) -> Path:
@@ -107,7 +118,7 @@ def diagnose(
 
     ckpt = load_checkpoint(ckpt_path, finite=True)
     o = replace(options or DiagnoseOptions(), **overrides)
-    o = o.resolve(preset=ckpt.preset, context=ckpt.config.context)
+    o = o.resolve(preset=ckpt.preset, context=ckpt.config.context, last_lang=ckpt.last_lang)
     ctx = ckpt.row_context()
     out = metric_path(
         metrics, "diagnose", ctx["run_id"], ctx["task_index"], ctx["lang"], None, ckpt.method
@@ -121,17 +132,26 @@ def diagnose(
 
     # Load (and check) every data set before any work, so bad input fails in a second.
     units = Part(o.dormant_lang, o.dormant_seqs) if o.units else None
+    features = Part(o.dormant_lang, o.dormant_seqs) if o.features else None
     entropy = Part(o.entropy_lang, o.entropy_seqs) if o.entropy else None
     needs: dict[str, tuple[int, str]] = {}
-    if units is not None:
-        needs[units.lang] = (units.seqs, "--dormant-seqs")
-    if entropy is not None and entropy.seqs > needs.get(entropy.lang, (0, ""))[0]:
-        needs[entropy.lang] = (entropy.seqs, "--entropy-seqs")
+    for wanted, lang, n, flag in (
+        (o.dormant_windows, o.dormant_lang, o.dormant_seqs, "--dormant-seqs"),
+        (o.perturb, o.perturb_lang, o.dormant_seqs, "--dormant-seqs"),
+        (o.entropy, o.entropy_lang, o.entropy_seqs, "--entropy-seqs"),
+    ):
+        if wanted and n > needs.get(lang, (0, ""))[0]:
+            needs[lang] = (n, flag)
     drawn = {
         lang: load_eval_windows(ckpt, data, lang, n, o.seq_len, flag, o.eval_seed)
         for lang, (n, flag) in needs.items()
     }
 
+    theta0 = None
+    if o.distance:
+        from plc.mitigations import initial_state  # θ₀ rebuilt and checked as L2-init does
+
+        theta0 = initial_state(ckpt)
     tracker = open_tracker(o.tensorboard, ctx["run_id"], ctx["task_index"], "diagnose")
     runtime = setup(o.device)
     model = ckpt.build_model(runtime.device).eval()
@@ -148,8 +168,11 @@ def diagnose(
     res.eval_seed = next(iter(drawn.values())).seed if drawn else None
     res.window_starts = {lang: ev.starts.tolist() for lang, ev in drawn.items()}
     t0 = time.perf_counter()
+    batch = o.batch_size or default_batch(o.seq_len)
     if o.params:
         res.param_abs_mean = param_abs_mean(model)
+    if theta0 is not None:
+        res.init_distance, res.theta0 = init_distance(model, theta0.state), theta0.source
     got = measure(
         model,
         {lang: ev.windows for lang, ev in drawn.items()},
@@ -158,9 +181,24 @@ def diagnose(
         ranks=o.ranks,
         entropy=entropy,
         query_from=o.query_from,
-        batch_size=o.batch_size or default_batch(o.seq_len),
+        batch_size=batch,
         progress=progress,
+        features=features,
     )
+    if o.perturb:
+        windows = drawn[o.perturb_lang].windows[: o.dormant_seqs]
+        clean, increase = perturbation_sensitivity(
+            model,
+            windows,
+            sigma=o.perturb_sigma,
+            draws=o.perturb_draws,
+            seed=res.eval_seed,
+            seq_len=o.seq_len,
+            batch_size=batch,
+        )
+        res.perturb_sigma, res.perturb_loss, res.perturb_draws = o.perturb_sigma, clean, increase
+        res.perturb_lang = o.perturb_lang
+        res.perturb_loss_increase = sum(increase) / len(increase)
     scores = _summarise(res, got, o, ckpt.config.sink_tokens)
     res.seconds = time.perf_counter() - t0
     rows = [
@@ -189,6 +227,9 @@ def _summarise(
             res.dormant_pct, res.dormant_pct_per_layer = dormant_fraction(scores, o.eps)
         res.effective_rank, res.stable_rank = got.effective_rank, got.stable_rank
         res.feature_norm = got.feature_norm
+    if got.last_hidden_norm is not None:
+        res.dormant_lang, res.dormant_seqs = o.dormant_lang, o.dormant_seqs
+        res.last_hidden_norm, res.last_hidden_var = got.last_hidden_norm, got.last_hidden_var
     if got.entropy is not None:
         res.entropy_lang, res.entropy_seqs = o.entropy_lang, o.entropy_seqs
         res.query_from = o.query_from
@@ -239,6 +280,14 @@ def _rows(res: DiagnoseResult) -> list[dict[str, Any]]:
         ):
             for i, v in enumerate(values):
                 add(metric, v, i)
+    if res.last_hidden_norm is not None:
+        add("last_hidden_norm", res.last_hidden_norm)
+        add("last_hidden_var", res.last_hidden_var)
+    if res.init_distance is not None:
+        add("init_distance", res.init_distance)
+    if res.perturb_loss_increase is not None:
+        add("perturb_loss_increase", res.perturb_loss_increase)
+        add("perturb_sigma", res.perturb_sigma)
     return rows
 
 

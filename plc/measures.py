@@ -21,6 +21,18 @@ only through the seam works on every family plc supports.
   ln(q + K).
 - beyond the paper: effective rank (exp of the entropy of the normalised singular values, Roy &
   Vetterli 2007), stable rank (Σσ² / σ_max²) and mean L2 norm of each layer's hidden units.
+- the field's newer measures (issue 33):
+  - `perturbation_sensitivity` (Springer et al. 2025, "Overtrained language models are harder to
+    fine-tune": a model grows more sensitive to Gaussian parameter perturbations as pretraining
+    goes on): the mean over draws of L(θ + σ·ε) − L(θ), the next-token loss on the windows, with
+    ε drawn like the initialisation — N(0, s_p²) for every parameter p that has an initial std s_p
+    (GPT.init_stds: weights, tables, sinks), none for the constants (biases, LayerNorm) — so σ is
+    in units of each layer's initial scale and one σ means the same at every size.
+  - `init_distance`: ‖θ − θ₀‖₂ over every parameter, θ₀ the run's initial weights (Plasticine's
+    "weight change" against the initialisation; plc.mitigations.initial_state rebuilds θ₀).
+  - `HiddenStats`, the last hidden state (the final LayerNorm's output, what the head reads; HF's
+    `last_hidden_state`) over the real tokens: its mean L2 norm, and the variance of each feature
+    over the tokens averaged over the features (Plasticine's feature norm and feature variance).
 
 `measure` reads each data set in one pass; every part hooks into the same forward. Memory stays
 bounded at long contexts: an attention layer's probabilities are reduced to per-head entropy sums
@@ -47,6 +59,7 @@ ATTN_BATCH_BYTES = 1 << 27  # one layer's fp32 attention probabilities per batch
 QUERY_ROW_CHUNK = 256  # query rows reduced at a time inside the hook (bounds the p·ln p temporary)
 TOKEN_CHUNK = 4096  # MLP activation rows reduced at a time inside the hook
 LAZY_FRACTION, COLLAPSED_FRACTION = 0.9, 0.1
+PERTURB_STREAM = 4243  # the perturbations' generator stream, apart from every other draw
 
 # (layer, hidden units (B, K+T, units)) and (layer, attention probabilities (B, H, K+T, K+T)).
 UnitsWatch = Callable[[int, "torch.Tensor"], None]
@@ -88,8 +101,9 @@ class ModelSeam(Protocol):
     mlp_width: int  # MLP hidden units of every layer
     n_sink: int
 
-    def run(self, idx: torch.Tensor) -> None:
-        """A forward pass over token ids (B, T) through every layer (no logits needed)."""
+    def run(self, idx: torch.Tensor) -> torch.Tensor:
+        """A forward pass over token ids (B, T) through every layer (no logits needed): the last
+        hidden state (B, T, d) of the real tokens, the input of the head."""
 
     def watch_units(self, fn: UnitsWatch) -> Callable[[], None]:
         """Call fn(layer, h) with each layer's MLP hidden units — the input of its output
@@ -126,8 +140,8 @@ class GPTSeam:
         self.n_layer, self.n_head, self.mlp_width = c.n_layer, c.n_head, 4 * c.d_model
         self.n_sink = model.n_sink
 
-    def run(self, idx: torch.Tensor) -> None:
-        self.model.hidden(idx)
+    def run(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model.hidden(idx)
 
     def watch_units(self, fn: UnitsWatch) -> Callable[[], None]:
         handles = [
@@ -277,6 +291,32 @@ class UnitStats:
                 self.gram[layer] += hd.t() @ hd
 
 
+class HiddenStats:
+    """Sums over the real tokens of the last hidden state: Σ‖h‖, Σh and Σh² per feature (fp64)."""
+
+    def __init__(self) -> None:
+        self.tokens, self.norm_sum = 0, 0.0
+        self.sum: torch.Tensor | None = None
+        self.sq_sum: torch.Tensor | None = None
+
+    def add(self, hidden: torch.Tensor) -> None:
+        h = hidden.flatten(0, 1).double()  # (tokens, d)
+        self.tokens += h.shape[0]
+        self.norm_sum += float(h.norm(dim=1).sum())
+        s, sq = h.sum(dim=0), (h * h).sum(dim=0)
+        self.sum = s if self.sum is None else self.sum + s
+        self.sq_sum = sq if self.sq_sum is None else self.sq_sum + sq
+
+    def norm(self) -> float:
+        """Mean ‖h‖₂ over the tokens."""
+        return self.norm_sum / self.tokens
+
+    def variance(self) -> float:
+        """Each feature's variance over the tokens (1/n), averaged over the features."""
+        mean = self.sum / self.tokens
+        return float((self.sq_sum / self.tokens - mean * mean).clamp_min(0).mean())
+
+
 class EntropyStats:
     """A probabilities watcher: per-head sums of −Σ p ln p over real queries q_from…T."""
 
@@ -323,15 +363,17 @@ class Measured:
     stable_rank: list[float] | None = None
     feature_norm: list[float] | None = None  # mean ‖h‖ of each layer's hidden units
     entropy: torch.Tensor | None = None  # (layers × heads), nats
+    last_hidden_norm: float | None = None  # mean ‖h‖ of the last hidden state
+    last_hidden_var: float | None = None  # its per-feature variance over tokens, feature mean
 
 
-def _spans(n: int, mlp_n: int, ent_n: int, attn_batch: int, plain_batch: int):
+def _spans(n: int, mlp_n: int, ent_n: int, attn_batch: int, plain_batch: int, feat_n: int = 0):
     """Batches [s, e) over n windows; none straddles the end of a part, and while the attention
     watcher is on (s < ent_n) a batch holds at most attn_batch windows."""
     s = 0
     while s < n:
         size = attn_batch if s < ent_n else plain_batch
-        e = min([s + size, n] + [b for b in (mlp_n, ent_n) if b > s])
+        e = min([s + size, n] + [b for b in (mlp_n, ent_n, feat_n) if b > s])
         yield s, e
         s = e
 
@@ -347,16 +389,19 @@ def measure(
     query_from: int = 1,
     batch_size: int,
     progress: Progress | None = None,
+    features: Part | None = None,
 ) -> Measured:
     """One pass over the first `seq_len` tokens of each language's windows (n, ≥ seq_len): the
     hidden units' h̄ (and with `ranks` their ranks and norms) on the first `units.seqs` windows of
     `units.lang`, attention entropy from query `query_from` on the first `entropy.seqs` of
-    `entropy.lang`. A language read by both parts is read once."""
+    `entropy.lang`, the last hidden state's norm and variance on the first `features.seqs` of
+    `features.lang`. A language read by several parts is read once."""
     import torch
 
     view = seam(model)
     mlp = UnitStats(view, ranks) if units is not None else None
     ent = EntropyStats(view, query_from) if entropy is not None else None
+    last = HiddenStats() if features is not None else None
     attn_batch = max(1, ATTN_BATCH_BYTES // (4 * view.n_head * seq_len * seq_len))
     attn_batch = min(attn_batch, batch_size)
     total, done = sum(w.shape[0] for w in windows.values()), 0
@@ -371,7 +416,9 @@ def measure(
             for lang, win in windows.items():
                 mlp_n = units.seqs if units is not None and lang == units.lang else 0
                 ent_n = entropy.seqs if entropy is not None and lang == entropy.lang else 0
-                for s, e in _spans(win.shape[0], mlp_n, ent_n, attn_batch, batch_size):
+                feat_n = features.seqs if features is not None and lang == features.lang else 0
+                spans = _spans(win.shape[0], mlp_n, ent_n, attn_batch, batch_size, feat_n)
+                for s, e in spans:
                     if mlp is not None:
                         mlp.active = s < mlp_n
                     if s < ent_n and stop_probs is None:
@@ -379,7 +426,9 @@ def measure(
                     elif s >= ent_n and stop_probs is not None:
                         stop_probs()
                         stop_probs = None
-                    view.run(torch.from_numpy(win[s:e, :seq_len]).to(view.device()))
+                    hidden = view.run(torch.from_numpy(win[s:e, :seq_len]).to(view.device()))
+                    if last is not None and s < feat_n:
+                        last.add(hidden)
                     done += e - s
                     if progress:
                         progress(done, total)
@@ -400,7 +449,77 @@ def measure(
             out.feature_norm = (mlp.norm_sum / mlp.tokens).cpu().tolist()
     if ent is not None:
         out.entropy = ent.mean().cpu()
+    if last is not None:
+        out.last_hidden_norm, out.last_hidden_var = last.norm(), last.variance()
     return out
+
+
+def init_distance(model: GPT, theta0: dict[str, torch.Tensor]) -> float:
+    """‖θ − θ₀‖₂ over every parameter (fp64)."""
+    total = 0.0
+    for name, p in model.named_parameters():
+        if name not in theta0:
+            raise PlcError(f"θ₀ has no {name}: it is not this model's initialisation")
+        d = p.detach().double() - theta0[name].to(p.device).double()
+        total += float((d * d).sum())
+    return math.sqrt(total)
+
+
+def window_loss(model: GPT, windows: np.ndarray, seq_len: int, batch_size: int) -> float:
+    """Mean next-token loss over the windows' first seq_len + 1 tokens (every window alike)."""
+    import torch
+
+    device = next(model.parameters()).device
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, windows.shape[0], batch_size):
+            w = torch.from_numpy(windows[s : s + batch_size, : seq_len + 1]).to(device)
+            total += float(model(w[:, :-1], w[:, 1:])) * w.shape[0]
+    return total / windows.shape[0]
+
+
+def perturbation_sensitivity(
+    model: GPT,
+    windows: np.ndarray,
+    *,
+    sigma: float,
+    draws: int,
+    seed: int,
+    seq_len: int,
+    batch_size: int,
+) -> tuple[float, list[float]]:
+    """(L(θ), [L(θ + σ·ε_d) − L(θ) for each draw d]): ε_d drawn like the initialisation (each
+    parameter with an initial std s_p gets N(0, s_p²); constants none), from a generator seeded by
+    (seed, d); the model's weights are restored afterwards, bit for bit."""
+    import numpy as np
+    import torch
+
+    stds = model.init_stds()
+    params = [(p, stds[n]) for n, p in model.named_parameters() if stds[n]]
+    saved = [p.detach().clone() for p, _ in params]
+    was_training = model.training
+    model.eval()
+    clean = window_loss(model, windows, seq_len, batch_size)
+    increase = []
+    try:
+        for d in range(draws):
+            words = np.random.SeedSequence([seed, PERTURB_STREAM, d]).generate_state(2)
+            gen = torch.Generator(device=params[0][0].device)
+            gen.manual_seed(int(words[0]) << 32 | int(words[1]))
+            with torch.no_grad():
+                for p, std in params:
+                    eps = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+                    p.add_(eps, alpha=sigma * std)
+            increase.append(window_loss(model, windows, seq_len, batch_size) - clean)
+            with torch.no_grad():
+                for (p, _), keep in zip(params, saved, strict=True):
+                    p.copy_(keep)
+    finally:
+        with torch.no_grad():
+            for (p, _), keep in zip(params, saved, strict=True):
+                p.copy_(keep)
+        model.train(was_training)
+    return clean, increase
 
 
 def dormant_fraction(scores: torch.Tensor, eps: float) -> tuple[float, list[float]]:

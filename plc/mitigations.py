@@ -49,6 +49,46 @@ them executes no extra code), calls `at_task_start` once before the first step o
   `plc.measures.unit_mean_abs` and `dormant_scores` as `plc diagnose` — is ≤ τ get new incoming
   weights from the initialisation, incoming bias 0 and outgoing weights 0.
 
+- swr ζ (selective weight reinitialisation, Hernandez-Garcia et al. 2025; JFernando4/
+  collas_2025_swr_paper `src/swr_functions/selective_weight_reinitialization.py`, called after
+  every `optim.step()` in `experiments/vit_incremental_cifar/vit_experiment.py`, with its ViT
+  configuration `config/incremental_cifar/swr_with_regular_ln.json`: pruning_method threshold,
+  utility_function gradient, reinit_strat resample, reinit_freq 128, reinit_factor 0.0005,
+  decay_rate 0): every N = swr_every steps of the run, right after the optimizer step, each
+  parameter tensor's weights with utility |θ·∇θ| ≤ ζ·(the tensor's mean utility) — the
+  reference's `prune_weights` "threshold", ≤ included, on the step's utility (decay_rate 0: no
+  running average) — are drawn afresh from their initialisation: N(0, σ²) with σ from
+  GPT.init_stds for weights, tables and sink vectors; the constant for the rest (Linear and
+  LayerNorm biases 0, LayerNorm gains 1: `get_vit_network_init_parameters` resamples those to
+  their mean too; its ViT's MLP biases, initialised uniformly there, are 0 at init here). Every
+  parameter takes part, as in the reference (its optimizer holds them all). ∇θ is the step's
+  gradient (after clipping, which scales a tensor's utilities alike and so selects the same
+  weights). As the reference, the optimizer state of a re-drawn weight is kept (its SGD momentum
+  is not touched there). Counted in the run's steps (the reference's `current_step`, never
+  reset), so the cadence runs across tasks.
+- embed_reset N (active forgetting, Chen et al. 2023; facebookresearch/language-model-plasticity:
+  `language/fairseq_cli/train.py` after every `train_step` with num_updates % K == 0, K =
+  `--clear_embed_every_K_updates`, 1000 in its pretraining sweep, 0 = off by default;
+  `emb_reinit` "roberta": N(0, 0.02²), the padding row 0; `AdamEF` zeroes the embedding's
+  exp_avg and exp_avg_sq and restarts its bias correction `step_emb`): after every N-th step of
+  the run the token embedding is re-drawn from its initialisation N(0, 0.02²) and its AdamW
+  moments and step count are zeroed (plc's vocabularies have no padding row). plc ties the
+  embedding to the output head, as RoBERTa does there, so the head is re-drawn with it.
+  AdamEF's separate learning rate for the embeddings (lr_emb) and its `stop_after` are not
+  reproduced: they train at the task's rate, and the resets go on for the whole run. The
+  position table is kept (the reference resets only the token embedding). `plc intervene
+  embed-reset` is the same re-draw once, on a checkpoint: the reference's README resets the
+  embedding before adapting to a new language (`fb_sweep/manual_reset_emb.py`).
+- spectral λ (spectral regularisation, Lewandowski et al. 2025, "Learning Continually by Spectral
+  Regularization", ICLR; no reference code in the stored sources, the definition is the paper's):
+  the loss gains λ·Σ_l (σ₁(W_l)^k − 1)² with k = SPECTRAL_POWER = 2, over every nn.Linear, its bias
+  taken as one more column of W (σ₁ of [W | b]); σ₁ by one power iteration a step on a persistent
+  vector (SPECTRAL_WARMUP iterations when a task starts). Its gradient
+  λ·2(σ₁^k − 1)·k·σ₁^(k−1)·u vᵀ is added to the step's gradient before clipping and the optimizer
+  (`before_step`), so AdamW normalises it as it would the penalty's autograd gradient. The
+  token/position tables (lookup tables, one of them the tied head) and LayerNorm are left out.
+  λ = 1e-4 (the plan's spectral arm) is plc's choice: the paper tunes λ per problem.
+
 Optimizer state of a reset unit (CBP, ReDo): the AdamW first and second moments of its row of
 mlp.c_fc.weight, its entry of mlp.c_fc.bias and its column of mlp.c_proj.weight are zeroed. AdamW
 keeps one `step` count per parameter tensor, not per unit, so the step is kept (as dopamine's
@@ -92,9 +132,12 @@ if TYPE_CHECKING:
 # (3.1e8 Linear weights): κ = 1 clips no weight at initialisation at any size of the paper.
 CLIP_STDS = 7.0
 DEFAULT_REDO_TAU = float(ARMS["redo"][2])  # Plasticine's threshold, the plan's redo arm's
-INTERVENE_METHODS = ("shrink-perturb", "redo")
+INTERVENE_METHODS = ("shrink-perturb", "redo", "embed-reset")
+TOKEN_EMBEDDING = "transformer.wte.weight"  # plc's GPT's, tied to the head: embed_reset's
+SPECTRAL_POWER = 2  # k of (σ₁^k − 1)²
+SPECTRAL_WARMUP = 20  # power iterations before a task's first step: σ₁ starts converged
 # Generator streams: one per method, so enabling one never changes another's draws.
-_SHRINK, _CBP, _REDO = 1, 2, 3
+_SHRINK, _CBP, _REDO, _SWR, _EMBED, _SPECTRAL = 1, 2, 3, 4, 5, 6
 
 
 # ----------------------------------------------------------------------------------------- θ₀
@@ -200,9 +243,25 @@ class Mitigations:
     from task to task, so units stay mature across a task boundary).
     """
 
-    def __init__(self, options: MitigationOptions, *, seed: int = 0, task_index: int = 0):
+    def __init__(
+        self,
+        options: MitigationOptions,
+        *,
+        seed: int = 0,
+        task_index: int = 0,
+        run_step: int = 0,
+    ):
+        """`run_step`: the run's steps before this task (SWR's and the embedding reset's cadence
+        counts the run's steps)."""
         self.options, self.seed, self.task_index = options, seed, task_index
-        self.counters = {"cbp_replaced": 0, "redo_reset": 0, "shrink_perturb": 0}
+        self.run_step = run_step
+        self.counters = {
+            "cbp_replaced": 0,
+            "redo_reset": 0,
+            "shrink_perturb": 0,
+            "swr_reset": 0,
+            "embed_resets": 0,
+        }
         self.init_source: str | None = None
         self.model: LanguageModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -233,6 +292,9 @@ class Mitigations:
         self.stds = self.view.init_stds()
         self._clip: list[tuple[torch.Tensor, float]] = []
         self._shrink: list[tuple[torch.Tensor, float | None]] = []
+        # Each parameter's initial distribution for SWR: (tensor, mean, std or None for the
+        # constant: LayerNorm gains 1, biases 0).
+        self._init: list[tuple[torch.Tensor, float, float | None]] = []
         for name, kind in self.view.param_kinds().items():
             p = params[name]
             if kind in ("weight", "bias"):  # the bias shares its weight's bound
@@ -240,6 +302,8 @@ class Mitigations:
                 self._clip.append((p, CLIP_STDS * std))
             if kind != "norm":
                 self._shrink.append((p, self.stds[name]))
+            gain = kind == "norm" and name.endswith("weight")
+            self._init.append((p, 1.0 if gain else 0.0, self.stds[name]))
         self._theta0: list[tuple[torch.Tensor, torch.Tensor]] = []
         if o.l2_init is not None:
             if init is None:
@@ -252,6 +316,8 @@ class Mitigations:
             self.init_source = init.source
         if o.cbp is not None:
             self._init_cbp()
+        if o.spectral is not None:
+            self._init_spectral()
         return self
 
     def detach(self) -> None:
@@ -280,12 +346,22 @@ class Mitigations:
             if o.clip_weights is not None:
                 self.clip()
 
+    def before_step(self) -> None:
+        """On the step's gradients, before clipping and `optimizer.step()`: spectral
+        regularisation adds its penalty's gradient."""
+        if self.options.spectral is not None:
+            import torch
+
+            with torch.no_grad():
+                self.spectral_grad()
+
     def after_step(self, step: int, batch_x: torch.Tensor | None = None) -> None:
         """Right after `optimizer.step()` of 0-based step `step`; batch_x: this rank's inputs of
         that step (B, T), used by ReDo every redo_every steps."""
         import torch
 
         o = self.options
+        done = self.run_step + step + 1  # the run's steps after this one
         with torch.no_grad():
             if o.l2_init is not None:
                 self.l2_init_step()
@@ -297,6 +373,10 @@ class Mitigations:
                 if batch_x is None:
                     raise PlcError("ReDo needs the step's batch")
                 self.redo(self._chunks(batch_x), step=step + 1)
+            if o.swr is not None and done % o.swr_every == 0:
+                self.swr_step(done)
+            if o.embed_reset is not None and done % o.embed_reset == 0:
+                self.reset_embedding(done)
             if o.clip_weights is not None:
                 self.clip()
 
@@ -355,6 +435,99 @@ class Mitigations:
             reset.append(idx.tolist())
         self.counters["redo_reset"] += sum(len(r) for r in reset)
         return reset
+
+    def swr_step(self, run_step: int) -> int:
+        """Re-draw every weight whose utility |θ·∇θ| is at most ζ × its tensor's mean utility;
+        the number re-drawn."""
+        import torch
+
+        zeta, gen, total = self.options.swr, None, 0
+        for p, mean, std in self._init:
+            if p.grad is None:
+                continue
+            utility = (p * p.grad).abs()
+            picked = utility <= zeta * utility.mean()
+            n = int(picked.sum())
+            if n == 0:
+                continue
+            if std:
+                gen = gen or self._generator(p.device, _SWR, run_step)
+                new = torch.randn(n, generator=gen, device=p.device) * std + mean
+                p[picked] = new.to(p.dtype)
+            else:
+                p[picked] = mean
+            total += n
+        self.counters["swr_reset"] += total
+        return total
+
+    def reset_embedding(self, run_step: int) -> None:
+        """The token embedding (the tied head) drawn afresh; its AdamW moments and step zeroed."""
+        import torch
+
+        if TOKEN_EMBEDDING not in self.params:
+            raise PlcError(f"--embed-reset needs a token embedding named {TOKEN_EMBEDDING}")
+        wte, std = self.params[TOKEN_EMBEDDING], self.stds[TOKEN_EMBEDDING]
+        gen = self._generator(wte.device, _EMBED, run_step)
+        wte.copy_(torch.randn(wte.shape, generator=gen, device=wte.device) * std)
+        state = self.optimizer.state.get(wte) if self.optimizer is not None else None
+        for value in (state or {}).values():
+            if torch.is_tensor(value):
+                value.zero_()
+        self.counters["embed_resets"] += 1
+
+    # ----------------------------------------------------------------------------- spectral
+
+    def _spectral_layers(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        import torch.nn as nn
+
+        return [(m.weight, m.bias) for m in self.model.modules() if isinstance(m, nn.Linear)]
+
+    def _init_spectral(self) -> None:
+        """A right singular vector estimate per layer, converged by SPECTRAL_WARMUP iterations."""
+        import torch
+
+        gen = self._generator(self.view.device(), _SPECTRAL, 0)
+        self.spectral_v = []
+        for w, b in self._spectral_layers():
+            v = torch.randn(w.shape[1] + (b is not None), generator=gen, device=w.device)
+            self.spectral_v.append(v / v.norm())
+        with torch.no_grad():
+            for _ in range(SPECTRAL_WARMUP):
+                self._power_iteration()
+
+    def _power_iteration(self) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """One iteration on every layer: (σ₁, u, v) with u, v the unit singular vectors."""
+        import torch
+
+        out = []
+        for i, (w, b) in enumerate(self._spectral_layers()):
+            m = w.float() if b is None else torch.cat([w.float(), b.float()[:, None]], dim=1)
+            u = m @ self.spectral_v[i]
+            u /= u.norm().clamp_min(1e-12)
+            v = m.t() @ u
+            sigma = v.norm()
+            self.spectral_v[i] = v / sigma.clamp_min(1e-12)
+            out.append((float(sigma), u, self.spectral_v[i]))
+        return out
+
+    def spectral_grad(self) -> list[float]:
+        """Add λ·∇Σ(σ₁^k − 1)² to the gradients; σ₁ of each layer after this step's iteration."""
+        lam, k = self.options.spectral, SPECTRAL_POWER
+        sigmas = []
+        for (w, b), (sigma, u, v) in zip(
+            self._spectral_layers(), self._power_iteration(), strict=True
+        ):
+            scale = lam * 2 * (sigma**k - 1) * k * sigma ** (k - 1)
+            g = scale * u[:, None] * v[None, :]  # ∂σ₁/∂M = u vᵀ
+            for p, part in ((w, g[:, : w.shape[1]]), (b, g[:, w.shape[1]])):
+                if p is None:
+                    continue
+                if p.grad is None:
+                    p.grad = part.to(p.dtype).clone()
+                else:
+                    p.grad.add_(part.to(p.dtype))
+            sigmas.append(sigma)
+        return sigmas
 
     # ---------------------------------------------------------------------------------- CBP
 
@@ -466,6 +639,8 @@ class Mitigations:
     def state_dict(self) -> dict[str, Any]:
         """Counters and CBP statistics (tensors and plain values: weights_only-loadable)."""
         state: dict[str, Any] = {"counters": dict(self.counters)}
+        if self.options.spectral is not None:
+            state["spectral_v"] = [v.cpu() for v in self.spectral_v]
         if self.options.cbp is not None:
             state["cbp"] = {
                 "util": self.cbp_util.cpu(),
@@ -479,6 +654,9 @@ class Mitigations:
         task continuing the previous one's unit ages and utilities)."""
         if counters:
             self.counters.update(state.get("counters", {}))
+            if self.options.spectral is not None and "spectral_v" in state:
+                device = self.view.device()
+                self.spectral_v = [v.to(device) for v in state["spectral_v"]]
         cbp = state.get("cbp")
         if self.options.cbp is not None and cbp is not None:
             if tuple(cbp["util"].shape) != tuple(self.cbp_util.shape):
@@ -528,6 +706,9 @@ def intervene(
     - redo: the units with dormancy score ≤ `tau` on the first `seqs` evaluation windows of `lang`
       in `data` (the windows `plc diagnose --dormant-lang LANG --dormant-seqs SEQS` scores) are
       reset. No optimizer state is involved: the protocol's next task starts a fresh AdamW.
+    - embed-reset: the token embedding (the tied head) re-drawn from its initialisation, as
+      language-model-plasticity's `fb_sweep/manual_reset_emb.py` does before adapting to a new
+      language.
 
     The output keeps the task index; its history gains an entry {"intervention": method, …} that
     repeats the last task's language (so `lang` columns of later metric rows stay right).
@@ -544,6 +725,8 @@ def intervene(
         if shrink_perturb is None:
             raise PlcError("shrink-perturb needs --shrink-perturb λ,σ")
         options = MitigationOptions(shrink_perturb=shrink_perturb)
+    elif method == "embed-reset":
+        options = MitigationOptions(embed_reset=1)
     else:
         if not 0 <= tau < 1:
             raise PlcError(f"--tau must be in [0, 1), got {tau}")
@@ -574,6 +757,9 @@ def intervene(
         if method == "shrink-perturb":
             mit.shrink_perturb(step=0)
             reset = None
+        elif method == "embed-reset":
+            mit.reset_embedding(0)
+            reset = None
         else:
             L = windows.shape[1] - 1
             batches = (
@@ -586,7 +772,8 @@ def intervene(
         "lang": base.last_lang,
         "tokens": 0,
         "steps": 0,
-        **{k: v for k, v in options.record().items() if k != "label"},
+        # A one-off reset has no cadence: the embed_reset field only switched it on.
+        **{k: v for k, v in options.record().items() if k not in ("label", "embed_reset")},
         "seed": seed,
     }
     if reset is not None:

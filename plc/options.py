@@ -41,7 +41,20 @@ def _remedy(default: Any, flag: str, help: str, cli_type: type) -> Any:
     return _flag(default, flag, help, cli_type, "Mitigations (plc.mitigations; default off)")
 
 
+def _recipe(default: Any, flag: str, help: str, cli_type: type) -> Any:
+    """A field of MitigationOptions: a continual-pretraining recipe's setting (a learning-rate
+    schedule, replay, a gradual transition; docs/recipes.md), listed under Recipes by --help."""
+    return _flag(default, flag, help, cli_type, "Recipes (docs/recipes.md; default the paper's)")
+
+
 SHRINK_AT = ("task", "step")
+SWR_EVERY = 128  # collas_2025_swr_paper's ViT config: reinit_freq 128
+SCHEDULES = ("constant", "cosine", "wsd", "rsqrt")
+# A schedule's floor (a fraction of the peak) and decay fraction when not given: Ibrahim et al.
+# 2024 re-decay cosine to 0.1 of the peak; OLMo-core's WSD decays over the last 10 % to 0.
+SCHEDULE_FLOOR = {"cosine": 0.1, "wsd": 0.0, "rsqrt": 0.0}
+SCHEDULE_DECAY = {"wsd": 0.1}
+PERTURB_SIGMA = 1.0  # diagnose's perturbation: one init std of each layer (plc.measures)
 
 
 def _positive(name: str, v: float) -> None:
@@ -51,10 +64,49 @@ def _positive(name: str, v: float) -> None:
 
 @dataclass(frozen=True)
 class MitigationOptions:
-    """Which remedies a task trains with (None = off): declared here once, inherited by
+    """Which remedies and recipes a task trains with (None = off): declared here once, inherited by
     TrainOptions (so each is one flag of every training command), read by plc.mitigations (whose
-    docstring defines each method), `plc plan --mitigation` (`parse_mitigation`) and `plc
-    intervene`."""
+    docstring defines each remedy), plc.schedule (the learning-rate schedules), plc.task (replay
+    and gradual transitions), `plc plan --mitigation` (`parse_mitigation`) and `plc intervene`.
+    Together they are a task's study arm: `label` names it in run ids and metric rows."""
+
+    schedule: str = _recipe(
+        "constant",
+        "--schedule",
+        "Learning rate within a task: constant (the paper's), cosine (re-warm, re-decay to the "
+        "floor every task), wsd (warm-up, stable, decay over the task's last --lr-decay), rsqrt "
+        "(one warm-up per run, then 1/√step; a cool-down only with --lr-decay).",
+        str,
+    )
+    lr_floor: float | None = _recipe(
+        None,
+        "--lr-floor",
+        "The schedule's floor as a fraction of the peak (cosine 0.1, wsd and rsqrt 0).",
+        float,
+    )
+    lr_decay: float | None = _recipe(
+        None,
+        "--lr-decay",
+        "wsd, rsqrt: the fraction of the task's steps that decay to the floor (wsd 0.1; rsqrt: "
+        "none — give it on a task whose checkpoint is kept).",
+        float,
+    )
+    replay: float | None = _recipe(
+        None,
+        "--replay",
+        "r: a fraction r of every batch from the languages of earlier tasks (0 = off).",
+        float,
+    )
+    replay_last: int | None = _recipe(
+        None, "--replay-last", "Replay only the last K earlier languages (default: all).", int
+    )
+    transition: int | None = _recipe(
+        None,
+        "--transition",
+        "K: the batches move from the previous task's language to this one over its first K "
+        "steps (0 = the abrupt switch).",
+        int,
+    )
 
     clip_weights: float | None = _remedy(
         None,
@@ -85,8 +137,29 @@ class MitigationOptions:
     redo_every: int | None = _remedy(
         None, "--redo-every", "ReDo every K steps too (default: at task start only).", int
     )
+    swr: float | None = _remedy(
+        None,
+        "--swr",
+        "ζ: selective weight reinitialisation re-draws the weights whose utility |θ·∇θ| is ≤ ζ × "
+        "their tensor's mean (0.0005).",
+        float,
+    )
+    swr_every: int = _remedy(SWR_EVERY, "--swr-every", "SWR: every N steps of the run.", int)
+    embed_reset: int | None = _remedy(
+        None,
+        "--embed-reset",
+        "N: re-draw the token embeddings every N steps of the run (active forgetting: 1000).",
+        int,
+    )
+    spectral: float | None = _remedy(
+        None,
+        "--spectral",
+        "λ: spectral regularisation, loss + λ·Σ (σ_max(W)² − 1)² over the Linear layers (1e-4).",
+        float,
+    )
 
     def __post_init__(self) -> None:
+        self._check_recipes()
         if isinstance(self.shrink_perturb, str):  # the flag's text, "λ,σ"
             object.__setattr__(self, "shrink_perturb", parse_shrink_perturb(self.shrink_perturb))
         elif self.shrink_perturb is not None:
@@ -123,6 +196,61 @@ class MitigationOptions:
                 raise PlcError("--redo-every goes with --redo τ")
             if self.redo_every <= 0:
                 raise PlcError(f"--redo-every must be positive, got {self.redo_every}")
+        if self.swr is not None:
+            _positive("--swr ζ", self.swr)
+        if self.swr_every <= 0:
+            raise PlcError(f"--swr-every must be positive, got {self.swr_every}")
+        if self.embed_reset is not None and self.embed_reset <= 0:
+            raise PlcError(f"--embed-reset N must be positive, got {self.embed_reset}")
+        if self.spectral is not None:
+            _positive("--spectral λ", self.spectral)
+
+    def _check_recipes(self) -> None:
+        """The recipes' fields alone; a schedule's defaults filled in, so that a task's label
+        (`--schedule cosine` and `--mitigation cosine` alike: cosine0.1) names what it ran."""
+        if self.schedule not in SCHEDULES:
+            raise PlcError(
+                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if self.lr_floor is not None:
+            if self.schedule == "constant":
+                raise PlcError("--lr-floor goes with --schedule cosine, wsd or rsqrt")
+            if not (math.isfinite(self.lr_floor) and 0 <= self.lr_floor <= 1):
+                where = "above the peak" if self.lr_floor > 1 else "below 0"
+                raise PlcError(
+                    f"--lr-floor is a fraction of the peak learning rate in [0, 1]; "
+                    f"{self.lr_floor:g} is {where}"
+                )
+        elif self.schedule in SCHEDULE_FLOOR:
+            object.__setattr__(self, "lr_floor", SCHEDULE_FLOOR[self.schedule])
+        if self.lr_decay is not None:
+            if self.schedule not in ("wsd", "rsqrt"):
+                raise PlcError("--lr-decay goes with --schedule wsd or rsqrt")
+            if not 0 < self.lr_decay <= 1:
+                raise PlcError(
+                    f"--lr-decay is a fraction of the task's steps in (0, 1], got {self.lr_decay:g}"
+                )
+        elif self.schedule in SCHEDULE_DECAY:
+            object.__setattr__(self, "lr_decay", SCHEDULE_DECAY[self.schedule])
+        if self.replay is not None:
+            if not (math.isfinite(self.replay) and 0 <= self.replay < 1):
+                raise PlcError(
+                    f"--replay r is a fraction of the batch in [0, 1), got {self.replay:g}"
+                )
+            if self.replay == 0:  # as --l2-init 0: a sweep writes `for r in 0 0.05 0.25`
+                object.__setattr__(self, "replay", None)
+        if self.replay_last is not None:
+            if self.replay is None:
+                raise PlcError("--replay-last goes with --replay r")
+            if self.replay_last <= 0:
+                raise PlcError(f"--replay-last must be positive, got {self.replay_last}")
+        if self.transition is not None:
+            if self.transition < 0:
+                raise PlcError(f"--transition K must be 0 or more steps, got {self.transition}")
+            if self.transition == 0:  # the protocol's abrupt switch
+                object.__setattr__(self, "transition", None)
+        if self.replay is not None and self.transition is not None:
+            raise PlcError("--replay and --transition do not combine: give one of them")
 
     @classmethod
     def of(cls, options: Any) -> MitigationOptions:
@@ -131,15 +259,33 @@ class MitigationOptions:
 
     @property
     def active(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.clip_weights, self.l2_init, self.shrink_perturb, self.cbp, self.redo)
-        )
+        """A remedy acts on the model (plc.mitigations builds its hooks); the recipes act on the
+        learning rate and the batches instead."""
+        remedies = (self.clip_weights, self.l2_init, self.shrink_perturb, self.cbp, self.redo)
+        return any(v is not None for v in (*remedies, self.swr, self.embed_reset, self.spectral))
+
+    @property
+    def recipe_label(self) -> str:
+        """The recipes' part of `label` ('' for the paper's protocol)."""
+        parts = []
+        if self.schedule == "cosine":
+            parts.append(f"cosine{self.lr_floor:g}")
+        elif self.schedule != "constant":
+            decay = f"{self.lr_decay:g}" if self.lr_decay is not None else ""
+            floor = f",f{self.lr_floor:g}" if self.lr_floor else ""
+            parts.append(f"{self.schedule}{decay}{floor}")
+        if self.replay is not None:
+            parts.append(
+                f"replay{self.replay:g}" + (f"@{self.replay_last}" if self.replay_last else "")
+            )
+        if self.transition is not None:
+            parts.append(f"transition{self.transition}")
+        return "+".join(parts)
 
     @property
     def label(self) -> str:
         """A short name of the enabled methods, for run ids and metric rows ('none' if none)."""
-        parts = []
+        parts = [self.recipe_label] if self.recipe_label else []
         if self.clip_weights is not None:
             parts.append(f"clip{self.clip_weights:g}")
         if self.l2_init is not None:
@@ -151,6 +297,13 @@ class MitigationOptions:
             parts.append(f"cbp{self.cbp:g}")
         if self.redo is not None:
             parts.append(f"redo{self.redo:g}" + (f"@{self.redo_every}" if self.redo_every else ""))
+        if self.swr is not None:
+            every = f"@{self.swr_every}" if self.swr_every != SWR_EVERY else ""
+            parts.append(f"swr{self.swr:g}{every}")
+        if self.embed_reset is not None:
+            parts.append(f"embreset{self.embed_reset}")
+        if self.spectral is not None:
+            parts.append(f"spectral{self.spectral:g}")
         return "+".join(parts) or "none"
 
     def record(self) -> dict[str, Any]:
@@ -167,6 +320,18 @@ class MitigationOptions:
             rec.update(cbp=self.cbp, cbp_maturity=self.cbp_maturity, cbp_decay=self.cbp_decay)
         if self.redo is not None:
             rec.update(redo=self.redo, redo_every=self.redo_every)
+        if self.schedule != "constant":
+            rec.update(schedule=self.schedule, lr_floor=self.lr_floor, lr_decay=self.lr_decay)
+        if self.replay is not None:
+            rec.update(replay=self.replay, replay_last=self.replay_last)
+        if self.transition is not None:
+            rec["transition"] = self.transition
+        if self.swr is not None:
+            rec.update(swr=self.swr, swr_every=self.swr_every)
+        if self.embed_reset is not None:
+            rec["embed_reset"] = self.embed_reset
+        if self.spectral is not None:
+            rec["spectral"] = self.spectral
         return rec
 
 
@@ -357,6 +522,10 @@ class TrainOptions(MitigationOptions):
         else:
             default = p.probe_tokens if probe else p.task_tokens
             steps = steps_for(default if self.tokens is None else self.tokens, batch_tokens)
+        if self.transition is not None and self.transition > steps:
+            raise PlcError(
+                f"--transition {self.transition} is longer than the task's {steps} steps"
+            )
         lr = self.lr
         if lr is None:
             if d_model is None:
@@ -416,6 +585,40 @@ class DiagnoseOptions:
     ranks: bool = _flag(
         True, "--ranks/--no-ranks", "Effective/stable rank and norm of MLP features.", bool, None
     )
+    features: bool = _flag(
+        True,
+        "--features/--no-features",
+        "Norm and variance of the last hidden state (on the dormant language's windows).",
+        bool,
+        None,
+    )
+    distance: bool = _flag(
+        True, "--distance/--no-distance", "L2 distance from the initial weights θ₀.", bool, None
+    )
+    perturb: bool = _flag(
+        True,
+        "--perturb/--no-perturb",
+        "Loss increase under a Gaussian parameter perturbation (Springer et al.).",
+        bool,
+        None,
+    )
+    perturb_sigma: float = _flag(
+        PERTURB_SIGMA,
+        "--perturb-sigma",
+        "σ: θ + σ·ε, ε drawn like the initialisation (σ in init stds).",
+        float,
+        None,
+    )
+    perturb_draws: int = _flag(
+        2, "--perturb-draws", "Perturbations averaged (each one pass over the windows).", int, None
+    )
+    perturb_lang: str | None = _flag(
+        None,
+        "--perturb-lang",
+        "Data for the perturbation: --dormant-seqs windows (default: the last task's language).",
+        str,
+        None,
+    )
     dormant_lang: str = _flag(PROBE_LANG, "--dormant-lang", "Data for dormant units.", str, None)
     dormant_seqs: int | None = _flag(None, "--dormant-seqs", "Windows (paper: 256).", int, None)
     eps: float = _flag(0.01, "--eps", "Dormancy threshold on the normalised score.", float, None)
@@ -443,8 +646,13 @@ class DiagnoseOptions:
     )
 
     def __post_init__(self) -> None:
-        if not (self.params or self.dormant or self.entropy or self.ranks):
+        parts = (self.params, self.dormant, self.entropy, self.ranks, self.features)
+        if not any((*parts, self.distance, self.perturb)):
             raise PlcError("nothing to measure: every part is switched off")
+        if not (math.isfinite(self.perturb_sigma) and self.perturb_sigma > 0):
+            raise PlcError(f"--perturb-sigma must be positive, got {self.perturb_sigma}")
+        if self.perturb_draws < 1:
+            raise PlcError(f"--perturb-draws must be at least 1, got {self.perturb_draws}")
         for name in ("dormant_seqs", "entropy_seqs", "seq_len", "batch_size"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -457,10 +665,18 @@ class DiagnoseOptions:
         """The pass reads the MLP hidden units (for dormancy or ranks)."""
         return self.dormant or self.ranks
 
-    def resolve(self, *, preset: str | None, context: int) -> DiagnoseOptions:
+    @property
+    def dormant_windows(self) -> bool:
+        """Some part reads the dormant language's windows."""
+        return self.units or self.features
+
+    def resolve(self, *, preset: str | None, context: int, last_lang: str = "") -> DiagnoseOptions:
         """Window counts from the preset (self.preset, else `preset`, else paper), the window
         length from the checkpoint's `context`, the first entropy query from the preset's fraction
-        of it (the paper's 256 of 2,048); checked against the context."""
+        of it (the paper's 256 of 2,048); checked against the context. The perturbation reads the
+        language the model last trained on (`last_lang`; the dormant language for a fresh init or
+        a mixture): the loss it raises is one the model has fitted (Springer et al. perturb
+        around the pretraining loss)."""
         p = get_preset(self.preset or preset or "paper")
         L = context if self.seq_len is None else self.seq_len
         if L > context:
@@ -481,6 +697,8 @@ class DiagnoseOptions:
             entropy_seqs=p.entropy_seqs if self.entropy_seqs is None else self.entropy_seqs,
             seq_len=L,
             query_from=q_from,
+            perturb_lang=self.perturb_lang
+            or (last_lang if last_lang not in ("", "mix") else self.dormant_lang),
         )
 
 
@@ -520,6 +738,18 @@ ARMS: dict[str, tuple[tuple[str, ...], str, str | None, dict[str, Any]]] = {
     "sp-step": (("shrink_perturb",), "λ,σ", None, {"shrink_perturb_at": "step"}),
     "cbp": (("cbp",), "ρ", "0.0001", {}),
     "redo": (("redo", "redo_every"), "τ[,K]", "0.025", {}),
+    # The recipes (docs/recipes.md): schedules with their defaults (options.SCHEDULE_FLOOR, …),
+    # replay and gradual transitions.
+    "cosine": (("lr_floor",), "floor", str(SCHEDULE_FLOOR["cosine"]), {"schedule": "cosine"}),
+    "wsd": (("lr_decay",), "decay", str(SCHEDULE_DECAY["wsd"]), {"schedule": "wsd"}),
+    "rsqrt": ((), "", None, {"schedule": "rsqrt"}),
+    "replay": (("replay", "replay_last"), "r[,K]", None, {}),
+    "transition": (("transition",), "K", None, {}),
+    # collas_2025_swr_paper's ViT setting (threshold, gradient utility, resample, every 128);
+    # language-model-plasticity's forgetting every 1000 updates; Lewandowski et al.'s regulariser.
+    "swr": (("swr", "swr_every"), "ζ[,N]", "0.0005", {}),
+    "embreset": (("embed_reset",), "N", "1000", {}),
+    "spectral": (("spectral",), "λ", "0.0001", {}),
 }
 
 
@@ -534,7 +764,8 @@ def arm_help() -> str:
 def parse_mitigation(spec: str) -> dict[str, Any]:
     """`plc plan --mitigation NAME[:ARGS]` → the TrainOptions fields of that arm, checked as the
     flags would be: `cbp:1e-4` → {'cbp': 0.0001}, `sp-step:0.8,0.01`, `redo:0.025,100` (τ, every
-    K steps), `none` → {}. One-line PlcError on anything else."""
+    K steps), `cosine` → {'schedule': 'cosine', 'lr_floor': 0.1}, `none` → {}. One-line PlcError
+    on anything else."""
     name, _, args = spec.partition(":")
     if name not in ARMS:
         raise PlcError(f"unknown --mitigation {name!r}; choose one of {', '.join(ARMS)}")
@@ -542,7 +773,7 @@ def parse_mitigation(spec: str) -> dict[str, Any]:
     if not names:
         if args:
             raise PlcError(f"--mitigation {name} takes no arguments")
-        return {}
+        return dict(fixed)
     args = args or default
     if args is None:
         raise PlcError(f"--mitigation {name} needs its value, e.g. {name}:0.1")

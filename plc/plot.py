@@ -69,6 +69,11 @@ CORRELATES = (
     ("dormant_pct", "dormant MLP units (%)"),
     ("lazy_pct", "lazy heads (%)"),
     ("collapsed_pct", "collapsed heads (%)"),
+    # The newer measures (docs/recipes.md), drawn where diagnose wrote them:
+    ("perturb_loss_increase", "loss increase under perturbation"),
+    ("init_distance", "‖θ − θ₀‖₂"),
+    ("last_hidden_norm", "last hidden state norm"),
+    ("last_hidden_var", "last hidden state variance"),
 )
 MODEL_STYLE = {"linear": ":", "linlog": "-.", "exp": (0, (5, 2)), "loglog": "-"}
 MODEL_COLOR = {
@@ -684,10 +689,8 @@ def _correlates(fig: Figure, paths: Sequence[Path], options: PlotOptions) -> Dra
     whole = diag.filter(pl.col("layer").is_null() & pl.col("head").is_null())
     present = [(m, label) for m, label in CORRELATES if whole.filter(pl.col("metric") == m).height]
     if not present:
-        raise PlcError(
-            "no whole-model correlates in the diagnose rows (param_abs_mean, dormant_pct, "
-            "lazy_pct, collapsed_pct)"
-        )
+        names = ", ".join(m for m, _ in CORRELATES)
+        raise PlcError(f"no whole-model correlates in the diagnose rows ({names})")
     runs = _runs(whole)
     if options.by:
         methods = run_methods(whole)

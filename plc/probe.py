@@ -139,6 +139,9 @@ def _cadence(
         raise PlcError(f"--probe-seed must be ≥ 0, got {probe_seed}")
     if keep is not None and repeats > 1:
         raise PlcError("--keep keeps one trained copy: give it with --repeats 1")
+    for flag, value in (("--replay", opts.replay), ("--transition", opts.transition)):
+        if value is not None:
+            raise PlcError(f"{flag} is train-task's: a probe trains on the probe language alone")
     return eval_every, eval_seqs
 
 

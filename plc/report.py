@@ -49,6 +49,10 @@ CORRELATE_COLUMNS = (
     ("collapsed_pct", "collapsed heads %", "{:.1f}"),
     ("effective_rank", "effective rank (layer mean)", "{:.2f}"),
     ("stable_rank", "stable rank (layer mean)", "{:.3f}"),
+    ("perturb_loss_increase", "loss increase under perturbation", "{:.4g}"),
+    ("init_distance", "‖θ − θ₀‖₂", "{:.4g}"),
+    ("last_hidden_norm", "last hidden norm", "{:.4g}"),
+    ("last_hidden_var", "last hidden variance", "{:.4g}"),
 )
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 2em auto;

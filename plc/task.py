@@ -36,6 +36,7 @@ from plc.taskrun import (
     mitigations_for,
     owner_of,
     resume_signature,
+    run_steps,
     start,
     state_path_for,
 )
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
+    from plc.data.sampling import Composition
     from plc.data.tokenstore import TokenStore
     from plc.model import LanguageModel
     from plc.runtime import Runtime
@@ -75,8 +77,9 @@ class TrainTaskResult:
     seconds: float
     resumed_from: int
     metrics: str | None
-    langs: list[str] = field(default_factory=list)
+    langs: list[str] = field(default_factory=list)  # the task's own, then replayed or left behind
     options: dict[str, Any] = field(default_factory=dict)  # the resolved TrainOptions
+    notes: list[str] = field(default_factory=list)  # what the command changed about the request
 
 
 def next_checkpoint_path(ckpt: str | os.PathLike) -> Path:
@@ -119,6 +122,49 @@ def _task_data(
     if weights is not None:
         raise PlcError("--mix-weights goes with --mix")
     return [lang], None, lang
+
+
+def earlier_languages(base: Checkpoint) -> list[str]:
+    """The languages of the run's earlier tasks, each once, the most recently trained last (a
+    mixture's tasks and interventions are not languages)."""
+    seen: list[str] = []
+    for h in base.meta.get("history", []):
+        lang = h.get("lang")
+        if "intervention" in h or not lang or lang == "mix":
+            continue
+        if lang in seen:
+            seen.remove(lang)
+        seen.append(lang)
+    return seen
+
+
+def _others(
+    base: Checkpoint, opts: TrainOptions, lang: str | None, first: int
+) -> tuple[list[str], Composition | None, dict[str, Any], list[str]]:
+    """Replay's or a transition's other languages, the batches' composition, what the history
+    records of it, and a note where there is nothing to replay or move from (the task then
+    trains on its own language alone)."""
+    from plc.data.sampling import Composition
+
+    if opts.replay is None and opts.transition is None:
+        return [], None, {}, []
+    if lang is None:
+        flag = "--replay" if opts.replay is not None else "--transition"
+        raise PlcError(f"{flag} goes with --lang: a mixture already holds every language")
+    earlier = [x for x in earlier_languages(base) if x != lang]
+    if opts.replay is not None:
+        pool = earlier[-opts.replay_last :] if opts.replay_last else earlier
+        if not pool:
+            note = f"--replay {opts.replay:g}: no earlier task to replay; trained on {lang} alone"
+            return [], None, {"replay_langs": []}, [note]
+        return pool, Composition(replay=opts.replay, first=first), {"replay_langs": pool}, []
+    prev = base.last_lang
+    if prev in ("", "mix", lang):
+        what = "no earlier task" if not prev else f"the previous task was {prev}"
+        note = f"--transition {opts.transition}: {what}; switched to {lang} at once"
+        return [], None, {"transition_from": None}, [note]
+    mix = Composition(transition=opts.transition, first=first)
+    return [prev], mix, {"transition_from": prev}, []
 
 
 def _continued(base: Checkpoint, src: Path) -> dict[str, Any]:
@@ -183,6 +229,9 @@ def _finish(
     result.meta.pop("mitigation_state", None)
     if res.mitigations is not None:
         result.meta["history"][-1]["mitigations"] = res.mitigations.record()
+    elif opts.mitigations.label != "none":  # recipes only: the study arm is still recorded
+        result.meta["history"][-1]["mitigations"] = opts.mitigations.record()
+    if res.mitigations is not None:
         if opts.cbp is not None:
             result.meta["mitigation_state"] = res.mitigations.state_dict()
     if continued:
@@ -219,6 +268,13 @@ def train_task(
     run's step, so chained tasks equal one long task. The output carries the state for the next.
     A fresh init (task 0) starts such a run; a later checkpoint without the state is refused.
 
+    `replay` (an option): a fraction r of every batch comes from the languages of the run's
+    earlier tasks (each such row from one of them, uniformly; the last `replay_last` of them
+    only), drawn as the stationary mixture draws its rows; `transition` K: over the task's first
+    K steps the batches move from the previous task's language to this one. Their stores are read
+    from `data` too. Where there is nothing to replay or move from (the run's first task), the
+    task trains on its language alone and `notes` says so.
+
     `val_every`: validation loss on the task's own language every so many steps (and after the
     last), on `val_seqs` windows (default: the preset's probe evaluation set), in the `val_loss`
     column of the train row of the step after which it was measured (App. A's learning-rate
@@ -235,20 +291,29 @@ def train_task(
     langs, weights, label = _task_data(lang, mix, mix_weights)
     src = Path(ckpt)
     base, opts = load_and_resolve(src, options)
+    if continue_run and opts.schedule in ("cosine", "wsd"):
+        raise PlcError(
+            f"--schedule {opts.schedule} re-warms and decays within every task; --continue runs "
+            "one schedule over the run: give --schedule constant or rsqrt with it"
+        )
     continued = _continued(base, src) if continue_run else None
+    first = int((continued or {}).get("schedule_step", 0))
+    others, composition, recorded, notes = _others(base, opts, lang, first)
     out = Path(out) if out is not None else next_checkpoint_path(src)
     if out.resolve() == src.resolve():
         raise PlcError(f"--out {out} is the input checkpoint; write the next task elsewhere")
-    stores: list[TokenStore] = [open_lang(data, code) for code in langs]
+    stores: list[TokenStore] = [open_lang(data, code) for code in [*langs, *others]]
     for store in stores:
         check_tokenizer(base, store.tokenizer, str(store.path))
     val = _validation_windows(base, opts, data, lang, val_every, val_seqs)
     task_index = base.task_index + 1
     # A continued run draws from one stream (1) at its own step; tasks draw from their index.
     stream = CONTINUED_STREAM if continue_run else task_index
-    sampler = BatchSampler(stores, opts.seq_len, opts.batch_size, opts.seed, stream, weights)
+    sampler = BatchSampler(
+        stores, opts.seq_len, opts.batch_size, opts.seed, stream, weights, composition
+    )
 
-    task: dict[str, Any] = {"lang": label}
+    task: dict[str, Any] = {"lang": label, **recorded}
     if continued is not None:
         task.update(continued=True, schedule_step=int(continued.get("schedule_step", 0)))
     if mix is not None:
@@ -263,7 +328,7 @@ def train_task(
     )
     signature = resume_signature(base, opts, out=out.name, langs=langs, val_every=val_every, **task)
     outputs = TaskOutputs(out, metrics_file, out, "train", [state_path_for(out)])
-    steps_before = sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
+    steps_before = run_steps(base)
 
     with TaskRun(outputs, owner_of(signature), force) as run:
         # Opened before any work so that a bad folder fails at once; rank 0 writes, as for files.
@@ -285,6 +350,7 @@ def train_task(
                 on_save=lambda r: run.save_progress(_train_frame(context, r.rows, r.evals, OK)),
                 continued=continued,
                 mitigations=mitigations_for(base, opts, task_index),
+                run_step=steps_before,
             )
         except TrainingDiverged as e:
             run.commit(_train_frame(context, e.rows, e.evals, DIVERGED), None)
@@ -308,6 +374,7 @@ def train_task(
         seconds=res.seconds,
         resumed_from=res.resumed_from,
         metrics=str(metrics_file) if metrics_file is not None else None,
-        langs=langs,
+        langs=[*langs, *others],
         options=opts.record(),
+        notes=notes,
     )

@@ -151,6 +151,11 @@ def advance(meta: dict[str, Any], options: TrainOptions, task: dict[str, Any]) -
     }
 
 
+def run_steps(base: Checkpoint) -> int:
+    """The optimizer steps of every task the checkpoint's run trained so far."""
+    return sum(int(h.get("steps", 0)) for h in base.meta.get("history", []))
+
+
 def mitigations_for(
     base: Checkpoint, options: TrainOptions, task_index: int
 ) -> MakeMitigations | None:
@@ -165,9 +170,10 @@ def mitigations_for(
 
     theta0 = initial_state(base) if mopts.l2_init is not None else None
     carried = base.meta.get("mitigation_state")
+    before = run_steps(base)
 
     def build(model: LanguageModel, optimizer, micro_batch: int) -> Mitigations:
-        mit = Mitigations(mopts, seed=options.seed, task_index=task_index)
+        mit = Mitigations(mopts, seed=options.seed, task_index=task_index, run_step=before)
         mit.attach(model, optimizer, init=theta0, micro_batch=micro_batch)
         if carried:
             mit.load_state_dict(carried, counters=False)

@@ -1,7 +1,8 @@
 """The one training loop (§IV-B), used by `plc train-task` and by `plc probe`.
 
 Every call is a fresh task: a new AdamW (weight decay on matrices and embeddings, none on biases
-and LayerNorm), a linear warm-up restarted from its first value, then a constant learning rate.
+and LayerNorm), a linear warm-up restarted from its first value, then a constant learning rate
+(or another schedule of plc.schedule: `--schedule`).
 Batches come from a sampler whose global batch is a pure function of the step, so resuming needs
 only the step, and DDP ranks each take rows rank::world_size of the same batch. All settings come
 in one resolved `plc.options.TrainOptions`.
@@ -31,6 +32,7 @@ from plc.mitigations import Mitigations
 from plc.model import GPT, LanguageModel
 from plc.options import TrainOptions
 from plc.runtime import Runtime
+from plc.schedule import learning_rate
 from plc.store import atomic_path
 
 if TYPE_CHECKING:
@@ -122,13 +124,6 @@ class Sampler:
         raise NotImplementedError
 
 
-def lr_at(step: int, lr: float, warmup_steps: int) -> float:
-    """Learning rate of 0-based step `step`: lr·(step+1)/warmup over the warm-up, then lr."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    return lr
-
-
 def make_optimizer(model: torch.nn.Module, options: TrainOptions) -> torch.optim.AdamW:
     """A fresh AdamW: decay on ≥2-D parameters (weights, tied embedding, positions), not on 1-D ones."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -198,6 +193,7 @@ def train_loop(
     continued: dict[str, Any] | None = None,
     mitigations: MakeMitigations | None = None,
     interrupts: Interrupts | None = None,
+    run_step: int = 0,
 ) -> LoopResult:
     """Train `model` in place for `options.steps` optimizer steps of one task.
 
@@ -207,8 +203,8 @@ def train_loop(
     - sampler: the global batch of step `step` (0-based) is int64 (batch_size, seq_len + 1); this
       rank trains on rows rank::world_size of it, which `.local(rank, world_size)` reads alone,
       each next step's in a background thread while this one trains.
-    - options: resolved (`TrainOptions.resolve`): steps, lr and warm-up (`lr_at`, restarted at
-      every call), micro_batch (gradient accumulation; None = the rank's whole share), grad_clip
+    - options: resolved (`TrainOptions.resolve`): steps, lr, warm-up and schedule
+      (`plc.schedule.learning_rate`; the paper's warm-up is restarted at every call), micro_batch (gradient accumulation; None = the rank's whole share), grad_clip
       (None = no clipping, as the paper), AdamW's weight decay, betas and ε (a new optimizer at
       every call), save_every, compile.
     - eval_fn(step) is called (on every rank) before step 0, after every `eval_every` steps and after
@@ -221,7 +217,10 @@ def train_loop(
       chained tasks equal one long task. None: the protocol's fresh optimizer and warm-up.
     - mitigations(model, optimizer, micro_batch): builds the task's plc.mitigations.Mitigations
       (None when no remedy is on: the loop then runs no extra code); it acts once before the
-      step-0 evaluation of a fresh task and after every optimizer step.
+      step-0 evaluation of a fresh task, on the gradients before every optimizer step, and after
+      every optimizer step.
+    - run_step: the run's steps before this task (rsqrt's one warm-up for the run counts them;
+      a continued run counts its own `schedule_step` instead).
     - state_path/signature: every `options.save_every` steps, and once `options.save_every_minutes`
       have passed since the start or the last save, rank 0 writes the resumable state (model,
       optimizer, step, RNG states, rows, evals) atomically to `state_path` and calls
@@ -245,7 +244,7 @@ def train_loop(
             f"{options.batch_size}×{options.seq_len}"
         )
     runtime = runtime or Runtime(next(model.parameters()).device)
-    steps, lr, save_every = options.steps, options.lr, options.save_every
+    steps, save_every = options.steps, options.save_every
     first = int((continued or {}).get("schedule_step", 0))  # the run's step of this call's step 0
     warmup = int((continued or {}).get("warmup_steps", options.warmup_steps))
     world, rank = runtime.world_size, runtime.rank
@@ -259,6 +258,9 @@ def train_loop(
         )
     n_micro = share // micro
     tokens_per_step = sampler.batch_size * sampler.seq_len
+    rate_of = learning_rate(
+        options, warmup=warmup, first=first, run_step=first if continued is not None else run_step
+    )
 
     fsdp = runtime.distributed and options.strategy == "fsdp"
     if fsdp and mitigations is not None:
@@ -340,7 +342,7 @@ def train_loop(
                 evaluate(step)
                 model.train()
             t0 = time.perf_counter()
-            rate = lr_at(first + step, lr, warmup)
+            rate = rate_of(step)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             batch = torch.from_numpy(batches.batch(first + step))
@@ -372,6 +374,8 @@ def train_loop(
                     packed = torch.cat([packed, torch.tensor(local, device=runtime.device)])
                 dist.all_reduce(packed, op=dist.ReduceOp.AVG)
                 loss_mean, flags = packed[0], packed[1:] if reading else None
+            if mit is not None:
+                mit.before_step()
             if options.grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
             else:

@@ -12,6 +12,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist each worker is one of `-n` processes sharing the cores: one torch thread each,
+# so that two workers on 2 cores run 2 threads, not 4 that wait on each other. Set before any test
+# module imports torch, which reads it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_plc(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 300, env=None):
     """Run `python -m plc ARGS` and return the CompletedProcess (text, captured)."""
@@ -72,21 +78,31 @@ def one_thread():
 def tiny_study(tmp_path_factory) -> Path:
     """A finished tiny-preset study (`plc demo` layout: Makefile, <run id>/cN.pt, metrics/): nano and
     micro, one cycle, probes after zh, de, ru and from scratch, a diagnose at task 8, every
-    checkpoint kept. Built once per session (~30 s); tests copy it before changing anything."""
+    checkpoint kept. Built once per test session (~30 s on 2 idle cores), by the first pytest-xdist
+    worker that asks while the others wait on the lock; tests copy it before changing anything."""
+    import fcntl
+
     from plc.cli import run_argv
     from plc.demo import demo
 
-    out = tmp_path_factory.mktemp("tiny-study") / "study"
-    demo(
-        out,
-        sizes=["nano", "micro"],
-        cycles=1,
-        preset="tiny",
-        workers=2,
-        control=[],
-        keep_checkpoints=True,  # tests read the checkpoints of every task
-        execute=run_argv,
-    )
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above every worker's own
+    out, done = root / "tiny-study" / "study", root / "tiny-study.done"
+    with open(root / "tiny-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            demo(
+                out,
+                sizes=["nano", "micro"],
+                cycles=1,
+                preset="tiny",
+                workers=2,
+                control=[],
+                keep_checkpoints=True,  # tests read the checkpoints of every task
+                execute=run_argv,
+            )
+            done.touch()
     return out
 
 

@@ -18,7 +18,7 @@ from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import open_lang, write_store
 from plc.diagnose import diagnose
 from plc.init import init_checkpoint
-from plc.measures import h_max, param_abs_mean
+from plc.measures import PERTURB_STREAM, h_max, param_abs_mean
 from plc.store import load_checkpoint, save_checkpoint
 
 CTX = 32
@@ -195,6 +195,9 @@ def test_entropy_matches_explicit_softmax_with_a_uniform_and_a_collapsed_head(tm
         dormant=False,
         ranks=False,
         params=False,
+        features=False,
+        perturb=False,
+        distance=False,
         entropy_seqs=6,
         device="cpu",
     )
@@ -238,6 +241,8 @@ def test_one_pass_over_a_shared_language_gives_the_same_numbers(tmp_path):
         metrics=tmp_path / "c",
         dormant=False,
         ranks=False,
+        features=False,
+        perturb=False,
         entropy_lang="vi",
         entropy_seqs=9,
         device="cpu",
@@ -265,8 +270,10 @@ def test_cli_writes_the_diagnose_schema(tmp_path):
     assert set(df["task_index"]) == {0} and set(df["cycle"]) == {0} and set(df["lang"]) == {""}
     assert set(df["metric"]) == {
         "param_abs_mean", "dormant_pct", "entropy", "h_max", "lazy_pct", "collapsed_pct",
-        "effective_rank", "stable_rank", "feature_norm",
+        "effective_rank", "stable_rank", "feature_norm", "last_hidden_norm", "last_hidden_var",
+        "init_distance", "perturb_loss_increase", "perturb_sigma",
     }  # fmt: skip
+    assert df.filter(pl.col("metric") == "init_distance")["value"][0] == 0.0  # a fresh init
     assert df.filter(pl.col("metric") == "h_max")["value"][0] == pytest.approx(h_max(4, CTX))
     # A second run refuses to overwrite without --force.
     again = run_plc(
@@ -298,3 +305,52 @@ def test_cli_bad_input(tmp_path, case):
     }[case]
     assert_bad_input(run_plc(*base, *args), *fragments)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_the_newer_measures_match_a_direct_computation(tmp_path):
+    """Distance from θ₀, the last hidden state's norm and variance, and the loss increase under
+    a Gaussian perturbation drawn like the initialisation, each by hand."""
+    import torch.nn.functional as F
+
+    def shift(model):
+        for p in model.parameters():
+            p.add_(0.01)
+
+    path = _ckpt(tmp_path / "c.pt", size="nano", edit=shift)
+    data = _data(tmp_path / "data")
+    res = diagnose(
+        path, data=data, metrics=tmp_path / "m", dormant_seqs=6, entropy=False, device="cpu",
+        perturb_sigma=0.5, perturb_draws=2,
+    )  # fmt: skip
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model()
+    n = sum(p.numel() for p in model.parameters())
+    assert res.init_distance == pytest.approx(0.01 * math.sqrt(n), rel=1e-6)
+    x = _windows(data, "vi", 6)
+    with torch.no_grad():
+        h = model.hidden(x).flatten(0, 1).double()
+    assert res.last_hidden_norm == pytest.approx(float(h.norm(dim=1).mean()), rel=1e-9)
+    assert res.last_hidden_var == pytest.approx(float(h.var(dim=0, unbiased=False).mean()), 1e-9)
+    # The perturbation: a fresh init's last language is none, so the dormant windows (vi).
+    assert res.perturb_lang == "vi" and res.perturb_sigma == 0.5
+    _, full = eval_windows(open_lang(data, "vi"), 6, CTX, 3)
+    w = torch.from_numpy(full)
+
+    def loss(m):
+        with torch.no_grad():
+            logits = m(w[:, :-1])
+        return float(F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten()))
+
+    clean = loss(model)
+    assert res.perturb_loss == pytest.approx(clean, rel=1e-6)
+    stds = model.init_stds()
+    for d, got in enumerate(res.perturb_draws):
+        words = np.random.SeedSequence([3, PERTURB_STREAM, d]).generate_state(2)
+        gen = torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+        noisy = ckpt.build_model()
+        with torch.no_grad():
+            for name, p in noisy.named_parameters():
+                if stds[name]:  # LayerNorm and biases (constants at init) are not perturbed
+                    p.add_(torch.randn(p.shape, generator=gen) * 0.5 * stds[name])
+        assert got == pytest.approx(loss(noisy) - clean, abs=1e-5)
+    assert res.perturb_loss_increase == pytest.approx(sum(res.perturb_draws) / 2)

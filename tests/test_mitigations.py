@@ -766,3 +766,141 @@ def test_variants_from_one_checkpoint_keep_their_own_metric_files(tmp_path, monk
     with pytest.raises(PlcError, match="write elsewhere") as e:
         train_task("c0.pt", "en", steps=2, out="clip2.pt", clip_weights=0.2, **common)
     assert "only to replace this same run" in str(e.value)
+
+
+# ------------------------------------------------------- SWR, embedding reset, spectral reg.
+
+
+def _init_of(model):
+    """Each parameter's initial (mean, std or None), by hand: LayerNorm gains 1, other constants
+    0, normal draws with GPT.init_stds."""
+    stds = model.init_stds()
+    out = {}
+    for name, _ in model.named_parameters():
+        gain = name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
+        out[name] = (1.0 if gain else 0.0, stds[name])
+    return out
+
+
+def test_swr_redraws_exactly_the_low_utility_weights_from_their_initialisation():
+    zeta = 0.5
+    model = _model(seed=3)
+    mit = Mitigations(MitigationOptions(swr=zeta, swr_every=4), seed=1, run_step=2)
+    opt = _opt(model, 0.0)  # lr 0: only SWR moves θ
+    mit.attach(model, opt)
+    x, y = _batch(0)
+    model(x, y).backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    picked = {}
+    for n, p in model.named_parameters():
+        utility = (p * p.grad).abs()
+        picked[n] = utility <= zeta * utility.mean()
+    opt.step()
+    mit.after_step(0)  # the run's step 3: not a multiple of 4
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    mit.after_step(1)  # the run's step 4
+    init = _init_of(model)
+    drawn = []
+    for n, p in model.named_parameters():
+        kept = ~picked[n]
+        assert torch.equal(p[kept], before[n][kept]), n  # the others untouched
+        mean, std = init[n]
+        if std is None:
+            assert torch.all(p[picked[n]] == mean), n  # constants back to their init value
+        else:
+            assert not torch.equal(p[picked[n]], before[n][picked[n]]), n
+            drawn.append((p[picked[n]] - mean) / std)
+    z = torch.cat(drawn).detach()
+    assert mit.counters["swr_reset"] == sum(int(m.sum()) for m in picked.values()) > 1000
+    assert float(z.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(z.std()) == pytest.approx(1.0, abs=0.05)  # N(0, σ_init²) in units of σ_init
+
+
+def test_embedding_reset_every_n_run_steps_redraws_the_table_and_its_adamw_state():
+    model = _model(seed=3)
+    mit = Mitigations(MitigationOptions(embed_reset=3), seed=1, run_step=1)
+    opt = _opt(model, 0.0)
+    mit.attach(model, opt)
+    wte = model.transformer.wte.weight
+    reset_at = []
+    for step in range(6):
+        x, y = _batch(step)
+        model(x, y).backward()
+        opt.step()
+        old = wte.detach().clone()
+        mit.after_step(step, x)
+        if not torch.equal(wte, old):
+            reset_at.append(step)
+            state = opt.state[wte]
+            assert all(float(state[k].abs().max()) == 0 for k in ("exp_avg", "exp_avg_sq"))
+            assert float(state["step"]) == 0  # AdamEF restarts the embedding's bias correction
+            assert float(opt.state[model.transformer.wpe.weight]["exp_avg_sq"].max()) > 0
+        opt.zero_grad(set_to_none=True)
+    assert reset_at == [1, 4]  # the run's steps 3 and 6
+    assert mit.counters["embed_resets"] == 2
+    assert float(wte.std()) == pytest.approx(0.02, rel=0.05) and abs(float(wte.mean())) < 2e-3
+
+
+def test_spectral_regularisation_adds_the_penalty_gradient_of_the_top_singular_value():
+    lam = 0.3
+    model = _model(seed=3)
+    mit = Mitigations(MitigationOptions(spectral=lam), seed=1).attach(model, None)
+    with torch.no_grad():
+        for _ in range(500):  # converge the persistent vectors fully for an exact comparison
+            mit._power_iteration()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    penalty = 0.0
+    for m in linears:
+        full = m.weight if m.bias is None else torch.cat([m.weight, m.bias[:, None]], dim=1)
+        penalty = penalty + (torch.linalg.matrix_norm(full, ord=2) ** 2 - 1) ** 2
+    expected = torch.autograd.grad(lam * penalty, [p for m in linears for p in m.parameters()])
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        sigmas = mit.spectral_grad()
+    got = [p.grad for m in linears for p in m.parameters()]
+    for g, e in zip(got, expected, strict=True):
+        assert torch.allclose(g, e, rtol=1e-3, atol=1e-7)
+    exact = [float(torch.linalg.matrix_norm(torch.cat([m.weight, m.bias[:, None]], 1), ord=2))
+             for m in linears]  # fmt: skip
+    assert sigmas == pytest.approx(exact, rel=1e-4)
+    # The vectors are resumable state: a resumed task continues the same estimates.
+    other = Mitigations(MitigationOptions(spectral=lam), seed=1).attach(_model(seed=3), None)
+    other.load_state_dict(mit.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.spectral_v, mit.spectral_v, strict=True))
+
+
+def test_new_remedies_are_arms_with_their_reference_defaults():
+    from plc.options import parse_mitigation
+
+    assert parse_mitigation("swr") == {"swr": 0.0005}  # collas_2025_swr_paper's ViT config
+    assert TrainOptions(swr=0.0005).swr_every == 128
+    assert parse_mitigation("embreset") == {"embed_reset": 1000}  # --clear_embed_every_K_updates
+    assert parse_mitigation("spectral") == {"spectral": 0.0001}
+    o = MitigationOptions(swr=1e-3, swr_every=64, embed_reset=500, spectral=1e-4)
+    assert o.active and o.label == "swr0.001@64+embreset500+spectral0.0001"
+    assert o.record()["swr_every"] == 64 and o.record()["embed_reset"] == 500
+    for kwargs, fragment in [
+        ({"swr": 0.0}, "--swr ζ"),
+        ({"swr": 1e-3, "swr_every": 0}, "--swr-every"),
+        ({"embed_reset": 0}, "--embed-reset"),
+        ({"spectral": -1.0}, "--spectral λ"),
+    ]:
+        with pytest.raises(PlcError, match=None) as e:
+            MitigationOptions(**kwargs)
+        assert fragment in str(e.value)
+
+
+def test_intervene_embed_reset_redraws_only_the_token_embedding(tmp_path):
+    c = tmp_path / "c0.pt"
+    init_checkpoint(c, size="nano", vocab_size=320, context=CTX, seed=4)
+    res = intervene("embed-reset", c, out=tmp_path / "c0x.pt", device="cpu")
+    before, after = load_checkpoint(c), load_checkpoint(res.out)
+    for name, value in before.model.items():
+        same = torch.equal(value, after.model[name])
+        assert same == (name != "transformer.wte.weight"), name
+    wte = after.model["transformer.wte.weight"]
+    assert float(wte.std()) == pytest.approx(0.02, rel=0.05)
+    assert after.meta["history"][-1] == {
+        "intervention": "embed-reset", "lang": "", "tokens": 0, "steps": 0, "seed": 4
+    }  # fmt: skip
+    assert after.method == "intervene embed-reset" and res.task_index == 0

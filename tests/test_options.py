@@ -55,7 +55,25 @@ NON_DEFAULT = {
     "cbp_decay": ("0.9", 0.9),
     "redo": ("0.1", 0.1),
     "redo_every": ("4", 4),
+    "schedule": ("cosine", "cosine"),
+    "lr_floor": ("0.2", 0.2),  # with --schedule wsd
+    "lr_decay": ("0.5", 0.5),  # with --schedule wsd
+    "replay": ("0.25", 0.25),  # train-task's only: a probe trains on its language alone
+    "replay_last": ("2", 2),
+    "transition": ("2", 2),  # train-task's only
+    "swr": ("0.001", 0.001),
+    "swr_every": ("16", 16),
+    "embed_reset": ("100", 100),
+    "spectral": ("0.001", 0.001),
 }
+# Fields another flag must accompany (as ReDo's cadence goes with ReDo).
+WITH = {
+    "redo_every": ["--redo", "0.1"],
+    "lr_floor": ["--schedule", "wsd"],
+    "lr_decay": ["--schedule", "wsd"],
+    "replay_last": ["--replay", "0.1"],
+}
+TRAIN_TASK_ONLY = ("replay", "replay_last", "transition")
 
 
 class Captured(Exception):
@@ -95,12 +113,14 @@ def test_every_field_is_one_flag_of_every_training_command_and_reaches_the_loop(
             assert flags.count(flag) == 1, (name, flag)
             given, expected = NON_DEFAULT[field.name]
             args = [flag] if given is None else [flag, given]
-            if field.name == "redo_every":  # ReDo's cadence goes with ReDo
-                args += ["--redo", "0.1"]
+            args += WITH.get(field.name, [])
             if field.name != "steps":  # tokens and steps are exclusive; the rest combine
                 args += ["--steps", "3"] if field.name != "tokens" else []
             argv = [*base, "--data", str(data), "--metrics", str(tmp_path / "m"), *args]
             result = CliRunner().invoke(app, argv)
+            if name == "probe" and field.name in TRAIN_TASK_ONLY:
+                assert "is train-task's" in str(result.exception), (flag, result.output)
+                continue
             assert isinstance(result.exception, Captured), (name, flag, result.output)
             options = seen[-1]
             assert options.resolved

@@ -159,6 +159,16 @@ CASES = {
         3,
         lambda p: {_value(j, "--val-seqs") for j in _train(p)} == {"3"},
     ),
+    "transition": (
+        "control",
+        ["--transition", "16"],
+        16,
+        lambda p: (
+            [r.run_id for r in p.runs] == ["nano-s0-transition16"]
+            and {_value(j, "--transition") for j in _train(p)} == {"16"}
+            and [len(j.inputs) for j in _train(p)] == [2, 3, 3, 3]  # + the previous task's store
+        ),
+    ),
     "mitigations": (
         "control",
         ["--mitigation", "none", "--mitigation", "l2init:0.02"],

@@ -41,12 +41,22 @@ SIZES = ["5M", "27M", "106M"]  # the fixture's runs a, b, c, small to large
 
 
 def write_diagnose(
-    folder: Path, run_id: str, size: str, n_params: int, cycles=4, layers=2, heads=2, drop=()
+    folder: Path,
+    run_id: str,
+    size: str,
+    n_params: int,
+    cycles=4,
+    layers=2,
+    heads=2,
+    drop=(),
+    measures=False,
 ):
     """Diagnose files at the end of each cycle, with the rows plc diagnose writes (less `drop`).
 
     Values: param_abs_mean 0.02 + 0.001·c, dormant_pct of layer l c·(l + 1), entropy of head h of
-    layer l 1 + 0.5·c + h + l, whole-model dormant 1.5·c, lazy 5·c, collapsed 2·c at cycle c.
+    layer l 1 + 0.5·c + h + l, whole-model dormant 1.5·c, lazy 5·c, collapsed 2·c at cycle c;
+    with `measures` the newer ones too: perturb_loss_increase 0.1·c, init_distance 3·c,
+    last_hidden_norm 8 + c, last_hidden_var 1 − 0.1·c.
     """
     for c in range(cycles + 1):
         task = 8 * c
@@ -80,6 +90,12 @@ def write_diagnose(
         add("h_max", H_MAX)
         add("lazy_pct", 5.0 * c)
         add("collapsed_pct", 2.0 * c)
+        if measures:
+            add("perturb_loss_increase", 0.1 * c)
+            add("perturb_sigma", 1.0)  # a setting, not a correlate: not drawn
+            add("init_distance", 3.0 * c)
+            add("last_hidden_norm", 8.0 + c)
+            add("last_hidden_var", 1.0 - 0.1 * c)
         df = pl.DataFrame(rows, schema=DIAGNOSE_SCHEMA)
         write_metrics(metric_path(folder, "diagnose", run_id, task, "ru" if task else ""), df)
 
@@ -296,7 +312,7 @@ def test_correlates_four_panels_and_the_onset_at_the_nearest_diagnosis(files, se
     d = build_figure("correlates", files)
     axes = d.figure.axes
     assert len(axes) == 4 and all(grid_shape(ax) == (2, 2) for ax in axes)
-    assert [ax.get_ylabel() for ax in axes] == [label for _, label in CORRELATES]
+    assert [ax.get_ylabel() for ax in axes] == [label for _, label in CORRELATES[:4]]
     assert legend(axes[0]) == [*SIZES, ONSET_LABEL]
     # Diagnoses at the end of cycles 0..4: the marker sits on the one nearest onset / 8.
     nearest = [round(s.onset / 8) for s in series]
@@ -326,6 +342,25 @@ def test_correlates_draw_only_the_metrics_present_and_no_onset_without_probes(tm
     out = tmp_path / "c.png"
     assert plot("correlates", [str(folder / "*.parquet")], out).notes == d.notes
     assert np.array_equal(_pixels(out), _pixels(_saved(d)))
+
+
+def test_correlates_draw_the_newer_measures_where_diagnose_wrote_them(tmp_path):
+    folder = tmp_path / "m"
+    write_diagnose(folder, "a", "5M", 4_932_480, measures=True)
+    axes = build_figure("correlates", [str(folder / "*.parquet")]).figure.axes
+    assert [ax.get_ylabel() for ax in axes] == [label for _, label in CORRELATES]
+    assert len(axes) == 8 and all(grid_shape(ax) == (3, 3) for ax in axes)
+    drawn = {ax.get_ylabel(): ax.get_lines()[0] for ax in axes}
+    cycles = np.arange(5.0)
+    for metric, expected in (
+        ("perturb_loss_increase", 0.1 * cycles),
+        ("init_distance", 3.0 * cycles),
+        ("last_hidden_norm", 8.0 + cycles),
+        ("last_hidden_var", 1.0 - 0.1 * cycles),
+    ):
+        label = dict(CORRELATES)[metric]
+        np.testing.assert_allclose(drawn[label].get_xdata(), cycles)
+        np.testing.assert_allclose(drawn[label].get_ydata(), expected)
 
 
 def test_dormant_layers_one_panel_per_run_one_line_per_layer(files):

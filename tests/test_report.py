@@ -145,6 +145,14 @@ def test_report_of_a_tiny_study(tiny_study, tiny_report):
     nano = next(r for r in rows if r["run"] == "nano-s0")
     assert (nano["task"], nano["cycle"]) == ("8", "1")
     assert nano["mean |θ|"] == f"{param:.5g}"
+    for metric, column in (
+        ("init_distance", "‖θ − θ₀‖₂"),
+        ("perturb_loss_increase", "loss increase under perturbation"),
+        ("last_hidden_norm", "last hidden norm"),
+        ("last_hidden_var", "last hidden variance"),
+    ):
+        value = diag.filter(pl.col("metric") == metric)["value"][0]
+        assert nano[column] == f"{value:.4g}", metric
 
     histories = [t for t in page.tables if t[0] == ["tasks", "languages", "settings"]]
     assert len(histories) == 2  # a table per run, one row each: 8 tasks of the same settings
@@ -330,10 +338,21 @@ def test_folder_without_plc_files(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+def _chromium() -> str | None:
+    """A headless Chromium where .ci/browser finds or installs one: on PATH, or Playwright's."""
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    on_path = [p for p in map(shutil.which, names) if p]
+    playwright = sorted(Path.home().glob(".cache/ms-playwright/chromium-*/chrome-linux*/chrome"))
+    return next(iter(on_path + [str(p) for p in playwright[::-1]]), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+CHROMIUM = _chromium()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no headless Chromium on PATH or in Playwright's cache: .ci/browser installs one as CI does",
+)
 def test_chromium_renders_the_report(tiny_report, tmp_path):
     """Headless Chromium draws the page without a console message, and every image decodes."""
     res, out = tiny_report

@@ -105,7 +105,10 @@ class Scripted:
         return "Scripted verdicts (a test)."
 
 
-fraction = st.floats(0, 1)
+# No subnormals: a command run in this process earlier in the session (plc.runtime) turns on
+# torch's flush-to-zero, under which Hypothesis cannot draw them (FloatingPointError); no property
+# here turns on them.
+fraction = st.floats(0, 1, allow_subnormal=False)
 scripts = st.builds(
     Script,
     kind=st.sampled_from(KINDS),
@@ -323,7 +326,9 @@ def _series(values: list[float], langs: list[str]) -> ProbeSeries:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    values=st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=30),
+    values=st.lists(
+        st.floats(-50, 50, allow_nan=False, allow_subnormal=False), min_size=1, max_size=30
+    ),
     window=st.sampled_from([1, 3, 5]),
     seed=st.integers(0, 100),
 )

@@ -26,9 +26,10 @@ from plc.init import init_checkpoint
 from plc.model import GPT, GPTConfig
 from plc.options import TrainOptions
 from plc.presets import PRESETS, get_preset
+from plc.schedule import lr_at
 from plc.store import load_checkpoint, save_checkpoint
 from plc.task import next_checkpoint_path, state_path_for, train_task
-from plc.train import TrainingDiverged, lr_at, train_loop
+from plc.train import TrainingDiverged, train_loop
 
 CORPUS = Path(__file__).resolve().parents[1] / "plc" / "data" / "corpus"
 BYTE = ByteTokenizer().identity()

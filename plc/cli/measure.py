@@ -176,7 +176,8 @@ def diagnose(
     as_json: bool = JsonOpt,
     options: Any = None,
 ) -> None:
-    """Correlates of plasticity loss: mean |θ|, dormant units, lazy/collapsed heads, feature ranks."""
+    """Correlates of plasticity loss: mean |θ|, dormant units, lazy/collapsed heads, feature ranks,
+    the last hidden state, the distance from θ₀ and the sensitivity to a perturbation."""
     from rich.progress import Progress
 
     from plc.diagnose import diagnose as run_diagnose
@@ -222,4 +223,20 @@ def diagnose(
             f"(H_max {res.h_max:.4f}, queries {res.query_from}…{res.seq_len}, {res.entropy_lang})"
         )
     console.print("; ".join(parts))
+    newer = []
+    if res.last_hidden_norm is not None:
+        newer.append(
+            f"last hidden state |h| {res.last_hidden_norm:.4g}, variance "
+            f"{res.last_hidden_var:.4g} ({res.dormant_lang})"
+        )
+    if res.init_distance is not None:
+        newer.append(f"‖θ − θ₀‖ {res.init_distance:.5g}")
+    if res.perturb_loss_increase is not None:
+        newer.append(
+            f"perturbed by σ = {res.perturb_sigma:g} init std: loss {res.perturb_loss:.4f} "
+            f"{res.perturb_loss_increase:+.4f} ({res.perturb_lang}, {len(res.perturb_draws)} "
+            "draws)"
+        )
+    if newer:
+        console.print("; ".join(newer))
     console.print(f"wrote [bold]{res.metrics_path}[/bold] in {res.seconds:.1f} s")

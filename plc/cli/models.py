@@ -286,7 +286,7 @@ def _remedy_option(method: str, name: str, flag: str | None = None) -> Any:
 
 @app.command(rich_help_panel=PANEL)
 def intervene(
-    method: str = typer.Argument(..., help="shrink-perturb or redo."),
+    method: str = typer.Argument(..., help="shrink-perturb, redo or embed-reset."),
     ckpt: Path = typer.Argument(..., help="A checkpoint (.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (e.g. c47x.pt)."),
     shrink_perturb: str = _remedy_option("shrink-perturb", "shrink_perturb"),

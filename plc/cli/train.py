@@ -16,6 +16,7 @@ from plc.cli.common import (
     app,
     console,
     emit_json,
+    err_console,
     train_options,
 )
 from plc.runtime import rank
@@ -85,6 +86,8 @@ def train_task_cmd(
         )
     if rank() != 0:  # one summary from torchrun's ranks
         return
+    for note in res.notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if as_json:
         emit_json(res)
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,8 +71,39 @@ def _check_rank(batch_size: int, rank: int, world_size: int) -> None:
         raise PlcError(f"a batch of {batch_size} sequences has no rank {rank} of {world_size}")
 
 
+@dataclass(frozen=True)
+class Composition:
+    """An exact share of every batch from the stores after the first (the task's own): replay
+    takes round(replay·B) rows, each from one of the other stores drawn uniformly; a transition
+    takes round(B·(1 − (s+1)/(K+1))) rows from the second store at the task's step s < K, none
+    after (its share falls linearly over K steps). Which rows is a random permutation of the
+    batch, drawn from the step's generator like everything else of the batch."""
+
+    replay: float = 0.0
+    transition: int = 0  # K
+    first: int = 0  # the sampler step of the task's step 0 (a continued run's schedule step)
+
+    def others(self, step: int, n: int) -> int:
+        """Rows of the batch of sampler step `step` that come from the other stores."""
+        if self.transition:
+            s = step - self.first
+            return round(n * (1 - (s + 1) / (self.transition + 1))) if s < self.transition else 0
+        return round(n * self.replay)
+
+    def rows(self, step: int, n: int, stores: int, rng: np.random.Generator) -> np.ndarray:
+        """The store of each of the n rows."""
+        k = self.others(step, n)
+        which = np.zeros(n, dtype=np.int64)
+        if k:
+            picked = rng.permutation(n)[:k]
+            which[picked] = 1 if stores == 2 else 1 + rng.integers(0, stores - 1, size=k)
+        return which
+
+
 class BatchSampler:
-    """Global batches of `batch_size` windows of `seq_len + 1` tokens from one store or a mixture."""
+    """Global batches of `batch_size` windows of `seq_len + 1` tokens from one store, a mixture
+    (`weights`: each row's store drawn with those probabilities) or an exact `composition` (replay
+    and gradual transitions: store 0 the task's own)."""
 
     def __init__(
         self,
@@ -81,6 +113,7 @@ class BatchSampler:
         seed: int,
         task_index: int,
         weights: Sequence[float] | None = None,
+        composition: Composition | None = None,
     ):
         if seq_len <= 0 or batch_size <= 0:
             raise PlcError("seq_len and batch size must be positive")
@@ -95,6 +128,21 @@ class BatchSampler:
         if len(w) != len(stores) or (w < 0).any() or w.sum() <= 0:
             raise PlcError("mixture weights must be non-negative, one per language, not all zero")
         self.weights = w / w.sum()
+        if composition is not None and (weights is not None or len(self.stores) < 2):
+            raise PlcError("a batch composition needs the task's store and others, no weights")
+        self.composition = composition
+
+    def _which(self, step: int, rng: np.random.Generator) -> np.ndarray:
+        n = self.batch_size
+        if self.composition is not None:
+            return self.composition.rows(step, n, len(self.stores), rng)
+        if len(self.stores) == 1:
+            return np.zeros(n, dtype=np.int64)
+        return rng.choice(len(self.stores), size=n, p=self.weights)
+
+    def sources(self, step: int) -> np.ndarray:
+        """The store (its index in `stores`) of each row of the global batch of step `step`."""
+        return self._which(step, np.random.default_rng([self.seed, self.task_index, step]))
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
         """Rows rank::world_size of the global batch of training step `step`: int64 array
@@ -103,11 +151,7 @@ class BatchSampler:
         _check_rank(self.batch_size, rank, world_size)
         rng = np.random.default_rng([self.seed, self.task_index, step])
         n = self.batch_size
-        which = (
-            np.zeros(n, dtype=np.int64)
-            if len(self.stores) == 1
-            else rng.choice(len(self.stores), size=n, p=self.weights)
-        )
+        which = self._which(step, rng)
         out = np.empty((n // world_size, self.seq_len + 1), dtype=np.int64)
         for i, store in enumerate(self.stores):
             rows = np.flatnonzero(which == i)

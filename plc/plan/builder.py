@@ -120,9 +120,9 @@ class Builder:
         self.window = ONSET_WINDOW
 
     def _methods(self) -> list[tuple[str, dict[str, Any]]]:
-        """(run id tag, TrainOptions fields) of every --mitigation."""
+        """(run id tag, TrainOptions fields) of every --mitigation, each with --transition."""
         specs = self.o.mitigations or ("none",)
-        methods = [parse_mitigation(m) for m in specs]
+        methods = [parse_mitigation(m, self.o.transition) for m in specs]
         if len({tag for tag, _ in methods}) < len(methods):
             raise PlcError(f"--mitigation names a method twice: {','.join(specs)}")
         same = [
@@ -297,13 +297,23 @@ class Builder:
         train: dict[str, Any],
         after: Sequence[str] = (),
         record: str | None = None,
+        earlier: Sequence[str] = (),
     ) -> None:
         """Task `task` of `run` from checkpoint `src`: `what` its data (--lang L, --mix …), `train`
         the TrainOptions fields it sets beside the preset, `after` train-task's own flags.
 
+        `earlier`: the languages of the run's earlier tasks, in order; with replay or a transition
+        in `train` their stores (all, or the last) are the job's inputs too.
+
         `record`: the task's train metric file as the job's target instead of the checkpoint —
         the one file the task writes whether it finishes or diverges, so that a diverged task
         (exit status 3, no checkpoint) counts as done (App. A's grid goes on to fit-lr)."""
+        lang = what[what.index("--lang") + 1] if "--lang" in what else None
+        before = [x for x in dict.fromkeys(reversed(earlier)) if x != lang]  # latest first
+        if train.get("replay") is not None:
+            stores = [*stores, *(self.store(x) for x in before)]
+        elif train.get("transition") is not None and earlier and earlier[-1] != lang:
+            stores = [*stores, self.store(earlier[-1])]
         self.jobs.append(
             Job(
                 "train-task",
@@ -366,7 +376,10 @@ class Builder:
         args += [] if probe_lang == PROBE_LANG else ["--dormant-lang", probe_lang]
         args += [] if entropy == ENTROPY_LANG else ["--entropy-lang", entropy]
         args += ["--metrics", self.metrics, "--force"]
-        inputs = [ckpt, *dict.fromkeys([self.store(probe_lang), self.store(entropy)])]
+        # The perturbation reads the last task's language (a mixture's: the probe language's).
+        perturbed = probe_lang if task_lang == "mix" else task_lang
+        stores = [self.store(probe_lang), self.store(entropy), self.store(perturbed)]
+        inputs = [ckpt, *dict.fromkeys(stores)]
         self.jobs.append(Job("diagnose", out, inputs, "diagnose", args, **self._of(run, task)))
         return out
 

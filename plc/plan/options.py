@@ -227,6 +227,14 @@ class PlanOptions:
         ("lr-grid",),
         cli_type=int,
     )
+    transition: int | None = _opt(
+        None,
+        "--transition",
+        "Gradual transitions: every task's batches move from the previous task's language to its "
+        "own over its first K steps (0 = the abrupt switch, the default).",
+        ("continual", "control"),
+        cli_type=int,
+    )
     mitigations: tuple[str, ...] | None = _opt(
         None,
         "--mitigation",
@@ -341,6 +349,8 @@ class PlanOptions:
             not lrs or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs)
         ):
             raise PlcError(f"--lrs must be distinct positive rates, got {list(lrs)}")
+        if self.transition is not None and self.transition < 0:
+            raise PlcError(f"--transition K must be 0 or more steps, got {self.transition}")
         if self.val_every is not None and self.val_every < 1:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
         if self.val_seqs is not None and self.val_seqs < 1:
@@ -422,10 +432,14 @@ def display_flag(name: str) -> str:
     return flag.split(",")[0].split("/")[0]
 
 
-def parse_mitigation(spec: str) -> tuple[str, dict[str, Any]]:
+def parse_mitigation(spec: str, transition: int | None = None) -> tuple[str, dict[str, Any]]:
     """`--mitigation NAME[:ARGS]` (plc.options.parse_mitigation, where the remedies are declared)
     → (run id tag, the TrainOptions fields it sets); the tag is the method's name in metric file
-    names (plc.store.method_tag), '' for none."""
+    names (plc.store.method_tag), '' for none. `transition` (--transition K > 0) joins every arm."""
     train = arm_fields(spec)
+    if transition:
+        if "transition" in train or "replay" in train:
+            raise PlcError(f"--transition {transition} does not combine with --mitigation {spec}")
+        train["transition"] = transition
     label = arm_label(train)
     return ("" if label == "none" else method_tag(label)), train

@@ -44,6 +44,8 @@ def cyclic(b: Builder, tags: Sequence[str] = ()) -> Plan:
         dense = set(dense_after)
     elif o.dense_after is not None:
         raise PlcError("--dense-after needs --dense-cycles (the cycles to probe densely)")
+    if stationary and any("replay" in m or "transition" in m for _, m in b.methods):
+        raise PlcError("replay and transitions move between languages: not for the mixture")
     entropy = ENTROPY_LANG if ENTROPY_LANG in cycle else probe_lang
     diagnose_every = 1 if o.diagnose_every is None else o.diagnose_every
     b.shards(cycle, probe_lang, source)
@@ -76,7 +78,8 @@ def cyclic(b: Builder, tags: Sequence[str] = ()) -> Plan:
                 what, stores = ["--lang", lang], [b.store(lang)]
                 task_lang = lang
                 probed = lang in probe_after or (lo <= cyc <= hi and lang in dense)
-            b.train(run, k, c(k - 1), c(k), what, stores, {**wd, **method}, after)
+            earlier = [cycle[(j - 1) % n] for j in range(1, k)]
+            b.train(run, k, c(k - 1), c(k), what, stores, {**wd, **method}, after, None, earlier)
             if probed:
                 inputs.append(b.probe(run, k, c(k), task_lang, probe_lang))
                 probes_per_run += 1

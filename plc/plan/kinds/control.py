@@ -58,7 +58,8 @@ def control(o: PlanOptions) -> Plan:
         b.init(run)
         inputs.append(b.scratch_probe(run, c(0), probe))
         for k, lang in enumerate(chains, 1):
-            b.train(run, k, c(k - 1), c(k), ["--lang", lang], [b.store(lang)], {**wd, **method})
+            task, stores = ["--lang", lang], [b.store(lang)]
+            b.train(run, k, c(k - 1), c(k), task, stores, {**wd, **method}, earlier=chains[: k - 1])
             if k in probed:
                 inputs.append(b.probe(run, k, c(k), lang, probe))
             if every and k % every == 0:
