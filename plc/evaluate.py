@@ -79,19 +79,27 @@ def validation_loss(
     every rank returns the same number.
     """
     import torch
+    from torch.distributed.fsdp import FSDPModule
 
     n, length = windows.shape
     batch_size = batch_size or default_batch(length - 1)
     rows = windows[runtime.rank :: runtime.world_size]
+    # A sharded model gathers its weights in every forward pass, with every rank: each makes as
+    # many as the rank with most windows, a short one weighing its last window 0 times more.
+    passes = -(-rows.shape[0] // batch_size)
+    if isinstance(model, FSDPModule):
+        most = -(-n // runtime.world_size)
+        passes = -(-most // batch_size)
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=runtime.device)
     try:
         with torch.no_grad(), runtime.autocast():
-            for s in range(0, rows.shape[0], batch_size):
-                batch = torch.from_numpy(rows[s : s + batch_size]).to(runtime.device)
+            for s in range(0, passes * batch_size, batch_size):
+                part = rows[s : s + batch_size]
+                batch = torch.from_numpy(part if len(part) else windows[:1]).to(runtime.device)
                 loss = model(batch[:, :-1], batch[:, 1:])
-                total += loss.double() * batch.shape[0]
+                total += loss.double() * len(part)
     finally:
         model.train(was_training)
     if runtime.distributed:

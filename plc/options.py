@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from plc.errors import PlcError
+from plc.memory import STRATEGIES
 from plc.presets import get_preset, steps_for, warmup_steps
 from plc.protocol import ENTROPY_LANG, PROBE_LANG
 from plc.sizes import paper_lr
@@ -381,6 +382,21 @@ class TrainOptions(MitigationOptions):
     )
     device: str = _flag("auto", "--device", "auto (CUDA if present), cpu or cuda.", str)
     compile: bool = _flag(False, "--compile", "torch.compile the model (CUDA).", bool)
+    strategy: str = _flag(
+        "auto",
+        "--strategy",
+        "Under torchrun: ddp (every rank holds the whole model), fsdp (weights, gradients and "
+        "AdamW state sharded over the ranks) or auto (CUDA: DDP where it fits, by plc.memory; "
+        "CPU: DDP).",
+        str,
+    )
+    activation_checkpointing: bool = _flag(
+        False,
+        "--activation-checkpointing",
+        "Keep only each block's input for the backward pass, recompute the rest (≈ 1/3 more "
+        "compute; CUDA: switched on where nothing else fits).",
+        bool,
+    )
     tensorboard: str | None = _flag(
         None,
         "--tensorboard",
@@ -414,6 +430,10 @@ class TrainOptions(MitigationOptions):
                 raise PlcError(f"{flag_of(name)} must be in [0, 1), got {getattr(self, name)}")
         if not self.adam_eps > 0:
             raise PlcError(f"--adam-eps must be positive, got {self.adam_eps}")
+        if self.strategy not in STRATEGIES:
+            raise PlcError(
+                f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
         super().__post_init__()
 
     @property
@@ -535,7 +555,16 @@ class TrainOptions(MitigationOptions):
     def record(self) -> dict[str, Any]:
         """The resolved settings as a checkpoint's task history and a resume signature hold them."""
         # How, not what: a run resumed or saved on another cadence trains the same model.
-        skip = ("tokens", "device", "compile", "save_every", "save_every_minutes", "tensorboard")
+        skip = (
+            "tokens",
+            "device",
+            "compile",
+            "strategy",
+            "activation_checkpointing",
+            "save_every",
+            "save_every_minutes",
+            "tensorboard",
+        )
         rec = {k: v for k, v in asdict(self).items() if k not in skip}
         rec.update(tokens=self.total_tokens, warmup_steps=self.warmup_steps)
         return rec

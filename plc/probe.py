@@ -95,13 +95,24 @@ class ProbeResult:
 
 @dataclass
 class _Repeat:
-    """One probe seed's training: its curve and AUC, the loop's result and the trained model."""
+    """What the result needs of one probe seed's training: its curve and AUC, its throughput,
+    and the trained weights where --keep writes them. Not the model or the optimizer: at 314M
+    they are ≈ 6 GB a repeat, and each repeat trains a fresh copy."""
 
     seed: int
     curve: list[dict[str, float]]
     auc: float
-    loop: LoopResult
-    model: Any
+    tokens_per_s: float
+    seconds: float
+    resumed_from: int
+    weights: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, seed: int, loop: LoopResult, model: Any, keep: bool) -> _Repeat:
+        curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in loop.evals]
+        area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
+        weights = loop.weights(model) if keep else None
+        return cls(seed, curve, area, loop.tokens_per_s, loop.seconds, loop.resumed_from, weights)
 
 
 def _cadence(
@@ -274,14 +285,12 @@ def probe(
                 on_step=run.step_hook(on_step, track=track is not None),
                 mitigations=mitigations_for(probed, seeded, probed.task_index + 1),
             )
-            curve = [{"step": int(e["step"]), "val_loss": float(e["value"])} for e in res.evals]
-            area = auc([c["step"] for c in curve], [c["val_loss"] for c in curve])
-            runs.append(_Repeat(seed, curve, area, res, model))
+            runs.append(_Repeat.of(seed, res, model, keep is not None and runtime.is_main))
+            del model, res, eval_fn  # the next repeat trains a fresh copy with a new optimizer
 
         kept = None
         if keep is not None and runtime.is_main:
-            weights = {k: v.detach().cpu() for k, v in runs[0].model.state_dict().items()}
-            kept = Checkpoint(base.config, weights, advance(probed.meta, opts, task))
+            kept = Checkpoint(base.config, runs[0].weights, advance(probed.meta, opts, task))
         rows = _probe_rows(ctx, probed, lang, from_scratch, ev, runs)
         run.commit(metric_frame("probe", rows), kept)
         aucs = [r.auc for r in runs]
@@ -305,9 +314,9 @@ def probe(
         auc=statistics.fmean(aucs),
         auc_sd=statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
         final_val_loss=first.curve[-1]["val_loss"],
-        tokens_per_s=first.loop.tokens_per_s,
-        seconds=sum(r.loop.seconds for r in runs),
-        resumed_from=max(r.loop.resumed_from for r in runs),
+        tokens_per_s=first.tokens_per_s,
+        seconds=sum(r.seconds for r in runs),
+        resumed_from=max(r.resumed_from for r in runs),
         kept=str(keep) if keep is not None else None,
         entropy_rate=rate,
         final_excess_loss=None if rate is None else first.curve[-1]["val_loss"] - rate,

@@ -52,6 +52,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def device_memory(name: str = "auto") -> int | None:
+    """Bytes of memory of the CUDA device `name` resolves to (this process's under torchrun);
+    None for the CPU, whose jobs are not fitted."""
+    import torch
+
+    dev = resolve_device(name)
+    if dev.type != "cuda":
+        return None
+    index = dev.index if dev.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+    return int(torch.cuda.get_device_properties(index).total_memory)
+
+
 def rank() -> int:
     """This process's torchrun rank (0 outside torchrun), read without importing torch: only rank 0
     writes files and prints results."""

@@ -225,7 +225,7 @@ def _finish(
     result: Checkpoint, model: LanguageModel, res: LoopResult, opts: TrainOptions, continued: bool
 ) -> None:
     """The output checkpoint's weights and what the remedies and --continue carry to the next."""
-    result.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    result.model = res.weights(model)
     result.meta.pop("mitigation_state", None)
     if res.mitigations is not None:
         result.meta["history"][-1]["mitigations"] = res.mitigations.record()

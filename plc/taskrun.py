@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from plc import __version__
 from plc.errors import PlcError
+from plc.memory import choose
 from plc.mitigations import Mitigations, initial_state
 from plc.options import TrainOptions
-from plc.runtime import rank, setup
-from plc.sizes import SHAPES
+from plc.runtime import device_memory, rank, setup
+from plc.sizes import SHAPES, GPTConfig
 from plc.store import (
     Checkpoint,
     check_output,
@@ -77,7 +78,43 @@ def load_and_resolve(
     )
     if resolved.seed is None:
         resolved = replace(resolved, seed=int(base.meta.get("seed", 0)))
-    return base, resolved
+    return base, fit_to_device(
+        resolved, base.config, device_memory(options.device), fixed=options.micro_batch
+    )
+
+
+def fit_to_device(
+    options: TrainOptions,
+    config: GPTConfig,
+    device_bytes: int | None,
+    *,
+    fixed: int | None = None,
+    world: int | None = None,
+) -> TrainOptions:
+    """Resolved options with the strategy, micro-batch and activation checkpointing that fit a
+    device of `device_bytes` (plc.memory.choose, over `world` ranks: torchrun's) where the flags
+    leave them open: the micro-batch at most the resolved one, unless given (`fixed`). Without a
+    device to fit (the CPU) auto is DDP and the rest stays as resolved."""
+    if device_bytes is None:
+        return options if options.strategy != "auto" else replace(options, strategy="ddp")
+    world = world or int(os.environ.get("WORLD_SIZE", "1"))
+    fit = choose(
+        config,
+        seq_len=options.seq_len,
+        share=options.batch_size // world,
+        world=world,
+        device_bytes=device_bytes,
+        cap=options.micro_batch,
+        micro_batch=fixed,
+        strategy=options.strategy,
+        checkpointing=options.activation_checkpointing,
+    )
+    return replace(
+        options,
+        strategy=fit.strategy,
+        micro_batch=fit.micro_batch,
+        activation_checkpointing=fit.activation_checkpointing,
+    )
 
 
 def start(

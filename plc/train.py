@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from plc.errors import PlcError
 from plc.mitigations import Mitigations
-from plc.model import LanguageModel
+from plc.model import GPT, LanguageModel
 from plc.options import TrainOptions
 from plc.runtime import Runtime
 from plc.schedule import learning_rate
@@ -39,6 +40,15 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = "plc-train-state"
 STATE_VERSION = 1
+# The host reads the losses and gradient norms (and the ranks agree on a save or a stop) about
+# once a second, not after every step: a read drains the GPU's queue, which then idles while the
+# host queues the next step. The steps between reads grow at most twofold per read (the first
+# reads time little but queueing), up to MAX_SYNC_STEPS. Whatever the cadence, the rows, the
+# divergence check (a non-finite step's update is skipped on the device and the step named at the
+# read) and resumption are those of a read after every step; HOST_SYNC_SECONDS = 0 reads after
+# every step.
+HOST_SYNC_SECONDS = 1.0
+MAX_SYNC_STEPS = 1024
 
 # A training-step row: what `on_step` receives and what the `train` metric file holds per step.
 StepRow = dict[str, float | int]
@@ -138,11 +148,21 @@ class LoopResult:
     schedule_step: int  # the run's steps after this call (steps unless continued)
     warmup_steps: int  # of the schedule this call followed
     mitigations: Mitigations | None  # what acted on the model, for its record
+    # FSDP: the model's weights and (for a continued run) the optimizer's state, gathered whole
+    # on rank 0 at the end of the loop (the model's own tensors are this rank's shards).
+    gathered: dict[str, Any] | None = None
+
+    def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The trained weights, whole and on the CPU (rank 0 under FSDP)."""
+        if self.gathered is not None:
+            return self.gathered["model"]
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def continued_state(self) -> dict[str, Any]:
         """What Checkpoint.optimizer holds for the next task of a continued run."""
+        optimizer = self.gathered["optimizer"] if self.gathered else self.optimizer.state_dict()
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "schedule_step": self.schedule_step,
             "warmup_steps": self.warmup_steps,
         }
@@ -242,24 +262,43 @@ def train_loop(
         options, warmup=warmup, first=first, run_step=first if continued is not None else run_step
     )
 
+    fsdp = runtime.distributed and options.strategy == "fsdp"
+    if fsdp and mitigations is not None:
+        raise PlcError(
+            "--strategy fsdp shards every weight over the ranks, and the remedies act on whole "
+            "weights: train with --strategy ddp"
+        )
+    if (fsdp or options.activation_checkpointing) and not isinstance(model, GPT):
+        raise PlcError(
+            "--strategy fsdp and --activation-checkpointing act on plc's GPT blocks; a Hugging "
+            "Face model trains with --strategy ddp and without checkpointing"
+        )
+    if isinstance(model, GPT):
+        model.checkpointing = options.activation_checkpointing
+    state_path = Path(state_path) if state_path is not None else None
+    state = None
+    if state_path is not None and state_path.exists():
+        state = _load_state(state_path, signature or {})
+        # Whole weights into the whole model, before FSDP shards it.
+        model.load_state_dict(state["model"])
+    if fsdp:
+        _shard(model)
     optimizer = make_optimizer(model, options)
     if continued and continued.get("optimizer"):
-        optimizer.load_state_dict(continued["optimizer"])
+        _load_optimizer(model, optimizer, continued["optimizer"], fsdp)
     mit = mitigations(model, optimizer, micro) if mitigations is not None else None
     rows: list[StepRow] = []
     evals: list[dict[str, Any]] = []
     start = 0
-    state_path = Path(state_path) if state_path is not None else None
-    if state_path is not None and state_path.exists():
-        state = _load_state(state_path, signature or {})
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
+        _load_optimizer(model, optimizer, state["optimizer"], fsdp)
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start, rows, evals = int(state["step"]), list(state["rows"]), list(state["evals"])
         if mit is not None:
             mit.load_state_dict(state["mitigations"])
+        del state
     elif mit is not None:  # before the step-0 evaluation, so that it sees the changed model
         mit.at_task_start(
             torch.from_numpy(sampler.batch(first, rank, world)[:, :-1]).to(runtime.device)
@@ -275,11 +314,13 @@ def train_loop(
                 f"ranks found different resumable state at {state_path}: put it on a file "
                 "system that every rank shares"
             )
-        net = DistributedDataParallel(
-            model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None
-        )
+        if not fsdp:
+            net = DistributedDataParallel(
+                model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None
+            )
     forward = torch.compile(net) if options.compile else net
     params = [p for p in model.parameters() if p.requires_grad]
+    cuda = runtime.device.type == "cuda"
 
     def result() -> LoopResult:
         return LoopResult(steps, rows, evals, start, seconds, optimizer, first + steps, warmup, mit)
@@ -290,6 +331,8 @@ def train_loop(
 
     seconds = 0.0
     save_at = _next_save(options) if state_path is not None else None
+    pending: list[_Pending] = []
+    window, next_read, window_start = 1, start + 1, time.perf_counter()
     model.train()
     # Each rank reads only its rows, the next step's while this one trains.
     batches = sampler.local(rank, world, stop=first + steps)
@@ -303,75 +346,96 @@ def train_loop(
             for group in optimizer.param_groups:
                 group["lr"] = rate
             batch = torch.from_numpy(batches.batch(first + step))
-            if runtime.device.type == "cuda":
+            if cuda:
                 batch = batch.pin_memory().to(runtime.device, non_blocking=True)
             x, y = batch[:, :-1], batch[:, 1:]
             loss_sum = torch.zeros((), device=runtime.device)
             for i in range(n_micro):
                 sl = slice(i * micro, (i + 1) * micro)
-                # Gradients are all-reduced once, on the last micro-batch.
-                sync = i == n_micro - 1 or not runtime.distributed
-                with contextlib.nullcontext() if sync else net.no_sync(), runtime.autocast():
+                # Gradients are reduced once, on the last micro-batch.
+                with _gradient_sync(net, fsdp, i == n_micro - 1), runtime.autocast():
                     loss = forward(x[sl], y[sl])
                 (loss / n_micro).backward()
                 loss_sum += loss.detach().float()
             loss_mean = loss_sum / n_micro
+            done = step + 1
+            periodic = save_every is not None and done % save_every == 0
+            reading = done >= next_read or done == steps or (periodic and state_path is not None)
             stop = interrupts.received if interrupts is not None else None
             timed = save_at is not None and time.monotonic() >= save_at
+            flags = None
             if runtime.distributed:
-                # One all-reduce for the mean loss and for whether any rank must save or stop.
-                flags = [float(timed), float(stop is not None)]
-                packed = torch.cat(
-                    [loss_mean.reshape(1), torch.tensor(flags, device=loss_mean.device)]
-                )
+                # One all-reduce for the mean loss and, at a read, for whether any rank must
+                # save or stop and how long the window took (the next window's length).
+                packed = loss_mean.reshape(1)
+                if reading:
+                    elapsed = time.perf_counter() - window_start
+                    local = [float(timed), float(stop is not None), elapsed]
+                    packed = torch.cat([packed, torch.tensor(local, device=runtime.device)])
                 dist.all_reduce(packed, op=dist.ReduceOp.AVG)
-                loss_mean, timed = packed[0], bool(packed[1] > 0)
-                stop = (stop or signal.SIGTERM) if packed[2] > 0 else None
+                loss_mean, flags = packed[0], packed[1:] if reading else None
             if mit is not None:
                 mit.before_step()
             if options.grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
             else:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            loss_val, norm_val = loss_mean.item(), float(norm)
-            if math.isfinite(loss_val) and math.isfinite(norm_val):
-                optimizer.step()
-                if mit is not None:
-                    mit.after_step(step, x)
+            if isinstance(norm, DTensor):
+                norm = norm.full_tensor()
+            # A non-finite step's update is skipped on the device (fused AdamW reads found_inf,
+            # as under torch.amp.GradScaler); the host names the step at its next read.
+            optimizer.found_inf = (~(loss_mean.isfinite() & norm.isfinite())).float()
+            optimizer.step()
+            if mit is not None:
+                mit.after_step(step, x)
             optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            seconds += dt
-            row: StepRow = {
-                "step": step,
-                "tokens": (step + 1) * tokens_per_step,
-                "loss": loss_val,
-                "lr": rate,
-                "grad_norm": norm_val,
-                "tokens_per_s": tokens_per_step / dt,
-            }
-            rows.append(row)
-            if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
-                raise TrainingDiverged(
-                    f"training diverged at step {step}: loss {loss_val}, gradient norm {norm_val} "
-                    f"(learning rate {rate:.3g}); no checkpoint written",
-                    step,
-                    rows,
-                    evals,
-                )
-            if on_step is not None and runtime.is_main:
-                on_step(row, steps)
-            done = step + 1
-            periodic = save_every is not None and done % save_every == 0
+            pending.append(_Pending(step, rate, time.perf_counter() - t0, loss_mean, norm))
+            if not reading:
+                continue
+            elapsed = time.perf_counter() - window_start
+            values = _read(pending, flags)
+            if flags is not None:
+                timed, elapsed = values[-3] > 0, values[-1]
+                stop = (stop or signal.SIGTERM) if values[-2] > 0 else None
+            pending[-1].seconds = time.perf_counter() - t0  # the wait for the read included
+            # On a GPU the steps were only queued until the read: each gets the window's mean.
+            mean = sum(p.seconds for p in pending) / len(pending)
+            for i, p in enumerate(pending):
+                loss_val, norm_val = values[2 * i], values[2 * i + 1]
+                dt = mean if cuda else p.seconds
+                seconds += dt
+                row: StepRow = {
+                    "step": p.step,
+                    "tokens": (p.step + 1) * tokens_per_step,
+                    "loss": loss_val,
+                    "lr": p.rate,
+                    "grad_norm": norm_val,
+                    "tokens_per_s": tokens_per_step / dt,
+                }
+                rows.append(row)
+                if not (math.isfinite(loss_val) and math.isfinite(norm_val)):
+                    evals[:] = [e for e in evals if e["step"] <= p.step]
+                    raise TrainingDiverged(
+                        f"training diverged at step {p.step}: loss {loss_val}, gradient norm "
+                        f"{norm_val} (learning rate {p.rate:.3g}); no checkpoint written",
+                        p.step,
+                        rows,
+                        evals,
+                    )
+                if on_step is not None and runtime.is_main:
+                    on_step(row, steps)
+            per_step = max(elapsed, 1e-9) / len(pending)
+            window = min(2 * window, MAX_SYNC_STEPS, max(1, int(HOST_SYNC_SECONDS / per_step)))
+            pending, next_read, window_start = [], done + window, time.perf_counter()
             if state_path is not None and done < steps and (periodic or timed or stop):
                 if eval_every is not None and done % eval_every == 0:
                     evaluate(done)  # so the saved state holds every evaluation up to its step
                     model.train()
-                _require_finite(model, step, rows, evals)
+                _require_finite(model, step, rows, evals, runtime, fsdp)
+                whole = _whole_states(model, optimizer, fsdp, runtime.is_main)
                 if runtime.is_main:
                     extra = {"mitigations": mit.state_dict()} if mit is not None else {}
-                    _save_state(
-                        state_path, model, optimizer, done, rows, evals, signature or {}, extra
-                    )
+                    _save_state(state_path, *whole, done, rows, evals, signature or {}, extra)
                     if on_save is not None:
                         on_save(result())
                 save_at = _next_save(options)
@@ -379,9 +443,117 @@ def train_loop(
                     raise TrainingInterrupted(stop, done, state_path)
     finally:
         batches.close()
-    _require_finite(model, steps - 1, rows, evals)
+    _require_finite(model, steps - 1, rows, evals, runtime, fsdp)
     evaluate(steps)
-    return result()
+    res = result()
+    if fsdp:
+        weights, optimizer_state = _whole_states(
+            model, optimizer if continued is not None else None, fsdp, runtime.is_main
+        )
+        res.gathered = {"model": weights, "optimizer": optimizer_state}
+    return res
+
+
+@dataclass
+class _Pending:
+    """A step trained since the host's last read: its loss and norm still on the device."""
+
+    step: int
+    rate: float
+    seconds: float
+    loss: torch.Tensor
+    norm: torch.Tensor
+
+
+def _read(pending: list[_Pending], flags: torch.Tensor | None) -> list[float]:
+    """The host sync: the window's losses and norms (and the ranks' agreed flags), at once."""
+    values = [v for p in pending for v in (p.loss, p.norm)]
+    if flags is not None:
+        values += list(flags)
+    return torch.stack([v.float() for v in values]).tolist()
+
+
+def _shard(model: GPT) -> None:
+    """FSDP2: each block one unit (gathered whole while it computes), the embeddings and the final
+    LayerNorm the root's; weights, gradients and AdamW's moments live as shards over the ranks."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.transformer.h:
+        fully_shard(block)
+    fully_shard(model)
+
+
+def _gradient_sync(
+    net: torch.nn.Module, fsdp: bool, sync: bool
+) -> contextlib.AbstractContextManager:
+    """Reduce gradients over the ranks in this backward pass only if `sync` (the last micro-batch)."""
+    if fsdp:
+        net.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    if sync or not isinstance(net, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return net.no_sync()
+
+
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The optimizer's parameters in its state dict's order (index i is names[i])."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def _whole_states(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool, main: bool
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """The model's weights (CPU) and the optimizer's state whole, on the main rank (None on the
+    others): under FSDP gathered from every rank's shards (a collective: every rank calls it),
+    in the same layout as without (the optimizer's state keyed by parameter index)."""
+    if not fsdp:
+        if not main:
+            return None, None
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return weights, None if optimizer is None else optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    whole = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=whole)
+    state = None
+    if optimizer is not None:
+        by_name = get_optimizer_state_dict(model, optimizer, options=whole)
+        index = {n: i for i, n in enumerate(_param_names(model, optimizer))}
+        state = {
+            "state": {index[n]: v for n, v in by_name.get("state", {}).items()},
+            "param_groups": [
+                {**g, "params": [index[n] for n in g["params"]]}
+                for g in by_name.get("param_groups", [])
+            ],
+        }
+    return (weights, state) if main else (None, None)
+
+
+def _load_optimizer(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], fsdp: bool
+) -> None:
+    """Load a whole optimizer state (keyed by parameter index) into the optimizer; under FSDP
+    each rank keeps its shard of it."""
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _param_names(model, optimizer)
+    by_name = {
+        "state": {names[int(i)]: v for i, v in state["state"].items()},
+        "param_groups": [
+            {**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(
+        model, optimizer, by_name, options=StateDictOptions(full_state_dict=True)
+    )
 
 
 def _next_save(options: TrainOptions) -> float | None:
@@ -391,22 +563,37 @@ def _next_save(options: TrainOptions) -> float | None:
 
 
 def _require_finite(
-    model: LanguageModel, step: int, rows: list[StepRow], evals: list[dict]
+    model: LanguageModel,
+    step: int,
+    rows: list[StepRow],
+    evals: list[dict],
+    runtime: Runtime,
+    fsdp: bool = False,
 ) -> None:
-    """TrainingDiverged if the update of `step` left a weight that is not finite."""
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            raise TrainingDiverged(
-                f"training diverged at step {step}: its update made {name} non-finite "
-                f"(learning rate {rows[-1]['lr'] if rows else float('nan'):.3g}); no checkpoint "
-                "written",
-                step,
-                rows,
-                evals,
-            )
+    """TrainingDiverged if the update of `step` left a weight that is not finite (on any rank:
+    under FSDP each holds its shards)."""
+    bad = [
+        name
+        for name, p in model.named_parameters()
+        if not torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()
+    ]
+    if fsdp:
+        anywhere = torch.tensor(float(bool(bad)), device=runtime.device)
+        dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+        if anywhere > 0 and not bad:
+            bad = ["a weight shard of another rank"]
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged at step {step}: its update made {bad[0]} non-finite "
+            f"(learning rate {rows[-1]['lr'] if rows else float('nan'):.3g}); no checkpoint "
+            "written",
+            step,
+            rows,
+            evals,
+        )
 
 
-def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extra) -> None:
+def _save_state(path: Path, weights, optimizer, step, rows, evals, signature, extra) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -415,8 +602,8 @@ def _save_state(path: Path, model, optimizer, step, rows, evals, signature, extr
         "version": STATE_VERSION,
         "signature": signature,
         "step": step,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        "model": weights,
+        "optimizer": optimizer,
         "rng": rng,
         "rows": rows,
         "evals": evals,

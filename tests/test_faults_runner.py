@@ -23,6 +23,7 @@ from conftest import assert_bad_input, cli, run_plc, write_nonfinite_checkpoint
 
 import plc.diagnose
 import plc.taskrun
+import plc.train
 from plc.data.sampling import BatchSampler
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import open_lang, write_store
@@ -355,7 +356,8 @@ def test_a_train_file_without_the_status_column_reads_as_ok(tmp_path, data, c0):
 # ---------------------------------------------------------------------------- resumable jobs
 
 
-def test_a_signal_saves_and_stops_the_loop_and_the_rerun_is_exact(tmp_path, data):
+def test_a_signal_saves_and_stops_the_loop_and_the_rerun_is_exact(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(plc.train, "HOST_SYNC_SECONDS", 0.0)  # the host reads after every step
     store = open_lang(data, "en")
     opts = TrainOptions(steps=8, lr=1e-3, batch_tokens=128, seq_len=32).resolve()
 
@@ -385,7 +387,8 @@ def test_a_signal_saves_and_stops_the_loop_and_the_rerun_is_exact(tmp_path, data
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers restored
 
 
-def test_a_time_budget_saves_resumable_state(tmp_path, data):
+def test_a_time_budget_saves_resumable_state(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(plc.train, "HOST_SYNC_SECONDS", 0.0)  # the host reads after every step
     store = open_lang(data, "en")
     saved = []
     opts = TrainOptions(

@@ -8,6 +8,7 @@ export round-trips; every remedy acts on the family's own MLP units."""
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import polars as pl
@@ -466,3 +467,22 @@ def test_a_store_of_another_tokenizer_is_refused(env, tmp_path, monkeypatch, cap
         "--data", tmp_path / "data", "--out", tmp_path / "c1.pt",
     )  # fmt: skip
     assert_bad_input(proc, "tokenized with 'byte'", "vocabulary fingerprints differ")
+
+
+def test_checkpointing_and_fsdp_are_refused_for_a_hugging_face_model():
+    """Both act on plc's GPT blocks (GPT.checkpointing, a fully_shard unit per block): a Hugging
+    Face model asking for them is one line, not a run that silently keeps every activation."""
+    from plc.hf.adapter import HFModel, config_of
+    from plc.options import TrainOptions
+    from plc.runtime import setup
+    from plc.train import train_loop
+
+    family = FAMILIES[0]
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config(family))
+    model = HFModel(hf, config_of(hf, family))
+    opts = TrainOptions(
+        steps=1, lr=1e-3, batch_tokens=64, seq_len=16, warmup=0.0, activation_checkpointing=True
+    ).resolve(preset="tiny")
+    sampler = types.SimpleNamespace(batch_size=4, seq_len=16)  # refused before the first batch
+    with pytest.raises(PlcError, match="act on plc's GPT blocks"):
+        train_loop(model, sampler, opts, runtime=setup("cpu"))

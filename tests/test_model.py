@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -213,3 +214,63 @@ def test_hf_export_logits_match(tmp_path):
     x = torch.randint(0, 320, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, ours(x), atol=1e-5, rtol=0)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """Recomputing each block in the backward pass changes the memory, not one bit of the result."""
+    m = _tiny()
+    x, y = torch.randint(0, 320, (3, 32)), torch.randint(0, 320, (3, 32))
+    grads = []
+    for checkpointing in (False, True):
+        m.zero_grad()
+        m.checkpointing = checkpointing
+        loss = m(x, y)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    (loss_a, a), (loss_b, b) = grads
+    assert torch.equal(loss_a, loss_b) and all(torch.equal(a[n], b[n]) for n in a)
+    with torch.no_grad():  # nothing to recompute without gradients
+        assert torch.equal(m(x, y), loss_a)
+
+
+def _head_weight_grad(h, w, y, chunk, autocast):
+    from plc.model import lm_loss
+
+    w = w.detach().clone().requires_grad_(True)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with ctx:
+        lm_loss(h.detach(), w, y, chunk=chunk).backward()
+    return w.grad
+
+
+def test_lm_head_weight_gradient_under_autocast_is_a_bf16_matmul():
+    """Under autocast the head's weight gradient is computed as autocast computes every other
+    weight's (bf16 inputs, bf16 result added into fp32); without it, as before, in fp32."""
+    from plc.model import _chunk_log_probs
+
+    torch.manual_seed(0)
+    h, w = torch.randn(40, 64), torch.randn(320, 64) * 0.3
+    y = torch.randint(0, 320, (40,))
+    chunk = 16
+
+    def reference(low):
+        grad = torch.zeros(w.shape)
+        for s, tc, logprobs in _chunk_log_probs(h, w, y, chunk):
+            g = logprobs.exp()
+            g[torch.arange(len(tc)), tc] -= 1.0
+            hc = h[s : s + chunk]
+            if low is None:
+                grad.addmm_(g.t(), hc)
+            else:
+                grad += torch.mm(g.t().to(low), hc.to(low))
+        return grad * (torch.ones(()) / h.size(0))  # as the backward pass scales it
+
+    fp32 = _head_weight_grad(h, w, y, chunk, autocast=False)
+    assert torch.equal(fp32, reference(None))
+    bf16 = _head_weight_grad(h, w, y, chunk, autocast=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(torch.bfloat16)
+    assert bf16.dtype == torch.float32 and torch.equal(bf16, expected)
+    assert not torch.equal(bf16, fp32)
+    # bf16 logits and gradients: within bf16's 2⁻⁸ of the fp32 gradient as a whole.
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.01

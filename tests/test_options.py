@@ -43,6 +43,8 @@ NON_DEFAULT = {
     "save_every_minutes": ("0.5", 0.5),
     "device": ("cpu", "cpu"),
     "compile": (None, True),  # a switch
+    "strategy": ("fsdp", "fsdp"),
+    "activation_checkpointing": (None, True),  # a switch
     "tensorboard": ("tb", "tb"),
     "clip_weights": ("0.5", 0.5),
     "l2_init": ("0.01", 0.01),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -15,6 +16,7 @@ from plc.cli import app
 from plc.errors import PlcError
 from plc.plan import KINDS, Plan, PlanOptions, build_plan
 from plc.plan.make import render_makefile
+from plc.plan.snakefile import render_snakefile
 
 
 def _train(plan: Plan) -> list:
@@ -248,6 +250,34 @@ CASES = {
         ["--launcher", "torchrun --nproc_per_node 2"],
         "torchrun --nproc_per_node 2",
         lambda p: "PLC_TRAIN ?= torchrun --nproc_per_node 2 -m plc" in render_makefile(p),
+    ),
+    "nodes": (
+        "continual",
+        ["--launcher", "torchrun --nproc_per_node 2", "--nodes", "3", "--format", "snakemake"],
+        3,
+        lambda p: "torchrun --nnodes 3 --rdzv-backend c10d" in render_snakefile(p),
+    ),
+    "keep_every": (
+        "continual",
+        ["--keep-every", "4"],
+        4,
+        lambda p: (
+            # tasks 1-8, probed after zh, de, ru (2, 6, 8), 4 the K-th, 8 the last: 1,3,5,7 go
+            sorted(int(Path(c).stem[1:]) for c in p.transient_checkpoints()) == [1, 3, 5, 7]
+            and ".SECONDARY:" in render_makefile(p)
+        ),
+    ),
+    "gpu": (
+        "continual",
+        ["--gpu", "a100"],
+        "a100",
+        lambda p: 'config.get("gpu_tflops", 140.4)' in render_snakefile(p),  # 45 % of 312
+    ),
+    "mfu": (
+        "continual",
+        ["--mfu", "0.3"],
+        0.3,
+        lambda p: 'config.get("gpu_tflops", 296.7)' in render_snakefile(p),  # 30 % of 989
     ),
     "estimator": (
         "control",

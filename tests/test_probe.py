@@ -225,3 +225,26 @@ def test_repeated_probes_share_the_windows_and_differ_in_their_batches(tmp_path,
                          (dict(repeats=2, keep=tmp_path / "k.pt"), "--keep keeps one")):  # fmt: skip
         with pytest.raises(PlcError, match=message):
             probe(trained, data=data, metrics=tmp_path / "x", steps=4, **bad, **FAST)
+
+
+def test_a_repeat_holds_no_earlier_repeat_model_or_optimizer(tmp_path, data, trained, monkeypatch):
+    """Each repeat trains a fresh copy: the ones before it (with their AdamW state, ≈ 6 GB a
+    repeat at 314M) are gone by then; only curves and numbers are kept."""
+    import gc
+    import weakref
+
+    import plc.probe
+
+    models, alive = [], []
+    start = plc.probe.start
+
+    def tracked(options, build):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in models))
+        runtime, model = start(options, build)
+        models.append(weakref.ref(model))
+        return runtime, model
+
+    monkeypatch.setattr(plc.probe, "start", tracked)
+    res = probe(trained, data=data, metrics=tmp_path / "m", steps=4, repeats=3, **FAST)
+    assert alive == [0, 0, 0] and len(res.repeats) == 3

@@ -25,6 +25,10 @@ HAS_SNAKEMAKE = importlib.util.find_spec("snakemake") is not None
 needs_snakemake = pytest.mark.skipif(
     not HAS_SNAKEMAKE, reason="needs the snakemake extra: pip install -e '.[snakemake]'"
 )
+needs_slurm_plugin = pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="needs the snakemake extra (the Slurm executor plugin)",
+)
 PLC = f"{sys.executable} -m plc"
 
 
@@ -118,7 +122,7 @@ def test_gpu_jobs_ask_for_the_launchers_gpus_and_the_presets_compute():
     for name in ("shard_en", "init_314M_s0_c0", "fit_onset", "plot_auc"):
         assert "gpu" not in rules[name]["resources"] and rules[name]["threads"] == "1"
 
-    # The FLOPs of a task are those of examples/paper/README.md's cost table (PFLOP per task).
+    # The FLOPs of a task are those of examples/slurm/README.md's table (PFLOP per task).
     paper = get_preset("paper")
     kw = dict(tokenizer="qwen3", preset=paper, launcher=plan.launcher)
     jobs = {j.output: j for j in plan.jobs}
@@ -238,10 +242,7 @@ def test_snakemake_runs_the_plan_as_make_does(tmp_path):
 
 
 @needs_snakemake
-@pytest.mark.skipif(
-    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-    reason="needs the snakemake extra (the Slurm executor plugin)",
-)
+@needs_slurm_plugin
 def test_slurm_profile_accepts_the_paper_plan_without_a_cluster(tmp_path):
     proc = run_plc(
         "plan",
@@ -285,3 +286,24 @@ def test_slurm_profile_accepts_the_paper_plan_without_a_cluster(tmp_path):
     assert flops > 1e19
     assert int(resources["runtime"]) == 15 + math.ceil(1.5 * flops / (8 * 890e12) / 60)
     assert re.search(r"^total\s+44$", out, re.M)  # the 43 jobs of the plan and `all`
+
+
+@needs_snakemake
+@needs_slurm_plugin
+def test_slurm_profile_accepts_multi_node_training_jobs(tmp_path):
+    proc = run_plc(
+        "plan", "continual", "--preset", "paper", "--sizes", "314M", "--cycles", "1",
+        "--tokenizer", "qwen3", "--launcher", "torchrun --nproc_per_node 8", "--nodes", "2",
+        "--keep-every", "8", "--format", "snakemake", "-o", tmp_path / "Snakefile",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    profile = REPO / "examples" / "slurm"
+    argv = [sys.executable, "-m", "snakemake", "--dry-run", "--profile", str(profile)]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    m = re.search(r"rule train_314M_s0_c8:\n(?:    .*\n)*?    resources: (.*)", out)
+    assert m, out[-3000:]
+    resources = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+    assert (resources["gpu"], resources["nodes"], resources["tasks"]) == ("16", "2", "2")
+    assert resources["mpi"] == "srun"

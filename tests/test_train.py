@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import torch
 from conftest import assert_bad_input, run_plc, write_nonfinite_checkpoint
 
+import plc.train
 from plc.data.sampling import BatchSampler
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import open_lang, write_store
@@ -517,3 +519,88 @@ def test_validation_during_a_task(tmp_path, data, c0):
             train_task(c0, "en", data=data, out=tmp_path / "x.pt", **kwargs, **TINY)
     with pytest.raises(PlcError, match="validates one language"):
         train_task(c0, mix="en,zh", data=data, out=tmp_path / "x.pt", val_every=2, **TINY)
+
+
+READ = plc.train._read
+
+
+def _windowed(monkeypatch, seconds: float) -> list[int]:
+    """The host reads after every step (0) or in windows doubling up to the cap (a long time):
+    returns the list the number of steps of each read is appended to."""
+    monkeypatch.setattr(plc.train, "HOST_SYNC_SECONDS", seconds)
+    reads: list[int] = []
+
+    def counted(pending, flags):
+        reads.append(len(pending))
+        return READ(pending, flags)
+
+    monkeypatch.setattr(plc.train, "_read", counted)
+    return reads
+
+
+def _small_run(data: Path, steps: int, **kw):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(2, 64, 1, 320, 32))
+    opts = TrainOptions(steps=steps, lr=3e-3, batch_tokens=128, seq_len=32, **kw).resolve()
+    return model, BatchSampler([open_lang(data, "en")], 32, 4, 0, 1), opts
+
+
+def test_reading_losses_in_windows_changes_nothing_the_loop_gives(data, monkeypatch):
+    results = {}
+    for seconds in (0.0, 1e9):
+        reads = _windowed(monkeypatch, seconds)
+        model, sampler, opts = _small_run(data, 40, grad_clip=1.0)
+        seen = []
+        res = train_loop(
+            model, sampler, opts, on_step=lambda r, n, seen=seen: seen.append(r["step"])
+        )
+        results[seconds] = (reads, res.rows, model.state_dict(), seen)
+    (every, rows_a, weights_a, seen_a), (windows, rows_b, weights_b, seen_b) = results.values()
+    assert every == [1] * 40 and windows == [1, 2, 4, 8, 16, 9]  # the last step is a read
+    assert seen_a == seen_b == list(range(40))
+    drop = "tokens_per_s"
+    assert [{k: v for k, v in r.items() if k != drop} for r in rows_a] == [
+        {k: v for k, v in r.items() if k != drop} for r in rows_b
+    ]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_a_non_finite_step_inside_a_window_is_named_and_its_update_skipped(
+    tmp_path, data, monkeypatch
+):
+    reads = _windowed(monkeypatch, 1e9)
+    model, sampler, opts = _small_run(data, 12, save_every=4)
+    forwards = []
+
+    def poison(module, args, out):  # the loss of step 9 (its one forward) is NaN
+        forwards.append(1)
+        return out * float("nan") if len(forwards) == 10 else out
+
+    model.transformer.ln_f.register_forward_hook(poison)
+    evals = []
+    with pytest.raises(TrainingDiverged, match="diverged at step 9: loss nan") as caught:
+        train_loop(
+            model,
+            sampler,
+            opts,
+            state_path=tmp_path / "s.resume",
+            signature={},
+            eval_fn=lambda s: evals.append(s) or 1.0,
+            eval_every=5,
+        )
+    # Read after steps 0, 2, 3 (save), 7 (save), then 11: the NaN of step 9 named at that read.
+    assert reads == [1, 2, 1, 4, 4] and caught.value.step == 9
+    assert [r["step"] for r in caught.value.rows] == list(range(10))
+    assert [e["step"] for e in caught.value.evals] == [0, 5]  # not the one after step 9
+    saved = torch.load(tmp_path / "s.resume", weights_only=True)
+    assert saved["step"] == 8 and len(saved["rows"]) == 8
+    # The last step NaN: the model is the one before it, the bad update skipped on the device.
+    last, sampler, opts = _small_run(data, 10)
+    forwards.clear()
+    last.transformer.ln_f.register_forward_hook(poison)
+    with pytest.raises(TrainingDiverged, match="diverged at step 9"):
+        train_loop(last, sampler, opts)
+    nine, sampler, opts = _small_run(data, 9)
+    res = train_loop(nine, sampler, replace(opts, steps=9))
+    assert res.steps == 9
+    assert all(torch.equal(v, last.state_dict()[k]) for k, v in nine.state_dict().items())

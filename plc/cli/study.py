@@ -147,12 +147,15 @@ def plan(
     """Write a protocol as a Makefile (`make -j2` runs it) or a Snakefile (`snakemake -c2`, or
     Slurm); a rerun finishes what is missing."""
     from plc.plan import build_plan, plan_json, render, write_plan
+    from plc.plan.costs import cost_lines
 
     the_plan = build_plan(problem, options)
     if output is None:
         text = render(the_plan, fmt)  # refuses what the format cannot carry, --json or not
         if not as_json:
             sys.stdout.write(text)
+            for line in cost_lines(the_plan.costs):
+                err_console.print(line, highlight=False)
             return
         path = data = None
     else:
@@ -173,6 +176,8 @@ def plan(
         f"wrote [bold]{path}[/bold] and {data.name}: {len(the_plan.jobs)} jobs, "
         f"{the_plan.n_tasks} tasks"
     )
+    for line in cost_lines(the_plan.costs):
+        err_console.print(line, highlight=False)
 
 
 @app.command(rich_help_panel=PANEL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from plc.plan.costs import plan_costs
 from plc.plan.jobs import Plan
 from plc.plan.kinds.checkpoints import checkpoints
 from plc.plan.kinds.continual import continual
@@ -28,4 +29,7 @@ def build_plan(kind: str = "continual", options: PlanOptions | None = None, **fi
     fields (Python values: lists, tuples, numbers), given instead of `options`."""
     o = PlanOptions(**fields) if options is None else options
     o.check_kind(kind)
-    return BUILDERS[kind](o)
+    plan = BUILDERS[kind](o)
+    costs = plan_costs(plan)
+    plan.costs = None if costs is None else costs.to_dict()
+    return plan

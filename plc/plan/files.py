@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from plc.errors import PlcError
+from plc.memory import GPUS
+from plc.plan.costs import Costs, SizeCost
 from plc.plan.jobs import STAGES, Job, Plan, Run
 from plc.plan.make import render_makefile
 from plc.plan.options import KINDS
@@ -116,6 +118,10 @@ def _one_of(names: tuple[str, ...]) -> Check:
     return (f"one of {', '.join(names)}", lambda v: v in names)
 
 
+POSITIVE: Check = ("a positive integer", lambda v: _is_int(v) and v > 0)
+FRACTION: Check = ("a number in (0, 1]", lambda v: NUMBER[1](v) and 0 < v <= 1)
+
+
 STRINGS = _list(STR)
 PLAN_SCHEMA: dict[str, Check] = {
     "kind": _one_of(KINDS),
@@ -138,6 +144,11 @@ PLAN_SCHEMA: dict[str, Check] = {
     "estimator": STR,
     "alpha": ("a number between 0 and 1", lambda v: NUMBER[1](v) and 0 < v < 1),
     "window": ("a positive odd integer", lambda v: _is_int(v) and v > 0 and v % 2 == 1),
+    "nodes": POSITIVE,
+    "keep_every": _or_null(POSITIVE),
+    "gpu": _one_of(tuple(GPUS)),
+    "mfu": FRACTION,
+    "costs": _or_null(OBJECT),
 }
 RUN_SCHEMA: dict[str, Check] = {
     "run_id": STR,
@@ -160,6 +171,35 @@ JOB_SCHEMA: dict[str, Check] = {
     "launch": BOOL,
     "stdout": BOOL,
     "diverged_ok": BOOL,
+}
+# plan.json's `costs` (plc.plan.costs.Costs): estimates, written by `plc plan` and shown again
+# by whoever reads the plan; every number is one (a CPU preset's GPU fields are null).
+COSTS_SCHEMA: dict[str, Check] = {
+    "device": STR,
+    "peak_tflops": _or_null(NUMBER),
+    "mfu": _or_null(NUMBER),
+    "devices_per_job": POSITIVE,
+    "hours": NUMBER,
+    "store_tb": NUMBER,
+    "store_files": INT,
+    "checkpoint_tb": NUMBER,
+    "checkpoint_files": INT,
+    "critical_path_days": NUMBER,
+    "mean_devices": NUMBER,
+    "keep_every": _or_null(POSITIVE),
+    "sizes": ("a list of objects", lambda v: _every(v, OBJECT[1])),
+}
+SIZE_COST_SCHEMA: dict[str, Check] = {
+    "size": STR,
+    "params": INT,
+    "strategy": _or_null(_one_of(("ddp", "fsdp"))),
+    "micro_batch": _or_null(POSITIVE),
+    "activation_checkpointing": _or_null(BOOL),
+    "gpu_memory_gib": _or_null(NUMBER),
+    "fits": _or_null(BOOL),
+    "task_hours": NUMBER,
+    "hours": NUMBER,
+    "checkpoint_gb": NUMBER,
 }
 
 
@@ -188,6 +228,13 @@ def plan_from_json(obj: Any, where: str = PLAN_JSON) -> Plan:
     kw["jobs"] = [
         Job(**_fields(Job, j, JOB_SCHEMA, where, f"jobs[{i}].")) for i, j in enumerate(kw["jobs"])
     ]
+    if kw.get("costs") is not None:
+        costs = _fields(Costs, kw["costs"], COSTS_SCHEMA, where, "costs.", required=("sizes",))
+        costs["sizes"] = [
+            _fields(SizeCost, c, SIZE_COST_SCHEMA, where, f"costs.sizes[{i}].")
+            for i, c in enumerate(costs["sizes"])
+        ]
+        kw["costs"] = costs
     return Plan(**kw)
 
 

@@ -98,6 +98,42 @@ class Plan:
     estimator: str = ONSET_ESTIMATOR  # plc.onset.estimators
     alpha: float = ONSET_ALPHA
     window: int = ONSET_WINDOW  # of the moving average (1 where runs have fewer probes)
+    nodes: int = 1  # nodes of each training job (torchrun on each)
+    keep_every: int | None = None  # checkpoint retention: see transient_checkpoints
+    gpu: str = "h100"  # what the costs and the Snakefile's wall times assume
+    mfu: float = 0.45
+    costs: dict[str, Any] | None = None  # plc.plan.costs.Costs, as plan.json holds it
+
+    def chained(self, job: Job) -> list[str]:
+        """The inputs of `job` whose time stamps make and Snakemake must not compare: under
+        --keep-every, a training's input checkpoint. A removed checkpoint retrained later (for
+        a probe added by App. B's dense stage, or lost) is then newer than what was trained from
+        it, and make or Snakemake would retrain the rest of the run; it is the same training,
+        so they retrain only up to it. Without --keep-every: none (a remade checkpoint remakes
+        what follows, as always)."""
+        if self.keep_every is None or job.stage != "train":
+            return []
+        made = {j.output for j in self.jobs if j.stage in ("init", "train")}
+        return [d for d in job.inputs if d in made]
+
+    def transient_checkpoints(self) -> set[str]:
+        """The checkpoints `--keep-every K` removes once the next task has trained from them:
+        those only a next task reads (no probe, no diagnose), of a task index that is not a
+        multiple of K, and not a run's last. Every K-th stays so that probes added later (App.
+        B's dense stage) retrain at most K − 1 tasks to reach their checkpoint."""
+        if self.keep_every is None:
+            return set()
+        read_by_train = {d for j in self.jobs if j.stage == "train" for d in j.inputs}
+        read_by_others = {d for j in self.jobs if j.stage != "train" for d in j.inputs}
+        return {
+            j.output
+            for j in self.jobs
+            if j.stage == "train"
+            and j.output.endswith(".pt")
+            and j.output in read_by_train
+            and j.output not in read_by_others
+            and (j.task or 0) % self.keep_every
+        }
 
     @property
     def seed(self) -> int:

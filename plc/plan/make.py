@@ -61,6 +61,15 @@ def render_makefile(plan: Plan) -> str:
         return short(a) if PLAIN.fullmatch(a) else shell_word(a)
 
     def cmd(job: Job) -> str:
+        line = command(job)
+        gone = [d for d in job.inputs if d in transient]
+        if gone:  # --keep-every: the input only this task reads goes once it has trained
+            line += " && rm -f " + " ".join(
+                word(d) if PLAIN.fullmatch(d) else shell_word(d) for d in gone
+            )
+        return line
+
+    def command(job: Job) -> str:
         prog = "$(PLC_TRAIN)" if job.launch else "$(PLC)"
         # $^ and $@ lose make's escapes: a path that needs them is spelled out, quoted.
         plain = all(PLAIN.fullmatch(p) for p in [job.output, *job.inputs])
@@ -79,9 +88,17 @@ def render_makefile(plan: Plan) -> str:
         return line
 
     def deps(job: Job) -> str:
-        names = [word(d) for d in job.inputs]
+        chained = plan.chained(job)  # order-only: made first, time stamps not compared
+        names = [word(d) for d in job.inputs if d not in chained]
+        names += ["|", *(word(d) for d in chained)] if chained else []
         return " \\\n    ".join(" ".join(names[i : i + 4]) for i in range(0, len(names), 4))
 
+    if plan.nodes > 1:
+        raise PlcError(
+            f"--nodes {plan.nodes}: make runs every job on the machine it runs on; write the "
+            "plan with --format snakemake to run each training job on several Slurm nodes"
+        )
+    transient = plan.transient_checkpoints()
     stages: dict[str, list[Job]] = {s: [] for s in STAGES}
     for job in plan.jobs:
         stages.setdefault(job.stage, []).append(job)
@@ -113,7 +130,16 @@ def render_makefile(plan: Plan) -> str:
         "",
     ]
     for stage, jobs in stages.items():
-        lines.append(f"{stage}: " + " ".join(word(j.output) for j in jobs))
+        kept = [word(j.output) for j in jobs if j.output not in transient]
+        lines.append(f"{stage}: " + " ".join(kept))
+    if transient:
+        lines += [
+            "",
+            f"# --keep-every {plan.keep_every}: these checkpoints are removed once the next task "
+            "has trained",
+            "# from them; make remakes them only where something made from them is missing.",
+            ".SECONDARY: " + " ".join(word(t) for t in sorted(transient)),
+        ]
     lines.append("")
     lines.append("")
     for stage, jobs in stages.items():

@@ -15,6 +15,7 @@ from typing import Any
 
 from plc.errors import PlcError
 from plc.hf.source import parse_source
+from plc.memory import GPUS, gpu_spec
 from plc.options import TrainOptions, arm_help, arm_label
 from plc.options import parse_mitigation as arm_fields
 from plc.protocol import ONSET_ALPHA, ONSET_ESTIMATOR
@@ -255,6 +256,28 @@ class PlanOptions:
     launcher: str = _opt(
         "", "--launcher", "Prefix for training jobs, e.g. 'torchrun --nproc_per_node 8'."
     )
+    nodes: int = _opt(
+        1,
+        "--nodes",
+        "Nodes per training job: the launcher (torchrun) on each, joined by its c10d rendezvous "
+        "(--format snakemake, under Slurm).",
+        cli_type=int,
+    )
+    keep_every: int | None = _opt(
+        None,
+        "--keep-every",
+        "Keep every K-th checkpoint of a run, those probes and diagnoses read and its last; "
+        "the others go once the next task has trained from them (default: keep all).",
+        (*CYCLIC, "control"),
+        cli_type=int,
+    )
+    gpu: str = _opt("h100", "--gpu", f"GPU the costs and wall times assume: {', '.join(GPUS)}.")
+    mfu: float = _opt(
+        0.45,
+        "--mfu",
+        "Model FLOPs utilisation the costs and wall times assume (not measured here).",
+        cli_type=float,
+    )
     estimator: str = _opt(
         ONSET_ESTIMATOR,
         "--estimator",
@@ -332,6 +355,18 @@ class PlanOptions:
             raise PlcError(f"--val-every must be positive, got {self.val_every}")
         if self.val_seqs is not None and self.val_seqs < 1:
             raise PlcError(f"--val-seqs must be positive, got {self.val_seqs}")
+        if self.nodes < 1:
+            raise PlcError(f"--nodes must be positive, got {self.nodes}")
+        if self.nodes > 1 and "torchrun" not in self.launcher:
+            raise PlcError(
+                f"--nodes {self.nodes} starts torchrun on each node: give --launcher "
+                "'torchrun --nproc_per_node G' (G GPUs a node)"
+            )
+        if self.keep_every is not None and self.keep_every < 1:
+            raise PlcError(f"--keep-every must be positive, got {self.keep_every}")
+        gpu_spec(self.gpu)
+        if not 0 < self.mfu <= 1:
+            raise PlcError(f"--mfu is a fraction in (0, 1], got {self.mfu}")
         if not 0 < self.alpha < 1:
             raise PlcError(f"--alpha is a false-alarm rate between 0 and 1, not {self.alpha:g}")
         from plc.onset.estimators import get_estimator  # numpy: only when a plan is built

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from plc.errors import EXIT_DIVERGED, PlcError
+from plc.memory import RECOMPUTE, gpu_spec
 from plc.plan.jobs import INPUTS, Job, Plan, check_text
 from plc.presets import get_preset
 from plc.sizes import make_config, padded_vocab, train_flops_per_token
@@ -58,7 +59,7 @@ def launcher_procs(launcher: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def _config(size: str, tokenizer: str, preset: Preset) -> GPTConfig:
+def model_config(size: str, tokenizer: str, preset: Preset) -> GPTConfig:
     vocab = padded_vocab(VOCAB.get(tokenizer, VOCAB["qwen3"]))
     try:
         return make_config(size, vocab_size=vocab, context=preset.context)
@@ -88,17 +89,18 @@ def _pretrained_shape(name: str, vocab: int) -> tuple[int, int] | None:
 
 
 def job_resources(
-    job: Job, *, size: str | None, tokenizer: str, preset: Preset, launcher: str
+    job: Job, *, size: str | None, tokenizer: str, preset: Preset, launcher: str, nodes: int = 1
 ) -> JobResources:
     """Threads, GPUs, host memory and FLOPs of one job of a plan; `size` is the model it works
-    on (the job's own, None for data and analysis jobs)."""
+    on (the job's own, None for data and analysis jobs). A training job on `nodes` nodes: its
+    threads and memory are a node's, its GPUs all of them."""
     command = job.command
     if command == "shard" and "--workers" in job.args:
         workers = int(job.args[job.args.index("--workers") + 1])
         return JobResources(workers, 0, PLAIN_MB + SHARD_WORKER_MB * (workers - 1), 0.0)
     if size is None or not (job.launch or command in ("init", "diagnose")):
         return JobResources(threads=1, gpus=0, mem_mb=PLAIN_MB, flops=0.0)
-    c = _config(size, tokenizer, preset)
+    c = model_config(size, tokenizer, preset)
     if command == "init":  # builds the weights on a CPU in seconds, whatever the preset
         return JobResources(1, 0, CPU_BASE_MB + math.ceil(4 * c.n_params_total / MIB), 0.0)
     gpu = preset.name in GPU_PRESETS
@@ -115,13 +117,39 @@ def job_resources(
         flops = per_token * preset.steps * preset.batch_tokens
     if gpu:
         mem = procs * (GPU_BASE_MB + math.ceil(GPU_BYTES_PER_PARAM * c.n_params_total / MIB))
-        return JobResources(procs * THREADS_PER_RANK, procs, mem, flops)
+        gpus = procs * (nodes if job.launch else 1)
+        return JobResources(procs * THREADS_PER_RANK, gpus, mem, flops)
     # A CPU job also holds the logits of a micro-batch and their gradients (3 float32 each).
     tokens = preset.micro_batch * preset.seq_len if preset.micro_batch else preset.batch_tokens
     per_proc = CPU_BASE_MB + math.ceil(
         (CPU_BYTES_PER_PARAM * c.n_params_total + 12 * tokens * c.vocab_size) / MIB
     )
     return JobResources(procs, 0, procs * per_proc, flops)
+
+
+def plan_resources(plan: Plan, job: Job, preset: Preset) -> JobResources:
+    """job_resources of a job of `plan` (its model, tokenizer, launcher and nodes)."""
+    return job_resources(
+        job,
+        size=job.size,
+        tokenizer=plan.tokenizer,
+        preset=preset,
+        launcher=plan.launcher,
+        nodes=plan.nodes,
+    )
+
+
+def multi_node(launcher: str, nodes: int) -> str:
+    """The launcher of a training job on `nodes` Slurm nodes: srun starts it once on each node,
+    and torchrun's c10d rendezvous on the job's first node (a port of its own per job) joins
+    them. Plain shell, expanded when the job runs."""
+    head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    rendezvous = (
+        f'--nnodes {nodes} --rdzv-backend c10d --rdzv-id "$SLURM_JOB_ID" '
+        f'--rdzv-endpoint "{head}:$((20000 + SLURM_JOB_ID % 10000))"'
+    )
+    srun = f"srun --nodes {nodes} --ntasks-per-node 1"
+    return re.sub(r"\btorchrun\b", f"{srun} torchrun {rendezvous}", launcher, count=1)
 
 
 def _rule_names(plan: Plan) -> list[str]:
@@ -190,6 +218,13 @@ def render_snakefile(plan: Plan) -> str:
     check_text(plan.description)
     preset = get_preset(plan.preset)
     launch = f"{plan.launcher} -m plc" if plan.launcher else "plc"
+    if plan.nodes > 1:
+        launch = f"{multi_node(plan.launcher, plan.nodes)} -m plc"
+    peak, _ = gpu_spec(plan.gpu)
+    transient = plan.transient_checkpoints()
+    # Sizes that train with activation checkpointing on the plan's GPU (plc.plan.costs).
+    fitted = (plan.costs or {}).get("sizes", [])
+    recompute = {s["size"] for s in fitted if s.get("activation_checkpointing")}
     lines = [
         f"# plc protocol: {plan.description}; preset {plan.preset}, "
         f"seed{'s' if len(plan.seeds) > 1 else ''} {','.join(map(str, plan.seeds))}.",
@@ -208,8 +243,8 @@ def render_snakefile(plan: Plan) -> str:
         f'PLC_TRAIN = config.get("plc_train", {_q(launch)})',
         'os.environ.setdefault("PLC_THREADS", "1")  # one thread per job, as in the Makefile',
         "",
-        "# 45 % of an H100's 989 bf16 TFLOP/s, as examples/paper/cost.py.",
-        'GPU_TFLOPS = float(config.get("gpu_tflops", 445))',
+        f"# {plan.mfu:.0%} MFU of an {plan.gpu.upper()}'s {peak:g} bf16 TFLOP/s (plc plan --gpu, --mfu).",
+        f'GPU_TFLOPS = float(config.get("gpu_tflops", {round(plan.mfu * peak, 1):g}))',
         'CPU_GFLOPS = float(config.get("cpu_gflops", 10))',
         'SHARD_MINUTES = int(config.get("shard_minutes", 24 * 60))  # download and tokenize',
         "",
@@ -226,36 +261,51 @@ def render_snakefile(plan: Plan) -> str:
         "",
         "# Every file of the plan, not only the last ones: Snakemake does not remake a lost",
         "# checkpoint whose dependents are up to date unless it is asked for (Make does).",
+        *(
+            [
+                f"# --keep-every {plan.keep_every}: the temp() checkpoints are removed once the",
+                "# next task has trained from them, and not remade while what follows stands.",
+            ]
+            if transient
+            else []
+        ),
         "rule all:",
         "    input:",
-        *[f"        {_file(job.output)}," for job in plan.jobs],
+        *[f"        {_file(job.output)}," for job in plan.jobs if job.output not in transient],
         "",
     ]
     for job, name in zip(plan.jobs, _rule_names(plan), strict=True):
-        r = job_resources(
-            job,
-            size=job.size,
-            tokenizer=plan.tokenizer,
-            preset=preset,
-            launcher=plan.launcher,
-        )
+        r = plan_resources(plan, job, preset)
         if job.command == "shard" and "--parts" in job.args:
             runtime = "60"  # the merge of the parts: links their files
         elif job.command == "shard":
             runtime = "SHARD_MINUTES"
         elif r.gpus:
-            runtime = f"minutes({r.flops:.4g}, gpus={r.gpus})"
+            flops = r.flops * (RECOMPUTE if job.launch and job.size in recompute else 1)
+            runtime = f"minutes({flops:.4g}, gpus={r.gpus})"
         else:
             runtime = f"minutes({r.flops:.4g}, threads={r.threads})"
         resources = [f"mem_mb={r.mem_mb}", f"runtime={runtime}"]
         if r.gpus:
             resources.append(f"gpu={r.gpus}")
+        if job.launch and plan.nodes > 1:
+            # One task a node, run by the job's own srun (the executor's `mpi` path): torchrun
+            # there starts the node's ranks. tasks_per_gpu=0 keeps the executor from asking
+            # Slurm for --ntasks-per-gpu.
+            resources += [f"nodes={plan.nodes}", f"tasks={plan.nodes}", "tasks_per_gpu=0"]
+            resources += ['mpi="srun"']
+        output = _file(job.output)
         lines += ["", f"rule {name}:"]
         if job.inputs:
-            lines += ["    input:", *[f"        {_file(d)}," for d in job.inputs]]
+            chained = plan.chained(job)  # time stamps not compared (Plan.chained)
+            lines += ["    input:"]
+            lines += [
+                f"        {f'ancient({_file(d)})' if d in chained else _file(d)},"
+                for d in job.inputs
+            ]
         lines += [
             "    output:",
-            f"        {_file(job.output)},",
+            f"        {f'temp({output})' if job.output in transient else output},",
             f"    threads: {r.threads}",
             "    resources:",
             *[f"        {res}," for res in resources],
