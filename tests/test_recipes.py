@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import assert_bad_input, cli
 
+import plc.train
 from plc.data.sampling import BatchSampler, Composition
 from plc.data.tokenizers import ByteTokenizer
 from plc.data.tokenstore import open_lang, write_store
@@ -132,7 +133,8 @@ def test_a_schedules_defaults_are_in_its_label_and_its_flags_are_checked():
         {"schedule": "rsqrt", "lr_decay": 0.25},
     ],
 )
-def test_each_schedule_resumes_bit_exactly(tmp_path, data, fields):
+def test_each_schedule_resumes_bit_exactly(tmp_path, data, fields, monkeypatch):
+    monkeypatch.setattr(plc.train, "HOST_SYNC_SECONDS", 0.0)  # the host reads after every step
     sampler = BatchSampler([open_lang(data, "aa")], 16, 4, 0, 1)
     opts = TrainOptions(steps=8, lr=3e-3, batch_tokens=64, seq_len=16, warmup=0.25, **fields)
     opts = opts.resolve(preset="tiny")
