@@ -21,7 +21,7 @@ from typing import Any
 from plc.errors import PlcError
 from plc.memory import STRATEGIES
 from plc.presets import get_preset, steps_for, warmup_steps
-from plc.protocol import ENTROPY_LANG, PROBE_LANG
+from plc.protocol import ENTROPY_LANG, NO_STORE_LANGS, PROBE_LANG
 from plc.sizes import paper_lr
 
 
@@ -698,7 +698,7 @@ class DiagnoseOptions:
             seq_len=L,
             query_from=q_from,
             perturb_lang=self.perturb_lang
-            or (last_lang if last_lang not in ("", "mix") else self.dormant_lang),
+            or (last_lang if last_lang not in NO_STORE_LANGS else self.dormant_lang),
         )
 
 

@@ -23,6 +23,9 @@ ENTROPY_LANG = "ru"
 # The last task of a checkpoint that is a point of its suite's pretraining (`plc init
 # --along-pretraining`, `plc plan checkpoints`): its metric files' language.
 PRETRAIN_LANG = "pretrain"
+# Last-task "languages" with no token store of their own (a mixture, a suite's pretraining): the
+# measures that read the last task's language read the probe language's store instead.
+NO_STORE_LANGS = ("", "mix", PRETRAIN_LANG)
 
 # The figures `plc plot` draws (paper figure numbers in plc.plot).
 PLOT_KINDS = ("auc", "probing", "onset", "correlates", "dormant-layers", "entropy")

@@ -19,6 +19,7 @@ from plc.protocol import (
     CYCLE,
     ENTROPY_LANG,
     MIN_FIT_POINTS,
+    NO_STORE_LANGS,
     ONSET_WINDOW,
     PLOT_KINDS,
     PROBE_LANG,
@@ -376,8 +377,9 @@ class Builder:
         args += [] if probe_lang == PROBE_LANG else ["--dormant-lang", probe_lang]
         args += [] if entropy == ENTROPY_LANG else ["--entropy-lang", entropy]
         args += ["--metrics", self.metrics, "--force"]
-        # The perturbation reads the last task's language (a mixture's: the probe language's).
-        perturbed = probe_lang if task_lang == "mix" else task_lang
+        # The perturbation reads the last task's language (a mixture's, a pretraining point's:
+        # the probe language's), as DiagnoseOptions.resolve does.
+        perturbed = probe_lang if task_lang in NO_STORE_LANGS else task_lang
         stores = [self.store(probe_lang), self.store(entropy), self.store(perturbed)]
         inputs = [ckpt, *dict.fromkeys(stores)]
         self.jobs.append(Job("diagnose", out, inputs, "diagnose", args, **self._of(run, task)))
