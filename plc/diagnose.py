@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plc.data.sampling import eval_slots
+from plc.data.tokenstore import open_lang
 from plc.errors import PlcError
 from plc.measures import (
     Measured,
@@ -137,11 +139,17 @@ def diagnose(
     needs: dict[str, tuple[int, str]] = {}
     for wanted, lang, n, flag in (
         (o.dormant_windows, o.dormant_lang, o.dormant_seqs, "--dormant-seqs"),
-        (o.perturb, o.perturb_lang, o.dormant_seqs, "--dormant-seqs"),
         (o.entropy, o.entropy_lang, o.entropy_seqs, "--entropy-seqs"),
     ):
         if wanted and n > needs.get(lang, (0, ""))[0]:
             needs[lang] = (n, flag)
+    if o.perturb and o.perturb_lang not in needs:
+        # The last task's store may hold fewer val windows than the probe language's (the
+        # embedded corpus's ru: 29 of 65 tokens): the perturbation takes up to --dormant-seqs.
+        seed = int(ckpt.meta.get("seed", 0)) if o.eval_seed is None else o.eval_seed
+        val = int(open_lang(data, o.perturb_lang).val.shape[0])
+        room = eval_slots(val, o.seq_len, seed)[1].size
+        needs[o.perturb_lang] = (max(1, min(o.dormant_seqs, room)), "--dormant-seqs")
     drawn = {
         lang: load_eval_windows(ckpt, data, lang, n, o.seq_len, flag, o.eval_seed)
         for lang, (n, flag) in needs.items()

@@ -354,3 +354,17 @@ def test_the_newer_measures_match_a_direct_computation(tmp_path):
                     p.add_(torch.randn(p.shape, generator=gen) * 0.5 * stds[name])
         assert got == pytest.approx(loss(noisy) - clean, abs=1e-5)
     assert res.perturb_loss_increase == pytest.approx(sum(res.perturb_draws) / 2)
+
+
+def test_the_perturbation_reads_as_many_windows_as_a_small_store_holds(tmp_path):
+    """The last task's store may hold fewer val windows than --dormant-seqs asks of the probe
+    language (the embedded corpus's ru under the cpu preset): the perturbation takes what it has."""
+    path = _ckpt(tmp_path / "c.pt", size="nano")
+    data = _data(tmp_path / "data", langs=("vi",))
+    _data(data, langs=("es",), val_tokens=4 * (CTX + 1))  # room for 3 or 4 windows, not 6
+    res = diagnose(
+        path, data=data, metrics=tmp_path / "m", dormant_seqs=6, entropy=False, device="cpu",
+        perturb_lang="es", perturb_draws=1,
+    )  # fmt: skip
+    assert res.perturb_lang == "es" and math.isfinite(res.perturb_loss_increase)
+    assert 3 <= len(res.window_starts["es"]) <= 4 and len(res.window_starts["vi"]) == 6
