@@ -143,6 +143,14 @@ def _tasks(grid: str, cycles: int) -> list[int]:
     return list(range(1, 8 * cycles + 1))
 
 
+def scripted_plan():
+    """The plan beside every generated study: 3 sizes (every figure job), the scripted judge."""
+    return build_plan(
+        "continual", sizes=list(SIZES), cycles=1, preset="tiny", out_dir="runs",
+        estimator="scripted",
+    )  # fmt: skip
+
+
 def write_study(root: Path, study: dict) -> list[Path]:
     """The study's probe (and diagnose) files under root/runs/metrics, with a plan beside them
     (3 sizes: every figure job) whose runs are judged by the scripted estimator."""
@@ -162,14 +170,7 @@ def write_study(root: Path, study: dict) -> list[Path]:
             if study["diagnose"] == "nan":
                 path = sorted(metrics.glob(f"diagnose-{run}-t*.parquet"))[-1]
                 write_metrics(path, _with(path, value=math.nan), True)
-    plan = build_plan(
-        "continual",
-        sizes=list(SIZES),
-        cycles=1,
-        preset="tiny",
-        out_dir="runs",
-        estimator="scripted",
-    )
+    plan = scripted_plan()
     write_plan(plan, root / "Makefile", force=True)
     return sorted(metrics.glob("*.parquet"))
 
@@ -225,14 +226,7 @@ def test_every_reader_takes_every_verdict(study, tmp_path_factory, monkeypatch, 
 
     # The demo's figure and report jobs: a plan's analysis jobs (fit-onset --out, every plot
     # kind, with the plan's settings) on these files, then the report.
-    plan = build_plan(
-        "continual",
-        sizes=list(SIZES),
-        cycles=1,
-        preset="tiny",
-        out_dir="runs",
-        estimator="scripted",
-    )
+    plan = scripted_plan()
     jobs = [j for j in plan.jobs if j.stage == "analysis"]
     assert {j.argv[1] for j in jobs if j.command == "plot"} == set(PLOT_KINDS)
     codes = {}
