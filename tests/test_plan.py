@@ -103,9 +103,7 @@ def test_demo_runs_in_process_and_resumes(tmp_path):
     assert res.skipped == 0 and res.ran == res.jobs
     assert [r.size for r in res.onsets] == ["nano", "micro"]
     # One cycle of zh, de, ru probes: three, too few for the noise model, so no onset.
-    assert all(
-        r.onset is None and r.no_onset.startswith("too few probes (3)") for r in res.onsets
-    )
+    assert all(r.onset is None and r.no_onset.startswith("too few probes (3)") for r in res.onsets)
     assert all(Path(f).stat().st_size > 1000 for f in res.figures)
     assert Path(res.makefile).read_text().startswith("# plc protocol: continual")
     assert "<img" in Path(res.report).read_text()  # the study's page, figures embedded

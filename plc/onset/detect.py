@@ -396,9 +396,7 @@ def assess_onset(
         noise_sd=v.noise_sd,
         rho=v.rho,
         rise_sd=(
-            v.rise / v.noise_sd
-            if v.noise_sd > 0 and v.knots.size and not v.still_falling
-            else None
+            v.rise / v.noise_sd if v.noise_sd > 0 and v.knots.size and not v.still_falling else None
         ),
         offsets=names,
         smoothed_minimum=smoothed,

@@ -440,7 +440,8 @@ def backtest_of(
         return [], f"no backtest: {e}"
 
 
-def predictions_of(    fits: Sequence[Fit],
+def predictions_of(
+    fits: Sequence[Fit],
     predict: Sequence[float],
     tokens: float,
     intervals: dict[str, dict[str, Any]] | None,
