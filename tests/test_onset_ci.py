@@ -103,6 +103,22 @@ def test_false_alarms_p_values_power_coverage_and_a_smooth_shape_on_synthetic_st
     assert smooth.detected >= 0.80 and smooth.coverage >= 0.85
 
 
+def test_a_simulated_onset_is_aimed_at_the_probe_where_its_trend_is_lowest():
+    """Coverage is counted against the probed task of least expected AUC (the paper's onset is
+    a probed task): a stick turning at 36 or 60, between the dense grid's probes, shows its onset
+    at 34 or 58; a truth at a probe, and a plateau's end, stay where they are."""
+    from plc.onset.calibrate import grid_of, probed_onset
+
+    dense, _ = grid_of(Case("x", None, 0.5), 8)
+    assert [probed_onset(dense, t) for t in (24, 36, 48, 60)] == [24, 34, 48, 58]
+    assert probed_onset(dense, 30, "plateau-then-rise") == 30
+    assert probed_onset(dense, 30, "smooth U") == 30 and probed_onset(dense, None) is None
+    control, _ = grid_of(Case("x", None, 0.5, grid="control"), 8)
+    # Probes 12 and 16 about a turn at 14: the trend is 0.77 % above its minimum at 12 (a fall
+    # of 5 % over 13 tasks), 0.59 % at 16 (a rise of 10 % over 34).
+    assert probed_onset(control, 14) == 16
+
+
 def test_a_fall_then_rise_with_its_minimum_at_task_6_is_an_onset_at_6():
     # Dense zh/de/ru probing from cycle 1: tasks 2, 6, 8, 10, …; the minimum at the second probe,
     # where Table IV puts the paper's 5M and 12M onsets and a 3-point average cannot look.
@@ -569,8 +585,26 @@ def test_a_law_study_in_small_and_its_bad_input():
     assert_bad_input(run_plc("simulate-onset", "--law", "--reps", "2"), "at least 3")
 
 
+def test_the_law_table_prints_each_studys_coverage_width_and_bias(capsys):
+    """simulate-onset --law's table: coverage with its binomial SE, width over the ideal, and
+    the bias of b̂ in SDs of b̂ (ideal = 2·1.96·SD, so an SD of 0.1 reads 0.392)."""
+    from plc.cli.onset import _print_law
+    from plc.onset.calibrate import LawCalibration, LawResult
+
+    row = LawResult(
+        LAW_CASES[0], 100, 0.9, 0.03, 0.49, 0.392, 0.92, 0.47, 0.08, "bootstrap (cases)"
+    )
+    row.bias = -0.05
+    _print_law(LawCalibration(100, 0, 0.95, 100, 300, [row]), as_json=False)
+    line = next(x for x in capsys.readouterr().out.splitlines() if LAW_CASES[0].name in x)
+    assert "90.0% ± 3.0%" in line and "1.25" in line and "-0.050 (-0.50)" in line
+    assert "92.0%" in line and "1.20" in line
+
+
 @pytest.mark.slow
-def test_coverage_of_the_exponents_interval_on_simulated_studies():
+# One test per study, so the slow tier's workers run them side by side (each is minutes).
+@pytest.mark.parametrize("case", [LAW_CASES[0], LAW_CASES[-1]], ids=lambda c: c.name)
+def test_coverage_of_the_exponents_interval_on_simulated_studies(case):
     """Studies of 8 sizes × 1 seed and of 5 sizes × 3 seeds whose largest onsets lie past the
     probes, with a known law, seed-to-seed scatter of the onset (30 % SD in log) and noise around
     a fall-then-rise of the AUC (plc simulate-onset --law runs them all; docs/estimators.md has
@@ -581,11 +615,10 @@ def test_coverage_of_the_exponents_interval_on_simulated_studies():
     onset on top of drawing runs, was 2–3 times it — and covers the true b in at least 78 % of
     the studies (60 studies per case measured 87 % and 92 %; the t interval on the same points
     88 % and 80 %: what is short comes from the points, not the interval)."""
-    for case in (LAW_CASES[0], LAW_CASES[-1]):
-        res = law_case(case, 100, np.random.default_rng(2024))
-        assert res.coverage >= 0.78, case
-        assert res.ratio <= 1.5, case
-        assert res.width <= 1.2 * res.ols_width, case
+    res = law_case(case, 100, np.random.default_rng(2024))
+    assert res.coverage >= 0.78
+    assert res.ratio <= 1.5
+    assert res.width <= 1.2 * res.ols_width
 
 
 # ------------------------------------------------------------------ seeds of one size

@@ -366,7 +366,8 @@ def simulate_onset_cmd(
         "Onset detected: the false-alarm rate where there is no onset, the power otherwise. "
         "Noise SD 1 %; an onset's rise is 10 % to the last probe. ± Monte-Carlo standard "
         "errors. Coverage counts every run of an onset case (a still-falling run has no "
-        "interval); the censored-seeds case's target is the pooled onset."
+        "interval) against the probed task where its trend is lowest; the pooled coverage, "
+        "against the geometric mean of its seeds'."
     )
     nulls = [r for r in res.rows if r.p_below]
     if nulls:
@@ -397,16 +398,19 @@ def simulate_onset_cmd(
 
 def _print_law(res: LawCalibration, as_json: bool) -> None:
     """simulate-onset --law's table."""
+    from scipy.stats import norm
+
     if as_json:
         emit_json(res.to_dict())
         return
     level = f"{res.ci:.0%}"
+    z = float(norm.ppf((1 + res.ci) / 2))
     table = Table(
         title=f"The law's {level} interval of b ({res.studies} studies per case, seed {res.seed})"
     )
     for c in ("study", "scatter (SD of ln T)", "b", "interval", "no onset", "coverage"):
         table.add_column(c, justify="left" if c in ("study", "interval") else "right")
-    for c in ("width / ideal", "OLS t: coverage", "OLS t: width / ideal"):
+    for c in ("width / ideal", "bias of b̂ (SD)", "OLS t: coverage", "OLS t: width / ideal"):
         table.add_column(c, justify="right")
     for r in res.rows:
         c = r.case
@@ -418,12 +422,14 @@ def _print_law(res: LawCalibration, as_json: bool) -> None:
             f"{r.censored:.0%}",
             f"{r.coverage:.1%} ± {r.coverage_se:.1%}",
             f"{r.ratio:.2f}",
+            f"{r.bias:+.3f} ({r.bias / (r.ideal / (2 * z)):+.2f})",
             f"{r.ols_coverage:.1%}",
             f"{r.ols_width / r.ideal:.2f}",
         )
     console.print(table)
     console.print(
-        "Ideal: ±z·SD of the point estimate of b over the studies. Runs through the noise "
+        "Ideal: ±z·SD of the point estimate of b over the studies; the bias of that estimate "
+        "is its mean less the true b (in SDs of it). Runs through the noise "
         f"model's test ({res.samples} samples), the detected runs' law through fit-onset's "
         f"bootstrap ({res.resamples} resamples), or where runs show no onset the censored law."
     )

@@ -165,6 +165,18 @@ def trend(tasks: np.ndarray, onset: int | None, shape: str = "stick") -> np.ndar
     raise PlcError(f"unknown trend shape {shape!r}")
 
 
+def probed_onset(tasks: np.ndarray, onset: int | None, shape: str = "stick") -> float | None:
+    """The onset a probed series can show, which coverage and error are counted against: the
+    probed task where the trend is lowest (the last of equals: where a plateau ends). The
+    paper's onset is the probed task of least AUC, so a trend's minimum between two probes is
+    seen at one of them — a stick turning at 36 with probes at 34 and 38 shows its onset at 34,
+    whose AUC is lower — and no interval of probed tasks can hold 36 itself."""
+    if onset is None:
+        return None
+    y = trend(tasks, onset, shape)
+    return float(tasks[np.flatnonzero(y <= y.min() + 1e-9)[-1]])
+
+
 def _share(x: list[bool]) -> tuple[float, float]:
     p = float(np.mean(x))
     return p, math.sqrt(p * (1 - p) / len(x))
@@ -296,11 +308,12 @@ def run_case(
     groups, _ = offset_groups(langs)
     design = Design(tasks, groups)
     offsets = np.array([OFFSETS.get(x, 0.0) for x in langs]) if case.offsets else 0.0
-    truths = case.onsets or (case.onset,) * case.seeds
-    means = [trend(tasks, t, case.shape) + offsets for t in truths]
+    onsets = case.onsets or (case.onset,) * case.seeds
+    means = [trend(tasks, t, case.shape) + offsets for t in onsets]
+    truths = [probed_onset(tasks, t, case.shape) for t in onsets]
     detected, p_values, falling, covered, widths, errors = [], [], [], [], [], []
     pooled_cover, pooled_width, censored = [], [], []
-    truth = math.exp(np.mean(np.log(truths))) if case.onsets else case.onset
+    truth = math.exp(np.mean(np.log(truths))) if case.onsets else truths[0]
     for _ in range(reps):
         runs = []
         for mean, onset in zip(means, truths, strict=True):
@@ -447,6 +460,7 @@ class LawResult:
     ols_width: float
     censored: float  # share of runs with no onset detected
     interval: str  # which interval: the bootstrap's (cases) or the censored law's
+    bias: float = 0.0  # mean of the point estimates of b over the studies, less the true b
 
     @property
     def ratio(self) -> float:
@@ -549,6 +563,7 @@ def law_case(
         float(np.mean(ols_widths)),
         float(np.mean(lost)),
         "censored law (t)" if censoring else "bootstrap (cases)",
+        float(np.mean(points)) - case.slope,
     )
 
 
