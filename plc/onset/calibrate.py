@@ -483,6 +483,29 @@ class LawCalibration:
         return out
 
 
+def law_study(
+    case: LawCase, rng: np.random.Generator, samples: int = 100, alpha: float = ALPHA
+) -> list[_Pooled]:
+    """One synthetic law study: every run (sizes × seeds) through the noise model's test, its
+    p from `samples` samples; each run's onset drawn about the true law with the case's
+    scatter, then noise around a fall-then-rise of the AUC on tasks 1…LAW_PROBES."""
+    tasks = np.arange(1, LAW_PROBES + 1, dtype=float)
+    design = Design(tasks, np.zeros(tasks.size, dtype=int))
+    pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
+    p = 5e6 * (case.last / case.first) ** (np.arange(case.sizes) / (case.sizes - 1) / case.slope)
+    law = case.first * (p / p[0]) ** case.slope
+    runs = []
+    for size, t in zip(np.repeat(p, case.seeds), np.repeat(law, case.seeds), strict=True):
+        onset = t * math.exp(rng.normal(0.0, case.scatter))
+        y = simulate(LAW_SLOPE * np.abs(tasks - onset), 0.0, 1.0, 1, rng)[0]
+        v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
+        at, count = np.unique(tasks[v.knots], return_counts=True)
+        mass = (at, count / count.sum()) if at.size else (tasks[-1:], np.ones(1))
+        found = float(tasks[v.knot]) if v.detected else None
+        runs.append(_Pooled(int(size), f"{size:g}", "none", v.detected, found, tasks[-1], "", mass))
+    return runs
+
+
 def law_case(
     case: LawCase,
     studies: int,
@@ -502,26 +525,11 @@ def law_case(
     from plc.onset.bootstrap import bootstrap_fits
     from plc.onset.censored import censored_law
 
-    tasks = np.arange(1, LAW_PROBES + 1, dtype=float)
-    design = Design(tasks, np.zeros(tasks.size, dtype=int))
-    pilot = max(samples * PILOT_SAMPLES // NULL_SAMPLES, 20)
-    p = 5e6 * (case.last / case.first) ** (np.arange(case.sizes) / (case.sizes - 1) / case.slope)
-    law = case.first * (p / p[0]) ** case.slope
     censoring = case.last > LAW_PROBES
     hits, widths, points, ols_hits, ols_widths, lost = [], [], [], [], [], []
     for k in range(studies):
-        runs = []
-        for size, t in zip(np.repeat(p, case.seeds), np.repeat(law, case.seeds), strict=True):
-            onset = t * math.exp(rng.normal(0.0, case.scatter))
-            y = simulate(LAW_SLOPE * np.abs(tasks - onset), 0.0, 1.0, 1, rng)[0]
-            v = judge_onset(design, y, rng, alpha, 0.0, samples, samples, pilot)
-            at, count = np.unique(tasks[v.knots], return_counts=True)
-            mass = (at, count / count.sum()) if at.size else (tasks[-1:], np.ones(1))
-            found = float(tasks[v.knot]) if v.detected else None
-            runs.append(
-                _Pooled(int(size), f"{size:g}", "none", v.detected, found, tasks[-1], "", mass)
-            )
-            lost.append(not v.detected)
+        runs = law_study(case, rng, samples, alpha)
+        lost += [not r.detected for r in runs]
         kept = [r for r in runs if r.detected]
         x, ln_t = np.log([r.n_params for r in kept]), np.log([r.onset for r in kept])
         if censoring:
