@@ -592,9 +592,8 @@ def test_the_law_table_prints_each_studys_coverage_width_and_bias(capsys):
     from plc.onset.calibrate import LawCalibration, LawResult
 
     row = LawResult(
-        LAW_CASES[0], 100, 0.9, 0.03, 0.49, 0.392, 0.92, 0.47, 0.08, "bootstrap (cases)"
+        LAW_CASES[0], 100, 0.9, 0.03, 0.49, 0.392, 0.92, 0.47, 0.08, "bootstrap (cases)", -0.05
     )
-    row.bias = -0.05
     _print_law(LawCalibration(100, 0, 0.95, 100, 300, [row]), as_json=False)
     line = next(x for x in capsys.readouterr().out.splitlines() if LAW_CASES[0].name in x)
     assert "90.0% ± 3.0%" in line and "1.25" in line and "-0.050 (-0.50)" in line
@@ -613,8 +612,9 @@ def test_coverage_of_the_exponents_interval_on_simulated_studies(case):
     classical t interval on the same points allows (× 1.2) and at most 1.5 times the ideal width
     (±1.96 SD of the fitted b over the studies) — the former construction, which drew each run's
     onset on top of drawing runs, was 2–3 times it — and covers the true b in at least 78 % of
-    the studies (60 studies per case measured 87 % and 92 %; the t interval on the same points
-    88 % and 80 %: what is short comes from the points, not the interval)."""
+    the studies (200 studies per case, seeds 0 and 1 of simulate-onset --law, measured 89.5 % and
+    94.5 %; the t interval on the same points 89.5 % and 84 %: what is short comes from the
+    points, not the interval)."""
     res = law_case(case, 100, np.random.default_rng(2024))
     assert res.coverage >= 0.78
     assert res.ratio <= 1.5

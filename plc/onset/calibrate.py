@@ -460,7 +460,7 @@ class LawResult:
     ols_width: float
     censored: float  # share of runs with no onset detected
     interval: str  # which interval: the bootstrap's (cases) or the censored law's
-    bias: float = 0.0  # mean of the point estimates of b over the studies, less the true b
+    bias: float  # mean of the point estimates of b over the studies, less the true b
 
     @property
     def ratio(self) -> float:
