@@ -51,7 +51,7 @@ class Verdict:
     p_value: float
     detected: bool
     knot: int  # the alternative's onset (its trend's minimum); n − 1 where no rise fits
-    still_falling: bool  # no onset, and the last third falls significantly (α)
+    still_falling: bool  # no onset, the last third falls significantly (α), the best fit is null
     rho: float  # bias-corrected AR(1) coefficient of the residuals (of the better hypothesis)
     noise_sd: float  # bias-corrected stationary SD of the residuals
     rise: float  # the alternative's trend from its minimum to its highest point after it
@@ -139,7 +139,10 @@ def judge_onset(
     flat_end, _ = design.trend(y, design.end_null, rho_e)
     fall_draws = _draw(flat_end, rho_e, var_e, repeat_var, FALL_SAMPLES, rng)
     falling_p = _falling_p(design, y, fit, fall_draws, design.fit(fall_draws))
-    still_falling = falling_p < alpha
+    # The label says the minimum lies beyond the last probe, so the best fit must be lowest
+    # there too: a run that rises well above its minimum and falls back over its last third
+    # (the demo's seed-2 positive control: +56 % at its last probe) is not still falling.
+    still_falling = falling_p < alpha and best_is_null
     if not np.isfinite(fit.loglik1[0]):  # no trend rises after its minimum
         return Verdict(
             1.0,

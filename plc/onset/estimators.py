@@ -92,7 +92,8 @@ class NoiseModel:
             f"α = {alpha:g} (p: the larger of those from {NULL_SAMPLES} samples of the fitted "
             f"null and of the flat one); interval: {_level(ci)} of the minimum over {ALT_SAMPLES} "
             "samples of the trends with a rise that fit, by their Akaike weights. Still falling: "
-            f"the slope over the last third of the probes is negative at α = {alpha:g}."
+            f"the slope over the last third of the probes is negative at α = {alpha:g} and the "
+            "best fit is lowest at the last probe."
         )
 
 
