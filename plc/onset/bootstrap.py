@@ -47,7 +47,8 @@ class BootstrapSummary:
     resample: str  # cases: runs drawn from all runs; within-size: each size's runs
     used: int  # resamples with at least two sizes (the others cannot be fitted)
     failed: dict[str, int]  # per model: resamples it could not be fitted to
-    expand: float = 1.0  # each side of the percentile interval widened by t_(n−2) / z
+    expand: float = 1.0  # t_(n−2) / z: each side's widening where the runs' own noise is nil
+    own_noise: int = 0  # runs whose onset distribution has a spread (the intervals' floor)
 
 
 def check_interval_options(ci: float, bootstrap: int | None, resample: str) -> None:
@@ -82,6 +83,42 @@ def expansion(points: int, ci: float) -> float:
     return float(t_dist.ppf(q, max(points - 2, 1)) / norm.ppf(q))
 
 
+def _own_variances(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's own noise: the variance of its onset over its distribution, in tasks and in
+    ln T (0 for a point mass, e.g. an onset table's row)."""
+    var_t, var_ln = np.zeros(len(runs)), np.zeros(len(runs))
+    for i, run in enumerate(runs):
+        tasks, prob = run.distribution()
+        var_t[i] = float(prob @ (tasks - prob @ tasks) ** 2)
+        if (tasks > 0).all():
+            lt = np.log(tasks)
+            var_ln[i] = float(prob @ (lt - prob @ lt) ** 2)
+    return var_t, var_ln
+
+
+def _own_se(
+    model: str, p: np.ndarray, a: float, b: float, own: np.ndarray, at: np.ndarray
+) -> tuple[float, float, np.ndarray]:
+    """Standard errors of a, b and the predictions at `at` (in the space each interval is
+    drawn in: ln T for every model's predictions but the linear one's) that the runs' own
+    noise alone gives them: the fit's linearised least squares, (JᵀJ)⁻¹Jᵀ, applied to
+    independent errors of variance `own` in the model's fitted space."""
+    if model == "exp":  # least squares in T: the Jacobian of a·e^(bP) in (a, b)
+        e = np.exp(b * p)
+        jac = np.column_stack([e, a * p * e])
+        grad = np.column_stack([np.full_like(at, 1 / a), at])  # of ln(a·e^(bP)) = ln a + bP
+    else:
+        f = (lambda x: x) if model == "linear" else np.log
+        jac = np.column_stack([np.ones_like(p), f(p)])
+        grad = np.column_stack([np.ones_like(at), f(at)])
+    lin = np.linalg.pinv(jac)
+    cov = (lin * own) @ lin.T
+    pred = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", grad, cov, grad), 0.0))
+    if model == "linlog":  # fitted in T, its predictions' intervals drawn in ln T
+        pred = pred / np.abs(_predict(model, a, b, at))
+    return float(np.sqrt(max(cov[0, 0], 0.0))), float(np.sqrt(max(cov[1, 1], 0.0))), pred
+
+
 def bootstrap_fits(
     runs: Sequence[Run],
     models: Sequence[str],
@@ -98,8 +135,16 @@ def bootstrap_fits(
     distribution on top of drawing the run: the scatter of runs around the law already holds
     each run's own noise, and counting it twice made intervals 2–3 times too wide.
 
-    Each side of the percentile interval is widened about the point fit by t_(n−2) / z
-    (`expansion`), the small-sample correction a percentile interval lacks.
+    Each side of the percentile interval, read as z standard errors (variance V), becomes t_ν
+    standard errors of max(V, V_own), V_own being what the runs' own noise alone gives
+    (`_own_se`: their onset distributions through the fit), with ν = (n − 2)·(V /
+    (V − V_own))², the Welch–Satterthwaite degrees of freedom of a known part V_own (hundreds of
+    draws per run) plus a rest seen only as well as n points show it. With no own noise (an
+    onset table) that is the t_(n−2) / z widening (`expansion`); where the own noise is all of
+    the scatter, the z interval of it. Resampling alone misses an error that grows toward one
+    end of the sizes (the smallest size's early onsets), which its few runs there may not show:
+    widened by t_(n−2) / z alone, 86.5 % coverage on 4 sizes × 3 seeds (docs/estimators.md has
+    the simulation that chose this rule).
 
     Returns {model: {"a": [lo, hi], "b": [lo, hi], "predict": [[lo, hi], …]}} (None where no
     resample could be fitted) and a summary.
@@ -133,6 +178,7 @@ def bootstrap_fits(
     where_at = np.asarray(predict, dtype=float)
     level = [(1 - ci) / 2, (1 + ci) / 2]
     grow = expansion(m, ci)
+    var_t, var_ln = _own_variances(runs)
     out: dict[str, dict[str, Any]] = {}
     failed: dict[str, int] = {}
     for model in models:
@@ -161,34 +207,64 @@ def bootstrap_fits(
         if not ok[0] or ok[1:].sum() == 0:
             out[model] = {"a": None, "b": None, "predict": [None] * where_at.size}
             continue
+        se_a, se_b, se_pred = _own_se(
+            model, p, a[0], b[0], var_ln if model == "loglog" else var_t, where_at
+        )
         out[model] = {
-            "a": _widened(a[0], a[1:][ok[1:]], level, grow),
-            "b": _widened(b[0], b[1:][ok[1:]], level, grow),
+            "a": _widened(a[0], a[1:][ok[1:]], level, m, se_a),
+            "b": _widened(b[0], b[1:][ok[1:]], level, m, se_b),
             "predict": [
-                _widened(pred[0, i], pred[1:, i][ok[1:]], level, grow, log=model != "linear")
+                _widened(
+                    pred[0, i], pred[1:, i][ok[1:]], level, m, se_pred[i], log=model != "linear"
+                )
                 for i in range(where_at.size)
             ],
         }
     summary = BootstrapSummary(
-        resamples, ci, seed, resample, int(usable.sum()), failed, round(grow, 4)
+        resamples,
+        ci,
+        seed,
+        resample,
+        int(usable.sum()),
+        failed,
+        round(grow, 4),
+        int(((var_t > 0) | (var_ln > 0)).sum()),
     )
     return out, summary
 
 
 def _widened(
-    centre: float, draws: np.ndarray, level: list[float], grow: float, log: bool = False
+    centre: float,
+    draws: np.ndarray,
+    level: list[float],
+    points: int,
+    own_se: float,
+    log: bool = False,
 ) -> list[float]:
-    """The percentile interval of `draws`, each side widened `grow`-fold about `centre` (in ln
-    for positive quantities whose law is multiplicative: predictions of T)."""
+    """The percentile interval of `draws` about `centre`, each side made t_ν standard errors
+    of max(its own, `own_se`) (bootstrap_fits has why; in ln for positive quantities whose
+    law is multiplicative: predictions of T)."""
+    from scipy.stats import norm
+    from scipy.stats import t as t_dist
+
     lo, hi = np.quantile(draws, level)
     lo, hi = min(lo, centre), max(hi, centre)
+    z = float(norm.ppf(level[1]))
+    dof = max(points - 2, 1)
+
+    def side(length: float) -> float:
+        var, own = (length / z) ** 2, own_se**2
+        total = max(var, own)
+        if total <= 0:
+            return 0.0
+        rest = var - own
+        nu = math.inf if rest <= 0 else dof * (total / rest) ** 2
+        return float(t_dist.ppf(level[1], nu) if math.isfinite(nu) else z) * math.sqrt(total)
+
     if log and centre > 0 and lo > 0:
         c = math.log(centre)
-        return [
-            math.exp(c - grow * (c - math.log(lo))),
-            math.exp(c + grow * (math.log(hi) - c)),
-        ]
-    return [float(centre - grow * (centre - lo)), float(centre + grow * (hi - centre))]
+        return [math.exp(c - side(c - math.log(lo))), math.exp(c + side(math.log(hi) - c))]
+    return [float(centre - side(centre - lo)), float(centre + side(hi - centre))]
 
 
 @dataclass

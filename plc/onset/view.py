@@ -283,12 +283,21 @@ def bootstrap_text(boot: BootstrapSummary) -> str:
     unfit = boot.resamples - boot.used
     failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
     grow = getattr(boot, "expand", 1.0)
+    own = getattr(boot, "own_noise", 0)
+    widened = (
+        f"each side widened {grow:.2f}× about the fit (t over z for n − 2 degrees of freedom)"
+        if not own
+        else (
+            "each side t standard errors of the larger of its own variance and the runs' own "
+            f"noise's ({own} run(s) with an onset distribution; degrees of freedom from n − 2, "
+            f"a {grow:.2f}× widening, where that noise is nil, to a z interval where it is all)"
+        )
+    )
     return (
         f"Intervals of the fits: {_level(boot.ci)} percentile intervals over "
         f"{boot.resamples:,} resamples of the runs with their onsets ({boot.resample}, seed "
         f"{boot.seed}; a size with one run draws its onset from its distribution under "
-        f"within-size), each side widened {grow:.2f}× about the fit (t over z for n − 2 "
-        "degrees of freedom)"
+        f"within-size), {widened}"
         + (f"; {unfit} resamples held a single size and were not fitted" if unfit else "")
         + (f"; fits that failed: {failed}" if failed else "")
         + "."
