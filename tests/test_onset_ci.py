@@ -758,3 +758,17 @@ def test_the_censored_law_keeps_every_size():
     ols = linregress(np.log(p), np.log(truth))
     assert full.b == pytest.approx(ols.slope, abs=1e-5)
     assert full.b_se == pytest.approx(ols.stderr, rel=1e-3)
+
+
+def test_a_prediction_drawn_in_t_carries_its_own_noise_back_from_ln_t():
+    """A prediction's own noise is an SE in ln T; where the resamples reach T ≤ 0 (a linear-log
+    law far out) the interval is drawn in T, and that SE is carried back (× the prediction)."""
+    from plc.onset.bootstrap import _widened
+
+    z = scipy.stats.norm.ppf(0.975)
+    draws = np.linspace(-0.1, 2.1, 1001)  # a percentile interval of about [−0.05, 2.05]
+    lo, hi = _widened(2.0, draws, [0.025, 0.975], 10_000, 1.5, log=True)
+    assert (lo, hi) == pytest.approx((2.0 - z * 3.0, 2.0 + z * 3.0))
+    # In ln where every resample is positive: z × 0.5 either side of ln 2.
+    lo, hi = _widened(2.0, np.linspace(1.9, 2.1, 1001), [0.025, 0.975], 10_000, 0.5, log=True)
+    assert (lo, hi) == pytest.approx((2.0 * math.exp(-z * 0.5), 2.0 * math.exp(z * 0.5)))

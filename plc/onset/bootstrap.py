@@ -243,7 +243,7 @@ def _widened(
 ) -> list[float]:
     """The percentile interval of `draws` about `centre`, each side made t_ν standard errors
     of max(its own, `own_se`) (bootstrap_fits has why; in ln for positive quantities whose
-    law is multiplicative: predictions of T)."""
+    law is multiplicative: predictions of T, whose `own_se` is in ln T)."""
     from scipy.stats import norm
     from scipy.stats import t as t_dist
 
@@ -251,6 +251,9 @@ def _widened(
     lo, hi = min(lo, centre), max(hi, centre)
     z = float(norm.ppf(level[1]))
     dof = max(points - 2, 1)
+    in_ln = log and centre > 0 and lo > 0
+    if log and not in_ln:  # drawn in T after all: the own noise back from ln T (delta method)
+        own_se *= abs(centre)
 
     def side(length: float) -> float:
         var, own = (length / z) ** 2, own_se**2
@@ -261,7 +264,7 @@ def _widened(
         nu = math.inf if rest <= 0 else dof * (total / rest) ** 2
         return float(t_dist.ppf(level[1], nu) if math.isfinite(nu) else z) * math.sqrt(total)
 
-    if log and centre > 0 and lo > 0:
+    if in_ln:
         c = math.log(centre)
         return [math.exp(c - side(c - math.log(lo))), math.exp(c + side(math.log(hi) - c))]
     return [float(centre - side(centre - lo)), float(centre + side(hi - centre))]
