@@ -83,6 +83,15 @@ def expansion(points: int, ci: float) -> float:
     return float(t_dist.ppf(q, max(points - 2, 1)) / norm.ppf(q))
 
 
+def _ln_variance(run: Run) -> float | None:
+    """The variance of ln T over the run's onset distribution (None where it reaches T ≤ 0)."""
+    tasks, prob = run.distribution()
+    if not (tasks > 0).all():
+        return None
+    lt = np.log(tasks)
+    return float(prob @ (lt - prob @ lt) ** 2)
+
+
 def _own_variances(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
     """Each run's own noise: the variance of its onset over its distribution, in tasks and in
     ln T (0 for a point mass, e.g. an onset table's row)."""
@@ -90,9 +99,7 @@ def _own_variances(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
     for i, run in enumerate(runs):
         tasks, prob = run.distribution()
         var_t[i] = float(prob @ (tasks - prob @ tasks) ** 2)
-        if (tasks > 0).all():
-            lt = np.log(tasks)
-            var_ln[i] = float(prob @ (lt - prob @ lt) ** 2)
+        var_ln[i] = _ln_variance(run) or 0.0
     return var_t, var_ln
 
 
@@ -314,10 +321,8 @@ def pool_seeds(runs: Sequence[Run], ci: float = 0.95) -> list[SizeOnset]:
                 rows.append(g)
                 cens.append(False)
                 y.append(math.log(r.onset))
-                tasks, prob = r.distribution()
-                if (tasks > 0).all():
-                    lt = np.log(tasks)
-                    own.append(float((prob * (lt - (prob * lt).sum()) ** 2).sum()))
+                if (v := _ln_variance(r)) is not None:
+                    own.append(v)
             elif _censor_at(r) is not None:
                 rows.append(g)
                 cens.append(True)

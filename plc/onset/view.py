@@ -282,15 +282,15 @@ def bootstrap_text(boot: BootstrapSummary) -> str:
     """How the fits' intervals were made, for a caption under their table."""
     unfit = boot.resamples - boot.used
     failed = ", ".join(f"{m} {n}" for m, n in boot.failed.items() if n)
-    grow = getattr(boot, "expand", 1.0)
-    own = getattr(boot, "own_noise", 0)
     widened = (
-        f"each side widened {grow:.2f}× about the fit (t over z for n − 2 degrees of freedom)"
-        if not own
+        f"each side widened {boot.expand:.2f}× about the fit (t over z for n − 2 degrees of "
+        "freedom)"
+        if not boot.own_noise
         else (
             "each side t standard errors of the larger of its own variance and the runs' own "
-            f"noise's ({own} run(s) with an onset distribution; degrees of freedom from n − 2, "
-            f"a {grow:.2f}× widening, where that noise is nil, to a z interval where it is all)"
+            f"noise's ({boot.own_noise} run(s) with an onset distribution; degrees of freedom "
+            f"from n − 2, a {boot.expand:.2f}× widening, where that noise is nil, to a z interval "
+            "where it is all)"
         )
     )
     return (
